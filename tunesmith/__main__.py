@@ -1,0 +1,5 @@
+"""`python -m tunesmith` runs the CLI."""
+
+from tunesmith.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""The `tunesmith` command line (typer + rich). Each command parses, calls one library function, formats.
+
+Heavy libraries (torch, transformers) are imported inside commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tunesmith.cli import data, evaluate, models, quickstart, runs, train
+
+app = typer.Typer(
+    name="tunesmith",
+    help="From raw domain data to a fine-tuned, evaluated open LLM. Start with `tunesmith quickstart`.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(data.app, name="data")
+app.add_typer(runs.app, name="runs")
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("quickstart")(quickstart.quickstart)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one clear message and exit code 2."""
+    from tunesmith.cli.common import USER_ERRORS, fail  # noqa: PLC0415
+
+    try:
+        app()
+    except USER_ERRORS as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,38 @@
+"""Shared CLI helpers: consoles, JSON output and the user-error exit path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from tunesmith.config import ConfigError
+from tunesmith.data.records import DataError
+from tunesmith.models.catalog import ModelNotFoundError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UsageError(ValueError):
+    """A command was called with arguments that cannot work together."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ModelNotFoundError, UsageError]
+    return tuple(errors)
+
+
+USER_ERRORS = _user_errors()
+
+
+def fail(message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(2)
+
+
+def print_json(payload: Any) -> None:
+    """Exactly one JSON document on stdout (progress and logs go to stderr)."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

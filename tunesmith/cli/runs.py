@@ -1,0 +1,65 @@
+"""`tunesmith runs`: what the registry knows about training runs."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tunesmith.cli.common import console, fail, print_json
+
+app = typer.Typer(help="Training runs recorded in the registry.")
+
+
+@app.command("list")
+def list_runs(
+    limit: int = typer.Option(50, "--limit", help="Most recent N runs."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """List recent runs, newest first: status, base model, tokens, losses."""
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    runs = Registry(default_database_url()).connect().list_runs(limit)
+    if json_output:
+        print_json(runs)
+        return
+    table = Table(title="runs")
+    for column in ("id", "status", "method", "base model", "tokens", "train loss", "val loss", "created"):
+        table.add_column(column)
+    for run in runs:
+        metrics = run["metrics"] or {}
+        table.add_row(
+            run["id"], run["status"], run["method"], run["base_model"],
+            f"{run['trained_tokens']:,}" if run["trained_tokens"] else "-",
+            _fmt(metrics.get("train_loss")), _fmt(metrics.get("val_loss")), (run["created_at"] or "")[:19],
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command("show")
+def show_run(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything recorded about one run: config, lineage, events, adapters, evaluations."""
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    run = Registry(default_database_url()).connect().get_run(run_id)
+    if run is None:
+        fail(f"{run_id}: no such run in the registry")
+    if json_output:
+        print_json(run)
+        return
+    console.print(f"[bold]{run['id']}[/]  {run['status']}  ({run['method']} on {run['base_model']})")
+    console.print(f"folder: {run['run_dir']}")
+    console.print(f"data: {run['dataset_id']}  val: {run['val_dataset_id']}")
+    console.print(f"tokens: {run['trained_tokens']}  wall: {run['wall_seconds']}s  metrics: {run['metrics']}")
+    for adapter in run["adapters"]:
+        console.print(f"adapter: {adapter['name']}@{adapter['version']}  {adapter['path']}")
+    for event in run["events"]:
+        console.print(f"  {event['created_at'][:19]}  {event['type']:<16} {event['message']}", highlight=False)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"

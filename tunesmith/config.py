@@ -1,0 +1,173 @@
+"""Typed specs shared by the CLI, the library and (later) the API, plus where tunesmith keeps its files.
+
+Owns: the pydantic models that describe a training or evaluation job, loading them from YAML with
+errors that name the key the user typed, and the `TUNESMITH_HOME` layout. Does not own: anything
+that runs a job; this module never imports torch, so `tunesmith --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def tunesmith_home() -> Path:
+    """Root of caches, runs and the registry: `$TUNESMITH_HOME`, else `~/.cache/tunesmith`."""
+    env = os.environ.get("TUNESMITH_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tunesmith"
+
+
+def default_database_url() -> str:
+    """The registry database: `$TUNESMITH_DATABASE_URL`, else SQLite under `TUNESMITH_HOME`."""
+    env = os.environ.get("TUNESMITH_DATABASE_URL")
+    return env if env else f"sqlite:///{tunesmith_home() / 'registry.db'}"
+
+
+class DataFormat(str, Enum):
+    """The example forms tunesmith reads; each is normalised to chat messages."""
+
+    alpaca = "alpaca"  # instruction / input / output
+    chat = "chat"  # messages: [{role, content}, ...] (OpenAI style)
+    sharegpt = "sharegpt"  # conversations: [{from, value}, ...]
+    prompt_completion = "prompt_completion"  # prompt / completion
+
+
+class Precision(str, Enum):
+    """Numeric precision of the training step."""
+
+    auto = "auto"  # bf16 autocast where the hardware runs it fast, fp32 otherwise
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSpec(_Spec):
+    """Low-rank adapter settings."""
+
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the head."
+    )
+
+
+class TrainSpec(_Spec):
+    """One supervised fine-tuning job."""
+
+    model: str = Field(DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory.")
+    data: Path | None = Field(None, description="Training file (JSONL, JSON, CSV or Parquet).")
+    val_data: Path | None = Field(None, description="Validation file; enables val loss and early stopping.")
+    format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, gt=0, description="Examples per micro-batch (packed into rows, no padding waste).")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the LR.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_seq_len: int = Field(1024, ge=16, description="Longest example in tokens; longer ones are truncated.")
+    pack_len: int = Field(
+        512,
+        ge=16,
+        description="Target packed-row length. Examples share rows up to this length (never attending to each "
+        "other); shorter rows keep attention cost low on CPUs, longer ones suit GPUs.",
+    )
+    precision: Precision = Field(Precision.auto, description="Training precision.")
+    eval_every: int = Field(50, gt=0, description="Optimizer steps between validation passes.")
+    save_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
+    keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept on disk.")
+    early_stopping_patience: int | None = Field(
+        3, gt=0, description="Stop after this many validations without improvement (None: never)."
+    )
+    log_every: int = Field(1, gt=0, description="Optimizer steps between metric lines.")
+    seed: int = Field(42, description="Seed for data order, adapter init and dropout.")
+    name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
+    out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
+
+    @model_validator(mode="after")
+    def _check_data(self) -> TrainSpec:
+        if self.data is None:
+            raise ValueError("data: a training file is required (--data or train.data in the config)")
+        return self
+
+    def resolved_lr(self) -> float:
+        """The learning rate this job uses."""
+        if self.lr is not None:
+            return self.lr
+        return 2e-4 if self.method == "lora" else 2e-5
+
+
+class EvalSpec(_Spec):
+    """A generation evaluation of one or more models on a held-out file."""
+
+    data: Path = Field(..., description="Test file in any supported form; the last assistant turn is the reference.")
+    format: DataFormat | None = Field(None, description="Example form; detected when unset.")
+    max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
+    batch_size: int = Field(16, gt=0, description="Prompts generated together.")
+    limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
+
+
+class ConfigFile(_Spec):
+    """A tunesmith YAML file: one section per job kind."""
+
+    train: dict[str, Any] | None = Field(None, description="TrainSpec fields.")
+    eval: dict[str, Any] | None = Field(None, description="EvalSpec fields.")
+
+
+class ConfigError(ValueError):
+    """A config file or flag the user gave is invalid; the message names the key."""
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Read a YAML config file, failing with the file name and offending key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read config: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections like 'train:', got {type(raw).__name__}")
+    try:
+        return ConfigFile.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source=str(path))) from error
+
+
+def build_train_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> TrainSpec:
+    """Merge a config file's `train:` section with CLI overrides (None means 'not given') into a spec."""
+    merged: dict[str, Any] = dict(file_section or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("lora_"):
+            merged.setdefault("lora", {})
+            merged["lora"] = {**merged["lora"], key.removeprefix("lora_"): value}
+        else:
+            merged[key] = value
+    try:
+        return TrainSpec.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source="train")) from error
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted key, e.g. `train.lora.r: must be > 0`."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        where = f"{source}.{key}" if key else source
+        lines.append(f"{where}: {item['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Plain records for examples and data problems. No torch, no tokenizer.
+
+Owns: the normalised example (a list of chat messages with its source location), the data error
+that lists problems by file and line, and the dataset content hash. Does not own: reading files
+(ingest) or tokenising (render).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+MAX_REPORTED_PROBLEMS = 20
+ROLES = ("system", "user", "assistant")
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training or evaluation example, normalised to chat messages."""
+
+    messages: list[Message]
+    source: str  # "file.jsonl:12": where the example came from, for error messages
+
+    def prompt_messages(self) -> list[Message]:
+        """Every message before the final assistant turn (the model's input at evaluation)."""
+        return self.messages[:-1]
+
+    def reference(self) -> str:
+        """The final assistant turn (the expected answer at evaluation)."""
+        return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    location: str  # "train.jsonl:12" or "train.parquet row 12"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+@dataclass
+class DataError(ValueError):
+    """Rows that cannot be used; never dropped silently, always reported with where and why."""
+
+    problems: list[DataProblem]
+    total: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.total = max(self.total, len(self.problems))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        shown = self.problems[:MAX_REPORTED_PROBLEMS]
+        lines = [f"{self.total} invalid row(s):"] + [f"  {problem}" for problem in shown]
+        if self.total > len(shown):
+            lines.append(f"  ... and {self.total - len(shown)} more")
+        return "\n".join(lines)
+
+
+def dataset_hash(examples: Iterable[Example]) -> str:
+    """Content hash of normalised examples: the same data in another file format hashes the same."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example.messages, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

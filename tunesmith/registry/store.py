@@ -1,0 +1,193 @@
+"""The registry store: record and query datasets, runs, events, adapters and evaluations. No torch.
+
+Owns: sessions and the queries the CLI needs, and the listener that mirrors a run's events into the
+database as they happen. Does not own: the schema (see `models`) or the run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tunesmith.config import ConfigError, tunesmith_home
+from tunesmith.registry.models import (
+    AdapterRecord,
+    Base,
+    DatasetRecord,
+    EvaluationRecord,
+    RunEventRecord,
+    RunRecord,
+)
+
+# Event types that move a run to a new status (the rest are informational).
+_STATUS_EVENTS = {"created", "validating_data", "running", "succeeded", "failed", "cancelled"}
+
+
+class Registry:
+    """A registry database: SQLite by default, any SQLAlchemy URL otherwise."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def connect(self) -> Registry:
+        """Create the database and tables if missing; returns self."""
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self._engine: Engine = create_engine(self.url)
+        Base.metadata.create_all(self._engine)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        return self
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # ------------------------------------------------------------------ runs and events
+
+    def run_listener(self, adapter_name: str | None = None) -> Callable[[Any], None]:
+        """A listener for `train_sft` that mirrors each event (and the outcome) into the registry."""
+
+        def listen(event: Any) -> None:
+            self.record_event(event.run_id, event.type.value, event.message, event.data, event.created_at,
+                              adapter_name=adapter_name)
+
+        return listen
+
+    def record_event(
+        self,
+        run_id: str,
+        type_: str,
+        message: str,
+        data: dict[str, Any],
+        created_at: str,
+        *,
+        adapter_name: str | None = None,
+    ) -> None:
+        with self.session() as session, session.begin():
+            run = session.get(RunRecord, run_id)
+            if run is None:
+                config = data.get("config", {})
+                run = RunRecord(
+                    id=run_id,
+                    status=type_,
+                    method=config.get("method", "lora"),
+                    base_model=config.get("model", ""),
+                    run_dir=str(data.get("run_dir", "")),
+                    config=config,
+                    metrics={},
+                )
+                session.add(run)
+                session.flush()
+            session.add(RunEventRecord(run_id=run_id, type=type_, message=message, data=data, created_at=created_at))
+            if type_ in _STATUS_EVENTS:
+                run.status = type_
+            if type_ == "failed":
+                run.error = message
+                run.finished_at = datetime.now(UTC)
+            if type_ == "metrics":
+                run.metrics = {**run.metrics, **{k: v for k, v in data.items() if k.endswith("loss")}}
+            if type_ == "succeeded":
+                self._record_success(session, run, data, adapter_name)
+
+    def _record_success(self, session: Session, run: RunRecord, data: dict[str, Any], adapter_name: str | None) -> None:
+        run.finished_at = datetime.now(UTC)
+        run.trained_tokens = data["trained_tokens"]
+        run.wall_seconds = data["wall_seconds"]
+        run.metrics = {
+            "train_loss": data["train_loss"],
+            "val_loss": data["val_loss"],
+            "tokens_per_second": data["tokens_per_second"],
+            "steps": data["steps"],
+        }
+        config = run.config
+        run.dataset_id = self._ensure_dataset(session, data["data_hash"], config.get("data"), data["num_examples"])
+        if data.get("val_data_hash"):
+            run.val_dataset_id = self._ensure_dataset(session, data["val_data_hash"], config.get("val_data"), None)
+        if run.method == "lora":
+            name = adapter_name or config.get("name") or run.id
+            version = (session.scalar(select(func.max(AdapterRecord.version)).where(AdapterRecord.name == name)) or 0) + 1
+            session.add(
+                AdapterRecord(name=name, version=version, run_id=run.id, path=data["artifact_dir"], base_model=run.base_model)
+            )
+
+    def _ensure_dataset(self, session: Session, digest: str, path: str | None, rows: int | None) -> str:
+        if session.get(DatasetRecord, digest) is None:
+            session.add(DatasetRecord(id=digest, path=str(path or ""), rows=rows or 0))
+            session.flush()
+        return digest
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.session() as session:
+            runs = session.scalars(select(RunRecord).order_by(RunRecord.created_at.desc()).limit(limit)).all()
+            return [_run_dict(run) for run in runs]
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run with its events, adapters and evaluations; `run_id` may be a unique prefix."""
+        with self.session() as session:
+            run = session.get(RunRecord, run_id)
+            if run is None:
+                matches = session.scalars(select(RunRecord).where(RunRecord.id.startswith(run_id))).all()
+                run = matches[0] if len(matches) == 1 else None
+            if run is None:
+                return None
+            result = _run_dict(run)
+            result["config"] = run.config
+            events = session.scalars(select(RunEventRecord).where(RunEventRecord.run_id == run.id).order_by(RunEventRecord.id))
+            result["events"] = [
+                {"type": e.type, "message": e.message, "created_at": e.created_at} for e in events
+            ]
+            adapters = session.scalars(select(AdapterRecord).where(AdapterRecord.run_id == run.id))
+            result["adapters"] = [{"name": a.name, "version": a.version, "path": a.path} for a in adapters]
+            evaluations = session.scalars(select(EvaluationRecord).where(EvaluationRecord.run_id == run.id))
+            result["evaluations"] = [
+                {"id": e.id, "out_dir": e.out_dir, "models": e.report.get("models", [])} for e in evaluations
+            ]
+            return result
+
+    def find_run_dir(self, run: str) -> Path:
+        """A run folder from its path or id (registry first, then TUNESMITH_HOME/runs/<id>)."""
+        path = Path(run)
+        if (path / "config.yaml").is_file():
+            return path
+        record = self.get_run(run)
+        if record is not None and (Path(record["run_dir"]) / "config.yaml").is_file():
+            return Path(record["run_dir"])
+        fallback = tunesmith_home() / "runs" / run
+        if (fallback / "config.yaml").is_file():
+            return fallback
+        raise ConfigError(f"{run}: no such run (not a run folder, nor a run id in the registry at {self.url})")
+
+    # ------------------------------------------------------------------ evaluations
+
+    def record_evaluation(self, run_id: str | None, report: dict[str, Any], out_dir: Path) -> int:
+        with self.session() as session, session.begin():
+            data = report["data"]
+            dataset_id = self._ensure_dataset(session, data["hash"], data["path"], data["examples"])
+            known_run = run_id if run_id and session.get(RunRecord, run_id) else None
+            record = EvaluationRecord(run_id=known_run, dataset_id=dataset_id, out_dir=str(out_dir), report=report)
+            session.add(record)
+            session.flush()
+            return record.id
+
+
+def _run_dict(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status,
+        "method": run.method,
+        "base_model": run.base_model,
+        "run_dir": run.run_dir,
+        "dataset_id": run.dataset_id,
+        "val_dataset_id": run.val_dataset_id,
+        "trained_tokens": run.trained_tokens,
+        "wall_seconds": run.wall_seconds,
+        "metrics": run.metrics,
+        "error": run.error,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }

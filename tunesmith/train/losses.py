@@ -1,0 +1,88 @@
+"""Loss functions: pure tensor code, no model or config knowledge.
+
+`linear_cross_entropy` computes the language-model loss from final hidden states and the output
+embedding without ever materialising the full `(tokens, vocab)` logits: it runs only on the
+loss-bearing positions, in chunks, and computes the gradient of each chunk during the forward pass
+(so backward is two multiplications by a scalar, and nothing of vocabulary size is kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tunesmith.data.render import IGNORE_INDEX
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,  # (N, H) loss-bearing positions only
+        weight: torch.Tensor,  # (V, H)
+        targets: torch.Tensor,  # (N,)
+        chunk_size: int,
+        compute_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        needs_weight_grad = ctx.needs_input_grad[1]
+        weight_c = weight.to(compute_dtype)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs_weight_grad else None
+        for start in range(0, hidden.shape[0], chunk_size):
+            chunk = hidden[start : start + chunk_size].to(compute_dtype)  # (C, H)
+            chunk_targets = targets[start : start + chunk_size]
+            logits = (chunk @ weight_c.T).float()  # (C, V)
+            log_norm = torch.logsumexp(logits, dim=-1)
+            total += (log_norm - logits.gather(1, chunk_targets[:, None]).squeeze(1)).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            # d(loss)/d(logits) = softmax - one_hot, computed in place to keep one (C, V) buffer.
+            grad_logits = logits.sub_(log_norm[:, None]).exp_()
+            grad_logits[torch.arange(chunk.shape[0], device=chunk.device), chunk_targets] -= 1.0
+            grad_logits_c = grad_logits.to(compute_dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk_size] = (grad_logits_c @ weight_c).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad_logits_c.T @ chunk).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_hidden, grad_weight = ctx.saved_tensors
+        hidden_grad = grad_hidden * grad_output.to(grad_hidden.dtype) if grad_hidden is not None else None
+        weight_grad = grad_weight * grad_output if grad_weight is not None else None
+        return hidden_grad, weight_grad, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int = 1024,
+    compute_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over positions whose target is not IGNORE_INDEX.
+
+    Args:
+        hidden: final hidden states, `(B, T, H)` or `(N, H)`.
+        weight: output embedding `(V, H)`.
+        targets: `(B, T)` or `(N,)` token ids, IGNORE_INDEX where no loss is taken.
+        chunk_size: positions per logits chunk; bounds the `(chunk, V)` buffer.
+        compute_dtype: matmul dtype (bf16 for speed); defaults to `hidden`'s dtype.
+
+    Returns:
+        The summed loss (fp32 scalar) and the number of loss-bearing positions.
+    """
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    keep = flat_targets != IGNORE_INDEX
+    selected_hidden = flat_hidden[keep]
+    selected_targets = flat_targets[keep]
+    dtype = compute_dtype or hidden.dtype
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        loss = _LinearCrossEntropy.apply(selected_hidden, weight, selected_targets, chunk_size, dtype)
+    return loss, int(selected_targets.numel())
