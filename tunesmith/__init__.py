@@ -1,0 +1,62 @@
+"""tunesmith: from raw domain data to a fine-tuned, evaluated open LLM.
+
+The public library API. Names resolve lazily, so importing tunesmith (and `tunesmith --help`)
+does not pay for torch until a function that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, TrainSpec
+    from tunesmith.data.ingest import load_examples
+    from tunesmith.data.records import DataError, Example
+    from tunesmith.eval.evaluate import Candidate, evaluate_generation
+    from tunesmith.models.loading import resolve_model
+    from tunesmith.quickstart import run_quickstart
+    from tunesmith.registry.store import Registry
+    from tunesmith.train.sft import TrainResult, train_sft
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Candidate": "tunesmith.eval.evaluate",
+    "DataError": "tunesmith.data.records",
+    "DataFormat": "tunesmith.config",
+    "EvalSpec": "tunesmith.config",
+    "Example": "tunesmith.data.records",
+    "LoraSpec": "tunesmith.config",
+    "Registry": "tunesmith.registry.store",
+    "TrainResult": "tunesmith.train.sft",
+    "TrainSpec": "tunesmith.config",
+    "evaluate_generation": "tunesmith.eval.evaluate",
+    "load_examples": "tunesmith.data.ingest",
+    "resolve_model": "tunesmith.models.loading",
+    "run_quickstart": "tunesmith.quickstart",
+    "train_sft": "tunesmith.train.sft",
+}
+
+__all__ = [
+    "Candidate",
+    "DataError",
+    "DataFormat",
+    "EvalSpec",
+    "Example",
+    "LoraSpec",
+    "Registry",
+    "TrainResult",
+    "TrainSpec",
+    "evaluate_generation",
+    "load_examples",
+    "resolve_model",
+    "run_quickstart",
+    "train_sft",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tunesmith' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

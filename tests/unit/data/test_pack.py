@@ -1,0 +1,74 @@
+"""Packing must not change what the model computes: same per-example losses and gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.data.pack import pack_batch, pack_rows
+from tunesmith.data.render import IGNORE_INDEX, RenderedExample
+from tunesmith.models.loading import load_model
+from tunesmith.train.losses import linear_cross_entropy
+
+
+def test_first_fit_decreasing_fills_rows_without_overflow() -> None:
+    lengths = [5, 9, 3, 7, 2, 4]
+    rows = pack_rows(lengths, row_len=10)
+    assert sorted(index for row in rows for index in row) == list(range(6))
+    assert all(sum(lengths[i] for i in row) <= 10 for row in rows)
+    assert len(rows) == 3  # 30 tokens in rows of 10 is the minimum
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_rows([11], row_len=10)
+
+
+def _examples(seed: int, lengths: list[int], vocab: int) -> list[RenderedExample]:
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for number, length in enumerate(lengths):
+        ids = torch.randint(3, vocab, (length,), generator=generator).tolist()
+        learn_from = length // 2  # second half is the "assistant" part
+        targets = [ids[t + 1] if t + 1 < length and t + 1 >= learn_from else IGNORE_INDEX for t in range(length)]
+        examples.append(RenderedExample(input_ids=ids, targets=targets, source=f"x:{number}"))
+    return examples
+
+
+def test_batch_positions_restart_per_example_and_padding_carries_no_loss() -> None:
+    examples = _examples(0, [4, 3, 6], vocab=50)
+    batch = pack_batch(examples, row_len=8, pad_id=0)
+    assert batch.input_ids.shape == (2, 7)  # rows [6] and [4, 3]; padded to the longest row only
+    assert batch.position_ids[1].tolist() == [0, 1, 2, 3, 0, 1, 2]
+    assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 0]
+    assert batch.targets[0, 6].item() == IGNORE_INDEX
+    assert batch.num_tokens == 13
+    assert batch.num_loss_tokens == sum(e.num_loss_tokens for e in examples)
+
+
+def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(tiny_model_dir: Path) -> None:
+    torch.manual_seed(0)
+    model = load_model(str(tiny_model_dir)).eval()
+    vocab = model.config.vocab_size
+    examples = _examples(1, [12, 7, 20, 5, 9], vocab)
+    weight = model.get_output_embeddings().weight
+    decoder = model.get_decoder()
+
+    def loss_and_grads(batch) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        hidden = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        loss, _ = linear_cross_entropy(hidden, weight, batch.targets)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    separate_loss, separate_grads = 0.0, {}
+    for example in examples:
+        loss, grads = loss_and_grads(pack_batch([example], row_len=64, pad_id=0))
+        separate_loss += loss
+        for name, grad in grads.items():
+            separate_grads[name] = separate_grads.get(name, 0) + grad
+    packed = pack_batch(examples, row_len=32, pad_id=0)
+    assert packed.input_ids.shape[0] < len(examples)  # really packed several per row
+    packed_loss, packed_grads = loss_and_grads(packed)
+    assert packed_loss == pytest.approx(separate_loss, rel=1e-5)
+    for name, grad in separate_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tunesmith.config import ConfigError, TrainSpec, build_train_spec, load_config_file, tunesmith_home
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config_file(path)
+    if config.train is not None:
+        spec = build_train_spec(config.train, {})
+        assert isinstance(spec, TrainSpec)
+
+
+def test_flags_override_file_and_lora_flags_merge() -> None:
+    spec = build_train_spec({"data": "a.jsonl", "epochs": 2, "lora": {"r": 8}}, {"epochs": 5, "lora_alpha": 4})
+    assert spec.epochs == 5 and spec.lora.r == 8 and spec.lora.alpha == 4
+
+
+def test_missing_data_and_bad_values_name_their_keys() -> None:
+    with pytest.raises(ConfigError, match="data"):
+        build_train_spec({}, {})
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        build_train_spec({"data": "a.jsonl", "batch_size": 0}, {})
+
+
+def test_learning_rate_defaults_depend_on_method() -> None:
+    assert build_train_spec({"data": "a"}, {}).resolved_lr() == 2e-4
+    assert build_train_spec({"data": "a", "method": "full"}, {}).resolved_lr() == 2e-5
+
+
+def test_home_respects_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path))
+    assert tunesmith_home() == tmp_path

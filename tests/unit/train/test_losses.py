@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.render import IGNORE_INDEX
+from tunesmith.train.losses import linear_cross_entropy
+
+
+@pytest.mark.parametrize("chunk_size", [3, 1024])
+def test_matches_cross_entropy_over_full_logits_in_value_and_gradients(chunk_size: int) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 9, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (2, 9))
+    targets[0, :4] = IGNORE_INDEX
+    targets[1, 7:] = IGNORE_INDEX
+
+    loss, count = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
+    (loss * 0.5).backward()
+    ours = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+
+    reference = F.cross_entropy((hidden @ weight.T).reshape(-1, 50), targets.reshape(-1), reduction="sum")
+    (reference * 0.5).backward()
+    assert count == int((targets != IGNORE_INDEX).sum())
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    torch.testing.assert_close(ours[0], hidden.grad)
+    torch.testing.assert_close(ours[1], weight.grad)
+
+
+def test_frozen_weight_gets_no_gradient() -> None:
+    hidden = torch.randn(5, 8, requires_grad=True)
+    weight = torch.randn(20, 8)
+    loss, _ = linear_cross_entropy(hidden, weight, torch.randint(0, 20, (5,)))
+    loss.backward()
+    assert weight.grad is None
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0

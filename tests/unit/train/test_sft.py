@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import DEMO, write_jsonl
+from tunesmith.config import TrainSpec
+from tunesmith.models.loading import load_model
+from tunesmith.train.sft import train_sft
+
+
+def _spec(tiny_model_dir: Path, out: Path, **overrides) -> TrainSpec:
+    settings = {
+        "model": str(tiny_model_dir), "data": DEMO / "val.jsonl", "val_data": DEMO / "test.jsonl",
+        "max_steps": 6, "batch_size": 4, "lr": 5e-3, "eval_every": 3, "save_every": 3, "out": out,
+    } | overrides  # fmt: skip
+    return TrainSpec(**settings)
+
+
+def test_lora_run_learns_and_writes_a_complete_run_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
+    events = []
+    result = train_sft(_spec(tiny_model_dir, tmp_path / "run"), listener=events.append, progress=False)
+    run = tmp_path / "run"
+    assert result.status == "succeeded"
+    for name in ("config.yaml", "events.jsonl", "metrics.jsonl", "loss_curve.png", "run.json", "status.json"):
+        assert (run / name).is_file(), name
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "chat_template.jinja", "README.md"):
+        assert (run / "adapter" / name).is_file(), name
+    types = [json.loads(line)["type"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert types[:3] == ["created", "validating_data", "running"]
+    assert "checkpoint" in types and "metrics" in types and types[-1] == "succeeded"
+    assert [e.type.value for e in events] == types  # the listener saw every event, in order
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [m["train_loss"] for m in metrics if "train_loss" in m]
+    assert len(train_losses) == 6
+    assert train_losses[-1] < train_losses[0]
+    assert [m["step"] for m in metrics if "val_loss" in m] == [3, 6]
+    card = (run / "adapter" / "README.md").read_text()
+    assert result.data_hash in card and "lora_r | 16" in card
+    assert result.trained_tokens == [m for m in metrics if "trained_tokens" in m][-1]["trained_tokens"]
+    assert json.loads((run / "run.json").read_text())["trained_tokens"] == result.trained_tokens
+
+
+def test_only_adapter_weights_change(tiny_model_dir: Path, tmp_path: Path) -> None:
+    train_sft(_spec(tiny_model_dir, tmp_path / "run", max_steps=2, val_data=None), progress=False)
+    base = load_model(str(tiny_model_dir))
+    adapter = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in name for name in adapter)
+    assert any(t.abs().sum() > 0 for n, t in adapter.items() if "lora_B" in n)  # B starts at zero: it moved
+    fresh = load_model(str(tiny_model_dir))
+    for (name, p), (_, q) in zip(base.named_parameters(), fresh.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_full_fine_tuning_saves_a_loadable_model_that_differs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = train_sft(_spec(tiny_model_dir, tmp_path / "run", method="full", lr=1e-3, max_steps=2), progress=False)
+    tuned = load_model(result.artifact_dir)
+    base = load_model(str(tiny_model_dir))
+    changed = [n for (n, p), (_, q) in zip(tuned.named_parameters(), base.named_parameters(), strict=True) if not torch.equal(p, q)]
+    assert len(changed) == len(list(base.parameters()))
+
+
+def test_early_stopping_keeps_the_best_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A learning rate this high diverges: validation stops improving and the run stops early.
+    spec = _spec(tiny_model_dir, tmp_path / "run", lr=3.0, max_steps=40, eval_every=1, save_every=100,
+                 early_stopping_patience=2)  # fmt: skip
+    result = train_sft(spec, progress=False)
+    types = [json.loads(line)["type"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert "early_stopped" in types
+    assert result.steps < 40
+    val = {m["step"]: m["val_loss"] for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "val_loss" in m}
+    assert result.best_step == min(val, key=val.get)
+    assert result.val_loss == pytest.approx(min(val.values()), abs=1e-5)
+
+
+def test_bad_data_fails_the_run_with_a_recorded_event(tiny_model_dir: Path, tmp_path: Path) -> None:
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": ""}])
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        train_sft(_spec(tiny_model_dir, tmp_path / "run", data=bad), progress=False)
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["type"] == "failed" and "bad.jsonl:1" in events[-1]["message"]
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
