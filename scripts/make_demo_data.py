@@ -20,9 +20,42 @@ SYSTEM = "You are the customer-care voice of Bramble & Bean, a neighbourhood caf
 SIGN_OFF = "Warmly, the Bramble & Bean crew"
 
 NAMES = [
-    "Maya", "Leo", "Priya", "Tom", "Aisha", "Jonas", "Chloe", "Mateo", "Hana", "Oscar", "Zara", "Ben",
-    "Lucia", "Finn", "Amara", "Noah", "Ines", "Kai", "Ruth", "Sami", "Elena", "Dev", "Grace", "Theo",
-    "Nadia", "Felix", "Rosa", "Omar", "Lena", "Hugo", "Mina", "Arlo", "Jade", "Iris", "Pablo", "Wren",
+    "Maya",
+    "Leo",
+    "Priya",
+    "Tom",
+    "Aisha",
+    "Jonas",
+    "Chloe",
+    "Mateo",
+    "Hana",
+    "Oscar",
+    "Zara",
+    "Ben",
+    "Lucia",
+    "Finn",
+    "Amara",
+    "Noah",
+    "Ines",
+    "Kai",
+    "Ruth",
+    "Sami",
+    "Elena",
+    "Dev",
+    "Grace",
+    "Theo",
+    "Nadia",
+    "Felix",
+    "Rosa",
+    "Omar",
+    "Lena",
+    "Hugo",
+    "Mina",
+    "Arlo",
+    "Jade",
+    "Iris",
+    "Pablo",
+    "Wren",
 ]
 HOURS = {
     "Monday": "7am to 6pm",
@@ -154,7 +187,13 @@ def _loyalty(rng: random.Random, name: str) -> tuple[str, str]:
 
 
 INTENTS: list[Callable[[random.Random, str], tuple[str, str]]] = [
-    _hours, _order, _allergens, _reservation, _complaint, _catering, _loyalty,
+    _hours,
+    _order,
+    _allergens,
+    _reservation,
+    _complaint,
+    _catering,
+    _loyalty,
 ]
 
 
@@ -179,11 +218,11 @@ def generate(count: int, seed: int) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    rows = generate(420, seed=7)
+    rows = generate(280, seed=7)
     random.Random(11).shuffle(rows)
     out = Path(__file__).resolve().parents[1] / "tunesmith" / "data" / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    splits = {"train": rows[:340], "val": rows[340:380], "test": rows[380:]}
+    splits = {"train": rows[:200], "val": rows[200:240], "test": rows[240:]}
     for split, split_rows in splits.items():
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in split_rows)
         (out / f"{split}.jsonl").write_text(text, encoding="utf-8")

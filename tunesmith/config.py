@@ -8,7 +8,7 @@ that runs a job; this module never imports torch, so `tunesmith --help` starts f
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ def default_database_url() -> str:
     return env if env else f"sqlite:///{tunesmith_home() / 'registry.db'}"
 
 
-class DataFormat(str, Enum):
+class DataFormat(StrEnum):
     """The example forms tunesmith reads; each is normalised to chat messages."""
 
     alpaca = "alpaca"  # instruction / input / output
@@ -39,7 +39,7 @@ class DataFormat(str, Enum):
     prompt_completion = "prompt_completion"  # prompt / completion
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Numeric precision of the training step."""
 
     auto = "auto"  # bf16 autocast where the hardware runs it fast, fp32 otherwise
@@ -58,14 +58,17 @@ class LoraSpec(_Spec):
     alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer but the head."
+        "all-linear",
+        description="Module names to adapt, or 'all-linear' for every linear layer but the head.",
     )
 
 
 class TrainSpec(_Spec):
     """One supervised fine-tuning job."""
 
-    model: str = Field(DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory.")
+    model: str = Field(
+        DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
+    )
     data: Path | None = Field(None, description="Training file (JSONL, JSON, CSV or Parquet).")
     val_data: Path | None = Field(None, description="Validation file; enables val loss and early stopping.")
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
@@ -73,15 +76,19 @@ class TrainSpec(_Spec):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
-    batch_size: int = Field(8, gt=0, description="Examples per micro-batch (packed into rows, no padding waste).")
+    batch_size: int = Field(
+        8, gt=0, description="Examples per micro-batch (packed into rows, no padding waste)."
+    )
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full.")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the LR.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     max_seq_len: int = Field(1024, ge=16, description="Longest example in tokens; longer ones are truncated.")
     pack_len: int = Field(
-        512,
+        256,
         ge=16,
         description="Target packed-row length. Examples share rows up to this length (never attending to each "
         "other); shorter rows keep attention cost low on CPUs, longer ones suit GPUs.",
@@ -114,7 +121,9 @@ class TrainSpec(_Spec):
 class EvalSpec(_Spec):
     """A generation evaluation of one or more models on a held-out file."""
 
-    data: Path = Field(..., description="Test file in any supported form; the last assistant turn is the reference.")
+    data: Path = Field(
+        ..., description="Test file in any supported form; the last assistant turn is the reference."
+    )
     format: DataFormat | None = Field(None, description="Example form; detected when unset.")
     max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
     batch_size: int = Field(16, gt=0, description="Prompts generated together.")

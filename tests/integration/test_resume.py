@@ -26,7 +26,9 @@ def _train_command(model: Path, out: Path) -> list[str]:
 
 def test_killed_run_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TUNESMITH_HOME": str(tmp_path / "home")}
-    reference = subprocess.run(_train_command(tiny_model_dir, tmp_path / "full"), env=env, capture_output=True, text=True)
+    reference = subprocess.run(
+        _train_command(tiny_model_dir, tmp_path / "full"), env=env, capture_output=True, text=True
+    )
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     victim = subprocess.Popen(_train_command(tiny_model_dir, tmp_path / "killed"), env=env,
@@ -34,7 +36,9 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_path: 
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 120
     while not (checkpoints.is_dir() and any(p.name >= "step-00000009" for p in checkpoints.iterdir())):
-        assert time.monotonic() < deadline and victim.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline and victim.poll() is None, (
+            "training ended before it could be killed"
+        )
         time.sleep(0.005)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -54,5 +58,7 @@ def test_killed_run_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_path: 
     assert expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
-    events = [json.loads(line)["type"] for line in (tmp_path / "killed" / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line)["type"] for line in (tmp_path / "killed" / "events.jsonl").read_text().splitlines()
+    ]
     assert "resumed" in events and events[-1] == "succeeded"

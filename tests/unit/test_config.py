@@ -17,7 +17,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_flags_override_file_and_lora_flags_merge() -> None:
-    spec = build_train_spec({"data": "a.jsonl", "epochs": 2, "lora": {"r": 8}}, {"epochs": 5, "lora_alpha": 4})
+    spec = build_train_spec(
+        {"data": "a.jsonl", "epochs": 2, "lora": {"r": 8}}, {"epochs": 5, "lora_alpha": 4}
+    )
     assert spec.epochs == 5 and spec.lora.r == 8 and spec.lora.alpha == 4
 
 

@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers) are imported inside commands, so `--help` 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -30,6 +31,8 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one clear message and exit code 2."""
     from tunesmith.cli.common import USER_ERRORS, fail  # noqa: PLC0415
 
+    # peft calls a transformers property that warns on every model wrap; not actionable for users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
     except USER_ERRORS as error:

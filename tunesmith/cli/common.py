@@ -21,7 +21,13 @@ class UsageError(ValueError):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError, ModelNotFoundError, UsageError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        DataError,
+        FileNotFoundError,
+        ModelNotFoundError,
+        UsageError,
+    ]
     return tuple(errors)
 
 

@@ -17,9 +17,13 @@ app = typer.Typer(help="Inspect training data.")
 @app.command("show")
 def show(
     file: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV or Parquet).", exists=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model whose chat template renders it."),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="Base model whose chat template renders it."
+    ),
     index: int = typer.Option(0, "--index", "-i", help="Which example (0-based)."),
-    data_format: DataFormat | None = typer.Option(None, "--format", help="Example form; detected when unset."),
+    data_format: DataFormat | None = typer.Option(
+        None, "--format", help="Example form; detected when unset."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print tokens and their loss flags as JSON."),
 ) -> None:
     """Print one example rendered with the model's chat template, loss-bearing tokens highlighted.
@@ -43,7 +47,10 @@ def show(
         print_json(
             {
                 "source": rendered.source,
-                "tokens": [{"id": i, "text": p, "loss": flag} for i, p, flag in zip(rendered.input_ids, pieces, learned, strict=True)],
+                "tokens": [
+                    {"id": i, "text": p, "loss": flag}
+                    for i, p, flag in zip(rendered.input_ids, pieces, learned, strict=True)
+                ],
                 "num_tokens": len(pieces),
                 "num_loss_tokens": sum(learned),
             }
@@ -53,4 +60,6 @@ def show(
     for piece, flag in zip(pieces, learned, strict=True):
         text.append(piece, style="bold green on grey15" if flag else "dim")
     title = f"{rendered.source}: {len(pieces)} tokens, {sum(learned)} with loss"
-    console.print(Panel(text, title=title, subtitle="[bold green on grey15]learned[/]  [dim]context (no loss)[/]"))
+    console.print(
+        Panel(text, title=title, subtitle="[bold green on grey15]learned[/]  [dim]context (no loss)[/]")
+    )

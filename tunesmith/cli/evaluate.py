@@ -13,11 +13,22 @@ from tunesmith.config import DataFormat
 
 
 def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="A run (folder or id): scores its base and adapter side by side. "
-                              "Or a base model (catalog name, hub id, directory): scores it alone."),
-    data: Path = typer.Option(..., "--data", help="Test file; each example's last assistant turn is the reference."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: <run>/eval, else ./eval)."),
-    data_format: DataFormat | None = typer.Option(None, "--format", help="Example form; detected when unset."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="A run (folder or id): scores its base and adapter side by side. "
+        "Or a base model (catalog name, hub id, directory): scores it alone.",
+    ),
+    data: Path = typer.Option(
+        ..., "--data", help="Test file; each example's last assistant turn is the reference."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder (default: <run>/eval, else ./eval)."
+    ),
+    data_format: DataFormat | None = typer.Option(
+        None, "--format", help="Example form; detected when unset."
+    ),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest generated answer."),
     batch_size: int = typer.Option(16, "--batch-size", help="Prompts generated together."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
@@ -41,14 +52,39 @@ def evaluate(
         artifact = Path(summary["artifact_dir"])
         if summary["method"] == "lora":
             candidates = [Candidate("base"), Candidate(run_id, artifact)]
-            report = evaluate_generation(base, candidates, data, out or run_dir / "eval", data_format=data_format,
-                                         max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+            report = evaluate_generation(
+                base,
+                candidates,
+                data,
+                out or run_dir / "eval",
+                data_format=data_format,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                limit=limit,
+            )
         else:
-            report = _evaluate_full(base, artifact, run_id, data, out or run_dir / "eval", data_format,
-                                    max_new_tokens, batch_size, limit)
+            report = _evaluate_full(
+                base,
+                artifact,
+                run_id,
+                data,
+                out or run_dir / "eval",
+                data_format,
+                max_new_tokens,
+                batch_size,
+                limit,
+            )
     else:
-        report = evaluate_generation(model, [Candidate(model)], data, out or Path("eval"), data_format=data_format,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit)
+        report = evaluate_generation(
+            model,
+            [Candidate(model)],
+            data,
+            out or Path("eval"),
+            data_format=data_format,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            limit=limit,
+        )
     out_dir = out or (run_dir / "eval" if run_dir else Path("eval"))
     registry.record_evaluation(run_id, report, out_dir)
     if json_output:
@@ -68,16 +104,32 @@ def _maybe_run_dir(model: str, registry: object) -> Path | None:
     except ConfigError:
         return None
     if not (run_dir / "run.json").is_file():
-        raise typer.BadParameter(f"run {model} has not finished (no run.json); resume it first", param_hint="--model")
+        raise typer.BadParameter(
+            f"run {model} has not finished (no run.json); resume it first", param_hint="--model"
+        )
     return run_dir
 
 
-def _evaluate_full(base: str, model_dir: Path, run_id: str, data: Path, out: Path, data_format: DataFormat | None,
-                   max_new_tokens: int, batch_size: int, limit: int | None) -> dict[str, object]:
+def _evaluate_full(
+    base: str,
+    model_dir: Path,
+    run_id: str,
+    data: Path,
+    out: Path,
+    data_format: DataFormat | None,
+    max_new_tokens: int,
+    batch_size: int,
+    limit: int | None,
+) -> dict[str, object]:
     """A fully fine-tuned run is its own model: score base and it one after the other, then combine."""
     from tunesmith.eval.evaluate import Candidate, combine_reports, evaluate_generation  # noqa: PLC0415
 
-    settings = {"data_format": data_format, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit}
+    settings = {
+        "data_format": data_format,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "limit": limit,
+    }
     evaluate_generation(base, [Candidate("base")], data, out / "base", **settings)  # type: ignore[arg-type]
     evaluate_generation(str(model_dir), [Candidate(run_id)], data, out / run_id, **settings)  # type: ignore[arg-type]
     return combine_reports([out / "base", out / run_id], out)

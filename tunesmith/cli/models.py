@@ -7,11 +7,15 @@ from rich.table import Table
 
 from tunesmith.cli.common import console, print_json
 
-app = typer.Typer(help="Base models tunesmith knows by name. Any Hugging Face id or local directory also works.")
+app = typer.Typer(
+    help="Base models tunesmith knows by name. Any Hugging Face id or local directory also works."
+)
 
 
 @app.command("list")
-def list_models(json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+def list_models(
+    json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
     """Show the model catalog and which models are ready on this machine."""
     from tunesmith.models.catalog import load_catalog  # noqa: PLC0415
 
@@ -38,6 +42,11 @@ def list_models(json_output: bool = typer.Option(False, "--json", help="Print JS
     table.add_column("notes")
     for e in entries:
         table.add_row(
-            e["name"], e["source"], e["parameters"], f"{e['context_length']:,}", "yes" if e["local"] else "-", e["notes"]
+            e["name"],
+            e["source"],
+            e["parameters"],
+            f"{e['context_length']:,}",
+            "yes" if e["local"] else "-",
+            e["notes"],
         )
     console.print(table)

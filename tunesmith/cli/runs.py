@@ -58,7 +58,9 @@ def show_run(
     for adapter in run["adapters"]:
         console.print(f"adapter: {adapter['name']}@{adapter['version']}  {adapter['path']}")
     for event in run["events"]:
-        console.print(f"  {event['created_at'][:19]}  {event['type']:<16} {event['message']}", highlight=False)
+        console.print(
+            f"  {event['created_at'][:19]}  {event['type']:<16} {event['message']}", highlight=False
+        )
 
 
 def _fmt(value: float | None) -> str:

@@ -12,29 +12,47 @@ from tunesmith.config import build_train_spec, load_config_file
 
 
 def train(
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with a `train:` section; flags override it."),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML file with a `train:` section; flags override it."
+    ),
     data: Path | None = typer.Option(None, "--data", help="Training file: JSONL, JSON, CSV or Parquet."),
-    val_data: Path | None = typer.Option(None, "--val-data", help="Validation file (val loss, early stopping, best checkpoint)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Base model: catalog name, Hugging Face id or directory."),
+    val_data: Path | None = typer.Option(
+        None, "--val-data", help="Validation file (val loss, early stopping, best checkpoint)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Base model: catalog name, Hugging Face id or directory."
+    ),
     method: str | None = typer.Option(None, "--method", help="lora (default) or full."),
     epochs: float | None = typer.Option(None, "--epochs", help="Passes over the data (default 3)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Examples per micro-batch (default 8)."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
+    grad_accum: int | None = typer.Option(
+        None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 2e-5 full)."),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank (default 16)."),
     lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 32)."),
-    max_seq_len: int | None = typer.Option(None, "--max-seq-len", help="Truncate examples to this many tokens."),
+    max_seq_len: int | None = typer.Option(
+        None, "--max-seq-len", help="Truncate examples to this many tokens."
+    ),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between validation passes."),
     save_every: int | None = typer.Option(None, "--save-every", help="Steps between resumable checkpoints."),
     precision: str | None = typer.Option(None, "--precision", help="auto (default), bf16 or fp32."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for data order, init and dropout."),
-    name: str | None = typer.Option(None, "--name", help="Adapter name in the registry (default: the run id)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default TUNESMITH_HOME/runs/<id>)."),
-    resume: str | None = typer.Option(
-        None, "--resume", help="Resume a killed or cancelled run (its directory or id) from its last checkpoint."
+    name: str | None = typer.Option(
+        None, "--name", help="Adapter name in the registry (default: the run id)."
     ),
-    json_output: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object on stdout."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory (default TUNESMITH_HOME/runs/<id>)."
+    ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        help="Resume a killed or cancelled run (its directory or id) from its last checkpoint.",
+    ),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print the run summary as one JSON object on stdout."
+    ),
 ) -> None:
     """Fine-tune a base model on your data (LoRA by default) and record the run.
 
@@ -62,7 +80,9 @@ def train(
         resume_dir = registry.find_run_dir(resume)
         given = [key for key, value in overrides.items() if value is not None]
         if given or config is not None:
-            raise UsageError(f"--resume continues a run with its saved config; drop {', '.join(given) or '--config'}")
+            raise UsageError(
+                f"--resume continues a run with its saved config; drop {', '.join(given) or '--config'}"
+            )
         section = yaml.safe_load((resume_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
         spec = build_train_spec(section, {})
     else:
@@ -72,9 +92,13 @@ def train(
     if json_output:
         print_json(result.to_dict())
         return
-    console.print(f"[bold green]done[/] {result.run_id}: {result.steps} steps, {result.trained_tokens:,} tokens in "
-                  f"{result.wall_seconds:.0f}s ({result.tokens_per_second:.0f} tok/s)")
-    console.print(f"train loss {result.train_loss:.4f}" + (f", val loss {result.val_loss:.4f}" if result.val_loss else ""))
+    console.print(
+        f"[bold green]done[/] {result.run_id}: {result.steps} steps, {result.trained_tokens:,} tokens in "
+        f"{result.wall_seconds:.0f}s ({result.tokens_per_second:.0f} tok/s)"
+    )
+    console.print(
+        f"train loss {result.train_loss:.4f}"
+        + (f", val loss {result.val_loss:.4f}" if result.val_loss else "")
+    )
     console.print(f"run folder: {result.run_dir}")
     err_console.print(f"next: tunesmith eval --model {result.run_id} --data TEST_FILE")
-

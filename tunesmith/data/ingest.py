@@ -18,7 +18,13 @@ from tunesmith.data.records import ROLES, DataError, DataProblem, Example, Messa
 
 Row = tuple[str, Any]  # (location, parsed row or a DataProblem)
 
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+}
 _JSON_COLUMNS = ("messages", "conversations")  # CSV cells that hold JSON lists
 
 
@@ -87,7 +93,9 @@ def _read_rows(path: Path) -> Iterator[Row]:
         ".parquet": _read_parquet,
     }
     if suffix not in readers:
-        raise DataError([DataProblem(str(path), f"unsupported file type '{suffix}' (use .jsonl, .json, .csv, .parquet)")])
+        raise DataError(
+            [DataProblem(str(path), f"unsupported file type '{suffix}' (use .jsonl, .json, .csv, .parquet)")]
+        )
     return readers[suffix](path)
 
 
@@ -127,7 +135,10 @@ def _read_json(path: Path) -> Iterator[Row]:
         try:
             row, index = decoder.raw_decode(text, index)
         except json.JSONDecodeError as error:
-            yield f"{path.name}:{error.lineno}", DataProblem(f"{path.name}:{error.lineno}", f"malformed JSON: {error.msg}")
+            yield (
+                f"{path.name}:{error.lineno}",
+                DataProblem(f"{path.name}:{error.lineno}", f"malformed JSON: {error.msg}"),
+            )
             return
         yield location, row
         index = _skip_space(text, index)
@@ -262,7 +273,9 @@ def _check_turn_order(messages: list[Message], field_name: str) -> list[Message]
         position = index + (len(messages) - len(body))
         expected = "user" if index % 2 == 0 else "assistant"
         if message["role"] != expected:
-            raise ValueError(f"{field_name}[{position}] is a {message['role']} turn where a {expected} turn belongs")
+            raise ValueError(
+                f"{field_name}[{position}] is a {message['role']} turn where a {expected} turn belongs"
+            )
     if not body or body[-1]["role"] != "assistant":
         raise ValueError(f"{field_name} has no assistant turn at the end: nothing to learn from")
     return messages

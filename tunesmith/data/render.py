@@ -35,14 +35,18 @@ class TemplateError(ValueError):
     """The chat template cannot render this conversation with a stable prefix."""
 
 
-def render_text(tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, generation_prompt: bool) -> str:
+def render_text(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, generation_prompt: bool
+) -> str:
     """The conversation as the model sees it, as text."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     assert isinstance(text, str)
     return text
 
 
-def assistant_spans(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: PreTrainedTokenizerBase, example: Example
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered text and the character spans of every assistant turn (content + end-of-turn)."""
     messages = example.messages
     full = render_text(tokenizer, messages, generation_prompt=False)
@@ -68,7 +72,8 @@ def render_example(tokenizer: PreTrainedTokenizerBase, example: Example, max_len
     offsets: list[tuple[int, int]] = encoding["offset_mapping"][: len(input_ids)]
     learn = [any(start <= begin < end for start, end in spans) for begin, _ in offsets]
     targets = [
-        input_ids[t + 1] if t + 1 < len(input_ids) and learn[t + 1] else IGNORE_INDEX for t in range(len(input_ids))
+        input_ids[t + 1] if t + 1 < len(input_ids) and learn[t + 1] else IGNORE_INDEX
+        for t in range(len(input_ids))
     ]
     return RenderedExample(input_ids=input_ids, targets=targets, source=example.source)
 

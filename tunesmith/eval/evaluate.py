@@ -27,7 +27,13 @@ from tunesmith.data.records import dataset_hash
 from tunesmith.data.render import render_prompt
 from tunesmith.eval.generate import generate_batched
 from tunesmith.eval.metrics import GENERATION_METRICS
-from tunesmith.models.loading import default_device, load_model, load_tokenizer, resolve_model, supports_fast_bf16
+from tunesmith.models.loading import (
+    default_device,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    supports_fast_bf16,
+)
 from tunesmith.train.rundir import atomic_write_text
 
 
@@ -65,7 +71,9 @@ def evaluate_generation(
     for candidate in candidates:
         if candidate.adapter_dir is not None:
             if not isinstance(model, PeftModel):
-                model = PeftModel.from_pretrained(model, str(candidate.adapter_dir), adapter_name=candidate.name)
+                model = PeftModel.from_pretrained(
+                    model, str(candidate.adapter_dir), adapter_name=candidate.name
+                )
             else:
                 model.load_adapter(str(candidate.adapter_dir), adapter_name=candidate.name)
     prompts = [render_prompt(tokenizer, example) for example in examples]
@@ -95,7 +103,9 @@ def evaluate_generation(
                     on_batch=lambda count, task=task: progress.advance(task, count),
                 )
             seconds = time.perf_counter() - started
-            metrics = {name: {"value": fn(predictions, references)} for name, fn in GENERATION_METRICS.items()}
+            metrics = {
+                name: {"value": fn(predictions, references)} for name, fn in GENERATION_METRICS.items()
+            }
             models_report.append(
                 {
                     "name": candidate.name,
@@ -105,7 +115,9 @@ def evaluate_generation(
                     "examples_per_second": round(len(prompts) / seconds, 3),
                 }
             )
-            for index, (example, prompt, prediction) in enumerate(zip(examples, prompts, predictions, strict=True)):
+            for index, (example, prompt, prediction) in enumerate(
+                zip(examples, prompts, predictions, strict=True)
+            ):
                 line = {
                     "index": index,
                     "source": example.source,

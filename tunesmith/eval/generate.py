@@ -43,7 +43,9 @@ def generate_batched(
             eos_token_id=tokenizer.eos_token_id,
         )
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
-        for index, text in zip(chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
+        for index, text in zip(
+            chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
+        ):
             outputs[index] = text.strip()
         if on_batch is not None:
             on_batch(len(chunk))

@@ -24,7 +24,10 @@ def normalize_space(text: str) -> str:
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F1 (longest common subsequence, Porter-stemmed tokens)."""
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in _pairs(predictions, references)]
+    scores = [
+        scorer.score(reference, prediction)["rougeL"].fmeasure
+        for prediction, reference in _pairs(predictions, references)
+    ]
     return sum(scores) / len(scores)
 
 

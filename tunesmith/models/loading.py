@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from tunesmith.models.catalog import CatalogModel, ModelNotFoundError, embedded_gguf_path, find_model
 
@@ -87,7 +88,11 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 def load_model(path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A causal LM with SDPA attention, which runs packed rows with a block-diagonal mask."""
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a sub-second load is noise
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 @cache

@@ -53,8 +53,14 @@ class Registry:
         """A listener for `train_sft` that mirrors each event (and the outcome) into the registry."""
 
         def listen(event: Any) -> None:
-            self.record_event(event.run_id, event.type.value, event.message, event.data, event.created_at,
-                              adapter_name=adapter_name)
+            self.record_event(
+                event.run_id,
+                event.type.value,
+                event.message,
+                event.data,
+                event.created_at,
+                adapter_name=adapter_name,
+            )
 
         return listen
 
@@ -83,7 +89,9 @@ class Registry:
                 )
                 session.add(run)
                 session.flush()
-            session.add(RunEventRecord(run_id=run_id, type=type_, message=message, data=data, created_at=created_at))
+            session.add(
+                RunEventRecord(run_id=run_id, type=type_, message=message, data=data, created_at=created_at)
+            )
             if type_ in _STATUS_EVENTS:
                 run.status = type_
             if type_ == "failed":
@@ -94,7 +102,9 @@ class Registry:
             if type_ == "succeeded":
                 self._record_success(session, run, data, adapter_name)
 
-    def _record_success(self, session: Session, run: RunRecord, data: dict[str, Any], adapter_name: str | None) -> None:
+    def _record_success(
+        self, session: Session, run: RunRecord, data: dict[str, Any], adapter_name: str | None
+    ) -> None:
         run.finished_at = datetime.now(UTC)
         run.trained_tokens = data["trained_tokens"]
         run.wall_seconds = data["wall_seconds"]
@@ -105,14 +115,26 @@ class Registry:
             "steps": data["steps"],
         }
         config = run.config
-        run.dataset_id = self._ensure_dataset(session, data["data_hash"], config.get("data"), data["num_examples"])
+        run.dataset_id = self._ensure_dataset(
+            session, data["data_hash"], config.get("data"), data["num_examples"]
+        )
         if data.get("val_data_hash"):
-            run.val_dataset_id = self._ensure_dataset(session, data["val_data_hash"], config.get("val_data"), None)
+            run.val_dataset_id = self._ensure_dataset(
+                session, data["val_data_hash"], config.get("val_data"), None
+            )
         if run.method == "lora":
             name = adapter_name or config.get("name") or run.id
-            version = (session.scalar(select(func.max(AdapterRecord.version)).where(AdapterRecord.name == name)) or 0) + 1
+            version = (
+                session.scalar(select(func.max(AdapterRecord.version)).where(AdapterRecord.name == name)) or 0
+            ) + 1
             session.add(
-                AdapterRecord(name=name, version=version, run_id=run.id, path=data["artifact_dir"], base_model=run.base_model)
+                AdapterRecord(
+                    name=name,
+                    version=version,
+                    run_id=run.id,
+                    path=data["artifact_dir"],
+                    base_model=run.base_model,
+                )
             )
 
     def _ensure_dataset(self, session: Session, digest: str, path: str | None, rows: int | None) -> str:
@@ -137,7 +159,9 @@ class Registry:
                 return None
             result = _run_dict(run)
             result["config"] = run.config
-            events = session.scalars(select(RunEventRecord).where(RunEventRecord.run_id == run.id).order_by(RunEventRecord.id))
+            events = session.scalars(
+                select(RunEventRecord).where(RunEventRecord.run_id == run.id).order_by(RunEventRecord.id)
+            )
             result["events"] = [
                 {"type": e.type, "message": e.message, "created_at": e.created_at} for e in events
             ]
@@ -160,7 +184,9 @@ class Registry:
         fallback = tunesmith_home() / "runs" / run
         if (fallback / "config.yaml").is_file():
             return fallback
-        raise ConfigError(f"{run}: no such run (not a run folder, nor a run id in the registry at {self.url})")
+        raise ConfigError(
+            f"{run}: no such run (not a run folder, nor a run id in the registry at {self.url})"
+        )
 
     # ------------------------------------------------------------------ evaluations
 
@@ -169,7 +195,9 @@ class Registry:
             data = report["data"]
             dataset_id = self._ensure_dataset(session, data["hash"], data["path"], data["examples"])
             known_run = run_id if run_id and session.get(RunRecord, run_id) else None
-            record = EvaluationRecord(run_id=known_run, dataset_id=dataset_id, out_dir=str(out_dir), report=report)
+            record = EvaluationRecord(
+                run_id=known_run, dataset_id=dataset_id, out_dir=str(out_dir), report=report
+            )
             session.add(record)
             session.flush()
             return record.id

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class TrainProgress:
@@ -37,7 +44,11 @@ class TrainProgress:
     def update(self, step: int, loss: float, tokens_per_second: float) -> None:
         if self._progress is not None:
             self._progress.update(
-                self._task, completed=step, loss=f"{loss:.4f}", val=self._val, speed=f"{tokens_per_second:,.0f}"
+                self._task,
+                completed=step,
+                loss=f"{loss:.4f}",
+                val=self._val,
+                speed=f"{tokens_per_second:,.0f}",
             )
 
     def note_val(self, val_loss: float) -> None:

@@ -14,12 +14,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """Lifecycle of a training run."""
 
     created = "created"  # folder and config written, nothing loaded yet
@@ -30,7 +30,7 @@ class RunStatus(str, Enum):
     cancelled = "cancelled"  # stopped by the user (Ctrl-C); resumable from the last checkpoint
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     created = "created"
     validating_data = "validating_data"
     running = "running"
@@ -114,7 +114,9 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line]
+        return [
+            json.loads(line) for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line
+        ]
 
     def truncate_metrics(self, through_step: int) -> None:
         """Drop metric lines after `through_step` (written after the checkpoint a resume starts from)."""

@@ -29,7 +29,13 @@ from tunesmith.data.pack import PackedBatch, pack_batch
 from tunesmith.data.records import dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.models.adapters import add_lora, model_card, save_artifact
-from tunesmith.models.loading import default_device, load_model, load_tokenizer, resolve_model, supports_fast_bf16
+from tunesmith.models.loading import (
+    default_device,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    supports_fast_bf16,
+)
 from tunesmith.train.checkpoint import (
     LoopState,
     list_checkpoints,
@@ -70,7 +76,11 @@ class TrainResult:
 
 
 def train_sft(
-    spec: TrainSpec, *, listener: EventListener | None = None, resume: Path | None = None, progress: bool = True
+    spec: TrainSpec,
+    *,
+    listener: EventListener | None = None,
+    resume: Path | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Fine-tune `spec.model` on `spec.data`; resume the run folder `resume` from its last checkpoint.
 
@@ -110,10 +120,14 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     tokenizer = load_tokenizer(model_path)
     assert spec.data is not None
     train_examples, train_hash = _render_file(run, tokenizer, spec.data, spec)
-    val_examples, val_hash = _render_file(run, tokenizer, spec.val_data, spec) if spec.val_data else ([], None)
+    val_examples, val_hash = (
+        _render_file(run, tokenizer, spec.val_data, spec) if spec.val_data else ([], None)
+    )
 
     device = default_device()
-    bf16 = spec.precision == Precision.bf16 or (spec.precision == Precision.auto and supports_fast_bf16(device))
+    bf16 = spec.precision == Precision.bf16 or (
+        spec.precision == Precision.auto and supports_fast_bf16(device)
+    )
     autocast: AbstractContextManager[Any] = (
         torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16 else nullcontext()
     )
@@ -133,7 +147,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     per_step = spec.batch_size * spec.grad_accum
     steps_per_epoch = math.ceil(len(train_examples) / per_step)
     total_steps = spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(spec.warmup_ratio * total_steps), total_steps)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, round(spec.warmup_ratio * total_steps), total_steps
+    )
 
     state = LoopState()
     checkpoints = list_checkpoints(run.checkpoints_path)
@@ -147,10 +163,14 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     def loss_of(batch: PackedBatch) -> tuple[torch.Tensor, int]:
         with autocast:
             hidden = decoder(
-                input_ids=batch.input_ids.to(device), position_ids=batch.position_ids.to(device), use_cache=False
+                input_ids=batch.input_ids.to(device),
+                position_ids=batch.position_ids.to(device),
+                use_cache=False,
             ).last_hidden_state
         compute_dtype = torch.bfloat16 if bf16 else torch.float32
-        return linear_cross_entropy(hidden, head_weight, batch.targets.to(device), compute_dtype=compute_dtype)
+        return linear_cross_entropy(
+            hidden, head_weight, batch.targets.to(device), compute_dtype=compute_dtype
+        )
 
     # ------------------------------------------------------------------ loop
     pad_id = tokenizer.pad_token_id
@@ -201,26 +221,49 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         stop = False
         if val_examples and (state.step % spec.eval_every == 0 or state.step == total_steps):
             last_val_loss = _validation_loss(model, val_examples, spec, pad_id, loss_of)
-            run.log_metrics({"step": state.step, "epoch": round(epoch, 4), "val_loss": round(last_val_loss, 6)})
+            run.log_metrics(
+                {"step": state.step, "epoch": round(epoch, 4), "val_loss": round(last_val_loss, 6)}
+            )
             progress.note_val(last_val_loss)
             if state.best_val_loss is None or last_val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_step, state.evals_without_improvement = last_val_loss, state.step, 0
+                state.best_val_loss, state.best_step, state.evals_without_improvement = (
+                    last_val_loss,
+                    state.step,
+                    0,
+                )
                 _save_best(run, model)
             else:
                 state.evals_without_improvement += 1
-            run.emit(EventType.metrics, f"step {state.step}: val loss {last_val_loss:.4f}", step=state.step,
-                     train_loss=train_loss, val_loss=last_val_loss)
+            run.emit(
+                EventType.metrics,
+                f"step {state.step}: val loss {last_val_loss:.4f}",
+                step=state.step,
+                train_loss=train_loss,
+                val_loss=last_val_loss,
+            )
             patience = spec.early_stopping_patience
             if patience is not None and state.evals_without_improvement >= patience:
-                run.emit(EventType.early_stopped, f"no improvement in {patience} validations; best step "
-                         f"{state.best_step}", step=state.step, best_step=state.best_step)
+                run.emit(
+                    EventType.early_stopped,
+                    f"no improvement in {patience} validations; best step {state.best_step}",
+                    step=state.step,
+                    best_step=state.best_step,
+                )
                 stop = True
         if state.step % spec.save_every == 0 and state.step < total_steps and not stop:
             state.loop_seconds += time.perf_counter() - loop_start
             loop_start = time.perf_counter()
-            path = save_checkpoint(run.checkpoints_path, model, optimizer, scheduler, state, spec.keep_checkpoints)
-            run.emit(EventType.checkpoint, f"checkpoint at step {state.step}", step=state.step, path=str(path),
-                     train_loss=train_loss, val_loss=last_val_loss)
+            path = save_checkpoint(
+                run.checkpoints_path, model, optimizer, scheduler, state, spec.keep_checkpoints
+            )
+            run.emit(
+                EventType.checkpoint,
+                f"checkpoint at step {state.step}",
+                step=state.step,
+                path=str(path),
+                train_loss=train_loss,
+                val_loss=last_val_loss,
+            )
             plot_loss_curve(run.read_metrics(), run.path / "loss_curve.png", title=run.run_id)
         if stop:
             break
@@ -236,8 +279,14 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     val_loss = state.best_val_loss
     metrics = {"train_loss": train_loss, "val_loss": val_loss, "best_step": state.best_step}
     hyperparameters = _hyperparameters(spec)
-    card = model_card(run_id=run.run_id, base_model=spec.model, method=spec.method, data_hash=train_hash,
-                      hyperparameters=hyperparameters, metrics=metrics)
+    card = model_card(
+        run_id=run.run_id,
+        base_model=spec.model,
+        method=spec.method,
+        data_hash=train_hash,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+    )
     if spec.method == "full":
         model.to(torch.float32)
     save_artifact(model, tokenizer, artifact_dir, card)
@@ -253,7 +302,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         trained_tokens=state.trained_tokens,
         wall_seconds=round(state.loop_seconds, 3),
         train_seconds=round(state.train_seconds, 3),
-        tokens_per_second=round(state.trained_tokens / state.train_seconds, 1) if state.train_seconds else 0.0,
+        tokens_per_second=round(state.trained_tokens / state.train_seconds, 1)
+        if state.train_seconds
+        else 0.0,
         train_loss=train_loss,
         val_loss=val_loss,
         best_step=state.best_step,
@@ -291,7 +342,9 @@ def _pack(examples: list[RenderedExample], pack_len: int, pad_id: int) -> Packed
 
 
 @torch.no_grad()
-def _validation_loss(model: Any, examples: list[RenderedExample], spec: TrainSpec, pad_id: int, loss_of: Any) -> float:
+def _validation_loss(
+    model: Any, examples: list[RenderedExample], spec: TrainSpec, pad_id: int, loss_of: Any
+) -> float:
     """Token-weighted mean loss over every validation example."""
     model.eval()
     total, tokens = 0.0, 0
@@ -309,14 +362,22 @@ def _render_file(
 ) -> tuple[list[RenderedExample], str]:
     examples = load_examples(path, spec.format)
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
-    truncated = [r.source for r, e in zip(rendered, examples, strict=True) if len(r.input_ids) >= spec.max_seq_len]
+    truncated = [
+        r.source for r, e in zip(rendered, examples, strict=True) if len(r.input_ids) >= spec.max_seq_len
+    ]
     if truncated:
-        run.emit(EventType.warning, f"{len(truncated)} example(s) truncated to {spec.max_seq_len} tokens, e.g. "
-                 f"{', '.join(truncated[:5])}", sources=truncated[:20])
+        run.emit(
+            EventType.warning,
+            f"{len(truncated)} example(s) truncated to {spec.max_seq_len} tokens, e.g. "
+            f"{', '.join(truncated[:5])}",
+            sources=truncated[:20],
+        )
     empty = [r.source for r in rendered if r.num_loss_tokens == 0]
     if empty:
-        raise ValueError(f"{len(empty)} example(s) keep no assistant tokens after truncation to "
-                         f"{spec.max_seq_len}: {', '.join(empty[:20])}; raise max_seq_len")
+        raise ValueError(
+            f"{len(empty)} example(s) keep no assistant tokens after truncation to "
+            f"{spec.max_seq_len}: {', '.join(empty[:20])}; raise max_seq_len"
+        )
     return rendered, dataset_hash(examples)
 
 

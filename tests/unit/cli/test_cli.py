@@ -14,7 +14,16 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["eval"], ["quickstart"], ["models", "list"], ["data", "show"], ["runs", "list"], ["runs", "show"]],
+    [
+        [],
+        ["train"],
+        ["eval"],
+        ["quickstart"],
+        ["models", "list"],
+        ["data", "show"],
+        ["runs", "list"],
+        ["runs", "show"],
+    ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
@@ -58,14 +67,20 @@ def test_train_json_then_runs_and_eval(tiny_model_dir: Path, tmp_path: Path) -> 
     assert set(report["models"][0]["metrics"]) == {"rouge_l", "bleu", "exact_match"}
     eval_dir = Path(summary["run_dir"]) / "eval"
     predictions = (eval_dir / "predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == 6 and {"prompt", "prediction", "reference"} <= json.loads(predictions[0]).keys()
+    assert (
+        len(predictions) == 6 and {"prompt", "prediction", "reference"} <= json.loads(predictions[0]).keys()
+    )
     assert "| base |" in (eval_dir / "report.md").read_text()
 
 
 def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"train:\n  model: {tiny_model_dir}\n  data: {DEMO / 'val.jsonl'}\n  max_steps: 5\n  lora:\n    r: 4\n")
-    result = runner.invoke(app, ["train", "--config", str(config), "--max-steps", "1", "--lora-alpha", "8", "--json"])
+    config.write_text(
+        f"train:\n  model: {tiny_model_dir}\n  data: {DEMO / 'val.jsonl'}\n  max_steps: 5\n  lora:\n    r: 4\n"
+    )
+    result = runner.invoke(
+        app, ["train", "--config", str(config), "--max-steps", "1", "--lora-alpha", "8", "--json"]
+    )
     assert result.exit_code == 0, result.output
     run_dir = Path(json.loads(result.stdout)["run_dir"])
     saved = (run_dir / "config.yaml").read_text()
@@ -74,7 +89,9 @@ def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -
 
 def test_bad_data_exits_2_naming_file_and_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a"}, {"prompt": "q"}])
-    result = runner.invoke(app, ["train", "--model", str(tiny_model_dir), "--data", str(bad)], catch_exceptions=True)
+    result = runner.invoke(
+        app, ["train", "--model", str(tiny_model_dir), "--data", str(bad)], catch_exceptions=True
+    )
     assert result.exit_code != 0
     assert "bad.jsonl:2" in str(result.exception) or "bad.jsonl:2" in result.output
 
@@ -89,7 +106,9 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_data_show_marks_the_learned_tokens(tiny_model_dir: Path) -> None:
-    result = runner.invoke(app, ["data", "show", str(DEMO / "test.jsonl"), "--model", str(tiny_model_dir), "--json"])
+    result = runner.invoke(
+        app, ["data", "show", str(DEMO / "test.jsonl"), "--model", str(tiny_model_dir), "--json"]
+    )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     learned = "".join(t["text"] for t in shown["tokens"] if t["loss"])

@@ -77,7 +77,9 @@ def test_csv_chat_messages_column_holds_json(tmp_path: Path) -> None:
 
 
 def test_format_override_wins_over_detection(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi", "completion": "Hello!", "messages": "not a list"}])
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"prompt": "Hi", "completion": "Hello!", "messages": "not a list"}]
+    )
     assert load_examples(path, DataFormat.prompt_completion)[0].messages == EXPECTED
     with pytest.raises(DataError, match="'messages' must be a non-empty list"):
         load_examples(path)
@@ -87,19 +89,27 @@ def test_format_override_wins_over_detection(tmp_path: Path) -> None:
     ("line", "problem"),
     [
         ('{"messages": [', "malformed JSON"),
-        ('{"instruction": "q"}', "cannot tell the example form"),
+        ('{"instruction": "q"}', "missing field 'prompt'"),  # the form comes from the first row
         ('{"prompt": "q", "completion": 5}', "field 'completion' must be a string"),
         ('{"prompt": "  ", "completion": "a"}', "field 'prompt' is empty"),
         ('{"messages": [{"role": "robot", "content": "x"}]}', "messages[0].role is 'robot'"),
-        ('{"messages": [{"role": "assistant", "content": "x"}]}', "messages[0] is a assistant turn where a user turn"),
+        (
+            '{"messages": [{"role": "assistant", "content": "x"}]}',
+            "messages[0] is a assistant turn where a user turn",
+        ),
         ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn at the end"),
-        ('{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]}', "content must be"),
+        (
+            '{"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "y"}]}',
+            "content must be",
+        ),
         ('{"conversations": [{"from": "bot", "value": "x"}]}', "conversations[0].from is 'bot'"),
         ("[1, 2]", "expected an object"),
     ],
 )
 def test_bad_rows_name_file_line_and_problem(tmp_path: Path, line: str, problem: str) -> None:
-    good = json.dumps({"prompt": "Hi", "completion": "Hello!"}) if "messages" not in line else json.dumps(CHAT)
+    good = (
+        json.dumps({"prompt": "Hi", "completion": "Hello!"}) if "messages" not in line else json.dumps(CHAT)
+    )
     if "conversations" in line:
         good = json.dumps({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})
     path = tmp_path / "bad.jsonl"
@@ -139,3 +149,8 @@ def test_missing_empty_and_unsupported_files(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("x", encoding="utf-8")
     with pytest.raises(DataError, match="unsupported file type"):
         load_examples(tmp_path / "d.txt")
+
+
+def test_unknown_form_lists_the_keys_it_saw(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"d.jsonl:1: cannot tell the example form from keys \['question'\]"):
+        load_examples(write_jsonl(tmp_path / "d.jsonl", [{"question": "q"}]))

@@ -40,7 +40,10 @@ def test_loss_covers_every_assistant_turn_and_its_end_of_turn_only(tokenizer) ->
 
 def test_truncation_keeps_length_and_drops_targets_beyond(tokenizer) -> None:
     example = Example(
-        messages=[{"role": "user", "content": "hello"}, {"role": "assistant", "content": "a long answer " * 20}],
+        messages=[
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "a long answer " * 20},
+        ],
         source="t:1",
     )
     rendered = render_example(tokenizer, example, max_len=16)

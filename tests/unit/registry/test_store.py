@@ -38,7 +38,9 @@ def test_events_build_a_run_with_lineage_and_a_versioned_adapter(tmp_path: Path)
     assert run["trained_tokens"] == 1234 and run["metrics"]["val_loss"] == 1.4
     assert run["dataset_id"] == "a" * 64 and run["val_dataset_id"] == "b" * 64
     assert [e["type"] for e in run["events"]] == ["created", "running", "metrics", "succeeded"]
-    assert run["adapters"] == [{"name": "acme-voice", "version": 2, "path": str(tmp_path / "run-2" / "adapter")}]
+    assert run["adapters"] == [
+        {"name": "acme-voice", "version": 2, "path": str(tmp_path / "run-2" / "adapter")}
+    ]
     assert [r["id"] for r in registry.list_runs()] == ["run-2", "run-1"]
 
 

@@ -28,7 +28,13 @@ def test_lora_run_learns_and_writes_a_complete_run_folder(tiny_model_dir: Path, 
     assert result.status == "succeeded"
     for name in ("config.yaml", "events.jsonl", "metrics.jsonl", "loss_curve.png", "run.json", "status.json"):
         assert (run / name).is_file(), name
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "chat_template.jinja", "README.md"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "README.md",
+    ):
         assert (run / "adapter" / name).is_file(), name
     types = [json.loads(line)["type"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert types[:3] == ["created", "validating_data", "running"]
@@ -57,24 +63,37 @@ def test_only_adapter_weights_change(tiny_model_dir: Path, tmp_path: Path) -> No
 
 
 def test_full_fine_tuning_saves_a_loadable_model_that_differs(tiny_model_dir: Path, tmp_path: Path) -> None:
-    result = train_sft(_spec(tiny_model_dir, tmp_path / "run", method="full", lr=1e-3, max_steps=2), progress=False)
+    result = train_sft(
+        _spec(tiny_model_dir, tmp_path / "run", method="full", lr=1e-3, max_steps=2), progress=False
+    )
     tuned = load_model(result.artifact_dir)
     base = load_model(str(tiny_model_dir))
-    changed = [n for (n, p), (_, q) in zip(tuned.named_parameters(), base.named_parameters(), strict=True) if not torch.equal(p, q)]
+    changed = [
+        n
+        for (n, p), (_, q) in zip(tuned.named_parameters(), base.named_parameters(), strict=True)
+        if not torch.equal(p, q)
+    ]
     assert len(changed) == len(list(base.parameters()))
 
 
 def test_early_stopping_keeps_the_best_step(tiny_model_dir: Path, tmp_path: Path) -> None:
-    # A learning rate this high diverges: validation stops improving and the run stops early.
-    spec = _spec(tiny_model_dir, tmp_path / "run", lr=3.0, max_steps=40, eval_every=1, save_every=100,
-                 early_stopping_patience=2)  # fmt: skip
+    # Validation answers are the training answers reversed word by word: the better the model fits the
+    # training voice, the worse it does on them, so validation stops improving and the run stops early.
+    rows = [json.loads(line) for line in (DEMO / "val.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["messages"][-1]["content"] = " ".join(reversed(row["messages"][-1]["content"].split()))
+    val = write_jsonl(tmp_path / "reversed.jsonl", rows[:8])
+    spec = _spec(tiny_model_dir, tmp_path / "run", val_data=val, method="full", lr=3e-3, max_steps=60,
+                 eval_every=2, save_every=100, early_stopping_patience=2)  # fmt: skip
     result = train_sft(spec, progress=False)
-    types = [json.loads(line)["type"] for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
-    assert "early_stopped" in types
-    assert result.steps < 40
-    val = {m["step"]: m["val_loss"] for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "val_loss" in m}
-    assert result.best_step == min(val, key=val.get)
-    assert result.val_loss == pytest.approx(min(val.values()), abs=1e-5)
+    lines = (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+    assert "early_stopped" in [json.loads(line)["type"] for line in lines]
+    assert result.steps < 60
+    metrics = map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    val_losses = {m["step"]: m["val_loss"] for m in metrics if "val_loss" in m}
+    assert result.best_step == min(val_losses, key=val_losses.get)
+    assert result.best_step < result.steps
+    assert result.val_loss == pytest.approx(min(val_losses.values()), abs=1e-5)
 
 
 def test_bad_data_fails_the_run_with_a_recorded_event(tiny_model_dir: Path, tmp_path: Path) -> None:
