@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: venv demo test check lint clean
+.PHONY: venv demo test lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,8 @@ test: venv lint
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check tunesmith tests benchmarks scripts
-	$(BIN)/ruff format --check tunesmith tests benchmarks scripts
-
-check: test
+	$(BIN)/ruff check tunesmith tests scripts
+	$(BIN)/ruff format --check tunesmith tests scripts
 	$(BIN)/mypy tunesmith
 
 clean:

@@ -34,7 +34,7 @@ def demo_spec(out: Path | None = None, model: str = DEFAULT_MODEL) -> TrainSpec:
         data=DEMO_DIR / "train.jsonl",
         val_data=DEMO_DIR / "val.jsonl",
         epochs=1,
-        batch_size=8,
+        batch_size=4,
         lr=1e-3,
         warmup_ratio=0.1,
         eval_every=10,

@@ -42,7 +42,7 @@ def show(
     rendered = render_example(tokenizer, examples[index], max_len=1 << 20)
     # targets[t] is the token after t, so token t+1 is learned when targets[t] is set.
     learned = [False] + [target != IGNORE_INDEX for target in rendered.targets[:-1]]
-    pieces = [tokenizer.decode([token]) for token in rendered.input_ids]
+    pieces = [str(tokenizer.decode([token])) for token in rendered.input_ids]
     if json_output:
         print_json(
             {

@@ -40,13 +40,7 @@ def list_models(
     for column in ("source", "parameters", "context", "local"):
         table.add_column(column, no_wrap=True)
     table.add_column("notes")
-    for e in entries:
-        table.add_row(
-            e["name"],
-            e["source"],
-            e["parameters"],
-            f"{e['context_length']:,}",
-            "yes" if e["local"] else "-",
-            e["notes"],
-        )
+    for m in load_catalog():
+        local = "yes" if m.is_available() else "-"
+        table.add_row(m.name, m.source, m.parameters, f"{m.context_length:,}", local, m.notes)
     console.print(table)

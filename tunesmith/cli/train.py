@@ -31,7 +31,7 @@ def train(
     ),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 2e-5 full)."),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank (default 16)."),
-    lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 32)."),
+    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 32)."),
     max_seq_len: int | None = typer.Option(
         None, "--max-seq-len", help="Truncate examples to this many tokens."
     ),

@@ -39,7 +39,8 @@ def render_text(
     tokenizer: PreTrainedTokenizerBase, messages: list[Message], *, generation_prompt: bool
 ) -> str:
     """The conversation as the model sees it, as text."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    turns = [{"role": message["role"], "content": message["content"]} for message in messages]
+    text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
     assert isinstance(text, str)
     return text
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from peft import PeftModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from tunesmith.config import DataFormat
 from tunesmith.data.ingest import load_examples
@@ -67,11 +67,12 @@ def evaluate_generation(
     tokenizer = load_tokenizer(model_path)
     device = default_device()
     dtype = torch.bfloat16 if supports_fast_bf16(device) else torch.float32
-    model: Any = load_model(model_path, dtype=dtype).to(device).eval()
+    model: Any = load_model(model_path, dtype=dtype)
+    model.to(device).eval()
     for candidate in candidates:
         if candidate.adapter_dir is not None:
             if not isinstance(model, PeftModel):
-                model = PeftModel.from_pretrained(
+                model = PeftModel.from_pretrained(  # type: ignore[arg-type]
                     model, str(candidate.adapter_dir), adapter_name=candidate.name
                 )
             else:
@@ -92,6 +93,10 @@ def evaluate_generation(
     with progress:
         for candidate in candidates:
             task = progress.add_task(f"generating: {candidate.name}", total=len(prompts))
+
+            def advance(count: int, task: TaskID = task) -> None:
+                progress.advance(task, count)
+
             started = time.perf_counter()
             with _activate(model, candidate):
                 predictions = generate_batched(
@@ -100,7 +105,7 @@ def evaluate_generation(
                     prompts,
                     max_new_tokens=max_new_tokens,
                     batch_size=batch_size,
-                    on_batch=lambda count, task=task: progress.advance(task, count),
+                    on_batch=advance,
                 )
             seconds = time.perf_counter() - started
             metrics = {

@@ -32,7 +32,7 @@ def generate_batched(
         encoded = tokenizer(
             [prompts[index] for index in chunk], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(device)
-        generated = model.generate(
+        generated = model.generate(  # type: ignore[operator]
             **encoded,
             max_new_tokens=max_new_tokens,
             do_sample=False,

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def add_lora(
-    model: PreTrainedModel, rank: int, alpha: float, dropout: float, targets: list[str] | str
+    model: PreTrainedModel, rank: int, alpha: int, dropout: float, targets: list[str] | str
 ) -> PeftModel:
     """Wrap `model` with fresh LoRA adapters; only the adapters are trainable."""
     config = LoraConfig(

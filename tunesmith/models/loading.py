@@ -64,7 +64,7 @@ def ensure_embedded_model(entry: CatalogModel) -> Path:
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file_name, dtype=torch.float32)
     # The weights are dequantised on load; the GGUF quantization config would make training refuse.
     del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=target.parent))
     try:

@@ -7,6 +7,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -20,7 +21,7 @@ class TrainProgress:
         self.total_steps = total_steps
         self.enabled = enabled
         self._progress: Progress | None = None
-        self._task = 0
+        self._task = TaskID(0)
         self._val = "-"
 
     def start(self, completed: int) -> None:

@@ -69,6 +69,7 @@ class TrainResult:
     data_hash: str
     val_data_hash: str | None
     num_examples: int
+    num_val_examples: int
     precision: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,6 +312,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         data_hash=train_hash,
         val_data_hash=val_hash,
         num_examples=len(train_examples),
+        num_val_examples=len(val_examples),
         precision="bf16" if bf16 else "fp32",
     )
     run.write_json("run.json", result.to_dict())

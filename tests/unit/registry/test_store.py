@@ -21,7 +21,7 @@ def _succeed(listen, run_id: str, run_dir: Path, name: str | None = None) -> Non
     listen(
         _event(
             run_id, EventType.succeeded, "done", trained_tokens=1234, wall_seconds=5.0, train_loss=1.2, val_loss=1.4,
-            tokens_per_second=300.0, steps=6, data_hash="a" * 64, val_data_hash="b" * 64, num_examples=10,
+            tokens_per_second=300.0, steps=6, data_hash="a" * 64, val_data_hash="b" * 64, num_examples=10, num_val_examples=4,
             artifact_dir=str(run_dir / "adapter"),
         )
     )  # fmt: skip
