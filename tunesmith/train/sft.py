@@ -175,8 +175,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
 
     # ------------------------------------------------------------------ loop
     pad_id = tokenizer.pad_token_id
-    loop_start, window_start = time.perf_counter(), time.perf_counter()
-    window_loss, window_tokens = torch.zeros((), device=device), 0
+    loop_start = time.perf_counter()
+    # The log window measures optimizer steps only: validation and checkpoint time is not training speed.
+    window_loss, window_tokens, window_seconds = torch.zeros((), device=device), 0, 0.0
     train_loss: float | None = None
     last_val_loss: float | None = None
     progress = TrainProgress(total_steps, enabled=show_progress)
@@ -198,15 +199,16 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.train_seconds += time.perf_counter() - step_start
+        step_seconds = time.perf_counter() - step_start
+        state.train_seconds += step_seconds
+        window_seconds += step_seconds
         window_loss += step_loss / step_loss_tokens
         epoch = state.step / steps_per_epoch
 
         if state.step % spec.log_every == 0 or state.step == total_steps:
             steps_in_window = (state.step - 1) % spec.log_every + 1
             train_loss = float(window_loss) / steps_in_window  # the only host sync of the step
-            elapsed = time.perf_counter() - window_start
-            tokens_per_second = window_tokens / elapsed if elapsed > 0 else 0.0
+            tokens_per_second = window_tokens / window_seconds
             record = {
                 "step": state.step,
                 "epoch": round(epoch, 4),
@@ -217,7 +219,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
             }
             run.log_metrics(record)
             progress.update(state.step, train_loss, tokens_per_second)
-            window_loss, window_tokens, window_start = torch.zeros((), device=device), 0, time.perf_counter()
+            window_loss, window_tokens, window_seconds = torch.zeros((), device=device), 0, 0.0
 
         stop = False
         if val_examples and (state.step % spec.eval_every == 0 or state.step == total_steps):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import DEMO, write_jsonl
@@ -83,8 +84,8 @@ def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -
     )
     assert result.exit_code == 0, result.output
     run_dir = Path(json.loads(result.stdout)["run_dir"])
-    saved = (run_dir / "config.yaml").read_text()
-    assert "max_steps: 1" in saved and "r: 4" in saved and "alpha: 8.0" in saved
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+    assert saved["max_steps"] == 1 and saved["lora"] == {**saved["lora"], "r": 4, "alpha": 8}
 
 
 def test_bad_data_exits_2_naming_file_and_line(tiny_model_dir: Path, tmp_path: Path) -> None:
