@@ -23,16 +23,23 @@ def list_runs(
     if json_output:
         print_json(runs)
         return
-    table = Table(title="runs")
-    for column in ("id", "status", "method", "base model", "tokens", "train loss", "val loss", "created"):
-        table.add_column(column)
+    table = Table(title="runs, newest first (losses: train, val)")
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    for column in ("tokens", "train", "val"):
+        table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         metrics = run["metrics"] or {}
+        tokens = f"{run['trained_tokens']:,}" if run["trained_tokens"] else "-"
         table.add_row(
-            run["id"], run["status"], run["method"], run["base_model"],
-            f"{run['trained_tokens']:,}" if run["trained_tokens"] else "-",
-            _fmt(metrics.get("train_loss")), _fmt(metrics.get("val_loss")), (run["created_at"] or "")[:19],
-        )  # fmt: skip
+            run["id"],
+            run["status"],
+            run["method"],
+            tokens,
+            _fmt(metrics.get("train_loss")),
+            _fmt(metrics.get("val_loss")),
+        )
     console.print(table)
 
 
