@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,22 +90,26 @@ def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -
     assert saved["max_steps"] == 1 and saved["lora"] == {**saved["lora"], "r": 4, "alpha": 8}
 
 
+def _tunesmith(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed entry point, so the user-error path of `main()` is what runs."""
+    return subprocess.run([sys.executable, "-m", "tunesmith", *args], capture_output=True, text=True)
+
+
 def test_bad_data_exits_2_naming_file_and_line(tiny_model_dir: Path, tmp_path: Path) -> None:
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "completion": "a"}, {"prompt": "q"}])
-    result = runner.invoke(
-        app, ["train", "--model", str(tiny_model_dir), "--data", str(bad)], catch_exceptions=True
-    )
-    assert result.exit_code != 0
-    assert "bad.jsonl:2" in str(result.exception) or "bad.jsonl:2" in result.output
+    result = _tunesmith("train", "--model", str(tiny_model_dir), "--data", str(bad))
+    assert result.returncode == 2
+    assert "bad.jsonl:2: missing field 'completion'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_config_errors_name_the_key(tmp_path: Path) -> None:
+def test_config_errors_exit_2_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  data: x.jsonl\n  lora:\n    r: 0\n  epocs: 2\n")
-    result = runner.invoke(app, ["train", "--config", str(config)])
-    assert result.exit_code != 0
-    message = str(result.exception)
-    assert "train.lora.r" in message and "train.epocs" in message
+    result = _tunesmith("train", "--config", str(config))
+    assert result.returncode == 2
+    assert "train.lora.r" in result.stderr and "train.epocs" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_data_show_marks_the_learned_tokens(tiny_model_dir: Path) -> None:
