@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -69,7 +69,7 @@ class TrainSpec(_Spec):
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
     )
-    data: Path | None = Field(None, description="Training file (JSONL, JSON, CSV or Parquet).")
+    data: Path = Field(..., description="Training file (JSONL, JSON, CSV or Parquet).")
     val_data: Path | None = Field(None, description="Validation file; enables val loss and early stopping.")
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
@@ -104,12 +104,6 @@ class TrainSpec(_Spec):
     seed: int = Field(42, description="Seed for data order, adapter init and dropout.")
     name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
     out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
-
-    @model_validator(mode="after")
-    def _check_data(self) -> TrainSpec:
-        if self.data is None:
-            raise ValueError("data: a training file is required (--data or train.data in the config)")
-        return self
 
     def resolved_lr(self) -> float:
         """The learning rate this job uses."""

@@ -20,18 +20,13 @@ class UsageError(ValueError):
     """A command was called with arguments that cannot work together."""
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [
-        ConfigError,
-        DataError,
-        FileNotFoundError,
-        ModelNotFoundError,
-        UsageError,
-    ]
-    return tuple(errors)
-
-
-USER_ERRORS = _user_errors()
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    FileNotFoundError,
+    ModelNotFoundError,
+    UsageError,
+)
 
 
 def fail(message: str) -> NoReturn:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from tunesmith.cli.common import console, print_json
-from tunesmith.config import DataFormat
+from tunesmith.config import ConfigError, DataFormat
+
+if TYPE_CHECKING:
+    from tunesmith.registry.store import Registry
 
 
 def evaluate(
@@ -94,11 +98,8 @@ def evaluate(
     console.print(f"report: {out_dir / 'report.md'}")
 
 
-def _maybe_run_dir(model: str, registry: object) -> Path | None:
-    from tunesmith.config import ConfigError  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
-
-    assert isinstance(registry, Registry)
+def _maybe_run_dir(model: str, registry: Registry) -> Path | None:
+    """The run folder `model` names, or None when it names a base model instead."""
     try:
         run_dir = registry.find_run_dir(model)
     except ConfigError:

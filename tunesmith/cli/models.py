@@ -40,7 +40,14 @@ def list_models(
     for column in ("source", "parameters", "context", "local"):
         table.add_column(column, no_wrap=True)
     table.add_column("notes")
-    for m in load_catalog():
-        local = "yes" if m.is_available() else "-"
-        table.add_row(m.name, m.source, m.parameters, f"{m.context_length:,}", local, m.notes)
+    for e in entries:
+        local = "yes" if e["local"] else "-"
+        table.add_row(
+            str(e["name"]),
+            str(e["source"]),
+            str(e["parameters"]),
+            f"{e['context_length']:,}",
+            local,
+            str(e["notes"]),
+        )
     console.print(table)

@@ -117,10 +117,11 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
 
 
 def _read_json(path: Path) -> Iterator[Row]:
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         yield f"{path.name}:{line}", DataProblem(f"{path.name}:{line}", "invalid UTF-8")
         return
     decoder = json.JSONDecoder()
@@ -153,10 +154,11 @@ def _skip_space(text: str, index: int) -> int:
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         yield f"{path.name}:{line}", DataProblem(f"{path.name}:{line}", "invalid UTF-8")
         return
     reader = csv.DictReader(text.splitlines(keepends=True))

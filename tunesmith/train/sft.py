@@ -9,6 +9,7 @@ when it logs. Does not own: the registry (events go to a listener) or the CLI.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -119,7 +120,6 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    assert spec.data is not None
     train_examples, train_hash = _render_file(run, tokenizer, spec.data, spec)
     val_examples, val_hash = (
         _render_file(run, tokenizer, spec.val_data, spec) if spec.val_data else ([], None)
@@ -419,7 +419,7 @@ def _read_run_id(run_path: Path) -> str:
     status = run_path / "status.json"
     if not status.is_file():
         raise FileNotFoundError(f"{run_path}: not a tunesmith run folder (no status.json)")
-    return str(RunDir(run_path, "").read_json("status.json")["run_id"])
+    return str(json.loads(status.read_text(encoding="utf-8"))["run_id"])
 
 
 def _write_status(run: RunDir, status: RunStatus, error: str | None = None) -> None:
