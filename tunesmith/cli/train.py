@@ -66,6 +66,7 @@ def train(
     """
     from tunesmith.config import default_database_url  # noqa: PLC0415
     from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.train.rundir import EventType, RunEvent  # noqa: PLC0415
     from tunesmith.train.sft import train_sft  # noqa: PLC0415
 
     registry = Registry(default_database_url()).connect()
@@ -88,7 +89,14 @@ def train(
     else:
         section = load_config_file(config).train if config else None
         spec = build_train_spec(section, overrides)
-    result = train_sft(spec, listener=registry.run_listener(spec.name), resume=resume_dir, progress=True)
+    record = registry.run_listener(spec.name)
+
+    def listen(event: RunEvent) -> None:
+        record(event)
+        if event.type in (EventType.warning, EventType.early_stopped):  # e.g. truncated examples
+            err_console.print(f"[yellow]{event.type.value}:[/] {event.message}", highlight=False)
+
+    result = train_sft(spec, listener=listen, resume=resume_dir, progress=True)
     if json_output:
         print_json(result.to_dict())
         return

@@ -123,3 +123,22 @@ def test_data_show_marks_the_learned_tokens(tiny_model_dir: Path) -> None:
     assert "customer-care" not in learned and 0 < shown["num_loss_tokens"] < shown["num_tokens"]
     table = runner.invoke(app, ["data", "show", str(DEMO / "test.jsonl"), "--model", str(tiny_model_dir)])
     assert "with loss" in table.output
+
+
+def test_truncated_examples_are_reported_on_stderr(tiny_model_dir: Path, tmp_path: Path) -> None:
+    long = {"prompt": "hello", "completion": "word " * 300}
+    data = write_jsonl(tmp_path / "long.jsonl", [long, {"prompt": "hi", "completion": "short answer"}])
+    args = [
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--max-seq-len",
+        "64",
+        "--max-steps",
+        "1",
+    ]
+    result = _tunesmith(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: 1 example(s) truncated to 64 tokens, e.g. long.jsonl:1" in result.stderr
