@@ -26,8 +26,8 @@ test: venv lint
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check tunesmith tests scripts
-	$(BIN)/ruff format --check tunesmith tests scripts
+	$(BIN)/ruff check tunesmith tests scripts benchmarks
+	$(BIN)/ruff format --check tunesmith tests scripts benchmarks
 	$(BIN)/mypy tunesmith
 
 clean:

@@ -1,0 +1,255 @@
+"""Training throughput: tunesmith against TRL's SFTTrainer on the same data, model and LoRA.
+
+One command:  .venv/bin/python benchmarks/train_throughput.py [--examples 32] [--json-out FILE]
+
+Data: the first `--examples` GSM8K training problems (from ../shared/datasets/gsm8k) as user/assistant
+chats, plus the next 32 as a validation set. Model: the embedded SmolLM2-135M-Instruct. LoRA r=16,
+alpha=32, dropout 0.05 on all linear layers, lr 2e-4, 8 examples per step, one epoch, for every config.
+
+Each configuration runs in its own process (so peak RSS is its own) and reports:
+- useful tokens/s after warm-up (non-padding tokens of the examples trained on, first 2 steps excluded);
+- MFU: tokens/s x 4N FLOPs (LoRA: forward 2N + activation gradients 2N) over the matmul peak measured
+  in the same run (the faster of fp32 and bf16 on this machine);
+- peak RSS and the validation loss after the same examples (completion/assistant tokens only).
+
+TRL reports per-step time only, so its tokens after warm-up are the epoch's tokens scaled by the share
+of steps after warm-up; tunesmith's are exact (from metrics.jsonl). The same scaling is printed for
+tunesmith too, for a like-for-like check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K = REPO.parent / "shared" / "datasets" / "gsm8k" / "train.jsonl"
+WARMUP_STEPS = 2
+VAL_EXAMPLES = 32
+BATCH = 8
+LR = 2e-4
+CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
+
+
+def measure_matmul_peak() -> dict[str, float]:
+    """GFLOP/s of a 2048-square matmul in fp32 and bf16 on all threads torch uses."""
+    import torch
+
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        start, count = time.perf_counter(), 0
+        while time.perf_counter() - start < 3 and count < 20:
+            a @ b
+            count += 1
+        peaks[name] = 2 * 2048**3 * count / (time.perf_counter() - start) / 1e9
+    return peaks
+
+
+def write_data(directory: Path, examples: int) -> dict[str, Path]:
+    if not GSM8K.is_file():
+        sys.exit(f"GSM8K not found at {GSM8K} (the project's shared datasets)")
+    rows = [
+        json.loads(line) for line in GSM8K.read_text(encoding="utf-8").splitlines()[: examples + VAL_EXAMPLES]
+    ]
+    paths = {}
+    for split, part in (("train", rows[:examples]), ("val", rows[examples:])):
+        chats = [
+            {
+                "messages": [
+                    {"role": "user", "content": r["question"]},
+                    {"role": "assistant", "content": r["answer"]},
+                ]
+            }
+            for r in part
+        ]
+        paths[split] = directory / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(chat) + "\n" for chat in chats), encoding="utf-8")
+    return paths
+
+
+def run_tunesmith(data: dict[str, Path], steps: int, work: Path) -> dict[str, Any]:
+    from tunesmith.config import TrainSpec
+    from tunesmith.train.sft import train_sft
+
+    spec = TrainSpec(
+        data=data["train"], val_data=data["val"], max_steps=steps, batch_size=BATCH, lr=LR,
+        eval_every=10**6, save_every=10**6, out=work / "tunesmith-run",
+    )  # fmt: skip
+    result = train_sft(spec, progress=False)
+    metrics = [
+        json.loads(line) for line in (work / "tunesmith-run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    steps_log = [m for m in metrics if "train_loss" in m]
+    step_tokens = [
+        b["trained_tokens"] - a["trained_tokens"]
+        for a, b in zip([{"trained_tokens": 0}] + steps_log, steps_log, strict=False)
+    ]
+    step_seconds = [tokens / m["tokens_per_second"] for tokens, m in zip(step_tokens, steps_log, strict=True)]
+    return {
+        "total_tokens": result.trained_tokens,
+        "step_seconds": step_seconds,
+        "exact_tokens_after_warmup": sum(step_tokens[WARMUP_STEPS:]),
+        "val_loss": result.val_loss,
+        "precision": result.precision,
+    }
+
+
+def run_trl(data: dict[str, Path], steps: int, work: Path, best: bool) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.models.loading import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def rows(split: str) -> list[dict[str, Any]]:
+        chats = [json.loads(line)["messages"] for line in data[split].read_text().splitlines()]
+        return [{"prompt": chat[:1], "completion": chat[1:]} for chat in chats]
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    # TRL's own default, bf16=True, refuses to start on a CPU without native bf16 ("Your setup doesn't
+    # support bf16/gpu"), so "defaults" turns only that off and keeps the rest (gradient checkpointing on,
+    # padded batches). "best" = what measured fastest here: also no checkpointing, padding-free batches.
+    tuned: dict[str, Any] = {"bf16": False}
+    if best:
+        tuned |= {"gradient_checkpointing": False, "padding_free": True, "max_length": None}
+    config = SFTConfig(
+        output_dir=str(work / "trl"), per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+        max_steps=steps, learning_rate=LR, logging_steps=1, report_to="none", save_strategy="no",
+        seed=42, dataloader_num_workers=0, **tuned,
+    )  # fmt: skip
+    timer = StepTimer()
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    trainer = SFTTrainer(
+        model=model, args=config, train_dataset=Dataset.from_list(rows("train")),
+        eval_dataset=Dataset.from_list(rows("val")), processing_class=tokenizer, peft_config=lora, callbacks=[timer],
+    )  # fmt: skip
+    trainer.train()
+    total_tokens = sum(
+        len(
+            tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
+        for r in rows("train")
+    )
+    return {
+        "total_tokens": total_tokens,
+        "step_seconds": timer.seconds,
+        "val_loss": trainer.evaluate()["eval_loss"],
+        "precision": "bf16" if config.bf16 else "fp32",
+    }
+
+
+def run_one(name: str, data: dict[str, Path], steps: int, work: Path) -> dict[str, Any]:
+    if name == "tunesmith":
+        result = run_tunesmith(data, steps, work)
+    else:
+        result = run_trl(data, steps, work, best=name == "trl-best")
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> dict[str, Any]:
+    seconds = raw["step_seconds"]
+    share_after = (len(seconds) - WARMUP_STEPS) / len(seconds)
+    scaled = raw["total_tokens"] * share_after / sum(seconds[WARMUP_STEPS:])
+    tokens_per_second = (
+        raw["exact_tokens_after_warmup"] / sum(seconds[WARMUP_STEPS:]) if name == "tunesmith" else scaled
+    )
+    return {
+        "config": name,
+        "precision": raw["precision"],
+        "tokens_per_second": round(tokens_per_second, 1),
+        "tokens_per_second_scaled": round(scaled, 1),
+        "mfu": round(tokens_per_second * 4 * parameters / (peak * 1e9), 4),
+        "peak_rss_mb": round(raw["peak_rss_mb"]),
+        "val_loss": round(raw["val_loss"], 4),
+        "steps": len(seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--examples", type=int, default=32, help="training examples (a multiple of 8)")
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS)
+    )
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    steps = args.examples // BATCH
+    if args.only:  # child process: one configuration
+        data = {"train": args.work / "train.jsonl", "val": args.work / "val.jsonl"}
+        print(json.dumps(run_one(args.only, data, steps, args.work)))
+        return
+
+    from tunesmith.models.loading import load_model, resolve_model
+
+    peaks = measure_matmul_peak()
+    peak = max(peaks.values())
+    parameters = sum(p.numel() for p in load_model(resolve_model("smollm2-135m-instruct")).parameters())
+    results = []
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        write_data(work, args.examples)
+        for name in args.configs.split(","):
+            started = time.perf_counter()
+            child = subprocess.run(
+                [sys.executable, __file__, "--only", name, "--work", str(work), "--examples", str(args.examples)],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if child.returncode != 0:
+                print(f"{name}: failed\n{child.stderr[-3000:]}", file=sys.stderr)
+                continue
+            summary = summarise(name, json.loads(child.stdout.strip().splitlines()[-1]), parameters, peak)
+            summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+            results.append(summary)
+            print(json.dumps(summary), file=sys.stderr, flush=True)
+    report = {
+        "examples": args.examples,
+        "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
+        "results": results,
+    }
+    header = f"{'config':<14}{'prec':>6}{'tok/s':>9}{'MFU':>8}{'RSS MB':>9}{'val loss':>10}{'wall s':>9}"
+    print(
+        f"GSM8K, {args.examples} examples, matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
+    )
+    print(header)
+    for r in results:
+        print(f"{r['config']:<14}{r['precision']:>6}{r['tokens_per_second']:>9}{r['mfu']:>8.1%}{r['peak_rss_mb']:>9}"
+              f"{r['val_loss']:>10}{r['wall_seconds']:>9}")  # fmt: skip
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
