@@ -28,6 +28,8 @@ class Example:
 
     messages: list[Message]
     source: str  # "file.jsonl:12": where the example came from, for error messages
+    # Classification examples (`text`/`label` rows) keep their label; the final assistant turn holds it too.
+    label: str | None = None
 
     def prompt_messages(self) -> list[Message]:
         """Every message before the final assistant turn (the model's input at evaluation)."""
