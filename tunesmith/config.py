@@ -31,12 +31,15 @@ def default_database_url() -> str:
 
 
 class DataFormat(StrEnum):
-    """The example forms tunesmith reads; each is normalised to chat messages."""
+    """The example forms tunesmith reads; all but preference pairs and plain text become chat messages."""
 
     alpaca = "alpaca"  # instruction / input / output
     chat = "chat"  # messages: [{role, content}, ...] (OpenAI style)
     sharegpt = "sharegpt"  # conversations: [{from, value}, ...]
     prompt_completion = "prompt_completion"  # prompt / completion
+    classification = "classification"  # text / label, rendered to chat with an instruction
+    preference = "preference"  # prompt / chosen / rejected (preference pairs, not chat)
+    text = "text"  # text only: documents for continued pretraining (not chat)
 
 
 class Precision(StrEnum):
@@ -124,11 +127,34 @@ class EvalSpec(_Spec):
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
 
 
+class ServeSpec(_Spec):
+    """An OpenAI-compatible server: one base model, many LoRA adapters."""
+
+    model: str = Field(DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory.")
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="Adapters to register and load at start: NAME → adapter folder or run id."
+    )
+    auth: bool = Field(True, description="Require API keys; turn off only for local use.")
+    max_batch_size: int = Field(16, gt=0, description="Most requests decoded together in one batch.")
+    max_wait_ms: float = Field(
+        10.0, ge=0, description="How long the first queued request waits for others to join its batch."
+    )
+    max_loaded_adapters: int = Field(8, gt=0, description="Adapters kept in memory (least recently used go).")
+    max_tokens_limit: int = Field(1024, gt=0, description="Largest `max_tokens` a request may ask for.")
+    default_max_tokens: int = Field(256, gt=0, description="`max_tokens` when a request leaves it out.")
+    max_request_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted.")
+    max_n: int = Field(8, gt=0, description="Largest `n` (choices per request).")
+    log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
+
+
 class ConfigFile(_Spec):
     """A tunesmith YAML file: one section per job kind."""
 
     train: dict[str, Any] | None = Field(None, description="TrainSpec fields.")
     eval: dict[str, Any] | None = Field(None, description="EvalSpec fields.")
+    serve: dict[str, Any] | None = Field(None, description="ServeSpec fields.")
 
 
 class ConfigError(ValueError):

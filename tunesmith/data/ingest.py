@@ -1,23 +1,34 @@
-"""Read example files (JSONL, JSON, CSV, Parquet) in any supported form into normalised examples.
+"""Read example files and folders in any supported form into normalised records.
 
-Owns: file readers that keep each row's location, detection of the example form, and per-form
-validation with one problem per bad row. Does not own: tokenisation, cleaning or deduplication.
-Every bad row is reported (file, line, problem); nothing is ever dropped silently.
+Owns: readers for JSONL, JSON, CSV, Parquet, saved Hugging Face `datasets` folders and folders of
+.txt/.md documents, each keeping every row's location; column mapping; detection of the example form;
+per-form validation with one problem per bad row; and reading one split of a prepared dataset folder.
+Does not own: tokenisation, cleaning or deduplication (see `prepare`). Every bad row is reported
+(file, line, problem); nothing is ever dropped silently.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import DataFormat
-from tunesmith.data.records import ROLES, DataError, DataProblem, Example, Message
+from tunesmith.data.readers import RecordRow, is_hf_dataset, read_documents, read_rows
+from tunesmith.data.records import (
+    ROLES,
+    DataError,
+    DataProblem,
+    Document,
+    Example,
+    Message,
+    PreferenceExample,
+    Record,
+)
 
-Row = tuple[str, Any]  # (location, parsed row or a DataProblem)
-
+DEFAULT_INSTRUCTION = "Classify the following text. Answer with the label only."
+MANIFEST = "dataset.json"  # marks a folder written by `tunesmith data prepare`
 _SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
@@ -25,36 +36,131 @@ _SHAREGPT_ROLES = {
     "gpt": "assistant",
     "assistant": "assistant",
 }
-_JSON_COLUMNS = ("messages", "conversations")  # CSV cells that hold JSON lists
+_NOT_CHAT = {
+    PreferenceExample: "preference pairs (prompt/chosen/rejected); preference training (DPO) is not "
+    "implemented yet, so they cannot be used as chat examples",
+    Document: "plain-text documents (continued pretraining), not chat examples",
+}
 
 
-def load_examples(path: Path, data_format: DataFormat | None = None) -> list[Example]:
-    """Load every example in `path`, detecting its form unless `data_format` is given.
+def load_examples(
+    path: Path, data_format: DataFormat | None = None, *, instruction: str | None = None
+) -> list[Example]:
+    """Load every chat example in `path`, detecting its form unless `data_format` is given.
+
+    Classification rows (`text`/`label`) become a user turn (`instruction`, a blank line, the text) and an
+    assistant turn (the label); `instruction` defaults to `DEFAULT_INSTRUCTION`.
 
     Raises:
-        DataError: listing every invalid row (file and line, first 20 shown).
+        DataError: listing every invalid row (file and line, first 20 shown), or naming the data as
+            preference pairs or documents, which are not chat examples.
         FileNotFoundError: when `path` does not exist.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such data file")
-    rows = list(_read_rows(path))
-    problems = [row for _, row in rows if isinstance(row, DataProblem)]
-    good = [(location, row) for location, row in rows if not isinstance(row, DataProblem)]
-    if not good and not problems:
-        raise DataError([DataProblem(str(path), "file holds no examples")])
-    resolved = data_format or (detect_format(good[0][1], good[0][0]) if good else None)
-    examples: list[Example] = []
-    if resolved is not None:
-        parse = _PARSERS[resolved]
-        for location, row in good:
-            try:
-                examples.append(Example(messages=parse(row), source=location))
-            except ValueError as error:
-                problems.append(DataProblem(location, str(error)))
+    records = load_records(path, data_format, instruction=instruction)
+    for record in records:
+        if not isinstance(record, Example):
+            raise DataError([DataProblem(record.source, f"{path} holds {_NOT_CHAT[type(record)]}")])
+    return [record for record in records if isinstance(record, Example)]
+
+
+def load_records(
+    path: Path,
+    data_format: DataFormat | None = None,
+    *,
+    instruction: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> list[Record]:
+    """Every record in `path` (chat examples, preference pairs or documents); raises on any bad row."""
+    records: list[Record] = []
+    problems: list[DataProblem] = []
+    for _, _, item in iter_records(path, data_format, instruction=instruction, column_map=column_map):
+        if isinstance(item, DataProblem):
+            problems.append(item)
+        else:
+            records.append(item)
     if problems:
         problems.sort(key=_location_order)
         raise DataError(problems)
-    return examples
+    if not records:
+        raise DataError([DataProblem(str(path), "file holds no examples")])
+    return records
+
+
+def load_split(path: Path, split: str) -> tuple[list[Example], str | None]:
+    """One split of a prepared dataset folder with the dataset's content hash, or a plain data file.
+
+    A folder written by `tunesmith data prepare` (it holds `dataset.json`) gives `<split>.jsonl` and the
+    manifest's content hash; any other path is read with `load_examples` and gives no hash.
+    """
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return load_examples(path), None
+    split_file = path / f"{split}.jsonl"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"{path}: prepared dataset has no '{split}' split ({split_file.name})")
+    digest = json.loads(manifest.read_text(encoding="utf-8"))["hash"]
+    return load_examples(split_file), str(digest)
+
+
+def iter_records(
+    path: Path,
+    data_format: DataFormat | None = None,
+    *,
+    instruction: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+) -> Iterator[RecordRow]:
+    """Stream `(location, row, record or problem)` for every row of a file or folder, in order.
+
+    The form is detected from the first row that announces one (rows before it are reported) unless
+    `data_format` is given. `column_map` renames source columns to the names a form expects
+    (`{"instruction": "question"}` reads the `question` column as `instruction`).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such data file or folder")
+    if path.is_dir() and not is_hf_dataset(path):
+        yield from read_documents(path)
+        return
+    resolved = data_format
+    for location, row in read_rows(path):
+        if isinstance(row, DataProblem):
+            yield location, None, row
+            continue
+        if column_map and isinstance(row, dict):
+            row, missing = _apply_map(row, column_map)
+            if missing:
+                yield location, row, DataProblem(location, missing)
+                continue
+        if resolved is None:
+            try:
+                resolved = detect_format(row, location)
+            except DataError as error:
+                yield location, row, error.problems[0]
+                continue
+        yield location, row, _parse(resolved, row, location, instruction or DEFAULT_INSTRUCTION)
+
+
+def _parse(data_format: DataFormat, row: Any, location: str, instruction: str) -> Record | DataProblem:
+    try:
+        if data_format is DataFormat.classification:
+            messages, label = _parse_classification(row, instruction)
+            return Example(messages=messages, source=location, label=label)
+        if data_format is DataFormat.preference:
+            return _parse_preference(row, location)
+        if data_format is DataFormat.text:
+            return Document(text=_text(_require_object(row), "text"), source=location)
+        return Example(messages=_PARSERS[data_format](row), source=location)
+    except ValueError as error:
+        return DataProblem(location, str(error))
+
+
+def _apply_map(row: dict[str, Any], column_map: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    sources = set(column_map.values())
+    mapped = {key: value for key, value in row.items() if key not in sources}
+    for target, source in column_map.items():
+        if source not in row:
+            return row, f"missing column '{source}' (mapped to '{target}')"
+        mapped[target] = row[source]
+    return mapped, ""
 
 
 def detect_format(row: Any, location: str) -> DataFormat:
@@ -68,121 +174,24 @@ def detect_format(row: Any, location: str) -> DataFormat:
         return DataFormat.sharegpt
     if {"instruction", "output"} <= keys:
         return DataFormat.alpaca
+    if {"prompt", "chosen", "rejected"} <= keys:
+        return DataFormat.preference
     if {"prompt", "completion"} <= keys:
         return DataFormat.prompt_completion
+    if {"text", "label"} <= keys:
+        return DataFormat.classification
+    if "text" in keys:
+        return DataFormat.text
     raise DataError(
         [
             DataProblem(
                 location,
                 f"cannot tell the example form from keys {sorted(keys)}; expected 'messages', 'conversations', "
-                "'instruction'+'output' or 'prompt'+'completion' (or pass --format)",
+                "'instruction'+'output', 'prompt'+'completion', 'prompt'+'chosen'+'rejected', 'text'+'label' "
+                "or 'text' (rename columns with --map, or pass --format)",
             )
         ]
     )
-
-
-# ---------------------------------------------------------------- readers: (location, row | problem)
-
-
-def _read_rows(path: Path) -> Iterator[Row]:
-    suffix = path.suffix.lower()
-    readers: dict[str, Callable[[Path], Iterator[Row]]] = {
-        ".jsonl": _read_jsonl,
-        ".json": _read_json,
-        ".csv": _read_csv,
-        ".parquet": _read_parquet,
-    }
-    if suffix not in readers:
-        raise DataError(
-            [DataProblem(str(path), f"unsupported file type '{suffix}' (use .jsonl, .json, .csv, .parquet)")]
-        )
-    return readers[suffix](path)
-
-
-def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            location = f"{path.name}:{number}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                yield location, DataProblem(location, f"invalid UTF-8 at byte {error.start}")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield location, json.loads(text)
-            except json.JSONDecodeError as error:
-                yield location, DataProblem(location, f"malformed JSON: {error.msg} (column {error.colno})")
-
-
-def _read_json(path: Path) -> Iterator[Row]:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        yield f"{path.name}:{line}", DataProblem(f"{path.name}:{line}", "invalid UTF-8")
-        return
-    decoder = json.JSONDecoder()
-    start = _skip_space(text, 0)
-    if start >= len(text) or text[start] != "[":
-        location = f"{path.name}:{text.count(chr(10), 0, start) + 1}"
-        yield location, DataProblem(location, "a .json data file must hold a list of examples ('[...]')")
-        return
-    index = _skip_space(text, start + 1)
-    while index < len(text) and text[index] != "]":
-        location = f"{path.name}:{text.count(chr(10), 0, index) + 1}"
-        try:
-            row, index = decoder.raw_decode(text, index)
-        except json.JSONDecodeError as error:
-            yield (
-                f"{path.name}:{error.lineno}",
-                DataProblem(f"{path.name}:{error.lineno}", f"malformed JSON: {error.msg}"),
-            )
-            return
-        yield location, row
-        index = _skip_space(text, index)
-        if index < len(text) and text[index] == ",":
-            index = _skip_space(text, index + 1)
-
-
-def _skip_space(text: str, index: int) -> int:
-    while index < len(text) and text[index].isspace():
-        index += 1
-    return index
-
-
-def _read_csv(path: Path) -> Iterator[Row]:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        yield f"{path.name}:{line}", DataProblem(f"{path.name}:{line}", "invalid UTF-8")
-        return
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    line = 1
-    for record in reader:
-        line_start, line = line + 1, reader.line_num
-        location = f"{path.name}:{line_start}"
-        row: dict[str, Any] = {key: value for key, value in record.items() if key is not None and value != ""}
-        try:
-            for column in _JSON_COLUMNS:
-                if isinstance(row.get(column), str):
-                    row[column] = json.loads(row[column])
-        except json.JSONDecodeError as error:
-            yield location, DataProblem(location, f"column '{column}' is not valid JSON: {error.msg}")
-            continue
-        yield location, row
-
-
-def _read_parquet(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only Parquet users pay for pyarrow's import
-
-    table = pq.read_table(path)
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield f"{path.name} row {number}", {key: value for key, value in row.items() if value is not None}
 
 
 def _location_order(problem: DataProblem) -> tuple[int, str]:
@@ -281,6 +290,31 @@ def _check_turn_order(messages: list[Message], field_name: str) -> list[Message]
     if not body or body[-1]["role"] != "assistant":
         raise ValueError(f"{field_name} has no assistant turn at the end: nothing to learn from")
     return messages
+
+
+def _parse_classification(row: Any, default_instruction: str) -> tuple[list[Message], str]:
+    row = _require_object(row)
+    text, label = _text(row, "text"), row.get("label")
+    if label is None:
+        raise ValueError("missing field 'label'")
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        raise ValueError(f"field 'label' must be a string or an integer, got {type(label).__name__}")
+    label = str(label)
+    if not label.strip():
+        raise ValueError("field 'label' is empty")
+    instruction = _text(row, "instruction", required=False) or default_instruction
+    user = f"{instruction}\n\n{text}"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": label}], label
+
+
+def _parse_preference(row: Any, location: str) -> PreferenceExample:
+    row = _require_object(row)
+    return PreferenceExample(
+        prompt=_text(row, "prompt"),
+        chosen=_text(row, "chosen"),
+        rejected=_text(row, "rejected"),
+        source=location,
+    )
 
 
 _PARSERS: dict[DataFormat, Callable[[Any], list[Message]]] = {

@@ -1,7 +1,8 @@
 """Plain records for examples and data problems. No torch, no tokenizer.
 
-Owns: the normalised example (a list of chat messages with its source location), the data error
-that lists problems by file and line, and the dataset content hash. Does not own: reading files
+Owns: the normalised example (a list of chat messages with its source location), the preference
+pair and the plain-text document (continued pretraining), the data error that lists problems by file
+and line, and the dataset content hash. Does not own: reading files
 (ingest) or tokenising (render).
 """
 
@@ -38,6 +39,27 @@ class Example:
     def reference(self) -> str:
         """The final assistant turn (the expected answer at evaluation)."""
         return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """A preference pair (`prompt`/`chosen`/`rejected`) for preference training (DPO, not implemented yet)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A plain-text document (a .txt/.md file or a `text` row) for continued pretraining."""
+
+    text: str
+    source: str
+
+
+Record = Example | PreferenceExample | Document
 
 
 @dataclass(frozen=True)

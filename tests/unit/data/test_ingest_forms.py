@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunesmith.config import DataFormat
+from tunesmith.data.ingest import DEFAULT_INSTRUCTION, load_examples, load_records, load_split
+from tunesmith.data.records import DataError, Document, PreferenceExample
+
+
+def test_classification_rows_become_chat_with_the_label_as_answer(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "c.jsonl", [{"text": "I love it", "label": "pos"}, {"text": "meh", "label": 3}]
+    )
+    examples = load_examples(path)
+    assert examples[0].messages == [
+        {"role": "user", "content": f"{DEFAULT_INSTRUCTION}\n\nI love it"},
+        {"role": "assistant", "content": "pos"},
+    ]
+    assert [example.label for example in examples] == ["pos", "3"]
+    custom = load_examples(path, instruction="Sentiment?")
+    assert custom[0].messages[0]["content"] == "Sentiment?\n\nI love it"
+
+
+def test_classification_rows_without_a_label_are_reported(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": ""}])
+    with pytest.raises(DataError, match=r"c.jsonl:2: field 'label' is empty"):
+        load_examples(path, DataFormat.classification)
+
+
+def test_preference_pairs_load_as_records_but_not_as_chat_examples(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
+    assert load_records(path) == [PreferenceExample("Hi", "Hello!", "Go away.", "p.jsonl:1")]
+    with pytest.raises(DataError, match="preference pairs"):
+        load_examples(path)
+
+
+def test_column_map_renames_and_reports_missing_columns(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [{"question": "1+1?", "answer": "2"}, {"question": "x"}])
+    with pytest.raises(DataError, match=r"q.jsonl:2: missing column 'answer' \(mapped to 'output'\)"):
+        load_records(path, column_map={"instruction": "question", "output": "answer"})
+
+
+def test_saved_hf_dataset_and_document_folders_are_read(tmp_path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list([{"prompt": "Hi", "completion": "Hello!"}]).save_to_disk(str(tmp_path / "hf"))
+    [example] = load_examples(tmp_path / "hf")
+    assert example.messages[1]["content"] == "Hello!" and example.source == "hf row 1"
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.md").write_text("# Title\nBody", encoding="utf-8")
+    (docs / "sub" / "b.txt").write_text("Plain", encoding="utf-8")
+    (docs / "skip.bin").write_bytes(b"\x00")
+    assert load_records(docs) == [Document("# Title\nBody", "docs/a.md"), Document("Plain", "docs/sub/b.txt")]
+
+
+def test_load_split_reads_a_prepared_folder_or_a_plain_file(tmp_path: Path) -> None:
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
+    plain = write_jsonl(tmp_path / "plain.jsonl", [chat])
+    assert load_split(plain, "train") == (load_examples(plain), None)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    write_jsonl(prepared / "val.jsonl", [chat, chat])
+    (prepared / "dataset.json").write_text(json.dumps({"hash": "abc"}), encoding="utf-8")
+    examples, digest = load_split(prepared, "val")
+    assert len(examples) == 2 and digest == "abc"
+    with pytest.raises(FileNotFoundError, match="no 'test' split"):
+        load_split(prepared, "test")
