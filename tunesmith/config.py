@@ -115,26 +115,77 @@ class TrainSpec(_Spec):
         return 2e-4 if self.method == "lora" else 2e-5
 
 
+class EvalTask(StrEnum):
+    """What is being evaluated; decides how predictions are made and which metrics apply."""
+
+    classification = "classification"  # label scored by log-likelihood; accuracy, macro P/R/F1
+    generation = "generation"  # free text; ROUGE-1/2/L, BLEU, chrF, exact match (+ METEOR, CIDEr)
+    qa = "qa"  # short answers; normalised exact match and token F1
+    numeric = "numeric"  # the number after `####` (else the last number) must match
+
+
+class JudgeSpec(_Spec):
+    """An LLM judge: a local model or any OpenAI-compatible endpoint scores the answers."""
+
+    model: str = Field(
+        ..., description="Judge model: a local model (catalog name, directory) or the endpoint's model id."
+    )
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    criteria: dict[str, str] = Field(
+        default_factory=lambda: {
+            "accuracy": "Is the answer factually correct and consistent with the reference answer?",
+            "helpfulness": "Does the answer address what the user asked, completely and clearly?",
+        },
+        description="Rubric: criterion name -> what a 5 means; each answer gets 1-5 per criterion.",
+    )
+    pairwise: bool = Field(True, description="Also ask which of two models' answers is better (both orders).")
+    limit: int | None = Field(None, gt=0, description="Judge only the first N examples (judging is slow).")
+
+
 class EvalSpec(_Spec):
-    """A generation evaluation of one or more models on a held-out file."""
+    """An evaluation of one or more models, with baselines, on a held-out file."""
 
     data: Path = Field(
         ..., description="Test file in any supported form; the last assistant turn is the reference."
     )
     format: DataFormat | None = Field(None, description="Example form; detected when unset.")
+    train_data: Path | None = Field(
+        None, description="Training data: the few-shot pool and the classification label set."
+    )
+    task: EvalTask | None = Field(
+        None,
+        description="Task type; detected when unset (classification when examples carry labels, numeric "
+        "when every reference ends in '#### <number>', else generation).",
+    )
+    metrics: list[str] | None = Field(
+        None, description="Metrics to compute; the task's defaults when unset ('meteor', 'cider' opt in)."
+    )
+    baselines: bool = Field(True, description="Score the base model zero-shot and few-shot as well.")
+    shots: int = Field(5, ge=1, description="Demonstrations in the few-shot baseline prompt.")
     max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
-    batch_size: int = Field(16, gt=0, description="Prompts generated together.")
+    batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
+    bootstrap_samples: int = Field(
+        1000, ge=100, description="Resamples for confidence intervals and the paired test."
+    )
+    judge: JudgeSpec | None = Field(None, description="Optional LLM judge.")
 
 
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
-    model: str = Field(DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory.")
+    model: str = Field(
+        DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
+    )
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
     adapters: dict[str, str] = Field(
-        default_factory=dict, description="Adapters to register and load at start: NAME → adapter folder or run id."
+        default_factory=dict,
+        description="Adapters to register and load at start: NAME → adapter folder or run id.",
     )
     auth: bool = Field(True, description="Require API keys; turn off only for local use.")
     max_batch_size: int = Field(16, gt=0, description="Most requests decoded together in one batch.")
@@ -190,6 +241,19 @@ def build_train_spec(file_section: dict[str, Any] | None, overrides: dict[str, A
         return TrainSpec.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source="train")) from error
+
+
+def build_serve_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> ServeSpec:
+    """Merge a config file's `serve:` section with CLI overrides (None: not given; adapters are added)."""
+    merged: dict[str, Any] = dict(file_section or {})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        merged[key] = {**merged.get("adapters", {}), **value} if key == "adapters" else value
+    try:
+        return ServeSpec.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source="serve")) from error
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

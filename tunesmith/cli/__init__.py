@@ -10,7 +10,7 @@ import warnings
 
 import typer
 
-from tunesmith.cli import data, evaluate, models, quickstart, runs, train
+from tunesmith.cli import adapters, data, deploy, evaluate, keys, models, quickstart, runs, serve, train
 
 app = typer.Typer(
     name="tunesmith",
@@ -22,9 +22,13 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(runs.app, name="runs")
+app.add_typer(keys.app, name="keys")
+app.add_typer(adapters.app, name="adapters")
+app.add_typer(deploy.app, name="deploy")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("quickstart")(quickstart.quickstart)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

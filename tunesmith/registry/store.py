@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.config import ConfigError, tunesmith_home
+from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base` for create_all)
 from tunesmith.registry.models import (
     AdapterRecord,
     Base,

@@ -1,0 +1,119 @@
+"""`tunesmith deploy`: deployments that split traffic between adapter versions (A/B), with history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from tunesmith.cli.common import UsageError, console, fail, print_json
+
+app = typer.Typer(help="Deployments: one name, several variants with traffic weights (sticky per user).")
+
+_VARIANT_HELP = "MODEL=WEIGHT, e.g. acme@3=90 (repeatable; weights need not sum to 100)."
+
+
+def _store() -> Any:
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    return ServingStore(Registry(default_database_url()).connect())
+
+
+def _variants(items: list[str]) -> list[dict[str, Any]]:
+    variants = []
+    for item in items:
+        model, sep, weight = item.rpartition("=")
+        try:
+            variants.append({"model": model, "weight": float(weight)})
+        except ValueError:
+            sep = ""
+        if not sep or not model:
+            raise UsageError(f"--variant {item}: expected MODEL=WEIGHT, e.g. acme@3=90")
+    return variants
+
+
+def _show(name: str, json_output: bool) -> None:
+    from tunesmith.registry.serving_store import Caller  # noqa: PLC0415
+
+    deployment = _store().find_deployment(Caller(tenant=None, is_admin=True), name)
+    if deployment is None:
+        fail(f"no deployment named {name}")
+    if json_output:
+        print_json(deployment)
+        return
+    console.print(f"[bold]{name}[/]  tenant: {deployment['tenant'] or '-'}")
+    total = sum(v["weight"] for v in deployment["variants"])
+    for variant in deployment["variants"]:
+        console.print(f"  {variant['model']:<24} {100 * variant['weight'] / total:5.1f}%")
+    for change in deployment["history"]:
+        models = ", ".join(f"{v['model']}={v['weight']:g}" for v in change["variants"])
+        console.print(f"  [dim]{change['at'][:19]}  {change['action']:<12} {models}[/]", highlight=False)
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="The name clients put in `model`."),
+    variant: list[str] = typer.Option(..., "--variant", "-v", help=_VARIANT_HELP),
+    tenant: str | None = typer.Option(None, "--tenant", "-t", help="Owning tenant (its adapters only)."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a deployment, e.g. `tunesmith deploy create acme-voice -v acme@3=90 -v acme@4=10 -t acme`."""
+    _store().create_deployment(name, _variants(variant), tenant=tenant)
+    _show(name, json_output)
+
+
+@app.command("weights")
+def weights(
+    name: str = typer.Argument(..., help="Deployment name."),
+    variant: list[str] = typer.Option(..., "--variant", "-v", help=_VARIANT_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Replace a deployment's variants and weights (recorded in its history)."""
+    _store().set_weights(name, _variants(variant))
+    _show(name, json_output)
+
+
+@app.command("promote")
+def promote(
+    name: str = typer.Argument(..., help="Deployment name."),
+    model: str = typer.Argument(..., help="Variant that gets all traffic, e.g. acme@4."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Send 100% of traffic to one variant."""
+    _store().promote(name, model)
+    _show(name, json_output)
+
+
+@app.command("rollback")
+def rollback(
+    name: str = typer.Argument(..., help="Deployment name."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Restore the variants in force before the last change."""
+    _store().rollback(name)
+    _show(name, json_output)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Deployment name."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Current split and the full history of changes."""
+    _show(name, json_output)
+
+
+@app.command("list")
+def list_deployments(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every deployment with its current split."""
+    from tunesmith.registry.serving_store import Caller  # noqa: PLC0415
+
+    deployments = _store().list_deployments(Caller(tenant=None, is_admin=True))
+    if json_output:
+        print_json(deployments)
+        return
+    for deployment in deployments:
+        split = ", ".join(f"{v['model']}={v['weight']:g}" for v in deployment["variants"])
+        console.print(f"{deployment['name']:<24} {deployment['tenant'] or '-':<12} {split}", highlight=False)

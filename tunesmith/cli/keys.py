@@ -1,0 +1,63 @@
+"""`tunesmith keys`: API keys for the server, each mapped to a tenant (or admin). Stored hashed."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tunesmith.cli.common import console, print_json
+
+app = typer.Typer(help="API keys for `tunesmith serve` (stored hashed; a key is shown once).")
+
+
+@app.command("create")
+def create_key(
+    tenant: str | None = typer.Option(
+        None, "--tenant", "-t", help="Tenant the key acts for (created if new)."
+    ),
+    admin: bool = typer.Option(
+        False, "--admin", help="An admin key: admin endpoints, every tenant's models."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a key and print it once; only its hash is kept."""
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    key = ServingStore(Registry(default_database_url()).connect()).create_key(tenant, admin=admin)
+    if json_output:
+        print_json({"key": key, "tenant": tenant, "admin": admin})
+        return
+    console.print(f"{key}\n[dim]Shown once: store it now. Send it as 'Authorization: Bearer <key>'.[/]")
+
+
+@app.command("list")
+def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every key: id, prefix, tenant, admin, revoked."""
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    keys = ServingStore(Registry(default_database_url()).connect()).list_keys()
+    if json_output:
+        print_json(keys)
+        return
+    table = Table(title="API keys")
+    for column in ("id", "prefix", "tenant", "admin", "revoked", "created"):
+        table.add_column(column, no_wrap=True)
+    for key in keys:
+        table.add_row(str(key["id"]), key["prefix"], key["tenant"] or "-", str(key["admin"]), str(key["revoked"]),
+                      key["created_at"][:19])  # fmt: skip
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke_key(key_id: int = typer.Argument(..., help="Key id from `tunesmith keys list`.")) -> None:
+    """Revoke a key; requests with it get a 401 from then on."""
+    from tunesmith.config import default_database_url  # noqa: PLC0415
+    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    ServingStore(Registry(default_database_url()).connect()).revoke_key(key_id)
+    console.print(f"revoked key {key_id}")

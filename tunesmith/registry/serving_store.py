@@ -1,0 +1,391 @@
+"""Queries for serving: tenants and keys, adapter ownership, deployments with A/B variants, the
+request log and feedback. No torch.
+
+Owns: what the server and the `keys`/`adapters`/`deploy` commands read and write, and the sticky
+variant choice (a hash of deployment and user). Does not own: the schema (see `serving`), HTTP, or
+loading adapters into a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tunesmith.config import ConfigError
+from tunesmith.registry.models import AdapterRecord
+from tunesmith.registry.serving import (
+    AdapterOwnerRecord,
+    ApiKeyRecord,
+    DeploymentChangeRecord,
+    DeploymentRecord,
+    FeedbackRecord,
+    RequestLogRecord,
+    TenantRecord,
+)
+from tunesmith.registry.store import Registry
+
+BASE_MODEL_NAME = "base"  # what clients call the bare base model
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a tenant's key, an admin key, or anyone when auth is off (admin, no tenant)."""
+
+    tenant: str | None
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    name: str
+    version: int
+    path: str
+    base_model: str
+    tenant: str | None
+
+    @property
+    def key(self) -> str:
+        """`name@version`: how the server names a loaded adapter and reports the variant."""
+        return f"{self.name}@{self.version}"
+
+
+class NotFoundError(ConfigError):
+    """A name the caller may not see (or that does not exist: the two look the same on purpose)."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def parse_model_ref(model: str) -> tuple[str, int | None]:
+    """`acme` → ("acme", None); `acme@3` → ("acme", 3)."""
+    name, sep, version = model.partition("@")
+    if not sep:
+        return name, None
+    if not version.isdigit():
+        raise NotFoundError(f"{model}: a version after '@' must be a number, e.g. {name}@2")
+    return name, int(version)
+
+
+def choose_variant(deployment: str, user: str | None, variants: list[dict[str, Any]]) -> str:
+    """The variant model for `user`: sticky (a hash of deployment and user), weighted; random without a user."""
+    total = sum(variant["weight"] for variant in variants)
+    if user is None:
+        point = random.random() * total
+    else:
+        digest = hashlib.sha256(f"{deployment}\0{user}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    for variant in variants:
+        point -= variant["weight"]
+        if point < 0:
+            return str(variant["model"])
+    return str(variants[-1]["model"])
+
+
+def validate_variants(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Variants as `[{"model": str, "weight": float >= 0}]` with a positive total; raises ConfigError."""
+    if not variants:
+        raise ConfigError("a deployment needs at least one variant, e.g. acme@3=90")
+    cleaned: list[dict[str, Any]] = []
+    for variant in variants:
+        weight = float(variant["weight"])
+        if weight < 0:
+            raise ConfigError(f"variant {variant['model']}: weight must be >= 0, got {weight}")
+        cleaned.append({"model": str(variant["model"]), "weight": weight})
+    if sum(variant["weight"] for variant in cleaned) <= 0:
+        raise ConfigError("variant weights must not all be 0")
+    return cleaned
+
+
+class ServingStore:
+    """Serving queries over a connected `Registry`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _session(self) -> Session:
+        return self.registry.session()
+
+    # ------------------------------------------------------------------ tenants and keys
+
+    def create_key(self, tenant: str | None, *, admin: bool) -> str:
+        """A new API key (returned once, stored hashed); creates the tenant if new."""
+        if tenant is None and not admin:
+            raise ConfigError("a key needs --tenant NAME, or --admin for an admin key")
+        key = "ts-" + secrets.token_urlsafe(32)
+        with self._session() as session, session.begin():
+            if tenant is not None and session.get(TenantRecord, tenant) is None:
+                session.add(TenantRecord(name=tenant))
+                session.flush()
+            session.add(ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin))
+        return key
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self._session() as session:
+            keys = session.scalars(select(ApiKeyRecord).order_by(ApiKeyRecord.id)).all()
+            return [
+                {
+                    "id": k.id,
+                    "prefix": k.prefix,
+                    "tenant": k.tenant,
+                    "admin": k.is_admin,
+                    "revoked": k.revoked,
+                    "created_at": k.created_at.isoformat(),
+                }
+                for k in keys
+            ]
+
+    def revoke_key(self, key_id: int) -> None:
+        with self._session() as session, session.begin():
+            record = session.get(ApiKeyRecord, key_id)
+            if record is None:
+                raise ConfigError(f"no API key with id {key_id} (see `tunesmith keys list`)")
+            record.revoked = True
+
+    def authenticate(self, key: str) -> Caller | None:
+        with self._session() as session:
+            record = session.scalar(select(ApiKeyRecord).where(ApiKeyRecord.key_hash == hash_key(key)))
+            if record is None or record.revoked:
+                return None
+            return Caller(tenant=record.tenant, is_admin=record.is_admin)
+
+    # ------------------------------------------------------------------ adapters
+
+    def register_adapter(
+        self, name: str, path: Path, base_model: str, *, tenant: str | None, run_id: str | None = None
+    ) -> AdapterVersion:
+        """Record `path` as the next version of `name` (or reuse the latest if it is the same folder)."""
+        if not name or "@" in name or name == BASE_MODEL_NAME:
+            raise ConfigError(f"{name!r}: an adapter name must be non-empty, without '@', and not 'base'")
+        with self._session() as session, session.begin():
+            owner = session.get(AdapterOwnerRecord, name)
+            if tenant is not None:
+                if owner is not None and owner.tenant != tenant:
+                    raise ConfigError(f"adapter {name} already belongs to another tenant")
+                if session.get(TenantRecord, tenant) is None:
+                    session.add(TenantRecord(name=tenant))
+                    session.flush()
+                if owner is None:
+                    session.add(AdapterOwnerRecord(name=name, tenant=tenant))
+            latest = session.scalar(
+                select(AdapterRecord).where(AdapterRecord.name == name).order_by(AdapterRecord.version.desc())
+            )
+            if latest is not None and Path(latest.path) == path:
+                return _version(latest, tenant or (owner.tenant if owner else None))
+            record = AdapterRecord(
+                name=name,
+                version=(latest.version if latest else 0) + 1,
+                run_id=run_id,
+                path=str(path),
+                base_model=base_model,
+            )
+            session.add(record)
+            session.flush()
+            return _version(record, tenant or (owner.tenant if owner else None))
+
+    def register_source(self, name: str, source: str, *, tenant: str | None) -> AdapterVersion:
+        """Register an adapter folder, or the adapter of a run (id or folder), as the next version of `name`."""
+        path = Path(source).expanduser()
+        run_id = None
+        if not (path / "adapter_config.json").is_file():
+            run_dir = self.registry.find_run_dir(source)
+            run = self.registry.get_run(source)
+            run_id = run["id"] if run is not None else None
+            path = run_dir / "adapter"
+            if not (path / "adapter_config.json").is_file():
+                raise ConfigError(
+                    f"{source}: the run has no LoRA adapter (a full fine-tune, or not finished)"
+                )
+        config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+        base_model = str(config.get("base_model_name_or_path") or "")
+        return self.register_adapter(name, path.resolve(), base_model, tenant=tenant, run_id=run_id)
+
+    def find_adapter(self, caller: Caller, name: str, version: int | None) -> AdapterVersion:
+        """The adapter version `caller` asked for; NotFoundError if missing or not theirs."""
+        with self._session() as session:
+            owner = session.get(AdapterOwnerRecord, name)
+            tenant = owner.tenant if owner else None
+            if not caller.is_admin and tenant != caller.tenant:
+                raise NotFoundError(name)
+            query = select(AdapterRecord).where(AdapterRecord.name == name)
+            if version is not None:
+                query = query.where(AdapterRecord.version == version)
+            record = session.scalar(query.order_by(AdapterRecord.version.desc()))
+            if record is None:
+                raise NotFoundError(name)
+            return _version(record, tenant)
+
+    def visible_adapters(self, caller: Caller) -> list[AdapterVersion]:
+        """The latest version of each adapter name the caller may use."""
+        with self._session() as session:
+            latest = (
+                select(AdapterRecord.name, func.max(AdapterRecord.version).label("version"))
+                .group_by(AdapterRecord.name)
+                .subquery()
+            )
+            rows = session.execute(
+                select(AdapterRecord, AdapterOwnerRecord.tenant)
+                .join(
+                    latest,
+                    (AdapterRecord.name == latest.c.name) & (AdapterRecord.version == latest.c.version),
+                )
+                .outerjoin(AdapterOwnerRecord, AdapterOwnerRecord.name == AdapterRecord.name)
+                .order_by(AdapterRecord.name)
+            ).all()
+            return [
+                _version(r, t) for r, t in rows if caller.is_admin or (t is not None and t == caller.tenant)
+            ]
+
+    # ------------------------------------------------------------------ deployments
+
+    def create_deployment(self, name: str, variants: list[dict[str, Any]], *, tenant: str | None) -> None:
+        variants = self._check_models(tenant, validate_variants(variants))
+        with self._session() as session, session.begin():
+            if session.get(DeploymentRecord, name) is not None:
+                raise ConfigError(f"deployment {name} exists; change it with `tunesmith deploy weights`")
+            if tenant is not None and session.get(TenantRecord, tenant) is None:
+                session.add(TenantRecord(name=tenant))
+            session.add(DeploymentRecord(name=name, tenant=tenant, variants=variants))
+            session.flush()
+            session.add(DeploymentChangeRecord(deployment=name, action="create", variants=variants))
+
+    def _check_models(self, tenant: str | None, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every variant must be `base` or an adapter the deployment's tenant owns; pins `name` to its latest."""
+        owner = Caller(tenant=tenant, is_admin=tenant is None)
+        checked = []
+        for variant in variants:
+            model = variant["model"]
+            if model != BASE_MODEL_NAME:
+                try:
+                    adapter = self.find_adapter(owner, *parse_model_ref(model))
+                except NotFoundError as error:
+                    whose = f"tenant {tenant}" if tenant else "the registry"
+                    raise ConfigError(f"variant {model}: no such adapter for {whose}") from error
+                model = adapter.key
+            checked.append({"model": model, "weight": variant["weight"]})
+        return checked
+
+    def find_deployment(self, caller: Caller, name: str) -> dict[str, Any] | None:
+        """A deployment the caller may use, with its history; None if missing or not theirs."""
+        with self._session() as session:
+            record = session.get(DeploymentRecord, name)
+            if record is None or not (caller.is_admin or record.tenant == caller.tenant):
+                return None
+            changes = session.scalars(
+                select(DeploymentChangeRecord)
+                .where(DeploymentChangeRecord.deployment == name)
+                .order_by(DeploymentChangeRecord.id)
+            ).all()
+            return {
+                "name": record.name,
+                "tenant": record.tenant,
+                "variants": record.variants,
+                "history": [
+                    {"action": c.action, "variants": c.variants, "at": c.created_at.isoformat()}
+                    for c in changes
+                ],
+            }
+
+    def list_deployments(self, caller: Caller) -> list[dict[str, Any]]:
+        with self._session() as session:
+            records = session.scalars(select(DeploymentRecord).order_by(DeploymentRecord.name)).all()
+            return [
+                {"name": r.name, "tenant": r.tenant, "variants": r.variants}
+                for r in records
+                if caller.is_admin or r.tenant == caller.tenant
+            ]
+
+    def set_weights(self, name: str, variants: list[dict[str, Any]], *, action: str = "set_weights") -> None:
+        with self._session() as session:
+            record = session.get(DeploymentRecord, name)
+            if record is None:
+                raise NotFoundError(f"no deployment named {name}")
+            tenant = record.tenant
+        variants = self._check_models(tenant, validate_variants(variants))
+        with self._session() as session, session.begin():
+            record = session.get(DeploymentRecord, name)
+            assert record is not None
+            record.variants = variants
+            session.add(DeploymentChangeRecord(deployment=name, action=action, variants=variants))
+
+    def promote(self, name: str, model: str) -> None:
+        """Send all traffic to `model` (which need not have been a variant before)."""
+        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote")
+
+    def rollback(self, name: str) -> list[dict[str, Any]]:
+        """Restore the variants in force before the latest change; returns them."""
+        with self._session() as session:
+            changes = session.scalars(
+                select(DeploymentChangeRecord)
+                .where(DeploymentChangeRecord.deployment == name)
+                .order_by(DeploymentChangeRecord.id.desc())
+                .limit(2)
+            ).all()
+        if not changes:
+            raise NotFoundError(f"no deployment named {name}")
+        if len(changes) < 2:
+            raise ConfigError(f"deployment {name} has no earlier variants to roll back to")
+        previous = list(changes[1].variants)
+        self.set_weights(name, previous, action="rollback")
+        return previous
+
+    # ------------------------------------------------------------------ request log and feedback
+
+    def log_request(self, **fields: Any) -> None:
+        with self._session() as session, session.begin():
+            session.add(RequestLogRecord(**fields))
+
+    def get_request(self, caller: Caller, response_id: str) -> dict[str, Any] | None:
+        with self._session() as session:
+            record = session.get(RequestLogRecord, response_id)
+            if record is None or not (caller.is_admin or record.tenant == caller.tenant):
+                return None
+            return _request_dict(record)
+
+    def record_feedback(self, caller: Caller, response_id: str, **fields: Any) -> int:
+        """Store feedback on a response the caller may see; NotFoundError otherwise."""
+        for response in (response_id, fields.get("preferred_over")):
+            if response is not None and self.get_request(caller, response) is None:
+                raise NotFoundError(f"no response with id {response}")
+        with self._session() as session, session.begin():
+            record = FeedbackRecord(response_id=response_id, tenant=caller.tenant, **fields)
+            session.add(record)
+            session.flush()
+            return record.id
+
+    def list_feedback(self, response_id: str | None = None) -> list[dict[str, Any]]:
+        with self._session() as session:
+            query = select(FeedbackRecord).order_by(FeedbackRecord.id)
+            if response_id is not None:
+                query = query.where(FeedbackRecord.response_id == response_id)
+            return [
+                {
+                    "id": f.id,
+                    "response_id": f.response_id,
+                    "tenant": f.tenant,
+                    "rating": f.rating,
+                    "thumbs": f.thumbs,
+                    "comment": f.comment,
+                    "correction": f.correction,
+                    "preferred_over": f.preferred_over,
+                }
+                for f in session.scalars(query)
+            ]
+
+
+def _version(record: AdapterRecord, tenant: str | None) -> AdapterVersion:
+    return AdapterVersion(record.name, record.version, record.path, record.base_model, tenant)
+
+
+def _request_dict(record: RequestLogRecord) -> dict[str, Any]:
+    data = {column.name: getattr(record, column.name) for column in RequestLogRecord.__table__.columns}
+    data["created_at"] = record.created_at.isoformat()
+    return json.loads(json.dumps(data, default=str))

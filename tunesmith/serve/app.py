@@ -1,0 +1,130 @@
+"""The serving composition root: `create_app(spec)` builds the app, `run_server(spec)` serves it.
+
+Owns: loading the base model and tokenizer once, registering and verifying the adapters named at
+start (a mismatch stops the start with the reason), wiring engine, store, service and routes, the
+request-size limit, and the lifespan (start the worker; on shutdown finish in-flight requests).
+Does not own: any request logic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tunesmith.config import ServeSpec, default_database_url
+from tunesmith.models.loading import (
+    default_device,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    supports_fast_bf16,
+)
+from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.store import Registry
+from tunesmith.serve.adapters import AdapterCache
+from tunesmith.serve.engine import GenerationEngine
+from tunesmith.serve.errors import APIError, error_response, install_error_handlers
+from tunesmith.serve.metrics import ServeMetrics
+from tunesmith.serve.routes import admin, feedback, openai, ops
+from tunesmith.serve.service import ServingService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
+    """An app serving `spec.model` with its adapters; the worker thread starts with the app's lifespan."""
+    store = ServingStore(registry or Registry(default_database_url()).connect())
+    base_path = resolve_model(spec.model)
+    tokenizer = load_tokenizer(base_path)
+    device = default_device()
+    # bf16 where the hardware runs it natively (GPUs); fp32 elsewhere, the fast dtype on most CPUs
+    model = load_model(
+        base_path,
+        torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,
+    )
+    model.to(device)  # type: ignore[arg-type]
+    model.eval()
+    context_length = int(model.config.max_position_embeddings)
+    cache = AdapterCache(model, base_path, spec.max_loaded_adapters)
+    for name, source in spec.adapters.items():
+        adapter = store.register_source(name, source, tenant=None)
+        cache.ensure(
+            adapter.key, Path(adapter.path), pinned=set()
+        )  # verify now: refuse to start on a mismatch
+        logger.info("serving adapter %s from %s", adapter.key, adapter.path)
+    metrics = ServeMetrics()
+    engine = GenerationEngine(
+        cache,
+        tokenizer,
+        max_batch_size=spec.max_batch_size,
+        max_wait_s=spec.max_wait_ms / 1000,
+        metrics=metrics,
+    )
+    service = ServingService(
+        engine, store, tokenizer, metrics, context_length=context_length, max_tokens_limit=spec.max_tokens_limit,
+        default_max_tokens=spec.default_max_tokens, max_n=spec.max_n, log_requests=spec.log_requests,
+    )  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        engine.close()  # uvicorn has let in-flight responses finish; this drains anything still queued
+
+    app = FastAPI(title="tunesmith", summary="OpenAI-compatible multi-LoRA server", lifespan=lifespan)
+    app.state.auth = spec.auth
+    app.state.store = store
+    app.state.service = service
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in (openai.router, feedback.router, admin.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=spec.max_request_bytes)
+    return app
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with a 413, by header or by counting streamed bytes."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = APIError(
+            413, f"request body over the limit of {self.max_bytes} bytes", code="request_too_large"
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and int(length) > self.max_bytes:
+            await error_response(too_large)(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def run_server(spec: ServeSpec) -> None:
+    """Serve until interrupted; SIGINT/SIGTERM finish in-flight requests before exiting."""
+    import uvicorn  # noqa: PLC0415
+
+    # one line per request on stderr, its payload JSON (see `service.finish`)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(spec)
+    uvicorn.run(app, host=spec.host, port=spec.port, log_level="info")

@@ -1,0 +1,58 @@
+"""FastAPI dependencies: the caller (from the API key) and the app's service objects.
+
+Owns: reading `Authorization: Bearer <key>` and turning it into a `Caller` (or a 401), the admin
+check (403), and handing routes what `create_app` put on `app.state`. Does not own: key storage.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith.registry.serving_store import Caller, ServingStore
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.service import ServingService
+
+_ANYONE = Caller(tenant=None, is_admin=True)  # auth off (explicitly, for local use)
+
+
+async def get_caller(request: Request) -> Caller:
+    if not request.app.state.auth:
+        return _ANYONE
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise APIError(
+            401, "missing API key: send 'Authorization: Bearer <key>' (create one with `tunesmith keys create`)",
+            type_="authentication_error", code="invalid_api_key",
+        )  # fmt: skip
+    store: ServingStore = request.app.state.store
+    caller = await run_in_threadpool(store.authenticate, key.strip())
+    if caller is None:
+        raise APIError(
+            401, "invalid or revoked API key", type_="authentication_error", code="invalid_api_key"
+        )
+    return caller
+
+
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.is_admin:
+        raise APIError(403, "this endpoint needs an admin key", type_="permission_error", code="admin_only")
+    return caller
+
+
+def get_service(request: Request) -> ServingService:
+    service: ServingService = request.app.state.service
+    return service
+
+
+def get_store(request: Request) -> ServingStore:
+    store: ServingStore = request.app.state.store
+    return store
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(get_admin)]
+ServiceDep = Annotated[ServingService, Depends(get_service)]
+StoreDep = Annotated[ServingStore, Depends(get_store)]

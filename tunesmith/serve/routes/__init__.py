@@ -1,0 +1,1 @@
+"""HTTP routes, thin: parse, call the service or store, shape the response."""

@@ -1,0 +1,119 @@
+"""Admin routes (admin keys only): load/unload adapters, deployments and their A/B weights, feedback.
+
+Owns: the HTTP face of the same operations `tunesmith adapters` and `tunesmith deploy` run on the
+registry. Does not own: the operations (see `serving_store`, `adapters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith.config import ConfigError
+from tunesmith.registry.serving_store import NotFoundError
+from tunesmith.serve.deps import AdminDep, ServiceDep, StoreDep
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.schemas import AdapterLoad, DeploymentCreate, PromoteBody, WeightsUpdate
+
+router = APIRouter(prefix="/admin")
+
+
+@router.get("/adapters")
+async def list_adapters(caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    registered = await run_in_threadpool(service.store.visible_adapters, caller)
+    cache = service.engine.adapters
+    return {
+        "loaded": cache.loaded,
+        "capacity": cache.capacity,
+        "registered": [{"name": a.name, "version": a.version, "tenant": a.tenant} for a in registered],
+    }
+
+
+@router.post("/adapters/load")
+async def load_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    """Load an adapter now (verifying it fits the base); a 400 says why it does not."""
+    target = await run_in_threadpool(service.resolve, caller, body.model, None)
+    if target.adapter is None:
+        raise APIError(400, "the base model is always loaded", param="model")
+    cache = service.engine.adapters
+    key, path = target.adapter.key, Path(target.adapter.path)
+    try:
+        await asyncio.wrap_future(service.engine.call(lambda: cache.ensure(key, path, pinned=set())))
+    except ValueError as error:
+        raise APIError(400, str(error), param="model", code="adapter_mismatch") from error
+    return {"loaded": cache.loaded}
+
+
+@router.post("/adapters/unload")
+async def unload_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    target = await run_in_threadpool(service.resolve, caller, body.model, None)
+    cache = service.engine.adapters
+    key = target.variant
+    if not await asyncio.wrap_future(service.engine.call(lambda: cache.unload(key))):
+        raise APIError(404, f"adapter {key} is not loaded", param="model")
+    return {"loaded": cache.loaded}
+
+
+@router.get("/deployments")
+async def list_deployments(caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    return {"data": await run_in_threadpool(store.list_deployments, caller)}
+
+
+@router.post("/deployments", status_code=201)
+async def create_deployment(body: DeploymentCreate, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    variants = [variant.model_dump() for variant in body.variants]
+    await _call(store.create_deployment, body.name, variants, tenant=body.tenant)
+    return await get_deployment(body.name, caller, store)
+
+
+@router.get("/deployments/{name}")
+async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    deployment = await run_in_threadpool(store.find_deployment, caller, name)
+    if deployment is None:
+        raise APIError(404, f"no deployment named {name}", code="deployment_not_found")
+    return deployment
+
+
+@router.put("/deployments/{name}/weights")
+async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    await _call(store.set_weights, name, [variant.model_dump() for variant in body.variants])
+    return await get_deployment(name, caller, store)
+
+
+@router.post("/deployments/{name}/promote")
+async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    await _call(store.promote, name, body.model)
+    return await get_deployment(name, caller, store)
+
+
+@router.post("/deployments/{name}/rollback")
+async def rollback(name: str, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    await _call(store.rollback, name)
+    return await get_deployment(name, caller, store)
+
+
+@router.get("/feedback")
+async def list_feedback(caller: AdminDep, store: StoreDep, response_id: str | None = None) -> dict[str, Any]:
+    return {"data": await run_in_threadpool(store.list_feedback, response_id)}
+
+
+@router.get("/requests/{response_id}")
+async def get_request(response_id: str, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+    record = await run_in_threadpool(store.get_request, caller, response_id)
+    if record is None:
+        raise APIError(404, f"no logged response with id {response_id}", code="response_not_found")
+    return record
+
+
+async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a store change; its user errors become 400 (bad value) or 404 (no such name)."""
+    try:
+        return await run_in_threadpool(function, *args, **kwargs)
+    except NotFoundError as error:
+        raise APIError(404, str(error), code="not_found") from error
+    except ConfigError as error:
+        raise APIError(400, str(error), code="invalid_value") from error

@@ -1,0 +1,192 @@
+"""OpenAI-compatible routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`.
+
+Owns: the response and server-sent-event shapes, the variant headers, and noticing a client that
+went away (its jobs are cancelled, freeing their batch rows). Does not own: what a request means
+(see `service`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any
+from uuid import uuid4
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith.serve.deps import CallerDep, ServiceDep
+from tunesmith.serve.engine import JobEvent
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.schemas import ChatCompletionCreate, CompletionCreate, Usage, _Sampling
+from tunesmith.serve.service import Generation, Target
+
+router = APIRouter(prefix="/v1")
+
+VARIANT_HEADER = "x-tunesmith-variant"
+DEPLOYMENT_HEADER = "x-tunesmith-deployment"
+
+
+@router.get("/models")
+async def list_models(caller: CallerDep, service: ServiceDep) -> dict[str, Any]:
+    """`base`, and the adapters and deployments this key may call."""
+    return {"object": "list", "data": await run_in_threadpool(service.list_models, caller)}
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionCreate, request: Request, caller: CallerDep, service: ServiceDep
+) -> Response:
+    target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
+    prompt_ids = service.chat_prompt(body.messages)
+    max_tokens = service.max_tokens(body, body.max_completion_tokens or body.max_tokens, len(prompt_ids))
+    prompt = {"messages": [message.model_dump(exclude_none=True) for message in body.messages]}
+    return await _respond(request, service.start(target, [prompt_ids], body, max_tokens), body, "chat", prompt,
+                          partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(
+    body: CompletionCreate, request: Request, caller: CallerDep, service: ServiceDep
+) -> Response:
+    try:
+        prompts = body.prompts()
+    except ValueError as error:
+        raise APIError(400, str(error), param="prompt") from error
+    target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
+    prompt_ids = [service.text_prompt(prompt) for prompt in prompts]
+    max_tokens = service.max_tokens(body, body.max_tokens, max(len(ids) for ids in prompt_ids))
+    return await _respond(request, service.start(target, prompt_ids, body, max_tokens), body, "completion",
+                          {"prompt": prompts},
+                          partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
+
+
+async def _respond(
+    request: Request, generation: Generation, body: _Sampling, endpoint: str, prompt: dict[str, Any],
+    finish: Callable[..., Awaitable[None]],
+) -> Response:  # fmt: skip
+    response_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid4().hex}"
+    record = partial(finish, generation, response_id=response_id, endpoint=endpoint, prompt=prompt)
+    headers = _headers(generation.target)
+    events = generation.events()
+    if body.stream:
+        try:  # wait for the first event so a failure (e.g. an adapter that does not fit) is still a 4xx
+            first = await anext(events)
+        except BaseException:
+            generation.cancel()
+            raise
+        stream = _stream(events, first, generation, body, endpoint, response_id, record)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
+    try:
+        async for _ in events:
+            pass
+    finally:
+        watcher.cancel()
+    await record()
+    choices = [
+        _choice(endpoint, index, text, reason)
+        for index, (text, reason) in enumerate(
+            zip(generation.outputs, generation.finish_reasons, strict=True)
+        )
+    ]
+    payload = _envelope(endpoint, response_id, generation.target, choices, stream=False)
+    payload["usage"] = _usage(generation).model_dump()
+    return JSONResponse(payload, headers=headers)
+
+
+async def _stream(
+    events: AsyncIterator[tuple[int, JobEvent]], first: tuple[int, JobEvent], generation: Generation,
+    body: _Sampling, endpoint: str, response_id: str, record: Callable[[], Awaitable[None]],
+) -> AsyncIterator[str]:  # fmt: skip
+    target = generation.target
+    completed = False
+    try:
+        if endpoint == "chat":
+            opening = [
+                _delta_choice(index, {"role": "assistant", "content": ""}, None)
+                for index in range(len(generation.jobs))
+            ]
+            yield _sse(_envelope(endpoint, response_id, target, opening, stream=True))  # fmt: skip
+        async for index, event in _chain(first, events):
+            if event.kind == "delta" and not event.text:
+                continue
+            reason = event.finish_reason if event.kind == "done" else None
+            if endpoint == "chat":
+                choice = _delta_choice(index, {"content": event.text} if event.text else {}, reason)
+            else:
+                choice = _choice(endpoint, index, event.text, reason)
+            yield _sse(_envelope(endpoint, response_id, target, [choice], stream=True))
+        completed = True
+    except APIError as error:
+        yield _sse({"error": {"message": error.message, "type": error.type, "code": error.code}})
+        return
+    finally:
+        if not completed:  # the client went away (or the job failed): free the batch rows
+            generation.cancel()
+    await record()
+    if body.stream_options is not None and body.stream_options.include_usage:
+        final = _envelope(endpoint, response_id, target, [], stream=True)
+        final["usage"] = _usage(generation).model_dump()
+        yield _sse(final)
+    yield "data: [DONE]\n\n"
+
+
+async def _chain(
+    first: tuple[int, JobEvent], rest: AsyncIterator[tuple[int, JobEvent]]
+) -> AsyncIterator[tuple[int, JobEvent]]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+    generation.cancel()
+
+
+def _headers(target: Target) -> dict[str, str]:
+    headers = {VARIANT_HEADER: target.variant}
+    if target.deployment is not None:
+        headers[DEPLOYMENT_HEADER] = target.deployment
+    return headers
+
+
+def _usage(generation: Generation) -> Usage:
+    return Usage(
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        total_tokens=generation.prompt_tokens + generation.completion_tokens,
+    )
+
+
+def _envelope(
+    endpoint: str, response_id: str, target: Target, choices: list[dict[str, Any]], *, stream: bool
+) -> dict[str, Any]:
+    kind = {("chat", False): "chat.completion", ("chat", True): "chat.completion.chunk"}
+    return {
+        "id": response_id,
+        "object": kind.get((endpoint, stream), "text_completion"),
+        "created": int(time.time()),
+        "model": target.variant,
+        "choices": choices,
+    }
+
+
+def _choice(endpoint: str, index: int, text: str, reason: str | None) -> dict[str, Any]:
+    if endpoint == "chat":
+        return {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+    return {"index": index, "text": text, "finish_reason": reason, "logprobs": None}
+
+
+def _delta_choice(index: int, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "finish_reason": reason}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"

@@ -1,0 +1,137 @@
+"""OpenAI-compatible request and response shapes, plus tunesmith's feedback and admin bodies. No torch.
+
+Owns: validation of what clients send (unknown fields are refused with their name, roles are
+checked, bounds are enforced) and the JSON shapes sent back. Does not own: limits that depend on the
+served model (context length, `max_tokens` ceiling; see `service`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant"] = Field(description="Who wrote the message.")
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Sampling(_Body):
+    model: str = Field(
+        min_length=1, description="`base`, an adapter (`name` or `name@version`) or a deployment."
+    )
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int | None = Field(None, gt=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=256, description="End user id; A/B assignment sticks to it.")
+
+    def stop_list(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [stop for stop in stops if stop]
+
+    @model_validator(mode="after")
+    def _check_stop(self) -> _Sampling:
+        if len(self.stop_list()) > 4:
+            raise ValueError("stop: at most 4 stop sequences")
+        return self
+
+
+class ChatCompletionCreate(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> ChatCompletionCreate:
+        if all(message.role != "user" for message in self.messages):
+            raise ValueError("messages: at least one message must have role 'user'")
+        return self
+
+
+class CompletionCreate(_Sampling):
+    prompt: str | list[str]
+
+    def prompts(self) -> list[str]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts or any(not prompt for prompt in prompts):
+            raise ValueError("prompt: must be a non-empty string or list of non-empty strings")
+        return prompts
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class FeedbackCreate(_Body):
+    """Feedback on a response: a rating (1-5 or thumbs), comment, corrected text, or a preference."""
+
+    response_id: str = Field(min_length=1, description="The `id` of the response being rated.")
+    rating: int | None = Field(None, ge=1, le=5, description="1 (bad) to 5 (good).")
+    thumbs: Literal["up", "down"] | None = Field(None, description="Thumbs up or down.")
+    comment: str | None = Field(None, max_length=10_000)
+    correction: str | None = Field(None, max_length=100_000, description="What the answer should have been.")
+    preferred_over: str | None = Field(
+        None, description="Another response id that this response was preferred to (a preference pair)."
+    )
+
+    @model_validator(mode="after")
+    def _check_something(self) -> FeedbackCreate:
+        given = (self.rating, self.thumbs, self.comment, self.correction, self.preferred_over)
+        if all(value is None for value in given):
+            raise ValueError("give at least one of rating, thumbs, comment, correction, preferred_over")
+        return self
+
+
+class FeedbackPublic(BaseModel):
+    id: int
+    response_id: str
+    object: Literal["feedback"] = "feedback"
+
+
+class Variant(_Body):
+    model: str = Field(min_length=1, description="An adapter version, e.g. acme@3, or `base`.")
+    weight: float = Field(ge=0, description="Share of traffic (weights need not sum to 100).")
+
+
+class DeploymentCreate(_Body):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    tenant: str | None = None
+    variants: list[Variant] = Field(min_length=1)
+
+
+class WeightsUpdate(_Body):
+    variants: list[Variant] = Field(min_length=1)
+
+
+class PromoteBody(_Body):
+    model: str = Field(min_length=1)
+
+
+class AdapterLoad(_Body):
+    model: str = Field(min_length=1, description="Adapter `name` or `name@version` from the registry.")
