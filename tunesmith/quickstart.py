@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import DEFAULT_MODEL, LoraSpec, TrainSpec, default_database_url, tunesmith_home
-from tunesmith.eval.evaluate import Candidate, combine_reports, evaluate_generation
+from tunesmith.eval.evaluate import Candidate, evaluate_generation
+from tunesmith.eval.report import combine_reports
 from tunesmith.registry.store import Registry
 from tunesmith.train.sft import TrainResult, train_sft
 

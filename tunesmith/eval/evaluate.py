@@ -1,18 +1,19 @@
-"""Generation evaluation: several candidates on one held-out file, side by side.
+"""Evaluation: baselines and candidates on one held-out set, scored with intervals and compared.
 
-Owns: loading the base model once and switching adapters on it (the base itself is scored with the
-adapter disabled: no second copy in memory), scoring with the task metrics, and writing
-`report.json`, `report.md` and `predictions.jsonl`. Does not own: the metrics' definitions or the
-registry (the caller records the report).
+Owns: loading each distinct model once (adapters switched on one base; the base itself is scored with
+adapters disabled, so no second copy is in memory), building each candidate's prompts (as is, or
+as a zero-/few-shot baseline), predicting (greedy batched generation, or label log-likelihood for
+classification), per-example statistics, and handing them to `report` for intervals, comparisons
+and files. Does not own: the metric definitions, the statistics or the registry (the caller records
+the report).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,16 @@ from peft import PeftModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tunesmith.config import DataFormat
-from tunesmith.data.ingest import load_examples
-from tunesmith.data.records import dataset_hash
-from tunesmith.data.render import render_prompt
+from tunesmith.config import DataFormat, EvalTask
+from tunesmith.data.ingest import load_examples, load_split
+from tunesmith.data.records import Example, dataset_hash
+from tunesmith.data.render import render_text
+from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
+from tunesmith.eval.classify import score_labels
 from tunesmith.eval.generate import generate_batched
-from tunesmith.eval.metrics import GENERATION_METRICS
+from tunesmith.eval.metrics import classification_statistics
+from tunesmith.eval.report import ScoredModel, build_report, write_report
+from tunesmith.eval.tasks import detect_task, metric_names, text_metrics
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -34,15 +39,36 @@ from tunesmith.models.loading import (
     resolve_model,
     supports_fast_bf16,
 )
-from tunesmith.train.rundir import atomic_write_text
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One model to score: the base (`adapter_dir` None) or a LoRA adapter on it."""
+    """One model to score.
+
+    The base model (`adapter_dir` and `model` None), a LoRA adapter on it, or another full model
+    (a fully fine-tuned run). `shots` None uses each test prompt as is (fine-tuned models); 0 is the
+    zero-shot baseline (for classification, an instruction naming the labels is added); k > 0 puts k
+    training examples before the prompt.
+    """
 
     name: str
     adapter_dir: Path | None = None
+    model: str | None = None
+    shots: int | None = None
+
+
+def baseline_candidates(shots: int) -> list[Candidate]:
+    """The base model zero-shot and k-shot."""
+    return [Candidate("base zero-shot", shots=0), Candidate(f"base {shots}-shot", shots=shots)]
+
+
+def load_eval_examples(path: Path, data_format: DataFormat | None, split: str) -> tuple[list[Example], str]:
+    """Examples of a file or a prepared dataset folder's split, with the dataset version hash."""
+    if data_format is None:
+        examples, digest = load_split(path, split)
+    else:
+        examples, digest = load_examples(path, data_format), None
+    return examples, digest or dataset_hash(examples)
 
 
 def evaluate_generation(
@@ -52,36 +78,65 @@ def evaluate_generation(
     out: Path,
     *,
     data_format: DataFormat | None = None,
+    train_data: Path | None = None,
+    task: EvalTask | None = None,
+    metrics: list[str] | None = None,
     max_new_tokens: int = 128,
     batch_size: int = 16,
     limit: int | None = None,
+    samples: int = 1000,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate greedily for every candidate on `data`, score, and write the report files to `out`.
+    """Read the test file (and the training file for few-shot and labels), then `evaluate_models`."""
+    examples, digest = load_eval_examples(data, data_format, "test")
+    train = load_eval_examples(train_data, data_format, "train")[0] if train_data else None
+    examples = examples[:limit]
+    return evaluate_models(
+        base_model,
+        candidates,
+        examples,
+        out,
+        data_info={"path": str(data), "hash": digest, "examples": len(examples)},
+        train_examples=train,
+        task=task,
+        metrics=metrics,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        samples=samples,
+        show_progress=show_progress,
+    )
 
-    Returns the `report.json` payload: `models` (each with `name` and flat `metrics` of
-    `{"value": ...}`), `data` (path, hash, count) and timing.
+
+def evaluate_models(
+    base_model: str,
+    candidates: list[Candidate],
+    examples: list[Example],
+    out: Path,
+    *,
+    data_info: dict[str, Any] | None = None,
+    train_examples: list[Example] | None = None,
+    task: EvalTask | None = None,
+    metrics: list[str] | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    samples: int = 1000,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Score every candidate on `examples`, write the report files to `out`, return `report.json`'s payload.
+
+    Classification takes its label set from `train_examples` (else from the test set) and predicts the
+    label with the highest log-likelihood; other tasks generate greedily. Few-shot candidates draw
+    their demonstrations from `train_examples`.
     """
-    examples = load_examples(data, data_format)[:limit]
-    model_path = resolve_model(base_model)
-    tokenizer = load_tokenizer(model_path)
-    device = default_device()
-    dtype = torch.bfloat16 if supports_fast_bf16(device) else torch.float32
-    model: Any = load_model(model_path, dtype=dtype)
-    model.to(device).eval()
-    for candidate in candidates:
-        if candidate.adapter_dir is not None:
-            if not isinstance(model, PeftModel):
-                model = PeftModel.from_pretrained(  # type: ignore[arg-type]
-                    model, str(candidate.adapter_dir), adapter_name=candidate.name
-                )
-            else:
-                model.load_adapter(str(candidate.adapter_dir), adapter_name=candidate.name)
-    prompts = [render_prompt(tokenizer, example) for example in examples]
-    references = [example.reference() for example in examples]
-
-    models_report: list[dict[str, Any]] = []
-    predictions_lines: list[str] = []
+    if not examples:
+        raise ValueError("no test examples to evaluate")
+    resolved = task or detect_task(examples)
+    names = metric_names(resolved, metrics)
+    labels = _label_set(examples, train_examples) if resolved == EvalTask.classification else None
+    if any(c.shots for c in candidates) and not train_examples:
+        raise ValueError("a few-shot baseline needs training examples to draw demonstrations from")
+    references = [[example.reference()] for example in examples]
+    scored: dict[str, ScoredModel] = {}
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -91,59 +146,117 @@ def evaluate_generation(
         disable=not show_progress,
     )
     with progress:
-        for candidate in candidates:
-            task = progress.add_task(f"generating: {candidate.name}", total=len(prompts))
+        for model_name, group in _group_by_model(base_model, candidates).items():
+            model_path = resolve_model(model_name)
+            tokenizer = load_tokenizer(model_path)
+            model = _load(model_path, group)
+            for candidate in group:
+                bar = progress.add_task(f"{resolved}: {candidate.name}", total=len(examples))
 
-            def advance(count: int, task: TaskID = task) -> None:
-                progress.advance(task, count)
+                def advance(count: int, bar: TaskID = bar) -> None:
+                    progress.advance(bar, count)
 
-            started = time.perf_counter()
-            with _activate(model, candidate):
-                predictions = generate_batched(
-                    model,
-                    tokenizer,
-                    prompts,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=batch_size,
-                    on_batch=advance,
+                shots = select_shots(train_examples or [], candidate.shots) if candidate.shots else []
+                instruction = (
+                    classification_instruction(labels)
+                    if labels is not None and candidate.shots is not None
+                    else None
                 )
-            seconds = time.perf_counter() - started
-            metrics = {
-                name: {"value": fn(predictions, references)} for name, fn in GENERATION_METRICS.items()
-            }
-            models_report.append(
-                {
-                    "name": candidate.name,
-                    "base_model": base_model,
-                    "adapter": str(candidate.adapter_dir) if candidate.adapter_dir else None,
-                    "metrics": metrics,
-                    "examples_per_second": round(len(prompts) / seconds, 3),
-                }
-            )
-            for index, (example, prompt, prediction) in enumerate(
-                zip(examples, prompts, predictions, strict=True)
-            ):
-                line = {
-                    "index": index,
-                    "source": example.source,
-                    "model": candidate.name,
-                    "prompt": prompt,
-                    "prediction": prediction,
-                    "reference": example.reference(),
-                }
-                predictions_lines.append(json.dumps(line, ensure_ascii=False))
-
-    report = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": {"path": str(data), "hash": dataset_hash(examples), "examples": len(examples)},
-        "settings": {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy"},
-        "models": models_report,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "predictions.jsonl", "\n".join(predictions_lines) + "\n")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "report.md", render_markdown(report))
+                prompts = [
+                    render_text(tokenizer, baseline_messages(e, shots, instruction), generation_prompt=True)
+                    if candidate.shots is not None
+                    else render_text(tokenizer, e.prompt_messages(), generation_prompt=True)
+                    for e in examples
+                ]
+                started = time.perf_counter()
+                with _activate(model, candidate):
+                    if labels is not None:
+                        predictions, statistics = _classify(
+                            model, tokenizer, prompts, examples, labels, names, batch_size, advance
+                        )
+                    else:
+                        predictions = generate_batched(
+                            model,
+                            tokenizer,
+                            prompts,
+                            max_new_tokens=max_new_tokens,
+                            batch_size=batch_size,
+                            on_batch=advance,
+                        )
+                        chosen = text_metrics(resolved, names)
+                        statistics = {n: m.statistics(predictions, references) for n, m in chosen.items()}
+                scored[candidate.name] = ScoredModel(
+                    name=candidate.name,
+                    base_model=model_name,
+                    adapter=str(candidate.adapter_dir) if candidate.adapter_dir else None,
+                    shots=candidate.shots,
+                    prompts=prompts,
+                    predictions=predictions,
+                    statistics=statistics,
+                    seconds=time.perf_counter() - started,
+                )
+            del model
+    ordered = [scored[candidate.name] for candidate in candidates]
+    info = data_info or {"path": "<examples>", "hash": dataset_hash(examples), "examples": len(examples)}
+    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy"}
+    if labels is not None:
+        settings["decoding"] = "label log-likelihood"
+    report = build_report(resolved, ordered, info, settings, labels, samples)
+    write_report(report, ordered, references, [example.source for example in examples], out)
     return report
+
+
+def _label_set(examples: Sequence[Example], train_examples: Sequence[Example] | None) -> list[str]:
+    """Sorted labels of the training data (the test data's when no training data is given)."""
+    pool = train_examples or examples
+    if any(example.label is None for example in pool):
+        raise ValueError("classification needs a label on every example (text/label rows)")
+    labels = sorted({example.label for example in pool if example.label is not None})
+    unseen = sorted({e.label for e in examples if e.label is not None} - set(labels))
+    if unseen:
+        raise ValueError(f"test labels never seen in the training data: {unseen[:10]}")
+    return labels
+
+
+def _classify(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    examples: list[Example],
+    labels: list[str],
+    names: list[str],
+    batch_size: int,
+    advance: Callable[[int], None],
+) -> tuple[list[str], dict[str, Any]]:
+    scores = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size, on_batch=advance)
+    predicted = scores.argmax(dim=1).tolist()
+    gold = [labels.index(example.label) for example in examples if example.label is not None]
+    stats = classification_statistics(gold, predicted)
+    return [labels[index] for index in predicted], {name: stats for name in names}
+
+
+def _group_by_model(base_model: str, candidates: list[Candidate]) -> dict[str, list[Candidate]]:
+    if len({candidate.name for candidate in candidates}) != len(candidates):
+        raise ValueError(f"candidate names must be unique: {[c.name for c in candidates]}")
+    groups: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(candidate.model or base_model, []).append(candidate)
+    return groups
+
+
+def _load(model_path: str, group: list[Candidate]) -> Any:
+    device = default_device()
+    dtype = torch.bfloat16 if supports_fast_bf16(device) else torch.float32
+    model: Any = load_model(model_path, dtype=dtype)
+    model.to(device).eval()
+    for candidate in group:
+        if candidate.adapter_dir is None:
+            continue
+        if not isinstance(model, PeftModel):
+            model = PeftModel.from_pretrained(model, str(candidate.adapter_dir), adapter_name=candidate.name)
+        else:
+            model.load_adapter(str(candidate.adapter_dir), adapter_name=candidate.name)
+    return model.eval()
 
 
 def _activate(model: Any, candidate: Candidate) -> AbstractContextManager[Any]:
@@ -154,35 +267,3 @@ def _activate(model: Any, candidate: Candidate) -> AbstractContextManager[Any]:
         return model.disable_adapter()
     model.set_adapter(candidate.name)
     return nullcontext()
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: one row per model, one column per metric."""
-    names = list(report["models"][0]["metrics"]) if report["models"] else []
-    lines = [
-        "# Evaluation report",
-        "",
-        f"Data: `{report['data']['path']}` ({report['data']['examples']} examples, sha256 "
-        f"`{report['data']['hash'][:12]}`), greedy decoding.",
-        "",
-        "| model | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for entry in report["models"]:
-        values = " | ".join(f"{entry['metrics'][name]['value']:.4f}" for name in names)
-        lines.append(f"| {entry['name']} | {values} |")
-    return "\n".join(lines) + "\n"
-
-
-def combine_reports(sources: list[Path], out: Path) -> dict[str, Any]:
-    """One report from evaluations of the same data written to `sources` (e.g. a baseline scored first)."""
-    reports = [json.loads((source / "report.json").read_text(encoding="utf-8")) for source in sources]
-    if len({report["data"]["hash"] for report in reports}) != 1:
-        raise ValueError("cannot combine evaluations of different data")
-    combined = {**reports[-1], "models": [entry for report in reports for entry in report["models"]]}
-    predictions = "".join((source / "predictions.jsonl").read_text(encoding="utf-8") for source in sources)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "predictions.jsonl", predictions)
-    atomic_write_text(out / "report.json", json.dumps(combined, indent=2) + "\n")
-    atomic_write_text(out / "report.md", render_markdown(combined))
-    return combined
