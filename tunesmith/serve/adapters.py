@@ -129,6 +129,8 @@ class AdapterCache:
         assert isinstance(self.model, PeftModel)
         del self._loaded[key]
         if self._loaded:
+            if self.model.active_adapter == key:  # requests name their adapter; this only keeps peft quiet
+                self.model.set_adapter(next(iter(self._loaded)))
             self.model.delete_adapter(key)
         else:
             self.base = self.model.unload()

@@ -284,7 +284,7 @@ class GenerationEngine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=position,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
             **({"adapter_names": names} if peft else {}),
@@ -319,7 +319,7 @@ class GenerationEngine:
                 input_ids=next_ids,
                 attention_mask=mask,
                 position_ids=position,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 **({"adapter_names": names} if peft else {}),
             ).logits[:, -1]
