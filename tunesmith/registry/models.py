@@ -28,6 +28,8 @@ class DatasetRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the normalised examples
     path: Mapped[str] = mapped_column(Text)
     rows: Mapped[int] = mapped_column(Integer)
+    # `tunesmith data prepare` lineage: input file hashes, steps with parameters and counts; None otherwise.
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

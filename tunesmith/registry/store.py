@@ -189,6 +189,24 @@ class Registry:
             f"{run}: no such run (not a run folder, nor a run id in the registry at {self.url})"
         )
 
+    # ------------------------------------------------------------------ datasets
+
+    def record_dataset(self, digest: str, path: str, rows: int, lineage: dict[str, Any]) -> None:
+        """Record a prepared dataset with its lineage (again: the latest path and lineage win)."""
+        with self.session() as session, session.begin():
+            record = session.get(DatasetRecord, digest)
+            if record is None:
+                session.add(DatasetRecord(id=digest, path=path, rows=rows, lineage=lineage))
+            else:
+                record.path, record.rows, record.lineage = path, rows, lineage
+
+    def get_dataset(self, digest: str) -> dict[str, Any] | None:
+        with self.session() as session:
+            record = session.get(DatasetRecord, digest)
+            if record is None:
+                return None
+            return {"id": record.id, "path": record.path, "rows": record.rows, "lineage": record.lineage}
+
     # ------------------------------------------------------------------ evaluations
 
     def record_evaluation(self, run_id: str | None, report: dict[str, Any], out_dir: Path) -> int:

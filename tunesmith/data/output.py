@@ -1,0 +1,106 @@
+"""Writing a prepared dataset folder atomically, and the hashes that version it. No torch.
+
+Owns: the folder layout (`train.jsonl`, `val.jsonl`, `test.jsonl`, `report.json`, `report.html`,
+`dataset.json`), per-split and dataset content hashes, input file hashes, and replacing an earlier
+prepared folder only once the new one is complete. Does not own: what goes into the rows or report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import ConfigError
+from tunesmith.data.ingest import MANIFEST
+from tunesmith.data.split import SPLITS
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_sha256(path: Path) -> str:
+    """Hash of an input file, or of a folder's files (relative names and contents, in order)."""
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path)}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def write_dataset(
+    out: Path,
+    outputs: list[dict[str, Any]],
+    assigned: list[str],
+    report: dict[str, Any],
+    lineage: dict[str, Any],
+    *,
+    kind: str,
+    html: Callable[[dict[str, Any], Path], None],
+) -> tuple[str, dict[str, int]]:
+    """Write the folder in a staging directory, then swap it into place; returns (hash, rows per split).
+
+    The dataset hash covers every split's normalised rows (and which split each is in), so the same
+    data prepared the same way hashes the same whatever the input file format.
+    """
+    _check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        splits: dict[str, dict[str, Any]] = {}
+        dataset_digest = hashlib.sha256()
+        for name in SPLITS:
+            lines = [
+                json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
+                for row, split in zip(outputs, assigned, strict=True)
+                if split == name
+            ]
+            data = "".join(lines).encode("utf-8")
+            (staging / f"{name}.jsonl").write_bytes(data)
+            split_hash = hashlib.sha256(data).hexdigest()
+            splits[name] = {"file": f"{name}.jsonl", "rows": len(lines), "hash": split_hash}
+            dataset_digest.update(f"{name}:{split_hash}\n".encode())
+        digest = dataset_digest.hexdigest()
+        report = {**report, "hash": digest}
+        (staging / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        html(report, staging / "report.html")
+        manifest = {
+            "hash": digest,
+            "kind": kind,
+            "created_at": datetime.now(UTC).isoformat(),
+            "splits": splits,
+            "rows": len(outputs),
+            "lineage": lineage,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        _swap_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return digest, {name: info["rows"] for name, info in splits.items()}
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not a prepared dataset; choose another --out")
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = out.with_name(f".{out.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

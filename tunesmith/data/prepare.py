@@ -1,0 +1,398 @@
+"""`prepare_data`: raw files in, a versioned train/val/test dataset with a report out, in one pass.
+
+Owns: the order of the steps (validate → clean → PII → exact dedup → near dedup → length → split →
+leakage), counting what each step removed and changed, and writing the output folder atomically
+(`train.jsonl`, `val.jsonl`, `test.jsonl`, `report.json`, `report.html`, `dataset.json`). Does not
+own: the checks themselves (`clean`, `pii`, `dedup`, `split`, `lengths`), the report's look
+(`report`) or the cost model (`estimate`). Nothing is dropped silently: every removed row is listed
+in `report.json` with its source and reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from tunesmith.config import PrepareSpec
+from tunesmith.data import clean, dedup, pii
+from tunesmith.data.ingest import DEFAULT_INSTRUCTION
+from tunesmith.data.lengths import count_tokens
+from tunesmith.data.output import input_sha256, write_dataset
+from tunesmith.data.prepare_steps import StepLog, read_inputs
+from tunesmith.data.report import write_html_report
+from tunesmith.data.rows import PrepRow, RowKind
+from tunesmith.data.split import SPLITS, assign_splits
+
+Progress = Callable[[str], None]
+
+
+class DatasetRegistry(Protocol):
+    def record_dataset(self, digest: str, path: str, rows: int, lineage: dict[str, Any]) -> None: ...
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out: Path
+    hash: str
+    splits: dict[str, int]
+    report: dict[str, Any]
+
+
+def prepare_data(
+    spec: PrepareSpec, *, registry: DatasetRegistry | None = None, progress: Progress | None = None
+) -> PrepareResult:
+    """Run every preparation step on `spec.inputs` and write the dataset folder `spec.out`.
+
+    Raises:
+        DataError: invalid rows with `on_error="fail"` (every one listed), or no rows left.
+        ValueError: inputs of different forms, or an output folder that is not a prepared dataset.
+    """
+    say = progress or (lambda _: None)
+    started = time.perf_counter()
+    instruction = spec.instruction or DEFAULT_INSTRUCTION
+    say("reading and validating")
+    rows, validate_log, input_rows = read_inputs(
+        spec.inputs, spec.format, spec.column_map, instruction, spec.group_by, spec.on_error
+    )
+    logs = [validate_log]
+    say("cleaning")
+    rows = _clean(rows, spec, logs)
+    say("finding personal data")
+    rows = _pii(rows, spec.pii, logs)
+    if spec.dedup:
+        say("removing exact duplicates")
+        rows = _exact_dedup(rows, logs)
+    clusters_report: list[dict[str, Any]] = []
+    if spec.near_dup_threshold is not None:
+        say("removing near-duplicates")
+        rows, clusters_report = _near_dedup(rows, spec.near_dup_threshold, spec.seed, logs)
+    say("counting tokens")
+    from tunesmith.data.estimate import context_length  # noqa: PLC0415
+    from tunesmith.models.loading import load_tokenizer, resolve_model  # noqa: PLC0415
+
+    model_path = resolve_model(spec.model)
+    tokenizer = load_tokenizer(model_path)
+    context = context_length(Path(model_path)) if Path(model_path).is_dir() else None
+    max_tokens = spec.max_tokens or context
+    rows, total_tokens, loss_tokens = _length_filter(rows, tokenizer, spec.min_tokens, max_tokens, logs)
+    say("splitting")
+    assigned = _split(rows, spec, logs)
+    say("checking for leakage across splits")
+    keep, leaks = _leakage(rows, assigned, spec.leakage_threshold, spec.seed, logs)
+    rows = [row for row, kept in zip(rows, keep, strict=True) if kept]
+    assigned = [split for split, kept in zip(assigned, keep, strict=True) if kept]
+    total_tokens, loss_tokens = total_tokens[keep], loss_tokens[keep]
+    say("estimating training cost")
+    estimate = _estimate(spec, model_path, total_tokens, assigned, registry)
+    report = _report(rows, assigned, logs, total_tokens, loss_tokens, context, max_tokens, estimate)
+    report.update(
+        clusters=clusters_report, leaks=leaks, model=spec.model, seconds=time.perf_counter() - started
+    )
+    say("writing")
+    lineage = {
+        "inputs": [
+            {"path": str(path.resolve()), "sha256": input_sha256(path), "rows": count}
+            for path, count in zip(spec.inputs, input_rows, strict=True)
+        ],
+        "steps": [log.summary() for log in logs],
+        "model": spec.model,
+        "seed": spec.seed,
+        "split": list(spec.split),
+    }
+    outputs = [row.output(instruction) for row in rows]
+    digest, split_counts = write_dataset(
+        spec.out, outputs, assigned, report, lineage, kind=rows[0].kind.value, html=write_html_report
+    )
+    if registry is not None:
+        registry.record_dataset(digest, str(spec.out.resolve()), len(rows), lineage)
+    report["hash"] = digest
+    return PrepareResult(out=spec.out, hash=digest, splits=split_counts, report=report)
+
+
+# ---------------------------------------------------------------- steps: rows in, rows out, logged
+
+
+def _clean(rows: list[PrepRow], spec: PrepareSpec, logs: list[StepLog]) -> list[PrepRow]:
+    log = StepLog(
+        "clean",
+        {
+            "fix_unicode": spec.fix_unicode,
+            "strip_html": spec.strip_html,
+            "normalize_whitespace": spec.normalize_whitespace,
+            "boilerplate_share": spec.boilerplate_share,
+        },
+        len(rows),
+    )
+    fixes: list[tuple[str, Callable[[str], str]]] = []
+    if spec.fix_unicode:
+        fixes.append(("fixed_unicode", clean.fix_unicode))
+    if spec.strip_html:
+        fixes.append(("stripped_html", clean.strip_html))
+    if spec.normalize_whitespace:
+        fixes.append(("normalized_whitespace", clean.normalize_whitespace))
+    cleaned = []
+    for row in rows:
+        texts = list(row.texts)
+        for name, fix in fixes:
+            fixed = [fix(text) for text in texts]
+            if fixed != texts:
+                log.changed[name] += 1
+                texts = fixed
+        cleaned.append(row.with_texts(texts) if texts != list(row.texts) else row)
+    if spec.boilerplate_share > 0:
+        cleaned = _remove_boilerplate(cleaned, spec.boilerplate_share, log)
+    kept = []
+    for row in cleaned:
+        if any(not text.strip() for text in row.texts):
+            log.remove(row, "empty after cleaning")
+        else:
+            kept.append(row)
+    logs.append(log.done(len(kept)))
+    return kept
+
+
+def _boilerplate_texts(row: PrepRow) -> list[str]:
+    """The texts boilerplate is looked for in: not system prompts, not classification rows."""
+    if row.kind is RowKind.classification:
+        return []
+    if row.kind is RowKind.chat:
+        return [text for role, text in zip(row.roles, row.texts, strict=True) if role != "system"]
+    return list(row.texts)
+
+
+def _remove_boilerplate(rows: list[PrepRow], share: float, log: StepLog) -> list[PrepRow]:
+    counts = clean.count_lines(_boilerplate_texts(row) for row in rows)
+    lines = clean.boilerplate_lines(counts, len(rows), share)
+    log.details["boilerplate_lines"] = sorted(lines, key=lambda line: -counts[line])[:20]
+    if not lines:
+        return rows
+    out = []
+    for row in rows:
+        if row.kind is RowKind.classification:
+            out.append(row)
+            continue
+        system = [row.kind is RowKind.chat and role == "system" for role in row.roles] or [False] * len(
+            row.texts
+        )
+        texts = [
+            text if is_system else clean.remove_lines(text, lines)
+            for text, is_system in zip(row.texts, system, strict=True)
+        ]
+        if texts != list(row.texts):
+            log.changed["removed_boilerplate"] += 1
+            row = row.with_texts(texts)
+        out.append(row)
+    return out
+
+
+def _pii(rows: list[PrepRow], mode: str, logs: list[StepLog]) -> list[PrepRow]:
+    log = StepLog("pii", {"mode": mode}, len(rows))
+    found = dict.fromkeys(pii.KINDS, 0)
+    kept = []
+    for row in rows:
+        matches = [pii.find_pii(text) for text in row.texts]
+        kinds = sorted({match.kind for text_matches in matches for match in text_matches})
+        if not kinds:
+            kept.append(row)
+            continue
+        for text_matches in matches:
+            for match in text_matches:
+                found[match.kind] += 1
+        log.changed["rows_with_pii"] += 1
+        if mode == "drop":
+            log.remove(row, f"contains personal data: {', '.join(kinds)}", kind="personal data")
+            continue
+        if mode == "redact":
+            row = row.with_texts([pii.redact(text, m) for text, m in zip(row.texts, matches, strict=True)])
+            log.changed["redacted_rows"] += 1
+            log.sample(row, f"redacted {', '.join(kinds)}")
+        else:
+            log.sample(row, f"found {', '.join(kinds)}")
+        kept.append(row)
+    log.details["found"] = found
+    logs.append(log.done(len(kept)))
+    return kept
+
+
+def _exact_dedup(rows: list[PrepRow], logs: list[StepLog]) -> list[PrepRow]:
+    log = StepLog("exact_dedup", {"normalisation": "case folding, whitespace collapsed"}, len(rows))
+    first: dict[bytes, str] = {}
+    kept = []
+    for row in rows:
+        key = dedup.exact_key(row.full_text())
+        if key in first:
+            log.remove(row, f"exact duplicate of {first[key]}", kind="exact duplicate")
+        else:
+            first[key] = row.source
+            kept.append(row)
+    logs.append(log.done(len(kept)))
+    return kept
+
+
+def _near_dedup(
+    rows: list[PrepRow], threshold: float, seed: int, logs: list[StepLog]
+) -> tuple[list[PrepRow], list[dict[str, Any]]]:
+    log = StepLog("near_dedup", {"threshold": threshold, "method": "MinHash/LSH, word 3-grams"}, len(rows))
+    signatures = dedup.MinHasher(seed).signatures([row.full_text() for row in rows])
+    pairs = dedup.candidate_pairs(signatures, threshold)
+    groups = dedup.clusters(len(rows), pairs)
+    drop = np.zeros(len(rows), dtype=bool)
+    report: list[dict[str, Any]] = []
+    for members in groups:
+        keeper = members[0]
+        others = np.asarray(members[1:])
+        scores = dedup.similarity(signatures[others], signatures[[keeper] * len(others)])
+        for index, score in zip(others.tolist(), scores.tolist(), strict=True):
+            drop[index] = True
+            reason = f"near-duplicate of {rows[keeper].source} (Jaccard ≈ {score:.2f})"
+            log.remove(rows[index], reason, kind="near-duplicate")
+        report.append(
+            {
+                "size": len(members),
+                "kept": rows[keeper].source,
+                "members": [
+                    {"source": rows[i].source, "text": rows[i].full_text()[:300]} for i in members[:5]
+                ],
+            }
+        )
+    report.sort(key=lambda cluster: -cluster["size"])
+    logs.append(log.done(int((~drop).sum())))
+    return [row for row, dropped in zip(rows, drop.tolist(), strict=True) if not dropped], report[:20]
+
+
+def _length_filter(
+    rows: list[PrepRow], tokenizer: Any, min_tokens: int, max_tokens: int | None, logs: list[StepLog]
+) -> tuple[list[PrepRow], np.ndarray, np.ndarray]:
+    log = StepLog("length", {"min_tokens": min_tokens, "max_tokens": max_tokens}, len(rows))
+    total, loss = count_tokens(tokenizer, rows)
+    keep = total >= min_tokens
+    if max_tokens is not None:
+        keep &= total <= max_tokens
+    for index in np.nonzero(~keep)[0].tolist():
+        bound = f"< min {min_tokens}" if total[index] < min_tokens else f"> max {max_tokens}"
+        log.remove(rows[index], f"{int(total[index])} tokens {bound}", kind=f"tokens {bound}")
+    logs.append(log.done(int(keep.sum())))
+    return [row for row, kept in zip(rows, keep.tolist(), strict=True) if kept], total[keep], loss[keep]
+
+
+def _split(rows: list[PrepRow], spec: PrepareSpec, logs: list[StepLog]) -> list[str]:
+    labels = (
+        [row.label() for row in rows] if spec.stratify and rows[0].kind is RowKind.classification else None
+    )
+    groups = [row.group for row in rows] if spec.group_by else None
+    params = {
+        "fractions": list(spec.split),
+        "seed": spec.seed,
+        "stratified_by_label": labels is not None and groups is None,
+        "group_by": spec.group_by,
+    }
+    log = StepLog("split", params, len(rows))
+    assigned = assign_splits(len(rows), spec.split, spec.seed, labels=labels, groups=groups)
+    logs.append(log.done(len(rows)))
+    return assigned
+
+
+def _leakage(
+    rows: list[PrepRow], assigned: list[str], threshold: float, seed: int, logs: list[StepLog]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Rows whose prompt nearly repeats one in an earlier split (train < val < test) leave their split."""
+    log = StepLog("leakage", {"threshold": threshold, "compares": "prompts (model input)"}, len(rows))
+    signatures = dedup.MinHasher(seed).signatures([row.prompt_text() for row in rows])
+    pairs = dedup.candidate_pairs(signatures, threshold)
+    order = {name: rank for rank, name in enumerate(SPLITS)}
+    keep = np.ones(len(rows), dtype=bool)
+    leaks = []
+    scores: list[float] = dedup.similarity(signatures[pairs[:, 0]], signatures[pairs[:, 1]]).tolist()
+    for (left, right), score in zip(pairs.tolist(), scores, strict=True):
+        if assigned[left] == assigned[right]:
+            continue
+        earlier, later = sorted((left, right), key=lambda i: (order[assigned[i]], i))
+        if not keep[later] or not keep[earlier]:
+            continue
+        keep[later] = False
+        reason = f"{assigned[later]} prompt near-duplicates {assigned[earlier]} row {rows[earlier].source}"
+        log.remove(
+            rows[later],
+            f"{reason} (Jaccard ≈ {score:.2f})",
+            kind=f"{assigned[later]} leaks from {assigned[earlier]}",
+        )
+        leaks.append(
+            {
+                "removed": rows[later].source,
+                "from": assigned[later],
+                "matches": rows[earlier].source,
+                "in": assigned[earlier],
+                "similarity": round(float(score), 3),
+            }
+        )
+    logs.append(log.done(int(keep.sum())))
+    return keep, leaks
+
+
+def _estimate(
+    spec: PrepareSpec,
+    model_path: str,
+    total_tokens: np.ndarray,
+    assigned: list[str],
+    registry: DatasetRegistry | None,
+) -> dict[str, Any]:
+    from tunesmith.data import estimate  # noqa: PLC0415
+
+    train_tokens = int(sum(t for t, s in zip(total_tokens.tolist(), assigned, strict=True) if s == "train"))
+    speed = (
+        estimate.registry_throughput(registry.list_runs(500), spec.model, spec.method) if registry else None
+    )
+    source = "median of earlier runs in the registry" if speed else "not measured (--no-calibrate)"
+    if speed is None and spec.calibrate:
+        speed = estimate.calibrate_throughput(model_path, spec.method)
+        source = "calibration: a few training steps measured on this machine"
+    parameters = estimate.count_parameters(Path(model_path)) if Path(model_path).is_dir() else 0
+    gpus = estimate.load_gpu_prices(spec.gpu_prices)
+    return estimate.estimate_cost(train_tokens, spec.epochs, parameters, spec.method, speed, source, gpus)
+
+
+def _report(
+    rows: list[PrepRow],
+    assigned: list[str],
+    logs: list[StepLog],
+    total_tokens: np.ndarray,
+    loss_tokens: np.ndarray,
+    context: int | None,
+    max_tokens: int | None,
+    estimate: dict[str, Any],
+) -> dict[str, Any]:
+    splits = {name: assigned.count(name) for name in SPLITS}
+    labels: dict[str, dict[str, int]] = {}
+    if rows and rows[0].kind is RowKind.classification:
+        for row, split in zip(rows, assigned, strict=True):
+            counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
+            counts[split] += 1
+    histogram, edges = np.histogram(total_tokens, bins=40)
+    turns = [sum(1 for role in row.roles if role != "system") for row in rows if row.kind is RowKind.chat]
+    return {
+        "kind": rows[0].kind.value,
+        "steps": [log.to_json() for log in logs],
+        "splits": splits,
+        "tokens": {
+            "histogram": {"counts": histogram.tolist(), "edges": edges.tolist()},
+            "total": int(total_tokens.sum()),
+            "loss_bearing": int(loss_tokens.sum()),
+            "loss_share": float(loss_tokens.sum() / max(int(total_tokens.sum()), 1)),
+            "context_length": context,
+            "max_tokens": max_tokens,
+            "mean": float(total_tokens.mean()),
+            "p50": float(np.percentile(total_tokens, 50)),
+            "p95": float(np.percentile(total_tokens, 95)),
+            "max": int(total_tokens.max()),
+        },
+        "labels": labels,
+        "turns": {str(n): turns.count(n) for n in sorted(set(turns))},
+        "estimate": estimate,
+    }

@@ -1,0 +1,127 @@
+"""The bookkeeping and the first step of `prepare_data`: step logs, and reading + validating inputs.
+
+Owns: `StepLog` (rows in and out, every removed row with its reason, counts of changed rows, a few
+samples for the report) and `read_inputs` (every input file or folder through `ingest`, one form for
+all, group keys, `on_error` fail or skip). Does not own: the later steps (see `prepare`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import DataFormat
+from tunesmith.data.ingest import iter_records
+from tunesmith.data.records import DataError, DataProblem
+from tunesmith.data.rows import PrepRow, RowKind, to_prep_row
+
+MAX_SAMPLES = 5  # removed or changed rows shown with their text per step
+
+
+class StepLog:
+    """What one step did: rows in and out, removed rows with reasons, changed-row counts, samples."""
+
+    def __init__(self, name: str, params: dict[str, Any], rows_in: int) -> None:
+        self.name = name
+        self.params = params
+        self.rows_in = rows_in
+        self.rows_out = rows_in
+        self.removed: list[dict[str, str]] = []
+        self.changed: Counter[str] = Counter()
+        self.samples: list[dict[str, str]] = []
+        self.details: dict[str, Any] = {}
+
+    def remove(self, row: PrepRow | None, reason: str, *, kind: str = "", source: str = "") -> None:
+        """Log a removed row; `kind` groups reasons that name other rows ("exact duplicate")."""
+        where = row.source if row is not None else source
+        self.removed.append({"source": where, "reason": reason, "kind": kind or reason})
+        if row is not None:
+            self.sample(row, reason)
+
+    def sample(self, row: PrepRow, note: str) -> None:
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append({"source": row.source, "reason": note, "text": row.full_text()[:400]})
+
+    def done(self, rows_out: int) -> StepLog:
+        self.rows_out = rows_out
+        return self
+
+    def reasons(self) -> dict[str, int]:
+        """Removed rows per kind of reason."""
+        counts: Counter[str] = Counter(entry["kind"] for entry in self.removed)
+        return dict(counts.most_common())
+
+    def summary(self) -> dict[str, Any]:
+        """Name, parameters and counts: the step's entry in the dataset's lineage."""
+        return {
+            "name": self.name,
+            "params": self.params,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "changed": dict(self.changed),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "removed": self.removed,
+            "removed_by_reason": self.reasons(),
+            "samples": self.samples,
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+def read_inputs(
+    inputs: list[Path],
+    data_format: DataFormat | None,
+    column_map: Mapping[str, str],
+    instruction: str,
+    group_by: str | None,
+    on_error: str,
+) -> tuple[list[PrepRow], StepLog, list[int]]:
+    """Every valid row of every input, the validation log, and rows read per input.
+
+    Raises:
+        DataError: with `on_error="fail"`, every invalid row; in any mode, when no valid row is left.
+    """
+    rows: list[PrepRow] = []
+    problems: list[DataProblem] = []
+    per_input: list[int] = []
+    kind: RowKind | None = None
+    for path in inputs:
+        count = 0
+        for location, raw, item in iter_records(
+            path, data_format, instruction=instruction, column_map=column_map
+        ):
+            count += 1
+            problem = item if isinstance(item, DataProblem) else None
+            if problem is None and group_by is not None and (raw is None or raw.get(group_by) is None):
+                problem = DataProblem(location, f"missing group key '{group_by}' (--group-by)")
+            if problem is None and not isinstance(item, DataProblem):
+                group = str(raw[group_by]) if group_by is not None else None
+                row = to_prep_row(item, raw, instruction, group)
+                kind = kind or row.kind
+                if row.kind is not kind:
+                    problem = DataProblem(location, f"a {row.kind.value} row among {kind.value} rows")
+                else:
+                    rows.append(row)
+            if problem is not None:
+                problems.append(_with_input(problem, path, inputs))
+        per_input.append(count)
+    log = StepLog("validate", {"on_error": on_error, "format": data_format}, sum(per_input))
+    if problems and on_error == "fail":
+        raise DataError(problems)
+    for problem in problems:
+        log.remove(None, problem.message, source=problem.location)
+    if not rows:
+        raise DataError(problems or [DataProblem(", ".join(map(str, inputs)), "no examples in the input")])
+    return rows, log.done(len(rows)), per_input
+
+
+def _with_input(problem: DataProblem, path: Path, inputs: list[Path]) -> DataProblem:
+    """Locations name the file; with several inputs of the same name, the folder tells them apart."""
+    if len({p.name for p in inputs}) == len(inputs):
+        return problem
+    return DataProblem(f"{path.parent.name}/{problem.location}", problem.message)

@@ -1,0 +1,104 @@
+"""Rows in preparation: one record's editable texts, whatever its form. No torch, no tokenizer.
+
+Owns: `PrepRow` (the texts a cleaning step may rewrite, plus what is needed to write the row back in
+its normalised form), conversion from ingested records, the texts compared by deduplication and the
+leakage check, and the normalised output row. Does not own: the steps themselves (see `prepare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from tunesmith.data.records import Document, Example, Message, PreferenceExample, Record
+
+
+class RowKind(StrEnum):
+    """The normalised output form of a prepared dataset."""
+
+    chat = "chat"  # messages
+    classification = "classification"  # text / label (rendered to chat with an instruction)
+    preference = "preference"  # prompt / chosen / rejected
+    text = "text"  # documents for continued pretraining
+
+
+@dataclass(frozen=True)
+class PrepRow:
+    """One row: its editable texts in a fixed order per kind, and where it came from."""
+
+    kind: RowKind
+    texts: tuple[str, ...]  # chat: turn contents; classification: text, label; preference: prompt,
+    #   chosen, rejected; text: the document
+    source: str
+    roles: tuple[str, ...] = ()  # chat turns' roles
+    instruction: str = ""  # classification: the instruction the text is rendered under
+    group: str | None = None  # --group-by value: rows of one group land in one split
+
+    def with_texts(self, texts: list[str]) -> PrepRow:
+        return replace(self, texts=tuple(texts))
+
+    def messages(self) -> list[Message]:
+        """The conversation the model is trained on (preference: the chosen answer; text: none)."""
+        if self.kind is RowKind.chat:
+            return [{"role": r, "content": t} for r, t in zip(self.roles, self.texts, strict=True)]
+        if self.kind is RowKind.classification:
+            return [
+                {"role": "user", "content": f"{self.instruction}\n\n{self.texts[0]}"},
+                {"role": "assistant", "content": self.texts[1]},
+            ]
+        if self.kind is RowKind.preference:
+            return [
+                {"role": "user", "content": self.texts[0]},
+                {"role": "assistant", "content": self.texts[1]},
+            ]
+        return []
+
+    def full_text(self) -> str:
+        """Everything the row says, roles included: what deduplication compares."""
+        if self.kind is RowKind.chat:
+            return "\n".join(f"{r}: {t}" for r, t in zip(self.roles, self.texts, strict=True))
+        return "\n".join(self.texts)
+
+    def prompt_text(self) -> str:
+        """What the model is given (not what it answers): what the leakage check compares."""
+        if self.kind is RowKind.chat:
+            last_answer = max(i for i, role in enumerate(self.roles) if role == "assistant")
+            return "\n".join(
+                f"{r}: {t}" for r, t in zip(self.roles[:last_answer], self.texts[:last_answer], strict=True)
+            )
+        return self.texts[0]
+
+    def label(self) -> str | None:
+        return self.texts[1] if self.kind is RowKind.classification else None
+
+    def output(self, default_instruction: str) -> dict[str, Any]:
+        """The normalised row written to `<split>.jsonl`."""
+        if self.kind is RowKind.chat:
+            return {"messages": self.messages()}
+        if self.kind is RowKind.classification:
+            row = {"text": self.texts[0], "label": self.texts[1]}
+            return (
+                row if self.instruction == default_instruction else {**row, "instruction": self.instruction}
+            )
+        if self.kind is RowKind.preference:
+            return dict(zip(("prompt", "chosen", "rejected"), self.texts, strict=True))
+        return {"text": self.texts[0]}
+
+
+def to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) -> PrepRow:
+    """A `PrepRow` from an ingested record and its (column-mapped) raw row."""
+    texts: tuple[str, ...]
+    if isinstance(record, PreferenceExample):
+        texts = (record.prompt, record.chosen, record.rejected)
+        return PrepRow(RowKind.preference, texts, record.source, group=group)
+    if isinstance(record, Document):
+        return PrepRow(RowKind.text, (record.text,), record.source, group=group)
+    assert isinstance(record, Example)
+    if record.label is not None:
+        row_instruction = raw.get("instruction") or instruction
+        texts = (str(raw["text"]), record.label)
+        return PrepRow(RowKind.classification, texts, record.source, instruction=row_instruction, group=group)
+    roles = tuple(message["role"] for message in record.messages)
+    texts = tuple(message["content"] for message in record.messages)
+    return PrepRow(RowKind.chat, texts, record.source, roles=roles, group=group)
