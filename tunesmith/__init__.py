@@ -10,13 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, TrainSpec
+    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, ServeSpec, TrainSpec
     from tunesmith.data.ingest import load_examples
     from tunesmith.data.records import DataError, Example
     from tunesmith.eval.evaluate import Candidate, evaluate_generation
     from tunesmith.models.loading import resolve_model
     from tunesmith.quickstart import run_quickstart
+    from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
+    from tunesmith.serve.app import create_app
     from tunesmith.train.sft import TrainResult, train_sft
 
 __version__ = "0.1.0"
@@ -29,8 +31,11 @@ _EXPORTS = {
     "Example": "tunesmith.data.records",
     "LoraSpec": "tunesmith.config",
     "Registry": "tunesmith.registry.store",
+    "ServeSpec": "tunesmith.config",
+    "ServingStore": "tunesmith.registry.serving_store",
     "TrainResult": "tunesmith.train.sft",
     "TrainSpec": "tunesmith.config",
+    "create_app": "tunesmith.serve.app",
     "evaluate_generation": "tunesmith.eval.evaluate",
     "load_examples": "tunesmith.data.ingest",
     "resolve_model": "tunesmith.models.loading",
@@ -46,8 +51,11 @@ __all__ = [
     "Example",
     "LoraSpec",
     "Registry",
+    "ServeSpec",
+    "ServingStore",
     "TrainResult",
     "TrainSpec",
+    "create_app",
     "evaluate_generation",
     "load_examples",
     "resolve_model",
