@@ -41,6 +41,9 @@ def serve(
     max_tokens_limit: int | None = typer.Option(
         None, "--max-tokens-limit", help="Largest max_tokens (1024)."
     ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch (default one per core; 1 on a busy shared CPU)."
+    ),
 ) -> None:
     """Serve the base model once, with many LoRA adapters, behind the OpenAI API.
 
@@ -69,7 +72,7 @@ def serve(
         {
             "model": model, "host": host, "port": port, "adapters": adapters or None,
             "auth": False if no_auth else None, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
-            "max_loaded_adapters": max_loaded_adapters, "max_tokens_limit": max_tokens_limit,
+            "max_loaded_adapters": max_loaded_adapters, "max_tokens_limit": max_tokens_limit, "threads": threads,
         },
     )  # fmt: skip
     run_server(spec)

@@ -42,6 +42,8 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     store = ServingStore(registry or Registry(default_database_url()).connect())
     base_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(base_path)
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
     device = default_device()
     # bf16 where the hardware runs it natively (GPUs); fp32 elsewhere, the fast dtype on most CPUs
     model = load_model(

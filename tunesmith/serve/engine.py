@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from tunesmith.serve.adapters import AdapterCache
 from tunesmith.serve.metrics import ServeMetrics
@@ -138,6 +139,7 @@ class GenerationEngine:
         self._cond = threading.Condition()
         self._closing = False
         self._running = 0
+        self._live: list[GenerationJob] = []  # jobs with a row in the current batch (to fail on a crash)
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ any thread
@@ -192,7 +194,15 @@ class GenerationEngine:
                 continue
             if batch is None:
                 return
-            self._run_batch(batch)
+            try:
+                self._serve(batch)
+            except Exception as error:
+                logger.exception("decoding failed")
+                for job in [*batch, *self._live]:
+                    job.sink(JobEvent("error", error=error))
+            with self._cond:
+                self._running = 0
+                self._live = []
 
     def _next_work(self) -> tuple[list[GenerationJob] | None, tuple[Callable[[], Any], Future[Any]] | None]:
         with self._cond:
@@ -208,17 +218,15 @@ class GenerationEngine:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch = self._take_batch()
-            self._running = len(batch)
-            self.metrics.queued.set(len(self._pending))
-            return batch, None
+            return self._take_jobs(self.max_batch_size, set()), None
 
-    def _take_batch(self) -> list[GenerationJob]:
-        """FIFO jobs up to the batch size, with no more distinct adapters than the cache holds."""
-        batch: list[GenerationJob] = []
-        adapters: set[str] = set()
+    def _take_jobs(self, limit: int, adapters: set[str]) -> list[GenerationJob]:
+        """Up to `limit` queued jobs in FIFO order, keeping the distinct adapters (with `adapters`, those
+        already decoding) within what the adapter cache holds. Call with the lock held."""
+        taken: list[GenerationJob] = []
+        adapters = set(adapters)
         skipped: list[GenerationJob] = []
-        while self._pending and len(batch) < self.max_batch_size:
+        while self._pending and len(taken) < limit:
             job = self._pending.popleft()
             if job.cancelled:
                 job.sink(JobEvent("done", finish_reason="cancelled"))
@@ -228,15 +236,45 @@ class GenerationEngine:
                     skipped.append(job)
                     continue
                 adapters.add(job.adapter)
-            batch.append(job)
+            taken.append(job)
         self._pending.extendleft(reversed(skipped))
-        return batch
+        self.metrics.queued.set(len(self._pending))
+        return taken
 
-    def _run_batch(self, batch: list[GenerationJob]) -> None:
-        pinned = {job.adapter for job in batch if job.adapter is not None}
+    def _serve(self, jobs: list[GenerationJob]) -> None:
+        """Decode `jobs`, letting queued jobs join free rows at every step, until no row is left.
+
+        Joining (continuous batching) keeps time to first token low under load: a request waits for a
+        free row, not for the whole batch before it to finish. Admin calls wait until the rows drain.
+        """
+        batch = self._prefill(self._load_adapters(jobs, set()))
+        while True:
+            with self._cond:
+                joining = []
+                if not self._controls and (batch is None or len(batch.rows) < self.max_batch_size):
+                    active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
+                    room = self.max_batch_size - (0 if batch is None else len(batch.rows))
+                    joining = self._take_jobs(room, active)
+            if joining:
+                active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
+                newcomers = self._prefill(self._load_adapters(joining, active))
+                if newcomers is not None:
+                    batch = newcomers if batch is None else batch.merge(newcomers)
+            if batch is None or not batch.rows:
+                return
+            self._live = [row.job for row in batch.rows]
+            self._running = len(batch.rows)
+            batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=-1)
+            batch.position = batch.position + 1
+            logits = self._forward(batch.rows, batch.next_ids, batch.mask, batch.position, batch.cache)
+            self._advance(batch, logits)
+
+    def _load_adapters(self, jobs: list[GenerationJob], active: set[str]) -> list[GenerationJob]:
+        """The jobs whose adapters are (now) loaded; the others get their load error."""
+        pinned = active | {job.adapter for job in jobs if job.adapter is not None}
         ready: list[GenerationJob] = []
         failed: dict[str, Exception] = {}
-        for job in batch:
+        for job in jobs:
             if job.adapter is not None and job.adapter not in failed:
                 assert job.adapter_path is not None
                 try:
@@ -249,77 +287,115 @@ class GenerationEngine:
             else:
                 ready.append(job)
         self.metrics.loaded_adapters.set(len(self.adapters.loaded))
-        if ready:
-            started = time.monotonic()
-            try:
-                tokens = self._decode(ready)
-            except Exception as error:
-                logger.exception("batch of %d failed", len(ready))
-                for job in ready:
-                    job.sink(JobEvent("error", error=error))
-                tokens = 0
-            elapsed = time.monotonic() - started
-            self.metrics.observe_batch(len(ready), len(pinned), tokens, elapsed)
-        with self._cond:
-            self._running = 0
+        return ready
 
     @torch.inference_mode()
-    def _decode(self, jobs: list[GenerationJob]) -> int:
-        """Decode `jobs` together until each is done or cancelled; returns tokens generated."""
-        model: Any = self.adapters.model
-        device = next(model.parameters()).device
-        rows = [_Row(job, self.tokenizer, self.eos) for job in jobs]
+    def _prefill(self, jobs: list[GenerationJob]) -> _Batch | None:
+        """Run the prompts of `jobs` (left-padded) and sample their first tokens; None without jobs."""
+        if not jobs:
+            return None
+        self._live = [*self._live, *jobs]
+        device = next(self.adapters.model.parameters()).device
         width = max(len(job.prompt_ids) for job in jobs)
         ids = torch.full((len(jobs), width), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)  # (B, T), left padding
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)  # (B, T), 0 on the left padding
         for index, job in enumerate(jobs):
             ids[index, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
             mask[index, width - len(job.prompt_ids) :] = 1
         ids, mask = ids.to(device), mask.to(device)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)
-        names = [job.adapter or "__base__" for job in jobs]
-        peft = self.adapters.is_peft()
+        position = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        rows = [_Row(job, self.tokenizer, self.eos) for job in jobs]
         cache = DynamicCache()
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **({"adapter_names": names} if peft else {}),
-        ).logits[:, -1]  # (B, V)
-        generated = 0
-        while True:
-            tokens = sample_next(
-                logits,
-                [row.job.temperature for row in rows],
-                [row.job.top_p for row in rows],
-                [row.generator for row in rows],
-            )
-            generated += len(tokens)
-            keep = []
-            for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
-                if row.job.cancelled:
-                    row.job.sink(JobEvent("done", finish_reason="cancelled", completion_tokens=len(row.ids)))
-                elif row.step(token):
-                    keep.append(index)
-            if not keep:
-                return generated
-            next_ids = torch.tensor([[tokens[index]] for index in keep], device=device)  # (B, 1)
-            if len(keep) < len(rows):  # free the finished rows' compute and cache
-                selected = torch.tensor(keep, device=device)
-                cache.batch_select_indices(selected)
-                mask, position = mask[selected], position[selected]
-                rows, names = [rows[index] for index in keep], [names[index] for index in keep]
-                self._running = len(rows)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
-            position = position[:, -1:] + 1
-            logits = model(
-                input_ids=next_ids,
-                attention_mask=mask,
-                position_ids=position,
-                cache=cache,
-                use_cache=True,
-                **({"adapter_names": names} if peft else {}),
-            ).logits[:, -1]
+        logits = self._forward(rows, ids, mask, position, cache)
+        batch = _Batch(rows, cache, mask, position[:, -1:], ids[:, -1:])
+        self._advance(batch, logits)
+        return batch
+
+    @torch.inference_mode()
+    def _forward(
+        self,
+        rows: list[_Row],
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        position: torch.Tensor,
+        cache: DynamicCache,
+    ) -> torch.Tensor:
+        """Last-position logits (B, V), each row through its own adapter (peft's mixed-batch forward)."""
+        model: Any = self.adapters.model
+        names = (
+            {"adapter_names": [row.job.adapter or "__base__" for row in rows]}
+            if self.adapters.is_peft()
+            else {}
+        )
+        output = model(
+            input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True, logits_to_keep=1,
+            **names,
+        )  # fmt: skip
+        return output.logits[:, -1]  # type: ignore[no-any-return]
+
+    def _advance(self, batch: _Batch, logits: torch.Tensor) -> None:
+        """Sample each row's next token, stream it, and drop the rows that are done or cancelled."""
+        rows = batch.rows
+        tokens = sample_next(
+            logits,
+            [r.job.temperature for r in rows],
+            [r.job.top_p for r in rows],
+            [r.generator for r in rows],
+        )
+        keep = []
+        for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            if row.job.cancelled:
+                row.job.sink(JobEvent("done", finish_reason="cancelled", completion_tokens=len(row.ids)))
+            elif row.step(token):
+                keep.append(index)
+        batch.next_ids = torch.tensor(tokens, device=batch.mask.device).view(-1, 1)
+        batch.keep(keep)
+        self.metrics.observe_step(len(rows), len({row.job.adapter for row in rows}), len(tokens))
+
+
+@dataclass
+class _Batch:
+    """Rows decoding together: their KV cache, attention mask, last positions and next input tokens."""
+
+    rows: list[_Row]
+    cache: DynamicCache
+    mask: torch.Tensor  # (B, T): 1 for real keys, 0 for left padding
+    position: torch.Tensor  # (B, 1): position of each row's last fed token
+    next_ids: torch.Tensor  # (B, 1): the token each row feeds next
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only these rows (freeing the finished rows' compute and cache)."""
+        if len(indices) == len(self.rows):
+            return
+        selected = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(selected)
+        self.mask, self.position, self.next_ids = (
+            self.mask[selected],
+            self.position[selected],
+            self.next_ids[selected],
+        )
+        self.rows = [self.rows[index] for index in indices]
+
+    def merge(self, other: _Batch) -> _Batch:
+        """Both batches' rows in one, their caches and masks left-padded to the same length."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            assert isinstance(mine, DynamicLayer) and isinstance(theirs, DynamicLayer)
+            assert mine.keys is not None and mine.values is not None
+            assert theirs.keys is not None and theirs.values is not None
+            mine.keys = torch.cat([_pad_keys(mine.keys, width), _pad_keys(theirs.keys, width)])
+            mine.values = torch.cat([_pad_keys(mine.values, width), _pad_keys(theirs.values, width)])
+        self.mask = torch.cat([_pad_mask(self.mask, width), _pad_mask(other.mask, width)])
+        self.position = torch.cat([self.position, other.position])
+        self.next_ids = torch.cat([self.next_ids, other.next_ids])
+        self.rows = [*self.rows, *other.rows]
+        return self
+
+
+def _pad_keys(states: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad cached keys or values (B, H, T, D) with zeros to T = width (masked out)."""
+    return torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0))
+
+
+def _pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (width - mask.shape[-1], 0))

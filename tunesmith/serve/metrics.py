@@ -6,6 +6,8 @@ own: when they are updated (engine and routes do) or the `/metrics` route.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -42,21 +44,30 @@ class ServeMetrics:
         )  # fmt: skip
         self.decode_tokens_per_second = Gauge(
             "tunesmith_decode_tokens_per_second",
-            "Tokens per second of the last batch, all rows.",
+            "Tokens generated per second, all rows, over the last window.",
             registry=registry,
         )
         self.batch_size = Histogram(
-            "tunesmith_batch_size", "Requests per decoded batch.", buckets=_BATCH_BUCKETS, registry=registry
+            "tunesmith_batch_size",
+            "Rows (requests) per decode step.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
         )
         self.batch_adapters = Histogram(
-            "tunesmith_batch_adapters", "Distinct adapters per decoded batch.", buckets=_BATCH_BUCKETS,
+            "tunesmith_batch_adapters", "Distinct adapters per decode step.", buckets=_BATCH_BUCKETS,
             registry=registry,
         )  # fmt: skip
         self.queued = Gauge("tunesmith_queued_requests", "Jobs waiting for a batch.", registry=registry)
         self.loaded_adapters = Gauge("tunesmith_loaded_adapters", "Adapters in memory.", registry=registry)
+        self._window_tokens = 0
+        self._window_start = time.monotonic()
 
-    def observe_batch(self, size: int, adapters: int, tokens: int, seconds: float) -> None:
-        self.batch_size.observe(size)
+    def observe_step(self, rows: int, adapters: int, tokens: int) -> None:
+        """One decode step: its rows and adapters; tokens/s over windows of at least a second."""
+        self.batch_size.observe(rows)
         self.batch_adapters.observe(adapters)
-        if seconds > 0:
-            self.decode_tokens_per_second.set(tokens / seconds)
+        self._window_tokens += tokens
+        elapsed = time.monotonic() - self._window_start
+        if elapsed >= 1.0:
+            self.decode_tokens_per_second.set(self._window_tokens / elapsed)
+            self._window_tokens, self._window_start = 0, time.monotonic()

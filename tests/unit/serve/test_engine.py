@@ -76,12 +76,17 @@ def test_mixed_adapter_batch_matches_each_request_alone(
         sink = Collector()
         _run(engine, [_job(engine, adapter, prompt, sink)])
         alone.append(sink.text)
+    registry = engine.metrics.registry
+
+    def wide_steps() -> float:  # decode steps with more than 2 rows
+        count = registry.get_sample_value("tunesmith_batch_size_count") or 0.0
+        return count - (registry.get_sample_value("tunesmith_batch_size_bucket", {"le": "2.0"}) or 0.0)
+
+    assert wide_steps() == 0
     sinks = [Collector() for _ in adapters]
     _run(engine, [_job(engine, a, p, s) for a, p, s in zip(adapters, prompts, sinks, strict=True)])
     assert [sink.text for sink in sinks] == alone
-    registry = engine.metrics.registry
-    assert registry.get_sample_value("tunesmith_batch_size_count") == 4  # three alone, then one together
-    assert registry.get_sample_value("tunesmith_batch_size_sum") == 6
+    assert wide_steps() > 0  # the three were decoded together
     same_prompt = [Collector() for _ in adapters]
     _run(engine, [_job(engine, a, "hello", s) for a, s in zip(adapters, same_prompt, strict=True)])
     assert len({sink.text for sink in same_prompt}) == 3  # base and the two adapters each answer differently
@@ -122,3 +127,21 @@ def test_close_finishes_queued_jobs_and_refuses_new_ones(engine: GenerationEngin
     assert all(sink.done.is_set() and sink.finish_reason == "length" for sink in sinks)
     with pytest.raises(RuntimeError, match="shutting down"):
         engine.submit(_job(engine, None, "hello", Collector()))
+
+
+def test_queued_jobs_join_a_running_batch_and_match_their_solo_output(
+    engine: GenerationEngine, adapter_dirs: list[Path]
+) -> None:
+    late_adapter = ("b@1", adapter_dirs[1])
+    solo = Collector()
+    _run(engine, [_job(engine, late_adapter, "what are your opening hours on sunday", solo, max_tokens=8)])
+    long = Collector()
+    engine.submit(_job(engine, ("a@1", adapter_dirs[0]), "hi", long, max_tokens=300, temperature=0.0))
+    while long.deltas < 3:  # the long job is decoding ...
+        time.sleep(0.005)
+    late = Collector()
+    engine.submit(_job(engine, late_adapter, "what are your opening hours on sunday", late, max_tokens=8))
+    assert late.done.wait(30)
+    assert not long.done.is_set()  # ... and the late one joined it rather than waiting for it
+    assert late.text == solo.text  # joining (a left-padded cache merge) does not change the answer
+    assert long.done.wait(30)
