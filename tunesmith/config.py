@@ -198,6 +198,12 @@ class ServeSpec(_Spec):
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted.")
     max_n: int = Field(8, gt=0, description="Largest `n` (choices per request).")
     log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads for torch (default: one per core). On a busy, shared CPU, 1 avoids threads "
+        "waiting on each other: measured 6 ms vs 64 ms per decode step of the tiny model on 2 loaded cores.",
+    )
 
 
 class PrepareSpec(_Spec):
