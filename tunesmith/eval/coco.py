@@ -51,7 +51,7 @@ def require_java() -> str:
 
 def _tokenize(text: str) -> str:
     # METEOR normalises itself (-norm); CIDEr splits on spaces, so punctuation becomes its own token.
-    return normalize_space(" ".join(_split_punctuation(text.lower())))
+    return normalize_space("".join(_split_punctuation(text.lower())))
 
 
 def _split_punctuation(text: str) -> list[str]:
