@@ -1,17 +1,183 @@
-"""`tunesmith data`: look at data the way the model will see it."""
+"""`tunesmith data`: prepare raw data into a versioned dataset, inspect it, and look at one example."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
-from tunesmith.cli.common import console, print_json
+from tunesmith.cli.common import UsageError, console, err_console, print_json
 from tunesmith.config import DEFAULT_MODEL, DataFormat
 
-app = typer.Typer(help="Inspect training data.")
+app = typer.Typer(help="Prepare and inspect training data.")
+
+
+@app.command("prepare")
+def prepare(
+    inputs: list[Path] | None = typer.Argument(
+        None,
+        help="Data files or folders: JSONL, JSON, CSV, Parquet, saved `datasets` folders, .txt/.md folders.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output folder (replaced if it is a prepared dataset)."
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with a `data:` section."),
+    column_map: list[str] = typer.Option(
+        [], "--map", help="FIELD=COLUMN: read COLUMN as FIELD, e.g. --map instruction=question (repeatable)."
+    ),
+    data_format: DataFormat | None = typer.Option(
+        None, "--format", help="Example form; detected when unset."
+    ),
+    instruction: str | None = typer.Option(None, "--instruction", help="Instruction for text/label rows."),
+    on_error: str | None = typer.Option(
+        None,
+        "--on-error",
+        help="fail (default): invalid rows stop the run; skip: drop them, listed in the report.",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help=f"Target model (tokenizer, template); default {DEFAULT_MODEL}."
+    ),
+    min_tokens: int | None = typer.Option(
+        None, "--min-tokens", help="Drop shorter examples (rendered tokens)."
+    ),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", help="Drop longer examples; default the context length."
+    ),
+    pii: str | None = typer.Option(
+        None, "--pii", help="report | redact (default) | drop rows with personal data."
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="train/val/test shares, e.g. 70/15/15 (default) or 80/10/10."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for the split (default 42)."),
+    group_by: str | None = typer.Option(None, "--group-by", help="Column whose rows stay in one split."),
+    near_dup_threshold: float | None = typer.Option(
+        None, "--near-dup-threshold", help="Jaccard for near-duplicates (0.8)."
+    ),
+    no_near_dedup: bool = typer.Option(False, "--no-near-dedup", help="Skip near-duplicate removal."),
+    no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip exact-duplicate removal."),
+    no_clean: bool = typer.Option(
+        False, "--no-clean", help="Skip every cleaning step (unicode, HTML, whitespace, boilerplate)."
+    ),
+    epochs: float | None = typer.Option(None, "--epochs", help="Epochs assumed by the cost estimate (3)."),
+    calibrate: bool | None = typer.Option(
+        None,
+        "--calibrate/--no-calibrate",
+        help="Measure CPU training speed when the registry has no earlier run.",
+    ),
+    gpu_prices: Path | None = typer.Option(None, "--gpu-prices", help="Your own GPU price table (YAML)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Clean, deduplicate, redact, validate and split raw data into a versioned dataset with a report.
+
+    Writes train.jsonl, val.jsonl, test.jsonl, report.json, report.html and dataset.json (content hash and
+    lineage) to --out, and records the dataset in the registry. `tunesmith train --data DIR` uses it.
+    """
+    from tunesmith.config import build_prepare_spec, default_database_url, load_config_file  # noqa: PLC0415
+    from tunesmith.data.prepare import prepare_data  # noqa: PLC0415
+    from tunesmith.data.split import parse_fractions  # noqa: PLC0415
+    from tunesmith.registry.store import Registry  # noqa: PLC0415
+
+    file_section = load_config_file(config).data if config else None
+    overrides: dict[str, Any] = {
+        "inputs": inputs or None, "out": out, "format": data_format, "instruction": instruction,
+        "on_error": on_error, "model": model, "min_tokens": min_tokens, "max_tokens": max_tokens, "pii": pii,
+        "seed": seed, "group_by": group_by, "near_dup_threshold": near_dup_threshold, "epochs": epochs,
+        "calibrate": calibrate, "gpu_prices": gpu_prices,
+        "column_map": _parse_map(column_map) or None,
+        "split": _or_none(split, parse_fractions),
+        "dedup": False if no_dedup else None,
+    }  # fmt: skip
+    if no_clean:
+        overrides.update(
+            fix_unicode=False, strip_html=False, normalize_whitespace=False, boilerplate_share=0.0
+        )
+    spec = build_prepare_spec(file_section, overrides)
+    if no_near_dedup:
+        spec.near_dup_threshold = None
+    registry = Registry(default_database_url()).connect()
+    with err_console.status("preparing") as status:
+        result = prepare_data(spec, registry=registry, progress=lambda step: status.update(f"{step}…"))
+    summary = _summary(result.report, result.out)
+    if json_output:
+        print_json(summary)
+        return
+    _print_summary(summary)
+
+
+@app.command("inspect")
+def inspect(
+    directory: Path = typer.Argument(..., help="A folder written by `tunesmith data prepare`."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Summarise a prepared dataset: hash, splits, what each step removed, tokens and cost estimate."""
+    from tunesmith.data.output import inspect_dataset  # noqa: PLC0415
+
+    summary = inspect_dataset(directory)
+    if json_output:
+        print_json(summary)
+        return
+    _print_summary(summary)
+
+
+def _parse_map(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise UsageError(f"--map {pair!r}: expected FIELD=COLUMN, e.g. --map instruction=question")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+def _or_none(text: str | None, parse: Any) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    from tunesmith.data.output import inspect_dataset  # noqa: PLC0415
+
+    return {**inspect_dataset(out), "seconds": report["seconds"], "report": str(out / "report.html")}
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    splits = ", ".join(f"{name} {count:,}" for name, count in summary["splits"].items())
+    console.print(
+        f"[bold]{summary['path']}[/]  {summary['kind']}  hash [cyan]{summary['hash'][:12]}[/]  {splits}",
+        highlight=False,
+    )
+    table = Table("step", "rows in", "rows out", "removed", "changed")
+    for step in summary["steps"]:
+        removed = ", ".join(f"{k}: {v:,}" for k, v in step["removed_by_reason"].items())
+        changed = ", ".join(f"{k}: {v:,}" for k, v in step["changed"].items())
+        table.add_row(step["name"], f"{step['rows_in']:,}", f"{step['rows_out']:,}", removed, changed)
+    console.print(table)
+    tokens, estimate = summary["tokens"], summary["estimate"]
+    minutes = estimate["cpu_minutes"]
+    here = f"{minutes:,.0f} min here" if minutes is not None else "CPU time not measured"
+    cheapest = min(estimate["gpus"].items(), key=lambda item: item[1]["dollars"], default=None)
+    gpu = (
+        f", {cheapest[0]}: {cheapest[1]['hours'] * 60:,.1f} min ≈ ${cheapest[1]['dollars']:,.2f}"
+        if cheapest
+        else ""
+    )
+    console.print(
+        f"tokens {tokens['total']:,} ({tokens['loss_share']:.0%} loss-bearing, p95 {tokens['p95']:.0f}, "
+        f"max {tokens['max']:,} / context {tokens['context_length']}); training {estimate['total_tokens']:,.0f} "
+        f"tokens: {here}{gpu}",
+        highlight=False,
+    )
+    if "report" in summary:
+        console.print(f"report: {summary['report']}  ({summary['seconds']:.1f} s)", highlight=False)
 
 
 @app.command("show")

@@ -26,6 +26,8 @@ _ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]{2,}")
 _ODD_SPACES = re.compile(r"[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# Anything normalize_whitespace would change; most rows have none, and one search is cheaper than the fix.
+_UNTIDY = re.compile(r"[ \t]{2}|\r|\t|[ \t]\n|\n{3}|[\u00a0\u2000-\u200a\u202f\u205f\u3000]|^\s|\s$")
 BOILERPLATE_MIN_CHARS = 20  # shorter repeated lines ("Thanks!", "Answer:") are content, not boilerplate
 
 
@@ -50,6 +52,8 @@ def strip_html(text: str) -> str:
 
 def normalize_whitespace(text: str) -> str:
     """Unix line ends, no trailing spaces, runs of spaces inside lines collapsed, ≤ 1 blank line."""
+    if _UNTIDY.search(text) is None:
+        return text
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = [_INNER_SPACES.sub(" ", line).rstrip() for line in text.split("\n")]
     text = _ODD_SPACES.sub(" ", "\n".join(lines))
@@ -72,8 +76,10 @@ def boilerplate_lines(counts: Counter[str], rows: int, min_share: float, min_row
 
 
 def remove_lines(text: str, lines: set[str]) -> str:
-    """`text` without the given lines (compared stripped)."""
+    """`text` without the given lines (compared stripped); a text that is nothing but them is kept."""
     if not lines:
         return text
     kept = [line for line in text.split("\n") if line.strip() not in lines]
-    return "\n".join(kept).strip() if len(kept) != text.count("\n") + 1 else text
+    if len(kept) == text.count("\n") + 1 or not any(line.strip() for line in kept):
+        return text
+    return "\n".join(kept).strip()

@@ -104,3 +104,38 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     out.rename(old)
     staging.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def inspect_dataset(path: Path) -> dict[str, Any]:
+    """A summary of a prepared dataset folder: manifest, per-step counts, tokens and cost estimate."""
+    if not (path / MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"{path}: not a prepared dataset (no {MANIFEST}); see `tunesmith data prepare`"
+        )
+    manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    report = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    tokens = {key: value for key, value in report["tokens"].items() if key != "histogram"}
+    estimate = report["estimate"]
+    return {
+        "path": str(path),
+        "hash": manifest["hash"],
+        "kind": manifest["kind"],
+        "created_at": manifest["created_at"],
+        "rows": manifest["rows"],
+        "splits": {name: info["rows"] for name, info in manifest["splits"].items()},
+        "inputs": manifest["lineage"]["inputs"],
+        "steps": [
+            {key: step[key] for key in ("name", "rows_in", "rows_out", "removed_by_reason", "changed")}
+            for step in report["steps"]
+        ],
+        "tokens": tokens,
+        "labels": len(report["labels"]),
+        "leaks_removed": len(report["leaks"]),
+        "estimate": {
+            "total_tokens": estimate["total_tokens"],
+            "cpu_minutes": estimate["cpu_minutes"],
+            "gpus": {
+                gpu["name"]: {"hours": gpu["hours"], "dollars": gpu["dollars"]} for gpu in estimate["gpus"]
+            },
+        },
+    }

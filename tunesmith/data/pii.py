@@ -24,6 +24,7 @@ _PHONE = re.compile(
     r"(?<![\w+=<>*/-])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]?\d{4}"
     r"(?![\w-]|[ .-]\d|\s*[=+*/<>])"
 )
+_DIGIT = re.compile(r"\d")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 
@@ -88,7 +89,7 @@ KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "SSN")
 def find_pii(text: str) -> list[PiiMatch]:
     """Every personal-data match in `text`, non-overlapping, in order."""
     found: list[PiiMatch] = []
-    has_digit = any(char.isdigit() for char in text)
+    has_digit = _DIGIT.search(text) is not None
     for kind, pattern, check in _DETECTORS:
         if kind == "EMAIL" and "@" not in text:
             continue

@@ -22,6 +22,7 @@ from tunesmith.config import PrepareSpec
 from tunesmith.data import clean, dedup, pii
 from tunesmith.data.ingest import DEFAULT_INSTRUCTION
 from tunesmith.data.lengths import count_tokens
+from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.output import input_sha256, write_dataset
 from tunesmith.data.prepare_steps import StepLog, read_inputs
 from tunesmith.data.report import write_html_report
@@ -82,6 +83,12 @@ def prepare_data(
     context = context_length(Path(model_path)) if Path(model_path).is_dir() else None
     max_tokens = spec.max_tokens or context
     rows, total_tokens, loss_tokens = _length_filter(rows, tokenizer, spec.min_tokens, max_tokens, logs)
+    if not rows:
+        last = next(log for log in reversed(logs) if log.removed)
+        reasons = ", ".join(f"{kind}: {count}" for kind, count in last.reasons().items())
+        raise DataError(
+            [DataProblem(", ".join(map(str, spec.inputs)), f"no examples left after {last.name} ({reasons})")]
+        )
     say("splitting")
     assigned = _split(rows, spec, logs)
     say("checking for leakage across splits")
@@ -106,7 +113,7 @@ def prepare_data(
         "seed": spec.seed,
         "split": list(spec.split),
     }
-    outputs = [row.output(instruction) for row in rows]
+    outputs = [row.output(DEFAULT_INSTRUCTION) for row in rows]  # a custom instruction is kept per row
     digest, split_counts = write_dataset(
         spec.out, outputs, assigned, report, lineage, kind=rows[0].kind.value, html=write_html_report
     )
@@ -158,36 +165,34 @@ def _clean(rows: list[PrepRow], spec: PrepareSpec, logs: list[StepLog]) -> list[
     return kept
 
 
-def _boilerplate_texts(row: PrepRow) -> list[str]:
-    """The texts boilerplate is looked for in: not system prompts, not classification rows."""
-    if row.kind is RowKind.classification:
-        return []
+def _boilerplate_mask(row: PrepRow) -> list[bool]:
+    """Which texts boilerplate is removed from: documents, preference answers and assistant turns.
+
+    Prompts are left alone: an instruction repeated across rows ("Summarise the text below:") is content.
+    """
     if row.kind is RowKind.chat:
-        return [text for role, text in zip(row.roles, row.texts, strict=True) if role != "system"]
-    return list(row.texts)
+        return [role == "assistant" for role in row.roles]
+    if row.kind is RowKind.preference:
+        return [False, True, True]
+    return [row.kind is RowKind.text] * len(row.texts)
 
 
 def _remove_boilerplate(rows: list[PrepRow], share: float, log: StepLog) -> list[PrepRow]:
-    counts = clean.count_lines(_boilerplate_texts(row) for row in rows)
+    masks = [_boilerplate_mask(row) for row in rows]
+    texts = (
+        [t for t, m in zip(row.texts, mask, strict=True) if m] for row, mask in zip(rows, masks, strict=True)
+    )
+    counts = clean.count_lines(texts)
     lines = clean.boilerplate_lines(counts, len(rows), share)
     log.details["boilerplate_lines"] = sorted(lines, key=lambda line: -counts[line])[:20]
     if not lines:
         return rows
     out = []
-    for row in rows:
-        if row.kind is RowKind.classification:
-            out.append(row)
-            continue
-        system = [row.kind is RowKind.chat and role == "system" for role in row.roles] or [False] * len(
-            row.texts
-        )
-        texts = [
-            text if is_system else clean.remove_lines(text, lines)
-            for text, is_system in zip(row.texts, system, strict=True)
-        ]
-        if texts != list(row.texts):
+    for row, mask in zip(rows, masks, strict=True):
+        cleaned = [clean.remove_lines(t, lines) if m else t for t, m in zip(row.texts, mask, strict=True)]
+        if cleaned != list(row.texts):
             log.changed["removed_boilerplate"] += 1
-            row = row.with_texts(texts)
+            row = row.with_texts(cleaned)
         out.append(row)
     return out
 
@@ -305,33 +310,31 @@ def _leakage(
     """Rows whose prompt nearly repeats one in an earlier split (train < val < test) leave their split."""
     log = StepLog("leakage", {"threshold": threshold, "compares": "prompts (model input)"}, len(rows))
     signatures = dedup.MinHasher(seed).signatures([row.prompt_text() for row in rows])
-    pairs = dedup.candidate_pairs(signatures, threshold)
+    groups = dedup.clusters(len(rows), dedup.candidate_pairs(signatures, threshold))
     order = {name: rank for rank, name in enumerate(SPLITS)}
     keep = np.ones(len(rows), dtype=bool)
     leaks = []
-    scores: list[float] = dedup.similarity(signatures[pairs[:, 0]], signatures[pairs[:, 1]]).tolist()
-    for (left, right), score in zip(pairs.tolist(), scores, strict=True):
-        if assigned[left] == assigned[right]:
+    for members in groups:
+        # The cluster's earliest split keeps its rows; the same prompt in a later split is a leak.
+        first = min(members, key=lambda i: (order[assigned[i]], i))
+        later = [i for i in members if order[assigned[i]] > order[assigned[first]]]
+        if not later:
             continue
-        earlier, later = sorted((left, right), key=lambda i: (order[assigned[i]], i))
-        if not keep[later] or not keep[earlier]:
-            continue
-        keep[later] = False
-        reason = f"{assigned[later]} prompt near-duplicates {assigned[earlier]} row {rows[earlier].source}"
-        log.remove(
-            rows[later],
-            f"{reason} (Jaccard ≈ {score:.2f})",
-            kind=f"{assigned[later]} leaks from {assigned[earlier]}",
-        )
-        leaks.append(
-            {
-                "removed": rows[later].source,
-                "from": assigned[later],
-                "matches": rows[earlier].source,
-                "in": assigned[earlier],
-                "similarity": round(float(score), 3),
-            }
-        )
+        scores = dedup.similarity(signatures[later], signatures[[first] * len(later)]).tolist()
+        for index, score in zip(later, scores, strict=True):
+            keep[index] = False
+            reason = f"{assigned[index]} prompt near-duplicates {assigned[first]} row {rows[first].source}"
+            kind = f"{assigned[index]} leaks from {assigned[first]}"
+            log.remove(rows[index], f"{reason} (Jaccard ≈ {score:.2f})", kind=kind)
+            leaks.append(
+                {
+                    "removed": rows[index].source,
+                    "from": assigned[index],
+                    "matches": rows[first].source,
+                    "in": assigned[first],
+                    "similarity": round(score, 3),
+                }
+            )
     logs.append(log.done(int(keep.sum())))
     return keep, leaks
 

@@ -1,0 +1,60 @@
+"""Data preparation speed and memory: `prepare_data` end to end on synthetic chats.
+
+One command:  .venv/bin/python benchmarks/data_prepare.py [--rows 100000] [--json-out FILE]
+
+Generates `--rows` dirty synthetic chats of about 200 tokens (benchmarks/synthetic_chat.py: duplicates,
+near-duplicates, personal data, HTML, mojibake, boilerplate, leak candidates) in a child process, then
+prepares them in this one with every step on (near-dedup and leakage check included, calibration off),
+and prints rows/s, seconds per step and peak RSS of the preparing process. Target: 100k rows < 60 s on
+a 2-core laptop CPU. The load average is printed too: on a shared machine, figures are slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tunesmith.config import PrepareSpec
+from tunesmith.data.prepare import prepare_data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "chat.jsonl"
+        generator = Path(__file__).with_name("synthetic_chat.py")
+        subprocess.run([sys.executable, str(generator), "--rows", str(args.rows), "--out", str(data)], check=True)
+        marks: list[tuple[str, float]] = []
+        spec = PrepareSpec(inputs=[data], out=Path(tmp) / "prepared", calibrate=False)
+        started = time.perf_counter()
+        result = prepare_data(spec, progress=lambda step: marks.append((step, time.perf_counter())))
+        seconds = time.perf_counter() - started
+    ends = [at for _, at in marks[1:]] + [started + seconds]
+    figures = {
+        "rows": args.rows,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(args.rows / seconds),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "steps_seconds": {step: round(end - at, 2) for (step, at), end in zip(marks, ends, strict=True)},
+        "rows_out": result.splits,
+        "removed": {s["name"]: s["rows_in"] - s["rows_out"] for s in result.report["steps"]},
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
