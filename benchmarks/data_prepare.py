@@ -26,14 +26,18 @@ from tunesmith.data.prepare import prepare_data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "chat.jsonl"
         generator = Path(__file__).with_name("synthetic_chat.py")
-        subprocess.run([sys.executable, str(generator), "--rows", str(args.rows), "--out", str(data)], check=True)
+        subprocess.run(
+            [sys.executable, str(generator), "--rows", str(args.rows), "--out", str(data)], check=True
+        )
         marks: list[tuple[str, float]] = []
         spec = PrepareSpec(inputs=[data], out=Path(tmp) / "prepared", calibrate=False)
         started = time.perf_counter()

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-WORDS = (
+_WORD_TEXT = (
     "the a of to and in is it you that he was for on are with as his they be at one have this from or had "
     "by hot word but what some we can out other were all there when up use your how said an each she which "
     "do their time if will way about many then them write would like so these her long make thing see him "
@@ -46,7 +46,8 @@ WORDS = (
     "east paint language among grand ball yet wave drop heart am present heavy dance engine position arm wide "
     "sail material size vary settle speak weight general ice matter circle pair include divide syllable felt "
     "perhaps pick sudden count square reason length represent art subject region energy hunt probable bed"
-).split()
+)
+WORDS = _WORD_TEXT.split()
 PII = [
     "Write to me at jane.doe{n}@example.com please.",
     "My number is +1 (555) 201-{n:04d}, call after six.",
@@ -112,7 +113,9 @@ def generate(rows: int, seed: int = 0) -> Iterator[dict[str, object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)

@@ -22,9 +22,9 @@ from tunesmith.config import PrepareSpec
 from tunesmith.data import clean, dedup, pii
 from tunesmith.data.ingest import DEFAULT_INSTRUCTION
 from tunesmith.data.lengths import count_tokens
-from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.output import input_sha256, write_dataset
 from tunesmith.data.prepare_steps import StepLog, read_inputs
+from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.report import write_html_report
 from tunesmith.data.rows import PrepRow, RowKind
 from tunesmith.data.split import SPLITS, assign_splits

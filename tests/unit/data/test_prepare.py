@@ -15,9 +15,7 @@ from tunesmith.data.prepare import prepare_data
 from tunesmith.data.records import DataError
 from tunesmith.registry.store import Registry
 
-WORDS = (
-    "apple river stone cloud lamp tiger violet pencil window garden silver ocean candle forest rocket".split()
-)
+WORDS = ["apple", "river", "stone", "cloud", "lamp", "tiger", "violet", "pencil", "window", "garden", "ocean"]
 
 
 def _words(rng: random.Random, count: int) -> str:
@@ -38,7 +36,13 @@ def _distinct_rows(count: int, seed: int = 0) -> list[dict[str, Any]]:
 
 def _spec(tmp_path: Path, tiny_model_dir: Path, inputs: list[Path], **fields: Any) -> PrepareSpec:
     return PrepareSpec.model_validate(
-        {"inputs": inputs, "out": tmp_path / "out", "model": str(tiny_model_dir), "calibrate": False, **fields}
+        {
+            "inputs": inputs,
+            "out": tmp_path / "out",
+            "model": str(tiny_model_dir),
+            "calibrate": False,
+            **fields,
+        }
     )
 
 
