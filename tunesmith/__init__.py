@@ -10,8 +10,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, ServeSpec, TrainSpec
+    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, PrepareSpec, ServeSpec, TrainSpec
     from tunesmith.data.ingest import load_examples
+    from tunesmith.data.prepare import prepare_data
     from tunesmith.data.records import DataError, Example
     from tunesmith.eval.evaluate import Candidate, evaluate_generation
     from tunesmith.models.loading import resolve_model
@@ -30,6 +31,7 @@ _EXPORTS = {
     "EvalSpec": "tunesmith.config",
     "Example": "tunesmith.data.records",
     "LoraSpec": "tunesmith.config",
+    "PrepareSpec": "tunesmith.config",
     "Registry": "tunesmith.registry.store",
     "ServeSpec": "tunesmith.config",
     "ServingStore": "tunesmith.registry.serving_store",
@@ -38,6 +40,7 @@ _EXPORTS = {
     "create_app": "tunesmith.serve.app",
     "evaluate_generation": "tunesmith.eval.evaluate",
     "load_examples": "tunesmith.data.ingest",
+    "prepare_data": "tunesmith.data.prepare",
     "resolve_model": "tunesmith.models.loading",
     "run_quickstart": "tunesmith.quickstart",
     "train_sft": "tunesmith.train.sft",
@@ -50,6 +53,7 @@ __all__ = [
     "EvalSpec",
     "Example",
     "LoraSpec",
+    "PrepareSpec",
     "Registry",
     "ServeSpec",
     "ServingStore",
@@ -58,6 +62,7 @@ __all__ = [
     "create_app",
     "evaluate_generation",
     "load_examples",
+    "prepare_data",
     "resolve_model",
     "run_quickstart",
     "train_sft",
