@@ -265,3 +265,33 @@ def test_boilerplate_leaves_answers_but_not_repeated_prompts(tmp_path: Path, tin
     assert clean_step["changed"]["removed_boilerplate"] == 20
     written = json.dumps(_split_rows(result.out))
     assert footer not in written and written.count(prompt) == 20
+
+
+def test_preference_pairs_and_documents_keep_their_form(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rng = random.Random(3)
+    pairs = [
+        {"prompt": _words(rng, 10), "chosen": _words(rng, 20), "rejected": _words(rng, 20)} for _ in range(20)
+    ]
+    result = prepare_data(_spec(tmp_path, tiny_model_dir, [write_jsonl(tmp_path / "p.jsonl", pairs)]))
+    assert result.report["kind"] == "preference"
+    assert all(
+        set(row) == {"prompt", "chosen", "rejected"}
+        for rows in _split_rows(result.out).values()
+        for row in rows
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for index in range(12):
+        (docs / f"page{index}.md").write_text(f"# Page {index}\n\n{_words(rng, 40)}\n", encoding="utf-8")
+    result = prepare_data(_spec(tmp_path, tiny_model_dir, [docs]))
+    written = _split_rows(result.out)
+    assert result.report["kind"] == "text" and sum(len(rows) for rows in written.values()) == 12
+    assert result.report["tokens"]["loss_share"] == 1.0 and written["train"][0]["text"].startswith("# Page")
+    with pytest.raises(DataError, match="a chat row among preference rows"):
+        prepare_data(
+            _spec(
+                tmp_path,
+                tiny_model_dir,
+                [tmp_path / "p.jsonl", write_jsonl(tmp_path / "c.jsonl", _distinct_rows(2))],
+            )
+        )
