@@ -79,10 +79,8 @@ class TrainSpec(_Spec):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
-    batch_size: int = Field(
-        8, gt=0, description="Examples per micro-batch (packed into rows, no padding waste)."
-    )
-    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(8, gt=0, description="Examples per batch, packed into rows (no padding waste).")
+    grad_accum: int = Field(1, gt=0, description="Batches per optimizer step.")
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full."
     )
@@ -97,6 +95,22 @@ class TrainSpec(_Spec):
         "other); shorter rows keep attention cost low on CPUs, longer ones suit GPUs.",
     )
     precision: Precision = Field(Precision.auto, description="Training precision.")
+    memory_limit_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory the run may use; default 90% of the GPU's free memory, or half the free RAM.",
+    )
+    micro_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens per forward/backward pass (a batch's rows run in passes of this size); "
+        "default: the most that fit the memory limit (at most 1,024 on CPU, where more buys no speed).",
+    )
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Recompute activations in backward to save memory; auto: only when one row would "
+        "not fit the memory limit otherwise (it costs about a third more compute).",
+    )
     eval_every: int = Field(50, gt=0, description="Optimizer steps between validation passes.")
     save_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept on disk.")
@@ -338,6 +352,16 @@ def build_prepare_spec(file_section: dict[str, Any] | None, overrides: dict[str,
         return PrepareSpec.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source="data")) from error
+
+
+def build_eval_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> EvalSpec:
+    """Merge a config file's `eval:` section with CLI overrides (None means 'not given') into a spec."""
+    merged: dict[str, Any] = dict(file_section or {})
+    merged.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return EvalSpec.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source="eval")) from error
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

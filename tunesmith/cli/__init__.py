@@ -10,7 +10,19 @@ import warnings
 
 import typer
 
-from tunesmith.cli import adapters, data, deploy, evaluate, keys, models, quickstart, runs, serve, train
+from tunesmith.cli import (
+    adapters,
+    compare,
+    data,
+    deploy,
+    evaluate,
+    keys,
+    models,
+    quickstart,
+    runs,
+    serve,
+    train,
+)
 
 app = typer.Typer(
     name="tunesmith",
@@ -27,6 +39,7 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(deploy.app, name="deploy")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
+app.command("compare")(compare.compare)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
 

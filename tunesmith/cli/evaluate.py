@@ -1,18 +1,20 @@
-"""`tunesmith eval`: score a fine-tuned run against its base model on a held-out file."""
+"""`tunesmith eval`: a fine-tuned run (or a base model) against the base model's zero- and few-shot
+baselines on a held-out file, with intervals, paired tests and an optional LLM judge."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+import yaml
 from rich.table import Table
 
-from tunesmith.cli.common import console, print_json
-from tunesmith.config import ConfigError, DataFormat
+from tunesmith.cli.common import console, err_console, print_json
+from tunesmith.config import ConfigError, DataFormat, EvalSpec, EvalTask, build_eval_spec, load_config_file
 
 if TYPE_CHECKING:
+    from tunesmith.eval.evaluate import Candidate
     from tunesmith.registry.store import Registry
 
 
@@ -21,85 +23,137 @@ def evaluate(
         ...,
         "--model",
         "-m",
-        help="A run (folder or id): scores its base and adapter side by side. "
-        "Or a base model (catalog name, hub id, directory): scores it alone.",
+        help="A run (folder or id): scored against its base model's baselines. "
+        "Or a base model (catalog name, hub id, directory): its baselines alone.",
     ),
-    data: Path = typer.Option(
-        ..., "--data", help="Test file; each example's last assistant turn is the reference."
+    data: Path | None = typer.Option(
+        None, "--data", help="Test file or prepared dataset folder; the last assistant turn is the reference."
     ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with an `eval:` section."),
+    train_data: Path | None = typer.Option(
+        None, "--train-data", help="Few-shot pool and label set (default: the run's training data)."
+    ),
+    task: EvalTask | None = typer.Option(
+        None, "--task", help="Task type; detected from the data when unset."
+    ),
+    metric: list[str] | None = typer.Option(
+        None, "--metric", help="Metric to compute (repeatable); the task's defaults when unset."
+    ),
+    shots: int | None = typer.Option(
+        None, "--shots", help="Demonstrations in the few-shot baseline (default 5)."
+    ),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip the zero- and few-shot baselines."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report folder (default: <run>/eval, else ./eval)."
     ),
     data_format: DataFormat | None = typer.Option(
         None, "--format", help="Example form; detected when unset."
     ),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest generated answer."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts generated together."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest generated answer."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts generated or scored together."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
+    judge_model: str | None = typer.Option(
+        None, "--judge-model", help="LLM judge: a local model, or the endpoint's model id with --judge-url."
+    ),
+    judge_url: str | None = typer.Option(
+        None, "--judge-url", help="OpenAI-compatible endpoint of the judge (e.g. http://localhost:8000/v1)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ) -> None:
-    """Generate (greedy, batched) on a test file and score ROUGE-L, BLEU and exact match.
+    """Score a fine-tune against the base model zero-shot and few-shot, on the same held-out examples.
 
-    Writes report.json, report.md and predictions.jsonl (prompt, prediction and reference per example
-    and model) and records the evaluation in the registry.
+    Classification data (text/label) is scored by label log-likelihood (accuracy, macro P/R/F1,
+    per-class table, confusion matrix); other data is generated greedily (ROUGE-1/2/L, BLEU, chrF,
+    exact match; `--metric meteor` / `cider` with the `meteor` extra; QA and `####` numeric modes).
+    Every metric gets a 95% bootstrap interval; every later model is compared with every earlier one
+    (paired difference, interval, p-value, verdict). Writes report.json, report.md, report.html and
+    predictions.jsonl, and records the evaluation in the registry.
     """
     from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.eval.evaluate import Candidate, evaluate_generation  # noqa: PLC0415
     from tunesmith.registry.store import Registry  # noqa: PLC0415
 
+    spec = _eval_spec(config, data, train_data, task, metric, shots, no_baselines, data_format,
+                      max_new_tokens, batch_size, limit, judge_model, judge_url)  # fmt: skip
     registry = Registry(default_database_url()).connect()
-    run_dir = _maybe_run_dir(model, registry)
-    run_id: str | None = None
-    if run_dir is not None:
-        summary = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        run_id, base = summary["run_id"], summary["base_model"]
-        artifact = Path(summary["artifact_dir"])
-        if summary["method"] == "lora":
-            candidates = [Candidate("base"), Candidate(run_id, artifact)]
-            report = evaluate_generation(
-                base,
-                candidates,
-                data,
-                out or run_dir / "eval",
-                data_format=data_format,
-                max_new_tokens=max_new_tokens,
-                batch_size=batch_size,
-                limit=limit,
-            )
-        else:
-            report = _evaluate_full(
-                base,
-                artifact,
-                run_id,
-                data,
-                out or run_dir / "eval",
-                data_format,
-                max_new_tokens,
-                batch_size,
-                limit,
-            )
-    else:
-        report = evaluate_generation(
-            model,
-            [Candidate(model)],
-            data,
-            out or Path("eval"),
-            data_format=data_format,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            limit=limit,
-        )
-    out_dir = out or (run_dir / "eval" if run_dir else Path("eval"))
-    registry.record_evaluation(run_id, report, out_dir)
+    run = maybe_run(model, registry)
+    base = run["base_model"] if run else model
+    candidates = []
+    if run is None or spec.baselines:
+        candidates = baseline_pair(spec, spec.train_data or (run["train_data"] if run else None))
+    if run is not None:
+        candidates.append(run["candidate"])
+    out_dir = out or (run["run_dir"] / "eval" if run else Path("eval"))
+    report = run_evaluation(
+        spec, base, candidates, out_dir, spec.train_data or (run["train_data"] if run else None)
+    )
+    registry.record_evaluation(run["run_id"] if run else None, report, out_dir)
     if json_output:
         print_json(report)
         return
-    print_report_table(report, title=f"evaluation on {data.name} ({report['data']['examples']} examples)")
-    console.print(f"report: {out_dir / 'report.md'}")
+    print_report_table(
+        report, title=f"evaluation on {spec.data.name} ({report['data']['examples']} examples)"
+    )
+    console.print(f"report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
 
 
-def _maybe_run_dir(model: str, registry: Registry) -> Path | None:
-    """The run folder `model` names, or None when it names a base model instead."""
+def _eval_spec(config: Path | None, data: Path | None, train_data: Path | None, task: EvalTask | None,
+               metric: list[str] | None, shots: int | None, no_baselines: bool, data_format: DataFormat | None,
+               max_new_tokens: int | None, batch_size: int | None, limit: int | None, judge_model: str | None,
+               judge_url: str | None) -> EvalSpec:  # fmt: skip
+    section = load_config_file(config).eval if config else None
+    overrides: dict[str, Any] = {
+        "data": data, "train_data": train_data, "task": task, "metrics": metric or None, "shots": shots,
+        "baselines": False if no_baselines else None, "format": data_format, "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size, "limit": limit,
+    }  # fmt: skip
+    if judge_model is not None:
+        overrides["judge"] = {
+            **((section or {}).get("judge") or {}),
+            "model": judge_model,
+            "base_url": judge_url,
+        }
+    return build_eval_spec(section, overrides)
+
+
+def baseline_pair(spec: EvalSpec, train_data: Path | None) -> list[Candidate]:
+    """Zero-shot always; few-shot when there is training data to draw demonstrations from."""
+    from tunesmith.eval.evaluate import Candidate, baseline_candidates  # noqa: PLC0415
+
+    if train_data is None:
+        err_console.print("note: no training data (--train-data), so no few-shot baseline")
+        return [Candidate("base zero-shot", shots=0)]
+    return baseline_candidates(spec.shots)
+
+
+def run_evaluation(
+    spec: EvalSpec, base: str, candidates: list[Candidate], out: Path, train_data: Path | None
+) -> dict[str, Any]:
+    """Evaluate, then judge when the spec asks for it."""
+    from tunesmith.eval.evaluate import evaluate_generation, load_eval_examples  # noqa: PLC0415
+
+    report = evaluate_generation(
+        base, candidates, spec.data, out, data_format=spec.format, train_data=train_data, task=spec.task,
+        metrics=spec.metrics, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, limit=spec.limit,
+        samples=spec.bootstrap_samples,
+    )  # fmt: skip
+    if spec.judge is None:
+        return report
+    from tunesmith.eval.judge import judge_evaluation, make_judge  # noqa: PLC0415
+
+    examples = load_eval_examples(spec.data, spec.format, "test")[0][: spec.limit]
+    questions = [example.prompt_messages()[-1]["content"] for example in examples]
+    return judge_evaluation(
+        make_judge(spec.judge.model, spec.judge.base_url, spec.judge.api_key_env), out, questions, spec.judge.criteria, pairwise=spec.judge.pairwise,
+        limit=spec.judge.limit,
+    )  # fmt: skip
+
+
+def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
+    """What `model` names when it is a finished run: its id, folder, base, training data and candidate."""
+    import json  # noqa: PLC0415
+
+    from tunesmith.eval.evaluate import Candidate  # noqa: PLC0415
+
     try:
         run_dir = registry.find_run_dir(model)
     except ConfigError:
@@ -108,38 +162,21 @@ def _maybe_run_dir(model: str, registry: Registry) -> Path | None:
         raise typer.BadParameter(
             f"run {model} has not finished (no run.json); resume it first", param_hint="--model"
         )
-    return run_dir
+    summary = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
+    artifact = Path(summary["artifact_dir"])
+    run_id = summary["run_id"]
+    if summary["method"] == "lora":
+        candidate = Candidate(run_id, adapter_dir=artifact)
+    else:
+        candidate = Candidate(run_id, model=str(artifact))
+    return {"run_id": run_id, "run_dir": run_dir, "base_model": summary["base_model"],
+            "train_data": Path(config["data"]), "candidate": candidate}  # fmt: skip
 
 
-def _evaluate_full(
-    base: str,
-    model_dir: Path,
-    run_id: str,
-    data: Path,
-    out: Path,
-    data_format: DataFormat | None,
-    max_new_tokens: int,
-    batch_size: int,
-    limit: int | None,
-) -> dict[str, object]:
-    """A fully fine-tuned run is its own model: score base and it one after the other, then combine."""
-    from tunesmith.eval.evaluate import Candidate, combine_reports, evaluate_generation  # noqa: PLC0415
-
-    settings = {
-        "data_format": data_format,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "limit": limit,
-    }
-    evaluate_generation(base, [Candidate("base")], data, out / "base", **settings)  # type: ignore[arg-type]
-    evaluate_generation(str(model_dir), [Candidate(run_id)], data, out / run_id, **settings)  # type: ignore[arg-type]
-    return combine_reports([out / "base", out / run_id], out)
-
-
-def print_report_table(report: dict[str, object], title: str) -> None:
-    """Models as rows, metrics as columns; the best value per metric in bold."""
+def print_report_table(report: dict[str, Any], title: str) -> None:
+    """Models as rows, metrics (value and 95% interval) as columns; then the verdicts."""
     models = report["models"]
-    assert isinstance(models, list)
     names = list(models[0]["metrics"])
     best = {name: max(m["metrics"][name]["value"] for m in models) for name in names}
     table = Table(title=title)
@@ -149,8 +186,23 @@ def print_report_table(report: dict[str, object], title: str) -> None:
     for entry in models:
         cells = []
         for name in names:
-            value = entry["metrics"][name]["value"]
-            text = f"{value:.2f}" if name == "bleu" else f"{value:.3f}"
-            cells.append(f"[bold]{text}[/]" if value == best[name] and len(models) > 1 else text)
+            metric = entry["metrics"][name]
+            digits = 2 if metric["value"] > 1.5 else 3
+            text = f"{metric['value']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
+            cells.append(f"[bold]{text}[/]" if metric["value"] == best[name] and len(models) > 1 else text)
         table.add_row(entry["name"], *cells)
     console.print(table)
+    if not report["comparisons"]:
+        return
+    verdicts = Table(title="paired comparisons (95% bootstrap interval, approximate-randomization p)")
+    for column in ("model", "vs", "metric", "difference", "p", "verdict"):
+        verdicts.add_column(column)
+    colors = {"better": "green", "worse": "red"}
+    for row in report["comparisons"]:
+        color = colors.get(row["verdict"], "white")
+        verdicts.add_row(
+            row["model"], row["reference"], row["metric"],
+            f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]", f"{row['p_value']:.3f}",
+            f"[{color}]{row['verdict']}[/]",
+        )  # fmt: skip
+    console.print(verdicts)

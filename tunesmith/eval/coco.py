@@ -71,12 +71,8 @@ def _inputs(
     return refs, hyps
 
 
-def meteor_statistics(predictions: Sequence[str], references: References) -> np.ndarray:
-    """Per-example METEOR segment scores, offset so that their mean is the jar's corpus score.
-
-    The offset (corpus score minus mean segment score) is the same for every row, so the full set
-    aggregates to exactly the reference value and a resample varies as its segment scores do.
-    """
+def meteor_scores(predictions: Sequence[str], references: References) -> tuple[float, np.ndarray]:
+    """The jar's corpus METEOR and its per-example segment scores."""
     _require_package()
     require_java()
     from pycocoevalcap.meteor.meteor import Meteor  # noqa: PLC0415
@@ -89,8 +85,17 @@ def meteor_statistics(predictions: Sequence[str], references: References) -> np.
         scorer.meteor_p.stdin.close()
         scorer.meteor_p.kill()
         scorer.meteor_p.wait()
-    values = np.asarray(segments, dtype=float)
-    return (values + (corpus - values.mean())).reshape(-1, 1)
+    return float(corpus), np.asarray(segments, dtype=float)
+
+
+def meteor_statistics(predictions: Sequence[str], references: References) -> np.ndarray:
+    """Per-example METEOR segment scores, offset so that their mean is the jar's corpus score.
+
+    The offset (corpus score minus mean segment score) is the same for every row, so the full set
+    aggregates to exactly the reference value and a resample varies as its segment scores do.
+    """
+    corpus, segments = meteor_scores(predictions, references)
+    return (segments + (corpus - segments.mean())).reshape(-1, 1)
 
 
 def cider_statistics(predictions: Sequence[str], references: References) -> np.ndarray:

@@ -11,17 +11,23 @@ answer). Does not own: which models are compared or the report files.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tunesmith.config import EvalTask
 from tunesmith.data.records import Message
 from tunesmith.data.render import render_text
 from tunesmith.eval.classify import score_labels
+from tunesmith.eval.report import per_example_scores, read_scored, render_markdown
+from tunesmith.train.rundir import atomic_write_text
 
 SCORES = ["1", "2", "3", "4", "5"]
 SIDES = ["A", "B"]
@@ -79,7 +85,9 @@ def parse_choice(reply: str, options: Sequence[str]) -> int | None:
     return list(options).index(found.group(1)) if found else None
 
 
-def rubric_conversation(criterion: str, description: str, question: str, answer: str, reference: str) -> list[Message]:
+def rubric_conversation(
+    criterion: str, description: str, question: str, answer: str, reference: str
+) -> list[Message]:
     system = (
         "You are a strict evaluator. Rate the answer on one criterion from 1 (very poor) to 5 (excellent). "
         "Reply with the digit only."
@@ -170,7 +178,9 @@ def summarize_rubric(scores: dict[str, list[int | None]], metric_scores: Sequenc
     return summary
 
 
-def summarize_pairwise(outcomes: Sequence[float | None], metric_a: Sequence[float], metric_b: Sequence[float]) -> dict[str, Any]:
+def summarize_pairwise(
+    outcomes: Sequence[float | None], metric_a: Sequence[float], metric_b: Sequence[float]
+) -> dict[str, Any]:
     """Win rate of A (ties half), unparseable count, and agreement with the metric where it has a winner."""
     valid = [(o, a, b) for o, a, b in zip(outcomes, metric_a, metric_b, strict=True) if o is not None]
     decided = [(o, a, b) for o, a, b in valid if o != 0.5 and a != b]
@@ -182,3 +192,88 @@ def summarize_pairwise(outcomes: Sequence[float | None], metric_a: Sequence[floa
             float(np.mean([(o == 1.0) == (a > b) for o, a, b in decided])) if decided else None
         ),
     }
+
+
+def judge_evaluation(
+    judge: Judge,
+    out: Path,
+    questions: Sequence[str],
+    criteria: dict[str, str],
+    *,
+    pairwise: bool,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Judge the models of the evaluation in `out` and add a `judge` section to its report.json.
+
+    Rubric scores for every model; with `pairwise`, the last model against each earlier one. Agreement
+    is measured against the report's first metric, per example.
+    """
+    report, scored, references, _ = read_scored(out)
+    task = EvalTask(report["task"])
+    metric = next(iter(report["models"][0]["metrics"]))
+    count = min(len(questions), limit or len(questions))
+    refs = [group[0] for group in references[:count]]
+    metric_scores = {
+        model.name: per_example_scores(task, model, metric, len(report.get("labels", [])))[:count]
+        for model in scored
+    }
+    section: dict[str, Any] = {"metric": metric, "examples": count, "rubric": {}, "pairwise": []}
+    for model in scored:
+        scores = rubric_scores(judge, criteria, questions[:count], model.predictions[:count], refs)
+        section["rubric"][model.name] = summarize_rubric(scores, metric_scores[model.name])
+    if pairwise and len(scored) > 1:
+        last = scored[-1]
+        for other in scored[:-1]:
+            outcomes = pairwise_preferences(
+                judge, questions[:count], last.predictions[:count], other.predictions[:count], refs
+            )
+            summary = summarize_pairwise(outcomes, metric_scores[last.name], metric_scores[other.name])
+            section["pairwise"].append({"model": last.name, "reference": other.name, **summary})
+    report["judge"] = section
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.md", render_markdown(report) + render_judge_markdown(section))
+    return report
+
+
+def render_judge_markdown(section: dict[str, Any]) -> str:
+    """The judge's rubric means and pairwise win rates as Markdown."""
+    lines = [
+        "",
+        f"## LLM judge ({section['examples']} examples; agreement measured against {section['metric']})",
+        "",
+    ]
+    lines += [
+        "| model | criterion | mean (1-5) | unparseable | Spearman with metric |",
+        "|---|---|---|---|---|",
+    ]
+    for name, criteria in section["rubric"].items():
+        for criterion, row in criteria.items():
+            lines.append(
+                f"| {name} | {criterion} | {_fmt(row['mean'])} | {row['unparseable']} | {_fmt(row['spearman_with_metric'])} |"
+            )
+    if section["pairwise"]:
+        lines += [
+            "",
+            "| model | vs | win rate | split orders | unparseable | agrees with metric |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in section["pairwise"]:
+            lines.append(
+                f"| {row['model']} | {row['reference']} | {_fmt(row['win_rate'])} | {row['position_bias_or_tie']} | "
+                f"{row['unparseable']} | {_fmt(row['agreement_with_metric'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def make_judge(model: str, base_url: str | None, api_key_env: str) -> Judge:
+    """An endpoint judge when `base_url` is set, else `model` loaded locally."""
+    if base_url is not None:
+        return EndpointJudge(base_url, model, os.environ.get(api_key_env) or "not-needed")
+    from tunesmith.models.loading import load_model, load_tokenizer, resolve_model  # noqa: PLC0415
+
+    path = resolve_model(model)
+    return LocalJudge(load_model(path).eval(), load_tokenizer(path))

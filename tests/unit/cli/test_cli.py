@@ -21,6 +21,7 @@ runner = CliRunner()
         [],
         ["train"],
         ["eval"],
+        ["compare"],
         ["quickstart"],
         ["models", "list"],
         ["data", "show"],
@@ -66,14 +67,14 @@ def test_train_json_then_runs_and_eval(tiny_model_dir: Path, tmp_path: Path) -> 
                                  "--limit", "3", "--max-new-tokens", "4", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert [m["name"] for m in report["models"]] == ["base", summary["run_id"]]
-    assert set(report["models"][0]["metrics"]) == {"rouge_l", "bleu", "exact_match"}
+    assert [m["name"] for m in report["models"]] == ["base zero-shot", "base 5-shot", summary["run_id"]]
+    assert {"rouge_l", "bleu", "chrf", "exact_match"} <= set(report["models"][0]["metrics"])
     eval_dir = Path(summary["run_dir"]) / "eval"
     predictions = (eval_dir / "predictions.jsonl").read_text().splitlines()
     assert (
-        len(predictions) == 6 and {"prompt", "prediction", "reference"} <= json.loads(predictions[0]).keys()
+        len(predictions) == 9 and {"prompt", "prediction", "reference"} <= json.loads(predictions[0]).keys()
     )
-    assert "| base |" in (eval_dir / "report.md").read_text()
+    assert "| base zero-shot |" in (eval_dir / "report.md").read_text()
 
 
 def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -> None:

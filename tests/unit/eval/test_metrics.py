@@ -49,7 +49,11 @@ def test_bleu_known_value_for_partial_overlap() -> None:
 
 def test_corpus_bleu_and_chrf_equal_sacrebleu_with_a_variable_number_of_references() -> None:
     predictions = ["the cat is on the mat", "a dog barks loudly at night", "hello there world"]
-    references = [["the cat sat on the mat", "a cat is on the mat"], ["the dog barks at night"], ["hello world"]]
+    references = [
+        ["the cat sat on the mat", "a cat is on the mat"],
+        ["the dog barks at night"],
+        ["hello world"],
+    ]
     streams = [[r[0] for r in references], [r[1] if len(r) > 1 else None for r in references]]
     expected_bleu = sacrebleu.corpus_bleu(predictions, streams).score  # type: ignore[arg-type]
     expected_chrf = sacrebleu.corpus_chrf(predictions, streams).score  # type: ignore[arg-type]

@@ -13,7 +13,9 @@ def test_bootstrap_interval_of_a_proportion_matches_the_normal_approximation() -
     stats = np.array([[1.0], [0.0]] * 50)  # p = 0.5, n = 100: standard error 0.05, 95% ≈ ±0.098
     interval = bootstrap_interval(stats, mean_of_first, resample_indices(100, 2000))
     assert interval.value == 0.5
-    assert interval.ci_low == pytest.approx(0.402, abs=0.02) and interval.ci_high == pytest.approx(0.598, abs=0.02)
+    assert interval.ci_low == pytest.approx(0.402, abs=0.02) and interval.ci_high == pytest.approx(
+        0.598, abs=0.02
+    )
 
 
 def test_paired_test_p_value_matches_the_exact_sign_flip_distribution() -> None:
