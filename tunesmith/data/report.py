@@ -211,9 +211,16 @@ def _chart_lengths(tokens: dict[str, Any]) -> bytes:
             axes.axvline(value, color="#e45756", linestyle=style, label=f"{label} {value:,}")
     if axes.get_legend_handles_labels()[0]:
         axes.legend()
+    context = tokens["context_length"]
+    # A context far beyond the longest example would squash the histogram; say where it is instead.
+    beyond = (
+        f" (context {context:,}: {context / edges[-1]:,.0f}× the longest)"
+        if context and context > edges[-1] * 1.5
+        else ""
+    )
     axes.set_xlabel("tokens per example (chat template included)")
     axes.set_ylabel("examples")
-    axes.set_title("Token lengths")
+    axes.set_title("Token lengths" + beyond)
     return _png(figure)
 
 
