@@ -3,8 +3,8 @@
 Owns: the order of the steps (validate → clean → PII → exact dedup → near dedup → length → split →
 leakage), counting what each step removed and changed, and writing the output folder atomically
 (`train.jsonl`, `val.jsonl`, `test.jsonl`, `report.json`, `report.html`, `dataset.json`). Does not
-own: the checks themselves (`clean`, `pii`, `dedup`, `split`, `lengths`), the report's look
-(`report`) or the cost model (`estimate`). Nothing is dropped silently: every removed row is listed
+own: the checks themselves (`clean`, `pii`, `dedup`, `split`, `lengths`), reading inputs and the
+report's numbers (`prepare_steps`), the report's look (`report`) or the cost model (`estimate`). Nothing is dropped silently: every removed row is listed
 in `report.json` with its source and reason.
 """
 
@@ -23,7 +23,7 @@ from tunesmith.data import clean, dedup, pii
 from tunesmith.data.ingest import DEFAULT_INSTRUCTION
 from tunesmith.data.lengths import count_tokens
 from tunesmith.data.output import input_sha256, write_dataset
-from tunesmith.data.prepare_steps import StepLog, read_inputs
+from tunesmith.data.prepare_steps import StepLog, build_report, read_inputs
 from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.report import write_html_report
 from tunesmith.data.rows import PrepRow, RowKind
@@ -98,7 +98,7 @@ def prepare_data(
     total_tokens, loss_tokens = total_tokens[keep], loss_tokens[keep]
     say("estimating training cost")
     estimate = _estimate(spec, model_path, total_tokens, assigned, registry)
-    report = _report(rows, assigned, logs, total_tokens, loss_tokens, context, max_tokens, estimate)
+    report = build_report(rows, assigned, logs, total_tokens, loss_tokens, context, max_tokens, estimate)
     report.update(
         clusters=clusters_report, leaks=leaks, model=spec.model, seconds=time.perf_counter() - started
     )
@@ -359,43 +359,3 @@ def _estimate(
     parameters = estimate.count_parameters(Path(model_path)) if Path(model_path).is_dir() else 0
     gpus = estimate.load_gpu_prices(spec.gpu_prices)
     return estimate.estimate_cost(train_tokens, spec.epochs, parameters, spec.method, speed, source, gpus)
-
-
-def _report(
-    rows: list[PrepRow],
-    assigned: list[str],
-    logs: list[StepLog],
-    total_tokens: np.ndarray,
-    loss_tokens: np.ndarray,
-    context: int | None,
-    max_tokens: int | None,
-    estimate: dict[str, Any],
-) -> dict[str, Any]:
-    splits = {name: assigned.count(name) for name in SPLITS}
-    labels: dict[str, dict[str, int]] = {}
-    if rows and rows[0].kind is RowKind.classification:
-        for row, split in zip(rows, assigned, strict=True):
-            counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
-            counts[split] += 1
-    histogram, edges = np.histogram(total_tokens, bins=40)
-    turns = [sum(1 for role in row.roles if role != "system") for row in rows if row.kind is RowKind.chat]
-    return {
-        "kind": rows[0].kind.value,
-        "steps": [log.to_json() for log in logs],
-        "splits": splits,
-        "tokens": {
-            "histogram": {"counts": histogram.tolist(), "edges": edges.tolist()},
-            "total": int(total_tokens.sum()),
-            "loss_bearing": int(loss_tokens.sum()),
-            "loss_share": float(loss_tokens.sum() / max(int(total_tokens.sum()), 1)),
-            "context_length": context,
-            "max_tokens": max_tokens,
-            "mean": float(total_tokens.mean()),
-            "p50": float(np.percentile(total_tokens, 50)),
-            "p95": float(np.percentile(total_tokens, 95)),
-            "max": int(total_tokens.max()),
-        },
-        "labels": labels,
-        "turns": {str(n): turns.count(n) for n in sorted(set(turns))},
-        "estimate": estimate,
-    }

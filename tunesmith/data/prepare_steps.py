@@ -1,8 +1,9 @@
-"""The bookkeeping and the first step of `prepare_data`: step logs, and reading + validating inputs.
+"""The bookkeeping of `prepare_data`: step logs, reading + validating inputs, and the report's numbers.
 
 Owns: `StepLog` (rows in and out, every removed row with its reason, counts of changed rows, a few
-samples for the report) and `read_inputs` (every input file or folder through `ingest`, one form for
-all, group keys, `on_error` fail or skip). Does not own: the later steps (see `prepare`).
+samples for the report), `read_inputs` (every input file or folder through `ingest`, one form for
+all, group keys, `on_error` fail or skip) and `build_report`. Does not own: the cleaning, dedup,
+split and leakage steps (see `prepare`) or the HTML (see `report`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from tunesmith.config import DataFormat
 from tunesmith.data.ingest import iter_records
 from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.rows import PrepRow, RowKind, to_prep_row
+from tunesmith.data.split import SPLITS
 
 MAX_SAMPLES = 5  # removed or changed rows shown with their text per step
 
@@ -125,3 +130,44 @@ def _with_input(problem: DataProblem, path: Path, inputs: list[Path]) -> DataPro
     if len({p.name for p in inputs}) == len(inputs):
         return problem
     return DataProblem(f"{path.parent.name}/{problem.location}", problem.message)
+
+
+def build_report(
+    rows: list[PrepRow],
+    assigned: list[str],
+    logs: list[StepLog],
+    total_tokens: npt.NDArray[np.int64],
+    loss_tokens: npt.NDArray[np.int64],
+    context: int | None,
+    max_tokens: int | None,
+    estimate: dict[str, Any],
+) -> dict[str, Any]:
+    """The numbers of report.json: steps, splits, token statistics, labels, turns and the estimate."""
+    splits = {name: assigned.count(name) for name in SPLITS}
+    labels: dict[str, dict[str, int]] = {}
+    if rows and rows[0].kind is RowKind.classification:
+        for row, split in zip(rows, assigned, strict=True):
+            counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
+            counts[split] += 1
+    histogram, edges = np.histogram(total_tokens, bins=40)
+    turns = [sum(1 for role in row.roles if role != "system") for row in rows if row.kind is RowKind.chat]
+    return {
+        "kind": rows[0].kind.value,
+        "steps": [log.to_json() for log in logs],
+        "splits": splits,
+        "tokens": {
+            "histogram": {"counts": histogram.tolist(), "edges": edges.tolist()},
+            "total": int(total_tokens.sum()),
+            "loss_bearing": int(loss_tokens.sum()),
+            "loss_share": float(loss_tokens.sum() / max(int(total_tokens.sum()), 1)),
+            "context_length": context,
+            "max_tokens": max_tokens,
+            "mean": float(total_tokens.mean()),
+            "p50": float(np.percentile(total_tokens, 50)),
+            "p95": float(np.percentile(total_tokens, 95)),
+            "max": int(total_tokens.max()),
+        },
+        "labels": labels,
+        "turns": {str(n): turns.count(n) for n in sorted(set(turns))},
+        "estimate": estimate,
+    }
