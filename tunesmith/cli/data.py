@@ -150,6 +150,8 @@ def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    from tunesmith.data.report import format_dollars, format_hours  # noqa: PLC0415
+
     splits = ", ".join(f"{name} {count:,}" for name, count in summary["splits"].items())
     console.print(
         f"[bold]{summary['path']}[/]  {summary['kind']}  hash [cyan]{summary['hash'][:12]}[/]  {splits}",
@@ -163,10 +165,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     tokens, estimate = summary["tokens"], summary["estimate"]
     minutes = estimate["cpu_minutes"]
-    here = f"{minutes:,.0f} min here" if minutes is not None else "CPU time not measured"
+    here = f"{format_hours(minutes / 60)} here" if minutes is not None else "CPU time not measured"
     cheapest = min(estimate["gpus"].items(), key=lambda item: item[1]["dollars"], default=None)
     gpu = (
-        f", {cheapest[0]}: {cheapest[1]['hours'] * 60:,.1f} min ≈ ${cheapest[1]['dollars']:,.2f}"
+        f", {cheapest[0]}: {format_hours(cheapest[1]['hours'])} ≈ {format_dollars(cheapest[1]['dollars'])}"
         if cheapest
         else ""
     )

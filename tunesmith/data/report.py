@@ -101,7 +101,7 @@ def _tokens_section(tokens: dict[str, Any]) -> str:
 
 def _estimate_section(estimate: dict[str, Any]) -> str:
     minutes = estimate["cpu_minutes"]
-    here = f"{minutes:,.1f} min" if minutes is not None else "not measured"
+    here = format_hours(minutes / 60) if minutes is not None else "not measured"
     speed = estimate["cpu_tokens_per_second"]
     intro = (
         f"<p>{estimate['train_tokens']:,} training tokens × {estimate['epochs']:g} epochs = "
@@ -111,13 +111,24 @@ def _estimate_section(estimate: dict[str, Any]) -> str:
         + ".</p>"
     )
     rows = [
-        [gpu["name"], gpu["price_per_hour"], gpu["bf16_tflops"], gpu["mfu"], f"{gpu['hours'] * 60:,.1f} min",
-         f"${gpu['dollars']:,.2f}"]
+        [gpu["name"], gpu["price_per_hour"], f"{gpu['bf16_tflops']:,.0f}", gpu["mfu"], format_hours(gpu["hours"]),
+         format_dollars(gpu["dollars"])]
         for gpu in estimate["gpus"]
     ]  # fmt: skip
     header = ["GPU", "$/hour", "bf16 TFLOPS", "assumed MFU", "time", "cost"]
     note = "<p class='muted'>Prices and MFU come from an editable table (--gpu-prices).</p>"
     return "<h2>Training cost estimate</h2>" + intro + _table(header, rows) + note
+
+
+def format_hours(hours: float) -> str:
+    """A duration a person reads at a glance: seconds, minutes or hours."""
+    if hours < 1 / 60:
+        return f"{hours * 3600:,.0f} s"
+    return f"{hours * 60:,.1f} min" if hours < 1 else f"{hours:,.1f} h"
+
+
+def format_dollars(dollars: float) -> str:
+    return f"${dollars:,.2f}" if dollars >= 0.01 else f"${dollars:.4f}"
 
 
 def _clusters_section(clusters: list[dict[str, Any]]) -> str:
