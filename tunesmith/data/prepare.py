@@ -251,17 +251,22 @@ def _near_dedup(
     drop = np.zeros(len(rows), dtype=bool)
     report: list[dict[str, Any]] = []
     for members in groups:
-        keeper = members[0]
-        others = np.asarray(members[1:])
-        scores = dedup.similarity(signatures[others], signatures[[keeper] * len(others)])
-        for index, score in zip(others.tolist(), scores.tolist(), strict=True):
+        # Greedy in input order: a row goes only if it is within the threshold of a row kept before it
+        # (a chain a~b~c does not remove c for being like a when it is not).
+        kept = [members[0]]
+        for index in members[1:]:
+            scores = dedup.similarity(signatures[[index] * len(kept)], signatures[kept])
+            best = int(scores.argmax())
+            if scores[best] < threshold:
+                kept.append(index)
+                continue
             drop[index] = True
-            reason = f"near-duplicate of {rows[keeper].source} (Jaccard ≈ {score:.2f})"
+            reason = f"near-duplicate of {rows[kept[best]].source} (Jaccard ≈ {scores[best]:.2f})"
             log.remove(rows[index], reason, kind="near-duplicate")
         report.append(
             {
                 "size": len(members),
-                "kept": rows[keeper].source,
+                "kept": ", ".join(rows[i].source for i in kept[:5]),
                 "members": [
                     {"source": rows[i].source, "text": rows[i].full_text()[:300]} for i in members[:5]
                 ],
