@@ -184,7 +184,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command("show")
 def show(
-    file: Path = typer.Argument(..., help="Data file (JSONL, JSON, CSV or Parquet).", exists=False),
+    file: Path = typer.Argument(
+        ...,
+        help="Data file (JSONL, JSON, CSV or Parquet) or a prepared dataset folder (its train split).",
+        exists=False,
+    ),
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", help="Base model whose chat template renders it."
     ),
@@ -199,11 +203,13 @@ def show(
     Tokens the model learns from (assistant turns, end-of-turn token included) are shown in green on a
     dark background; everything else is context the loss ignores.
     """
-    from tunesmith.data.ingest import load_examples  # noqa: PLC0415
+    from tunesmith.data.ingest import MANIFEST, load_examples, load_split  # noqa: PLC0415
     from tunesmith.data.render import IGNORE_INDEX, render_example  # noqa: PLC0415
     from tunesmith.models.loading import load_tokenizer, resolve_model  # noqa: PLC0415
 
-    examples = load_examples(file, data_format)
+    examples = (
+        load_split(file, "train")[0] if (file / MANIFEST).is_file() else load_examples(file, data_format)
+    )
     if not 0 <= index < len(examples):
         raise typer.BadParameter(f"--index must be in 0..{len(examples) - 1}")
     tokenizer = load_tokenizer(resolve_model(model))

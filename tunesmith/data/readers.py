@@ -139,12 +139,21 @@ def _read_hf_dataset(path: Path) -> Iterator[Row]:
     splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
     for split, dataset in splits:
         prefix = f"{path.name}[{split}]" if split else path.name
+        # ClassLabel columns hold integers; rows get the class names, which is what a model should say.
+        names = {
+            column: feature.names
+            for column, feature in dataset.features.items()
+            if isinstance(feature, datasets.ClassLabel)
+        }
         number = 0
         for batch in dataset.iter(batch_size=1024):
             columns = list(batch)
             for values in zip(*(batch[column] for column in columns), strict=True):
                 number += 1
                 row = {key: value for key, value in zip(columns, values, strict=True) if value is not None}
+                for column, labels in names.items():
+                    if isinstance(row.get(column), int) and 0 <= row[column] < len(labels):
+                        row[column] = labels[row[column]]
                 yield f"{prefix} row {number}", row
 
 

@@ -50,6 +50,12 @@ def test_saved_hf_dataset_and_document_folders_are_read(tmp_path: Path) -> None:
     datasets.Dataset.from_list([{"prompt": "Hi", "completion": "Hello!"}]).save_to_disk(str(tmp_path / "hf"))
     [example] = load_examples(tmp_path / "hf")
     assert example.messages[1]["content"] == "Hello!" and example.source == "hf row 1"
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    rows = [{"text": "great", "label": 1}, {"text": "awful", "label": 0}]
+    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(tmp_path / "sentiment"))
+    assert [example.label for example in load_examples(tmp_path / "sentiment")] == ["pos", "neg"]
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)
     (docs / "a.md").write_text("# Title\nBody", encoding="utf-8")
