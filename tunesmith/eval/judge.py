@@ -47,10 +47,15 @@ class EndpointJudge:
     model: str
     api_key: str = "not-needed"
     timeout: float = 120.0
+    max_tokens: int = 8  # room for "Score: 4" or "**A**"; the first allowed option in the reply counts
 
     def choose(self, conversations: Sequence[list[Message]], options: Sequence[str]) -> list[int | None]:
-        import openai  # noqa: PLC0415
-
+        try:
+            import openai  # noqa: PLC0415
+        except ImportError as error:
+            raise RuntimeError(
+                "an endpoint judge needs the openai client: pip install 'tunesmith[judge]'"
+            ) from error
         client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout)
         choices: list[int | None] = []
         for conversation in conversations:
@@ -58,7 +63,7 @@ class EndpointJudge:
                 model=self.model,
                 messages=[dict(message) for message in conversation],  # type: ignore[misc]
                 temperature=0.0,
-                max_tokens=8,
+                max_tokens=self.max_tokens,
             )
             choices.append(parse_choice(response.choices[0].message.content or "", options))
         return choices
