@@ -10,11 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunesmith.config import DataFormat, EvalSpec, LoraSpec, PrepareSpec, ServeSpec, TrainSpec
+    from tunesmith.config import DataFormat, EvalSpec, EvalTask, LoraSpec, PrepareSpec, ServeSpec, TrainSpec
     from tunesmith.data.ingest import load_examples
     from tunesmith.data.prepare import prepare_data
     from tunesmith.data.records import DataError, Example
-    from tunesmith.eval.evaluate import Candidate, evaluate_generation
+    from tunesmith.eval.during_training import evaluate_during_training
+    from tunesmith.eval.evaluate import Candidate, evaluate_generation, evaluate_models
     from tunesmith.models.loading import resolve_model
     from tunesmith.quickstart import run_quickstart
     from tunesmith.registry.serving_store import ServingStore
@@ -29,6 +30,7 @@ _EXPORTS = {
     "DataError": "tunesmith.data.records",
     "DataFormat": "tunesmith.config",
     "EvalSpec": "tunesmith.config",
+    "EvalTask": "tunesmith.config",
     "Example": "tunesmith.data.records",
     "LoraSpec": "tunesmith.config",
     "PrepareSpec": "tunesmith.config",
@@ -38,7 +40,9 @@ _EXPORTS = {
     "TrainResult": "tunesmith.train.sft",
     "TrainSpec": "tunesmith.config",
     "create_app": "tunesmith.serve.app",
+    "evaluate_during_training": "tunesmith.eval.during_training",
     "evaluate_generation": "tunesmith.eval.evaluate",
+    "evaluate_models": "tunesmith.eval.evaluate",
     "load_examples": "tunesmith.data.ingest",
     "prepare_data": "tunesmith.data.prepare",
     "resolve_model": "tunesmith.models.loading",
@@ -51,6 +55,7 @@ __all__ = [
     "DataError",
     "DataFormat",
     "EvalSpec",
+    "EvalTask",
     "Example",
     "LoraSpec",
     "PrepareSpec",
@@ -60,7 +65,9 @@ __all__ = [
     "TrainResult",
     "TrainSpec",
     "create_app",
+    "evaluate_during_training",
     "evaluate_generation",
+    "evaluate_models",
     "load_examples",
     "prepare_data",
     "resolve_model",

@@ -9,9 +9,10 @@ import tunesmith
 def test_exports_are_pinned_sorted_and_resolvable() -> None:
     assert tunesmith.__all__ == sorted(tunesmith.__all__)
     assert tunesmith.__all__ == [
-        "Candidate", "DataError", "DataFormat", "EvalSpec", "Example", "LoraSpec", "PrepareSpec", "Registry",
-        "ServeSpec", "ServingStore", "TrainResult", "TrainSpec", "create_app", "evaluate_generation",
-        "load_examples", "prepare_data", "resolve_model", "run_quickstart", "train_sft",
+        "Candidate", "DataError", "DataFormat", "EvalSpec", "EvalTask", "Example", "LoraSpec", "PrepareSpec",
+        "Registry", "ServeSpec", "ServingStore", "TrainResult", "TrainSpec", "create_app",
+        "evaluate_during_training", "evaluate_generation", "evaluate_models", "load_examples", "prepare_data",
+        "resolve_model", "run_quickstart", "train_sft",
     ]  # fmt: skip
     for name in tunesmith.__all__:
         assert getattr(tunesmith, name) is not None
