@@ -83,6 +83,11 @@ def prepare(
     from tunesmith.registry.store import Registry  # noqa: PLC0415
 
     file_section = load_config_file(config).data if config else None
+    for flag, key, given in (("INPUT...", "inputs", inputs), ("--out", "out", out)):
+        if not given and not (file_section or {}).get(key):
+            raise UsageError(
+                f"give {flag} (or data.{key} in a --config file); see `tunesmith data prepare --help`"
+            )
     overrides: dict[str, Any] = {
         "inputs": inputs or None, "out": out, "format": data_format, "instruction": instruction,
         "on_error": on_error, "model": model, "min_tokens": min_tokens, "max_tokens": max_tokens, "pii": pii,
