@@ -66,7 +66,10 @@ def context_length(model_dir: Path) -> int | None:
 
 
 def registry_throughput(runs: list[dict[str, Any]], model: str, method: str) -> float | None:
-    """Median training tokens/s of earlier succeeded runs of `model` with `method` (None: no such run)."""
+    """Median training tokens/s of earlier succeeded CPU runs of `model` with `method` (None: no such run).
+
+    Runs recorded before runs named their device ran on the CPU (the only device then).
+    """
     speeds = [
         float(run["metrics"]["tokens_per_second"])
         for run in runs
@@ -74,6 +77,7 @@ def registry_throughput(runs: list[dict[str, Any]], model: str, method: str) -> 
         and run["base_model"] == model
         and run["method"] == method
         and run["metrics"].get("tokens_per_second")
+        and run["metrics"].get("device", "cpu") == "cpu"
     ]
     return statistics.median(speeds) if speeds else None
 

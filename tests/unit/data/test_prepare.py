@@ -248,7 +248,9 @@ def test_estimate_uses_registry_runs_or_calibrates(tmp_path: Path, tiny_model_di
 
         def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
             run = {"status": "succeeded", "base_model": str(tiny_model_dir), "method": "lora"}
-            return [{**run, "metrics": {"tokens_per_second": speed}} for speed in (100.0, 300.0, 200.0)]
+            speeds = [{"tokens_per_second": speed} for speed in (100.0, 300.0, 200.0)]
+            gpu = {"tokens_per_second": 9000.0, "device": "cuda"}  # another machine's speed: not "here"
+            return [{**run, "metrics": metrics} for metrics in [*speeds, gpu]]
 
     measured = prepare_data(_spec(tmp_path, tiny_model_dir, [data]), registry=Runs())
     assert measured.report["estimate"]["cpu_tokens_per_second"] == 200.0
