@@ -60,7 +60,7 @@ def prepare_data(
     instruction = spec.instruction or DEFAULT_INSTRUCTION
     say("reading and validating")
     rows, validate_log, input_rows = read_inputs(
-        spec.inputs, spec.format, spec.column_map, instruction, spec.group_by, spec.on_error
+        spec.inputs, spec.format, spec.column_map, instruction, spec.group_by, spec.on_error, say
     )
     logs = [validate_log]
     say("cleaning")

@@ -9,7 +9,7 @@ split and leakage steps (see `prepare`) or the HTML (see `report`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ def read_inputs(
     instruction: str,
     group_by: str | None,
     on_error: str,
+    progress: Callable[[str], None],
 ) -> tuple[list[PrepRow], StepLog, list[int]]:
     """Every valid row of every input, the validation log, and rows read per input.
 
@@ -101,6 +102,8 @@ def read_inputs(
             path, data_format, instruction=instruction, column_map=column_map
         ):
             count += 1
+            if count % 10_000 == 0:
+                progress(f"reading and validating {path.name}: {count:,} rows")
             problem = item if isinstance(item, DataProblem) else None
             if problem is None and group_by is not None and (raw is None or raw.get(group_by) is None):
                 problem = DataProblem(location, f"missing group key '{group_by}' (--group-by)")
