@@ -9,7 +9,7 @@ alpha=32, dropout 0.05 on all linear layers, lr 2e-4, 8 examples per step, one e
 Each configuration runs in its own process (so peak RSS is its own) and reports:
 - useful tokens/s after warm-up (non-padding tokens of the examples trained on, first 2 steps excluded);
 - MFU: tokens/s x 4N FLOPs (LoRA: forward 2N + activation gradients 2N) over the matmul peak measured
-  in the same run (the faster of fp32 and bf16 on this machine);
+  in the same run (bf16);
 - peak RSS and the validation loss after the same examples (completion/assistant tokens only).
 
 TRL reports per-step time only, so its tokens after warm-up are the epoch's tokens scaled by the share
@@ -38,27 +38,38 @@ LR = 2e-4
 CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
 
 
-def measure_matmul_peak() -> dict[str, float]:
-    """GFLOP/s of a 2048-square matmul in fp32 and bf16 on all threads torch uses."""
+def measure_matmul_peak(device: str) -> dict[str, float]:
+    """GFLOP/s of a square matmul in fp32 and bf16 (2048 on CPU, 8192 on GPU), each timed ~3 s."""
     import torch
 
+    size = 2048 if device == "cpu" else 8192
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        a = torch.randn(size, size, dtype=dtype, device=device)
+        b = torch.randn(size, size, dtype=dtype, device=device)
         a @ b
+        _sync(device)
         start, count = time.perf_counter(), 0
-        while time.perf_counter() - start < 3 and count < 20:
+        while time.perf_counter() - start < 3 and count < 200:
             a @ b
             count += 1
-        peaks[name] = 2 * 2048**3 * count / (time.perf_counter() - start) / 1e9
+            _sync(device)
+        peaks[name] = 2 * size**3 * count / (time.perf_counter() - start) / 1e9
     return peaks
 
 
-def write_data(directory: Path, examples: int) -> dict[str, Path]:
-    if not GSM8K.is_file():
-        sys.exit(f"GSM8K not found at {GSM8K} (the project's shared datasets)")
+def _sync(device: str) -> None:
+    import torch
+
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def write_data(directory: Path, examples: int, source: Path) -> dict[str, Path]:
+    if not source.is_file():
+        sys.exit(f"GSM8K not found at {source} (the project's shared datasets)")
     rows = [
-        json.loads(line) for line in GSM8K.read_text(encoding="utf-8").splitlines()[: examples + VAL_EXAMPLES]
+        json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[: examples + VAL_EXAMPLES]
     ]
     paths = {}
     for split, part in (("train", rows[:examples]), ("val", rows[examples:])):
@@ -76,12 +87,12 @@ def write_data(directory: Path, examples: int) -> dict[str, Path]:
     return paths
 
 
-def run_tunesmith(data: dict[str, Path], steps: int, work: Path) -> dict[str, Any]:
+def run_tunesmith(data: dict[str, Path], steps: int, work: Path, model: str, batch: int) -> dict[str, Any]:
     from tunesmith.config import TrainSpec
     from tunesmith.train.sft import train_sft
 
     spec = TrainSpec(
-        data=data["train"], val_data=data["val"], max_steps=steps, batch_size=BATCH, lr=LR,
+        model=model, data=data["train"], val_data=data["val"], max_steps=steps, batch_size=batch, lr=LR,
         eval_every=10**6, save_every=10**6, out=work / "tunesmith-run",
     )  # fmt: skip
     result = train_sft(spec, progress=False)
@@ -100,19 +111,25 @@ def run_tunesmith(data: dict[str, Path], steps: int, work: Path) -> dict[str, An
         "exact_tokens_after_warmup": sum(step_tokens[WARMUP_STEPS:]),
         "val_loss": result.val_loss,
         "precision": result.precision,
+        "estimated_peak_gb": json.loads((work / "tunesmith-run" / "plan.json").read_text())["memory_gb"][
+            "total"
+        ],
+        "micro_batch_tokens": result.micro_batch_tokens,
     }
 
 
-def run_trl(data: dict[str, Path], steps: int, work: Path, best: bool) -> dict[str, Any]:
+def run_trl(
+    data: dict[str, Path], steps: int, work: Path, best: bool, model: str, batch: int
+) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from tunesmith.models.loading import resolve_model
+    from tunesmith.models.loading import default_device, resolve_model, supports_fast_bf16
 
-    path = resolve_model("smollm2-135m-instruct")
+    path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
 
     def rows(split: str) -> list[dict[str, Any]]:
@@ -129,14 +146,16 @@ def run_trl(data: dict[str, Path], steps: int, work: Path, best: bool) -> dict[s
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.seconds.append(time.perf_counter() - self._start)
 
-    # TRL's own default, bf16=True, refuses to start on a CPU without native bf16 ("Your setup doesn't
-    # support bf16/gpu"), so "defaults" turns only that off and keeps the rest (gradient checkpointing on,
-    # padded batches). "best" = what measured fastest here: also no checkpointing, padding-free batches.
-    tuned: dict[str, Any] = {"bf16": False}
+    # TRL's own default, bf16=True, refuses to start where bf16 is not native ("Your setup doesn't
+    # support bf16/gpu"), so there "defaults" turns only that off and keeps the rest (gradient
+    # checkpointing on, padded batches). "best" = what measured fastest: also no checkpointing,
+    # padding-free batches (transformers builds block-diagonal masks from position ids for SDPA).
+    native_bf16 = supports_fast_bf16(default_device())
+    tuned: dict[str, Any] = {} if native_bf16 else {"bf16": False}
     if best:
         tuned |= {"gradient_checkpointing": False, "padding_free": True, "max_length": None}
     config = SFTConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+        output_dir=str(work / "trl"), per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
         max_steps=steps, learning_rate=LR, logging_steps=1, report_to="none", save_strategy="no",
         seed=42, dataloader_num_workers=0, **tuned,
     )  # fmt: skip
@@ -166,12 +185,18 @@ def run_trl(data: dict[str, Path], steps: int, work: Path, best: bool) -> dict[s
     }
 
 
-def run_one(name: str, data: dict[str, Path], steps: int, work: Path) -> dict[str, Any]:
+def run_one(
+    name: str, data: dict[str, Path], steps: int, work: Path, model: str, batch: int
+) -> dict[str, Any]:
+    import torch
+
     if name == "tunesmith":
-        result = run_tunesmith(data, steps, work)
+        result = run_tunesmith(data, steps, work, model, batch)
     else:
-        result = run_trl(data, steps, work, best=name == "trl-best")
+        result = run_trl(data, steps, work, name == "trl-best", model, batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
@@ -189,6 +214,8 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
         "tokens_per_second_scaled": round(scaled, 1),
         "mfu": round(tokens_per_second * 4 * parameters / (peak * 1e9), 4),
         "peak_rss_mb": round(raw["peak_rss_mb"]),
+        "peak_gpu_mb": round(raw["peak_gpu_mb"]) if "peak_gpu_mb" in raw else None,
+        "estimated_peak_gb": raw.get("estimated_peak_gb"),  # tunesmith's plan, before the run
         "val_loss": round(raw["val_loss"], 4),
         "steps": len(seconds),
     }
@@ -198,33 +225,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--examples", type=int, default=32, help="training examples (a multiple of 8)")
+    parser.add_argument("--examples", type=int, default=32, help="training examples (a multiple of --batch)")
+    parser.add_argument("--batch", type=int, default=BATCH, help="examples per optimizer step")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="catalog name or model directory (default: embedded)"
+    )
     parser.add_argument(
         "--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS)
     )
     parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    steps = args.examples // BATCH
+    steps = args.examples // args.batch
     if args.only:  # child process: one configuration
         data = {"train": args.work / "train.jsonl", "val": args.work / "val.jsonl"}
-        print(json.dumps(run_one(args.only, data, steps, args.work)))
+        print(json.dumps(run_one(args.only, data, steps, args.work, args.model, args.batch)))
         return
 
-    from tunesmith.models.loading import load_model, resolve_model
+    from tunesmith.models.loading import default_device, load_model, resolve_model
 
-    peaks = measure_matmul_peak()
-    peak = max(peaks.values())
-    parameters = sum(p.numel() for p in load_model(resolve_model("smollm2-135m-instruct")).parameters())
+    device = default_device()
+    peaks = measure_matmul_peak(device)
+    peak = peaks["bf16"]  # MFU against the bf16 matmul peak, as the goal is stated
+    parameters = sum(p.numel() for p in load_model(resolve_model(args.model)).parameters())
     results = []
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
-        write_data(work, args.examples)
+        write_data(work, args.examples, args.data)
         for name in args.configs.split(","):
             started = time.perf_counter()
             child = subprocess.run(
-                [sys.executable, __file__, "--only", name, "--work", str(work), "--examples", str(args.examples)],
+                [sys.executable, __file__, "--only", name, "--work", str(work), "--examples", str(args.examples),
+                 "--batch", str(args.batch), "--model", args.model],
                 capture_output=True, text=True,
             )  # fmt: skip
             if child.returncode != 0:
@@ -235,18 +269,22 @@ def main() -> None:
             results.append(summary)
             print(json.dumps(summary), file=sys.stderr, flush=True)
     report = {
+        "device": device,
         "examples": args.examples,
+        "batch": args.batch,
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "results": results,
     }
-    header = f"{'config':<14}{'prec':>6}{'tok/s':>9}{'MFU':>8}{'RSS MB':>9}{'val loss':>10}{'wall s':>9}"
+    memory = "GPU MB" if device != "cpu" else "RSS MB"
+    header = f"{'config':<14}{'prec':>6}{'tok/s':>9}{'MFU':>8}{memory:>9}{'est GB':>8}{'val loss':>10}{'wall s':>9}"
     print(
         f"GSM8K, {args.examples} examples, matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
     )
     print(header)
     for r in results:
-        print(f"{r['config']:<14}{r['precision']:>6}{r['tokens_per_second']:>9}{r['mfu']:>8.1%}{r['peak_rss_mb']:>9}"
-              f"{r['val_loss']:>10}{r['wall_seconds']:>9}")  # fmt: skip
+        used = r["peak_gpu_mb"] if device != "cpu" else r["peak_rss_mb"]
+        print(f"{r['config']:<14}{r['precision']:>6}{r['tokens_per_second']:>9}{r['mfu']:>8.1%}{used:>9}"
+              f"{r['estimated_peak_gb'] or '':>8}{r['val_loss']:>10}{r['wall_seconds']:>9}")  # fmt: skip
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 import yaml
+from rich.table import Table
 
 from tunesmith.cli.common import UsageError, console, err_console, print_json
-from tunesmith.config import build_train_spec, load_config_file
+from tunesmith.config import TrainSpec, build_train_spec, load_config_file
+
+if TYPE_CHECKING:
+    from tunesmith.registry.store import Registry
 
 
 def train(
@@ -38,6 +43,17 @@ def train(
     eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between validation passes."),
     save_every: int | None = typer.Option(None, "--save-every", help="Steps between resumable checkpoints."),
     precision: str | None = typer.Option(None, "--precision", help="auto (default), bf16 or fp32."),
+    memory_limit_gb: float | None = typer.Option(
+        None,
+        "--memory-limit-gb",
+        help="Memory the run may use (default: 90% of free GPU memory, half the RAM).",
+    ),
+    micro_batch_tokens: int | None = typer.Option(
+        None, "--micro-batch-tokens", help="Tokens per forward/backward pass (default: the most that fit)."
+    ),
+    gradient_checkpointing: str | None = typer.Option(
+        None, "--gradient-checkpointing", help="auto (default: only if needed to fit), on or off."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for data order, init and dropout."),
     name: str | None = typer.Option(
         None, "--name", help="Adapter name in the registry (default: the run id)."
@@ -50,8 +66,13 @@ def train(
         "--resume",
         help="Resume a killed or cancelled run (its directory or id) from its last checkpoint.",
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Estimate tokens, memory, step layout and time, suggest settings that fit, and stop.",
+    ),
     json_output: bool = typer.Option(
-        False, "--json", help="Print the run summary as one JSON object on stdout."
+        False, "--json", help="Print the run summary (or the --dry-run plan) as one JSON object on stdout."
     ),
 ) -> None:
     """Fine-tune a base model on your data (LoRA by default) and record the run.
@@ -63,6 +84,7 @@ def train(
       tunesmith train --data train.jsonl --val-data val.jsonl --epochs 2
       tunesmith train --config configs/quickstart.yaml --max-steps 20 --json
       tunesmith train --resume run-20261123-182501-3fa9
+      tunesmith train --data train.jsonl --method full --dry-run   # will it fit, how long?
     """
     from tunesmith.config import default_database_url  # noqa: PLC0415
     from tunesmith.registry.store import Registry  # noqa: PLC0415
@@ -75,6 +97,8 @@ def train(
         "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
         "lora_r": lora_r, "lora_alpha": lora_alpha, "max_seq_len": max_seq_len, "eval_every": eval_every,
         "save_every": save_every, "precision": precision, "seed": seed, "name": name, "out": out,
+        "memory_limit_gb": memory_limit_gb, "micro_batch_tokens": micro_batch_tokens,
+        "gradient_checkpointing": gradient_checkpointing,
     }  # fmt: skip
     resume_dir: Path | None = None
     if resume is not None:
@@ -89,6 +113,9 @@ def train(
     else:
         section = load_config_file(config).train if config else None
         spec = build_train_spec(section, overrides)
+    if dry_run:
+        _print_plan(spec, registry, json_output)
+        return
     record = registry.run_listener(spec.name)
 
     def listen(event: RunEvent) -> None:
@@ -110,3 +137,38 @@ def train(
     )
     console.print(f"run folder: {result.run_dir}")
     err_console.print(f"next: tunesmith eval --model {result.run_id} --data TEST_FILE")
+
+
+def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
+    from tunesmith.train.plan import plan_training  # noqa: PLC0415
+
+    plan = plan_training(spec, registry.measured_throughput)
+    if json_output:
+        print_json(plan.to_dict())
+        return
+    layout, memory = plan.layout, plan.layout["memory_gb"]
+    table = Table(
+        title=f"plan: {plan.method} on {plan.model} ({plan.device}, {plan.precision})", show_header=False
+    )
+    table.add_row("parameters", f"{plan.parameters:,} ({plan.trainable_parameters:,} trainable)")
+    table.add_row("data", f"{plan.examples:,} examples, {plan.tokens_per_epoch:,} tokens/epoch "
+                  f"({plan.loss_tokens_per_epoch:,} with loss)")  # fmt: skip
+    table.add_row("steps", f"{plan.steps:,} ({plan.total_tokens:,} tokens)")
+    table.add_row(
+        "memory (GB)",
+        f"{memory['total']} of {layout['budget_gb']} allowed: weights {memory['weights']}, optimizer "
+        f"{memory['trainable_state']}, activations {memory['activations']}, loss {memory['loss_buffers']}, "
+        f"allocator {memory['overhead']}",
+    )
+    table.add_row(
+        "step layout",
+        f"passes of {layout['pass_tokens']:,} tokens, gradient checkpointing "
+        f"{'on' if layout['gradient_checkpointing'] else 'off'}",
+    )
+    table.add_row("speed", f"~{plan.tokens_per_second:,.0f} tokens/s ({plan.throughput_source})")
+    table.add_row("time", f"~{plan.estimated_seconds / 60:,.1f} min")
+    console.print(table)
+    for tip in plan.suggestions:
+        err_console.print(f"[yellow]suggestion:[/] {tip}", highlight=False)
+    if not layout["fits"]:
+        raise typer.Exit(1)

@@ -114,6 +114,9 @@ class Registry:
             "val_loss": data["val_loss"],
             "tokens_per_second": data["tokens_per_second"],
             "steps": data["steps"],
+            "device": data["device"],
+            "precision": data["precision"],
+            "peak_memory_gb": data["peak_memory_gb"],
         }
         config = run.config
         run.dataset_id = self._ensure_dataset(
@@ -148,6 +151,22 @@ class Registry:
         with self.session() as session:
             runs = session.scalars(select(RunRecord).order_by(RunRecord.created_at.desc()).limit(limit)).all()
             return [_run_dict(run) for run in runs]
+
+    def measured_throughput(self, base_model: str, method: str, device: str, precision: str) -> list[float]:
+        """Tokens/s of succeeded runs of this model and method on this kind of device (time estimates)."""
+        with self.session() as session:
+            runs = session.scalars(
+                select(RunRecord)
+                .where(RunRecord.status == "succeeded", RunRecord.base_model == base_model)
+                .where(RunRecord.method == method)
+                .order_by(RunRecord.created_at.desc())
+                .limit(20)
+            ).all()
+            return [
+                float(run.metrics["tokens_per_second"])
+                for run in runs
+                if run.metrics.get("device") == device and run.metrics.get("precision") == precision
+            ]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """A run with its events, adapters and evaluations; `run_id` may be a unique prefix."""

@@ -46,6 +46,15 @@ from tunesmith.train.checkpoint import (
     trainable_state,
 )
 from tunesmith.train.losses import linear_cross_entropy
+from tunesmith.train.plan import (
+    GB,
+    batch_geometry,
+    choose_step_layout,
+    layout_summary,
+    memory_budget,
+    model_shape,
+    peak_memory_bytes,
+)
 from tunesmith.train.plots import plot_loss_curve
 from tunesmith.train.progress import TrainProgress
 from tunesmith.train.rundir import EventListener, EventType, RunDir, RunStatus, new_run_id
@@ -72,6 +81,10 @@ class TrainResult:
     num_examples: int
     num_val_examples: int
     precision: str
+    device: str
+    peak_memory_gb: float  # CUDA allocator peak on GPU, process peak RSS on CPU
+    micro_batch_tokens: int
+    gradient_checkpointing: bool
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +145,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     autocast: AbstractContextManager[Any] = (
         torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16 else nullcontext()
     )
+    layout = _step_layout(run, spec, model_path, bf16, device, train_examples, resuming)
     # LoRA: the frozen base can live in bf16 (half the memory, no per-step casts); adapters stay fp32.
     # Full fine-tuning keeps fp32 master weights and runs the matmuls under bf16 autocast.
     base_dtype = torch.bfloat16 if bf16 and spec.method == "lora" else torch.float32
@@ -140,6 +154,8 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         targets = spec.lora.target_modules
         model = add_lora(model, spec.lora.r, spec.lora.alpha, spec.lora.dropout, targets)
     model.to(device)
+    if layout["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder = model.get_decoder()  # the transformer body: hidden states, no logits
     head_weight = model.get_output_embeddings().weight
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -158,19 +174,24 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
         run.truncate_metrics(state.step)
         run.emit(EventType.resumed, f"resumed from step {state.step}", step=state.step)
-    run.emit(EventType.running, f"training {total_steps} steps on {device} ({'bf16' if bf16 else 'fp32'})")
+    run.emit(
+        EventType.running,
+        f"training {total_steps} steps on {device} ({'bf16' if bf16 else 'fp32'}), passes of "
+        f"{layout['pass_tokens']} tokens, gradient checkpointing {'on' if layout['gradient_checkpointing'] else 'off'}",
+        layout=layout,
+    )
     _write_status(run, RunStatus.running)
 
-    def loss_of(batch: PackedBatch) -> tuple[torch.Tensor, int]:
+    def loss_of(batch: PackedBatch, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
         with autocast:
             hidden = decoder(
-                input_ids=batch.input_ids.to(device),
-                position_ids=batch.position_ids.to(device),
+                input_ids=batch.input_ids[rows].to(device),
+                position_ids=batch.position_ids[rows].to(device),
                 use_cache=False,
             ).last_hidden_state
         compute_dtype = torch.bfloat16 if bf16 else torch.float32
         return linear_cross_entropy(
-            hidden, head_weight, batch.targets.to(device), compute_dtype=compute_dtype
+            hidden, head_weight, batch.targets[rows].to(device), compute_dtype=compute_dtype
         )
 
     # ------------------------------------------------------------------ loop
@@ -189,9 +210,10 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         step_loss_tokens = sum(batch.num_loss_tokens for batch in micro_batches)
         step_loss = torch.zeros((), device=device)
         for batch in micro_batches:
-            loss_sum, _ = loss_of(batch)
-            (loss_sum / step_loss_tokens).backward()
-            step_loss += loss_sum.detach()
+            for rows in _passes(batch, layout["pass_tokens"]):  # memory-sized; same sum of gradients
+                loss_sum, _ = loss_of(batch, rows)
+                (loss_sum / step_loss_tokens).backward()
+                step_loss += loss_sum.detach()
             state.trained_tokens += batch.num_tokens
             window_tokens += batch.num_tokens
         torch.nn.utils.clip_grad_norm_(parameters, spec.max_grad_norm)
@@ -316,6 +338,10 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         num_examples=len(train_examples),
         num_val_examples=len(val_examples),
         precision="bf16" if bf16 else "fp32",
+        device=device,
+        peak_memory_gb=round(peak_memory_bytes(device) / GB, 2),
+        micro_batch_tokens=layout["pass_tokens"],
+        gradient_checkpointing=layout["gradient_checkpointing"],
     )
     run.write_json("run.json", result.to_dict())
     run.emit(EventType.succeeded, f"saved to {artifact_dir}", **result.to_dict())
@@ -338,6 +364,42 @@ def _micro_batches(
         _pack([examples[i] for i in chosen[start : start + spec.batch_size]], spec.pack_len, pad_id)
         for start in range(0, len(chosen), spec.batch_size)
     ]
+
+
+def _passes(batch: PackedBatch, pass_tokens: int) -> list[slice]:
+    """Row slices of `batch` holding at most `pass_tokens` tokens each (at least one row)."""
+    rows, width = batch.input_ids.shape
+    per_pass = max(1, pass_tokens // width)
+    return [slice(start, start + per_pass) for start in range(0, rows, per_pass)]
+
+
+def _step_layout(
+    run: RunDir,
+    spec: TrainSpec,
+    model_path: str,
+    bf16: bool,
+    device: str,
+    examples: list[RenderedExample],
+    resuming: bool,
+) -> dict[str, Any]:
+    """Tokens per pass and checkpointing, chosen once per run (plan.json) so a resumed run steps the same."""
+    if resuming and (run.path / "plan.json").is_file():
+        return run.read_json("plan.json")
+    shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
+    row_len, rows = batch_geometry([len(e.input_ids) for e in examples], spec.batch_size, spec.pack_len)
+    layout = choose_step_layout(
+        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
+        spec.gradient_checkpointing, spec.micro_batch_tokens,
+    )  # fmt: skip
+    summary = layout_summary(layout)
+    run.write_json("plan.json", summary)
+    if not layout.fits:
+        run.emit(
+            EventType.warning,
+            f"estimated peak memory {summary['memory_gb']['total']} GB exceeds the limit of "
+            f"{summary['budget_gb']} GB; lower pack_len/max_seq_len or see `tunesmith train --dry-run`",
+        )
+    return summary
 
 
 def _pack(examples: list[RenderedExample], pack_len: int, pad_id: int) -> PackedBatch:

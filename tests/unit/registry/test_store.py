@@ -22,7 +22,7 @@ def _succeed(listen, run_id: str, run_dir: Path, name: str | None = None) -> Non
         _event(
             run_id, EventType.succeeded, "done", trained_tokens=1234, wall_seconds=5.0, train_loss=1.2, val_loss=1.4,
             tokens_per_second=300.0, steps=6, data_hash="a" * 64, val_data_hash="b" * 64, num_examples=10, num_val_examples=4,
-            artifact_dir=str(run_dir / "adapter"),
+            artifact_dir=str(run_dir / "adapter"), device="cpu", precision="bf16", peak_memory_gb=2.5,
         )
     )  # fmt: skip
 
@@ -72,3 +72,14 @@ def test_evaluation_links_run_and_dataset(tmp_path: Path) -> None:
     registry.record_evaluation("run-1", report, tmp_path / "eval")
     run = registry.get_run("run-1")
     assert run is not None and run["evaluations"][0]["models"] == [{"name": "base"}]
+
+
+def test_measured_throughput_is_per_model_method_device_and_precision(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path / 'r.db'}").connect()
+    listen = registry.run_listener()
+    _succeed(listen, "run-1", tmp_path / "run-1")
+    _succeed(listen, "run-2", tmp_path / "run-2")
+    assert registry.measured_throughput("base-x", "lora", "cpu", "bf16") == [300.0, 300.0]
+    assert registry.measured_throughput("base-x", "lora", "cuda", "bf16") == []
+    assert registry.measured_throughput("base-x", "full", "cpu", "bf16") == []
+    assert registry.measured_throughput("base-y", "lora", "cpu", "bf16") == []

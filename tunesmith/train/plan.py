@@ -1,0 +1,386 @@
+"""Before a step runs: will it fit, how should it run, and how long will the job take.
+
+Owns: the memory estimate of a training step (weights, trainable state, saved activations, loss
+buffers, allocator overhead), the choice of tokens per forward/backward pass and of gradient
+checkpointing from that estimate and a memory budget, and the time estimate (from earlier runs'
+measured throughput, else from a matmul probe). Does not own: reading data or running a step.
+
+The activation constant is measured, not derived: `benchmarks/train_throughput.py` prints the estimate
+beside the measured peak for every run, so a drift shows up there.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from tunesmith.config import Precision, TrainSpec
+from tunesmith.data.ingest import load_examples
+from tunesmith.data.pack import pack_rows
+from tunesmith.data.render import render_example
+from tunesmith.models.loading import default_device, load_tokenizer, resolve_model, supports_fast_bf16
+
+# Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
+# Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
+# 30 layers of 576 + 1536 -> 12.6; rounded up. Checkpointing keeps one hidden vector per layer instead.
+ACTIVATION_VALUES = 13.0
+# What the allocator holds beyond live tensors at the peak: glibc's arenas on CPU (measured 1.4x:
+# 8.8 GB RSS against 6.3 GB with mmap'd allocations), PyTorch's caching allocator on CUDA.
+ALLOCATOR_OVERHEAD = {"cpu": 1.4, "cuda": 1.15}
+# Bigger passes buy no speed on CPU (matmuls of 1,024 rows already run at the machine's peak),
+# they only cost memory; on GPUs more tokens per pass keep the device busy.
+MAX_PASS_TOKENS = {"cpu": 1024, "cuda": 65536}
+LOSS_CHUNK = 1024  # positions per logits chunk in `linear_cross_entropy`
+# Model FLOPs utilisation assumed when no earlier run of this model was measured on this machine.
+ASSUMED_MFU = {"cpu": 0.35, "cuda": 0.30}
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a memory and FLOP estimate needs, read from a model config without loading weights."""
+
+    parameters: int
+    trainable: int
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak memory of one training step, in bytes, by component."""
+
+    weights: int
+    trainable_state: int  # trainable weights' gradients and AdamW moments (and fp32 copies)
+    activations: int
+    loss_buffers: int
+    overhead: int  # allocator slack beyond live tensors
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.trainable_state + self.activations + self.loss_buffers + self.overhead
+
+    def to_gb(self) -> dict[str, float]:
+        values = asdict(self) | {"total": self.total}
+        return {name: round(value / GB, 2) for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """How each optimizer step runs: packed rows split into passes of at most `pass_tokens` tokens."""
+
+    pass_tokens: int
+    gradient_checkpointing: bool
+    memory: MemoryEstimate
+    budget: int  # bytes the run may use
+    fits: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def model_shape(model_path: str, method: str, lora_rank: int, targets: list[str] | str) -> ModelShape:
+    """Parameter counts (total and trainable) and layer sizes of `model_path`, built on the meta device."""
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    if method == "full":
+        trainable = parameters
+    else:
+        head = model.get_output_embeddings()
+        trainable = sum(
+            lora_rank * (module.in_features + module.out_features)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear)
+            and module is not head
+            and (targets == "all-linear" or name.rsplit(".", 1)[-1] in targets)
+        )
+    text_config = config.get_text_config()
+    return ModelShape(
+        parameters=parameters,
+        trainable=trainable,
+        layers=text_config.num_hidden_layers,
+        hidden=text_config.hidden_size,
+        intermediate=text_config.intermediate_size,
+        vocab=text_config.vocab_size,
+    )
+
+
+def estimate_memory(
+    shape: ModelShape,
+    method: str,
+    bf16: bool,
+    pass_tokens: int,
+    gradient_checkpointing: bool,
+    device: str,
+) -> MemoryEstimate:
+    """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass."""
+    compute_bytes = 2 if bf16 else 4
+    if method == "lora":
+        weights = shape.parameters * (2 if bf16 else 4)  # the frozen base lives in bf16 under bf16
+        trainable_state = shape.trainable * 16  # fp32 weight, gradient, two AdamW moments
+    else:
+        weights = shape.parameters * 4  # fp32 master weights; bf16 runs under autocast
+        trainable_state = shape.parameters * 12
+    per_layer = ACTIVATION_VALUES * (shape.hidden + shape.intermediate) * compute_bytes
+    if gradient_checkpointing:  # every layer's input, plus one layer recomputed at a time
+        activations = pass_tokens * (shape.layers * shape.hidden * compute_bytes + per_layer)
+    else:
+        activations = pass_tokens * shape.layers * per_layer
+    loss_buffers = min(pass_tokens, LOSS_CHUNK) * shape.vocab * 4 * 2 + pass_tokens * shape.hidden * 4
+    live = weights + trainable_state + activations + loss_buffers
+    overhead = int(live * (ALLOCATOR_OVERHEAD[_kind(device)] - 1))
+    return MemoryEstimate(int(weights), int(trainable_state), int(activations), int(loss_buffers), overhead)
+
+
+def memory_budget(device: str, limit_gb: float | None) -> int:
+    """Bytes a run may use: the user's limit, else 90% of the GPU's free memory or half the free RAM."""
+    if limit_gb is not None:
+        return int(limit_gb * GB)
+    if _kind(device) == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.9)
+    import psutil  # noqa: PLC0415
+
+    return int(psutil.virtual_memory().available * 0.5)
+
+
+def choose_step_layout(
+    shape: ModelShape,
+    method: str,
+    bf16: bool,
+    device: str,
+    row_len: int,
+    rows_per_batch: int,
+    budget: int,
+    checkpointing: Literal["auto", "on", "off"],
+    pass_tokens: int | None = None,
+) -> StepLayout:
+    """The largest pass (whole rows, at most one batch) that fits `budget`, checkpointing only if needed.
+
+    Args:
+        row_len: tokens per packed row; a pass holds whole rows, so at least one.
+        rows_per_batch: rows one batch packs into (an upper bound on a useful pass).
+        pass_tokens: the user's choice, used as given (the estimate still says whether it fits).
+    """
+    notes: list[str] = []
+    if pass_tokens is not None:
+        chosen = max(pass_tokens, row_len)
+        use_checkpointing = checkpointing == "on"
+        memory = estimate_memory(shape, method, bf16, chosen, use_checkpointing, device)
+        return StepLayout(chosen, use_checkpointing, memory, budget, memory.total <= budget, notes)
+    cap = min(row_len * rows_per_batch, max(MAX_PASS_TOKENS[_kind(device)], row_len))
+    for use_checkpointing in [False, True] if checkpointing == "auto" else [checkpointing == "on"]:
+        fitting = _largest_fitting_pass(shape, method, bf16, device, row_len, cap, budget, use_checkpointing)
+        if fitting is not None:
+            memory = estimate_memory(shape, method, bf16, fitting, use_checkpointing, device)
+            if use_checkpointing and checkpointing == "auto":
+                notes.append("gradient checkpointing on: one row's activations do not fit the memory budget")
+            return StepLayout(fitting, use_checkpointing, memory, budget, True, notes)
+    use_checkpointing = checkpointing != "off"
+    memory = estimate_memory(shape, method, bf16, row_len, use_checkpointing, device)
+    notes.append("one row does not fit the memory budget even with gradient checkpointing")
+    return StepLayout(row_len, use_checkpointing, memory, budget, False, notes)
+
+
+def batch_geometry(lengths: list[int], batch_size: int, pack_len: int) -> tuple[int, int]:
+    """Row length and the rows the heaviest batch packs into (its `batch_size` longest examples)."""
+    row_len = max(pack_len, *lengths)
+    heaviest = sorted(lengths)[-batch_size:]
+    return row_len, len(pack_rows(heaviest, row_len))
+
+
+def _largest_fitting_pass(
+    shape: ModelShape,
+    method: str,
+    bf16: bool,
+    device: str,
+    row_len: int,
+    cap: int,
+    budget: int,
+    checkpointing: bool,
+) -> int | None:
+    rows = cap // row_len
+    while rows >= 1:
+        if estimate_memory(shape, method, bf16, rows * row_len, checkpointing, device).total <= budget:
+            return rows * row_len
+        rows -= 1
+    return None
+
+
+def estimate_throughput(
+    shape: ModelShape, method: str, bf16: bool, device: str, measured: list[float]
+) -> tuple[float, str]:
+    """Tokens per second: the median of earlier runs of this model here, else a matmul probe x typical MFU."""
+    if measured:
+        ordered = sorted(measured)
+        return ordered[
+            len(ordered) // 2
+        ], f"median of {len(measured)} earlier run(s) of this model and method"
+    flops_per_token = (4 if method == "lora" else 6) * shape.parameters
+    peak = measure_matmul_peak(device, torch.bfloat16 if bf16 else torch.float32)
+    mfu = ASSUMED_MFU[_kind(device)]
+    source = f"matmul probe {peak / 1e9:.0f} GFLOP/s x {mfu:.0%} utilisation (no earlier run measured)"
+    return peak * mfu / flops_per_token, source
+
+
+def measure_matmul_peak(device: str, dtype: torch.dtype, seconds: float = 0.5) -> float:
+    """FLOP/s of a square matmul on `device` in `dtype`, timed for about `seconds`."""
+    size = 1024 if _kind(device) == "cpu" else 8192
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    a @ b
+    _synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        _synchronize(device)
+    return 2 * size**3 * count / (time.perf_counter() - start)
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak memory of this process so far: CUDA allocator peak on GPU, peak RSS on CPU."""
+    if _kind(device) == "cuda":
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    import resource  # noqa: PLC0415
+
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def layout_summary(layout: StepLayout) -> dict[str, Any]:
+    """A JSON-ready record of the layout (for plan.json and events)."""
+    return {
+        "pass_tokens": layout.pass_tokens,
+        "gradient_checkpointing": layout.gradient_checkpointing,
+        "memory_gb": layout.memory.to_gb(),
+        "budget_gb": round(layout.budget / GB, 2),
+        "fits": layout.fits,
+        "notes": layout.notes,
+    }
+
+
+def _kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _synchronize(device: str) -> None:
+    if _kind(device) == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What `tunesmith train --dry-run` reports: size, memory, layout and time of a job before it runs."""
+
+    model: str
+    method: str
+    device: str
+    precision: str
+    parameters: int
+    trainable_parameters: int
+    examples: int
+    truncated_examples: int
+    tokens_per_epoch: int
+    loss_tokens_per_epoch: int
+    steps: int
+    total_tokens: int
+    layout: dict[str, Any]
+    tokens_per_second: float
+    throughput_source: str
+    estimated_seconds: float
+    suggestions: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list[float]]) -> TrainPlan:
+    """Estimate `spec` without training: tokens, steps, memory, the step layout and minutes.
+
+    Args:
+        spec: the job.
+        measured: `(base_model, method, device, precision) -> tokens/s of earlier runs` (the registry's).
+    """
+    model_path = resolve_model(spec.model)
+    tokenizer = load_tokenizer(model_path)
+    examples = load_examples(spec.data, spec.format)
+    rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
+    lengths = [len(example.input_ids) for example in rendered]
+    device = default_device()
+    bf16 = spec.precision == Precision.bf16 or (
+        spec.precision == Precision.auto and supports_fast_bf16(device)
+    )
+    precision = "bf16" if bf16 else "fp32"
+    shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
+    row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
+    layout = choose_step_layout(
+        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
+        spec.gradient_checkpointing, spec.micro_batch_tokens,
+    )  # fmt: skip
+    steps_per_epoch = math.ceil(len(rendered) / (spec.batch_size * spec.grad_accum))
+    steps = spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+    total_tokens = round(sum(lengths) * steps / steps_per_epoch)
+    tokens_per_second, source = estimate_throughput(
+        shape, spec.method, bf16, device, measured(spec.model, spec.method, device, precision)
+    )
+    if layout.gradient_checkpointing:
+        tokens_per_second *= 0.75  # the recomputed forward pass
+    truncated = sum(length >= spec.max_seq_len for length in lengths)
+    return TrainPlan(
+        model=spec.model,
+        method=spec.method,
+        device=device,
+        precision=precision,
+        parameters=shape.parameters,
+        trainable_parameters=shape.trainable,
+        examples=len(rendered),
+        truncated_examples=truncated,
+        tokens_per_epoch=sum(lengths),
+        loss_tokens_per_epoch=sum(example.num_loss_tokens for example in rendered),
+        steps=steps,
+        total_tokens=total_tokens,
+        layout=layout_summary(layout),
+        tokens_per_second=round(tokens_per_second, 1),
+        throughput_source=source,
+        estimated_seconds=round(total_tokens / tokens_per_second, 1),
+        suggestions=_suggestions(spec, layout, truncated, total_tokens / tokens_per_second, device),
+    )
+
+
+def _suggestions(
+    spec: TrainSpec, layout: StepLayout, truncated: int, seconds: float, device: str
+) -> list[str]:
+    tips: list[str] = []
+    if not layout.fits:
+        tips.append(
+            f"estimated peak {layout.memory.total / GB:.1f} GB exceeds the {layout.budget / GB:.1f} GB limit: "
+            "lower --max-seq-len (rows get shorter)"
+            + (
+                ", or train a LoRA adapter (--method lora) instead of every weight"
+                if spec.method == "full"
+                else ""
+            )
+            + ", or pick a smaller model"
+        )
+    elif layout.gradient_checkpointing:
+        tips.append(
+            "gradient checkpointing is needed to fit; a shorter --max-seq-len or more memory avoids it"
+        )
+    if truncated:
+        tips.append(f"{truncated} example(s) reach --max-seq-len {spec.max_seq_len} and will be truncated")
+    if _kind(device) == "cpu" and seconds > 3600:
+        tips.append(
+            f"about {seconds / 3600:.1f} h on this CPU: try --max-steps for a first look, or a GPU machine"
+        )
+    return tips
