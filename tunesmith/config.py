@@ -72,8 +72,12 @@ class TrainSpec(_Spec):
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
     )
-    data: Path = Field(..., description="Training file (JSONL, JSON, CSV or Parquet).")
-    val_data: Path | None = Field(None, description="Validation file; enables val loss and early stopping.")
+    data: Path = Field(
+        ...,
+        description="Training data: a file (JSONL, JSON, CSV or Parquet) or a folder from `tunesmith data "
+        "prepare` (its train split, and its val split unless val_data is given).",
+    )
+    val_data: Path | None = Field(None, description="Validation data; enables val loss and early stopping.")
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
     lora: LoraSpec = Field(default_factory=LoraSpec)

@@ -20,7 +20,9 @@ def train(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="YAML file with a `train:` section; flags override it."
     ),
-    data: Path | None = typer.Option(None, "--data", help="Training file: JSONL, JSON, CSV or Parquet."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Training file (JSONL, JSON, CSV, Parquet) or a `tunesmith data prepare` folder."
+    ),
     val_data: Path | None = typer.Option(
         None, "--val-data", help="Validation file (val loss, early stopping, best checkpoint)."
     ),

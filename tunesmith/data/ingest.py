@@ -86,15 +86,23 @@ def load_records(
     return records
 
 
-def load_split(path: Path, split: str) -> tuple[list[Example], str | None]:
+def is_prepared_dataset(path: Path) -> bool:
+    """True for a folder written by `tunesmith data prepare` (it holds the `dataset.json` manifest)."""
+    return (path / MANIFEST).is_file()
+
+
+def load_split(
+    path: Path, split: str, data_format: DataFormat | None = None
+) -> tuple[list[Example], str | None]:
     """One split of a prepared dataset folder with the dataset's content hash, or a plain data file.
 
     A folder written by `tunesmith data prepare` (it holds `dataset.json`) gives `<split>.jsonl` and the
-    manifest's content hash; any other path is read with `load_examples` and gives no hash.
+    manifest's content hash; any other path is read with `load_examples` (in `data_format` when given)
+    and gives no hash.
     """
     manifest = path / MANIFEST
     if not manifest.is_file():
-        return load_examples(path), None
+        return load_examples(path, data_format), None
     split_file = path / f"{split}.jsonl"
     if not split_file.is_file():
         raise FileNotFoundError(f"{path}: prepared dataset has no '{split}' split ({split_file.name})")

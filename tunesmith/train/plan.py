@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunesmith.config import Precision, TrainSpec
-from tunesmith.data.ingest import load_examples
+from tunesmith.data.ingest import load_split
 from tunesmith.data.pack import pack_rows
 from tunesmith.data.render import render_example
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model, supports_fast_bf16
@@ -314,7 +314,7 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     """
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    examples = load_examples(spec.data, spec.format)
+    examples, _ = load_split(spec.data, "train", spec.format)
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
     lengths = [len(example.input_ids) for example in rendered]
     device = default_device()

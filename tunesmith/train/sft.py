@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from tunesmith.config import Precision, TrainSpec, tunesmith_home
-from tunesmith.data.ingest import load_examples
+from tunesmith.data.ingest import is_prepared_dataset, load_split
 from tunesmith.data.pack import PackedBatch, pack_batch
 from tunesmith.data.records import dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
@@ -133,9 +133,11 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    train_examples, train_hash = _render_file(run, tokenizer, spec.data, spec)
+    train_examples, train_hash = _render_split(run, tokenizer, spec.data, "train", spec)
+    # A prepared dataset folder brings its own validation split.
+    val_source = spec.val_data or (spec.data if is_prepared_dataset(spec.data) else None)
     val_examples, val_hash = (
-        _render_file(run, tokenizer, spec.val_data, spec) if spec.val_data else ([], None)
+        _render_split(run, tokenizer, val_source, "val", spec) if val_source else ([], None)
     )
 
     device = default_device()
@@ -423,10 +425,11 @@ def _validation_loss(
     return total / max(tokens, 1)
 
 
-def _render_file(
-    run: RunDir, tokenizer: PreTrainedTokenizerBase, path: Path, spec: TrainSpec
+def _render_split(
+    run: RunDir, tokenizer: PreTrainedTokenizerBase, path: Path, split: str, spec: TrainSpec
 ) -> tuple[list[RenderedExample], str]:
-    examples = load_examples(path, spec.format)
+    """Rendered examples of a data file (or a prepared folder's split) and the data's content hash."""
+    examples, prepared_hash = load_split(path, split, spec.format)
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
     truncated = [
         r.source for r, e in zip(rendered, examples, strict=True) if len(r.input_ids) >= spec.max_seq_len
@@ -444,7 +447,7 @@ def _render_file(
             f"{len(empty)} example(s) keep no assistant tokens after truncation to "
             f"{spec.max_seq_len}: {', '.join(empty[:20])}; raise max_seq_len"
         )
-    return rendered, dataset_hash(examples)
+    return rendered, prepared_hash or dataset_hash(examples)
 
 
 def _save_best(run: RunDir, model: PreTrainedModel) -> None:

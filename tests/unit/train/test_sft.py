@@ -105,3 +105,21 @@ def test_bad_data_fails_the_run_with_a_recorded_event(tiny_model_dir: Path, tmp_
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["type"] == "failed" and "bad.jsonl:1" in events[-1]["message"]
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+
+
+def test_trains_on_a_prepared_folder_with_its_val_split_and_records_its_hash(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from tunesmith.config import PrepareSpec
+    from tunesmith.data.prepare import prepare_data
+
+    prepared = tmp_path / "prepared"
+    prepare_data(PrepareSpec(inputs=[DEMO / "train.jsonl"], out=prepared, model=str(tiny_model_dir)))
+    manifest = json.loads((prepared / "dataset.json").read_text())
+    result = train_sft(
+        _spec(tiny_model_dir, tmp_path / "run", data=prepared, val_data=None, max_steps=2), progress=False
+    )
+    assert result.data_hash == manifest["hash"]  # the run names exactly the dataset version it saw
+    assert result.num_examples == len((prepared / "train.jsonl").read_text().splitlines())
+    assert result.num_val_examples == len((prepared / "val.jsonl").read_text().splitlines()) > 0
+    assert result.val_loss is not None
