@@ -296,6 +296,7 @@ def test_client_disconnect_mid_stream_frees_its_slot(server: Server) -> None:
     assert health["running"] == 0 and health["queued"] == 0
     metrics = http.get("/metrics").text
     assert 'tunesmith_requests_total{endpoint="chat",status="200",variant="voice@1"}' in metrics
+    assert 'tunesmith_requests_total{endpoint="chat",status="499",variant="voice@1"} 1.0' in metrics
     assert (
         "tunesmith_batch_size_bucket" in metrics and "tunesmith_time_to_first_token_seconds_bucket" in metrics
     )

@@ -1,11 +1,12 @@
 """The generation engine: one worker thread owns the model and decodes dynamic batches.
 
-Owns: the queue of generation jobs, forming batches (up to `max_batch_size` jobs, waiting at most
-`max_wait_s` for the first job's companions, at most as many distinct adapters as the adapter
-cache holds), a hand decode loop with a KV cache over a mixed-adapter batch (peft's
-`adapter_names`), per-row sampling, stop strings, streaming text deltas to each job's sink, dropping
-finished or cancelled rows from the batch, and draining on close. Does not own: HTTP, tokenizing
-prompts, auth, or which adapter a request maps to (see `service`).
+Owns: the queue of generation jobs; continuous batching (a batch starts with up to `max_batch_size`
+jobs, the first waiting at most `max_wait_s` for company, and queued jobs join free rows at every
+decode step, their KV cache merged in left-padded); at most as many distinct adapters per batch as
+the adapter cache holds; a hand decode loop with a KV cache over a mixed-adapter batch (peft's
+`adapter_names`); per-row sampling and stop strings; streaming text deltas to each job's sink;
+dropping finished or cancelled rows; draining on close. Does not own: HTTP, tokenizing prompts,
+auth, or which adapter a request maps to (see `service`).
 """
 
 from __future__ import annotations
@@ -67,13 +68,15 @@ class GenerationJob:
 class _Row:
     """A job being decoded: its tokens so far and how much of their text was already sent."""
 
-    def __init__(self, job: GenerationJob, tokenizer: PreTrainedTokenizerBase, eos: set[int]) -> None:
+    def __init__(
+        self, job: GenerationJob, tokenizer: PreTrainedTokenizerBase, eos: set[int], device: torch.device
+    ) -> None:
         self.job = job
         self.tokenizer = tokenizer
         self.eos = eos
         self.ids: list[int] = []
         self.sent = 0  # characters of the decoded text already emitted
-        self.generator = None if job.seed is None else torch.Generator().manual_seed(job.seed)
+        self.generator = None if job.seed is None else torch.Generator(device).manual_seed(job.seed)
 
     def step(self, token: int) -> bool:
         """Take one sampled token; emit what text is now safe to send. False once the job is done."""
@@ -304,7 +307,7 @@ class GenerationEngine:
             mask[index, width - len(job.prompt_ids) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        rows = [_Row(job, self.tokenizer, self.eos) for job in jobs]
+        rows = [_Row(job, self.tokenizer, self.eos, device) for job in jobs]
         cache = DynamicCache()
         logits = self._forward(rows, ids, mask, position, cache)
         batch = _Batch(rows, cache, mask, position[:, -1:], ids[:, -1:])

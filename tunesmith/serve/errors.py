@@ -36,16 +36,26 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status)
 
 
+def _counted(request: Request, response: JSONResponse) -> JSONResponse:
+    """Count an error response in the app's request metrics (variant `-`: none answered)."""
+    metrics = request.app.state.metrics
+    metrics.requests.labels(request.url.path, "-", str(response.status_code)).inc()
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, APIError)
-        return error_response(error)
+        return _counted(request, error_response(error))
 
     async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
         problems = list(error.errors())
         if any(problem["type"] == "json_invalid" for problem in problems):
-            return error_response(APIError(400, "malformed JSON in the request body", code="invalid_json"))
+            return _counted(
+                request,
+                error_response(APIError(400, "malformed JSON in the request body", code="invalid_json")),
+            )
         first = problems[0]
         location = [str(part) for part in first["loc"] if part != "body"]
         param = ".".join(location) or None
@@ -53,15 +63,19 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in problem['loc'] if p != 'body') or 'body'}: {problem['msg']}"
             for problem in problems[:5]
         )
-        return error_response(APIError(400, messages, param=param, code="invalid_value"))
+        return _counted(request, error_response(APIError(400, messages, param=param, code="invalid_value")))
 
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        return error_response(APIError(error.status_code, str(error.detail), code="http_error"))
+        return _counted(
+            request, error_response(APIError(error.status_code, str(error.detail), code="http_error"))
+        )
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
-        return error_response(APIError(500, f"internal error: {error}", type_="server_error"))
+        return _counted(
+            request, error_response(APIError(500, f"internal error: {error}", type_="server_error"))
+        )
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

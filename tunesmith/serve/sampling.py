@@ -15,10 +15,13 @@ def sample_next(
     generators: list[torch.Generator | None],
 ) -> list[int]:
     """One token id per row of `logits` (B, V), each row with its own settings and random generator."""
+    greedy = logits.argmax(dim=-1).tolist()  # one device sync for every greedy row
     tokens = []
-    for row, temperature, top_p, generator in zip(logits, temperatures, top_ps, generators, strict=True):
+    for index, (row, temperature, top_p, generator) in enumerate(
+        zip(logits, temperatures, top_ps, generators, strict=True)
+    ):
         if temperature == 0:
-            tokens.append(int(row.argmax()))
+            tokens.append(int(greedy[index]))
             continue
         probs = torch.softmax(row.float() / temperature, dim=-1)  # (V,)
         if top_p < 1.0:

@@ -36,7 +36,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _Sampling(_Body):
+class SamplingFields(_Body):
     model: str = Field(
         min_length=1, description="`base`, an adapter (`name` or `name@version`) or a deployment."
     )
@@ -55,13 +55,13 @@ class _Sampling(_Body):
         return [stop for stop in stops if stop]
 
     @model_validator(mode="after")
-    def _check_stop(self) -> _Sampling:
+    def _check_stop(self) -> SamplingFields:
         if len(self.stop_list()) > 4:
             raise ValueError("stop: at most 4 stop sequences")
         return self
 
 
-class ChatCompletionCreate(_Sampling):
+class ChatCompletionCreate(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, gt=0)
 
@@ -72,7 +72,7 @@ class ChatCompletionCreate(_Sampling):
         return self
 
 
-class CompletionCreate(_Sampling):
+class CompletionCreate(SamplingFields):
     prompt: str | list[str]
 
     def prompts(self) -> list[str]:

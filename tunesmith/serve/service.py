@@ -33,7 +33,7 @@ from tunesmith.registry.serving_store import (
 from tunesmith.serve.engine import EngineClosedError, GenerationEngine, GenerationJob, JobEvent
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.schemas import ChatMessage, _Sampling
+from tunesmith.serve.schemas import ChatMessage, SamplingFields
 
 request_logger = logging.getLogger("tunesmith.serve.requests")
 
@@ -167,7 +167,7 @@ class ServingService:
     def text_prompt(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
 
-    def max_tokens(self, body: _Sampling, requested: int | None, prompt_tokens: int) -> int:
+    def max_tokens(self, body: SamplingFields, requested: int | None, prompt_tokens: int) -> int:
         """The completion budget, or a 400 naming the limit broken."""
         if body.n > self.max_n:
             raise APIError(400, f"n: at most {self.max_n} choices per request, got {body.n}", param="n")
@@ -188,7 +188,9 @@ class ServingService:
 
     # ------------------------------------------------------------------ running
 
-    def start(self, target: Target, prompts: list[list[int]], body: _Sampling, max_tokens: int) -> Generation:
+    def start(
+        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int
+    ) -> Generation:
         """Queue `n` jobs per prompt; choice `p * n + i` is prompt p's i-th, with seed `seed + i`."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()

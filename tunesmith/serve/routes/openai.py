@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from tunesmith.serve.deps import CallerDep, ServiceDep
 from tunesmith.serve.engine import JobEvent
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.schemas import ChatCompletionCreate, CompletionCreate, Usage, _Sampling
+from tunesmith.serve.metrics import ServeMetrics
+from tunesmith.serve.schemas import ChatCompletionCreate, CompletionCreate, SamplingFields, Usage
 from tunesmith.serve.service import Generation, Target
 
 router = APIRouter(prefix="/v1")
@@ -66,7 +67,7 @@ async def create_completion(
 
 
 async def _respond(
-    request: Request, generation: Generation, body: _Sampling, endpoint: str, prompt: dict[str, Any],
+    request: Request, generation: Generation, body: SamplingFields, endpoint: str, prompt: dict[str, Any],
     finish: Callable[..., Awaitable[None]],
 ) -> Response:  # fmt: skip
     response_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid4().hex}"
@@ -79,7 +80,8 @@ async def _respond(
         except BaseException:
             generation.cancel()
             raise
-        stream = _stream(events, first, generation, body, endpoint, response_id, record)
+        metrics = request.app.state.metrics
+        stream = _stream(events, first, generation, body, endpoint, response_id, record, metrics)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
     try:
@@ -101,7 +103,7 @@ async def _respond(
 
 async def _stream(
     events: AsyncIterator[tuple[int, JobEvent]], first: tuple[int, JobEvent], generation: Generation,
-    body: _Sampling, endpoint: str, response_id: str, record: Callable[[], Awaitable[None]],
+    body: SamplingFields, endpoint: str, response_id: str, record: Callable[[], Awaitable[None]], metrics: ServeMetrics,
 ) -> AsyncIterator[str]:  # fmt: skip
     target = generation.target
     completed = False
@@ -128,6 +130,7 @@ async def _stream(
     finally:
         if not completed:  # the client went away (or the job failed): free the batch rows
             generation.cancel()
+            metrics.requests.labels(endpoint, target.variant, "499").inc()  # 499: client closed request
     await record()
     if body.stream_options is not None and body.stream_options.include_usage:
         final = _envelope(endpoint, response_id, target, [], stream=True)
