@@ -29,16 +29,24 @@ def compare(
     train_data: Path | None = typer.Option(
         None, "--train-data", help="Few-shot pool and label set (default: the first run's training data)."
     ),
-    task: EvalTask | None = typer.Option(None, "--task", help="Task type; detected from the data when unset."),
+    task: EvalTask | None = typer.Option(
+        None, "--task", help="Task type; detected from the data when unset."
+    ),
     metric: list[str] | None = typer.Option(None, "--metric", help="Metric to compute (repeatable)."),
     shots: int | None = typer.Option(None, "--shots", help="Demonstrations in 'few-shot' (default 5)."),
     out: Path = typer.Option(Path("compare"), "--out", "-o", help="Report folder."),
-    data_format: DataFormat | None = typer.Option(None, "--format", help="Example form; detected when unset."),
+    data_format: DataFormat | None = typer.Option(
+        None, "--format", help="Example form; detected when unset."
+    ),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest generated answer."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts generated or scored together."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
-    judge_model: str | None = typer.Option(None, "--judge-model", help="LLM judge (local model or endpoint id)."),
-    judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint of the judge."),
+    judge_model: str | None = typer.Option(
+        None, "--judge-model", help="LLM judge (local model or endpoint id)."
+    ),
+    judge_url: str | None = typer.Option(
+        None, "--judge-url", help="OpenAI-compatible endpoint of the judge."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
 ) -> None:
     """Score every item on the same examples; each metric with its 95% bootstrap interval, and each
@@ -61,7 +69,9 @@ def compare(
     if json_output:
         print_json(report)
         return
-    print_report_table(report, title=f"comparison on {spec.data.name} ({report['data']['examples']} examples)")
+    print_report_table(
+        report, title=f"comparison on {spec.data.name} ({report['data']['examples']} examples)"
+    )
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
 
 
@@ -81,5 +91,4 @@ def _candidate(item: str, run: dict[str, object] | None, shots: int, has_pool: b
     path = Path(item)
     if (path / "adapter_config.json").is_file():
         return Candidate(path.name, adapter_dir=path)
-    return Candidate(item, model=item)
-
+    return Candidate(path.name if path.is_dir() else item, model=item)

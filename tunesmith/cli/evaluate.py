@@ -175,22 +175,22 @@ def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
 
 
 def print_report_table(report: dict[str, Any], title: str) -> None:
-    """Models as rows, metrics (value and 95% interval) as columns; then the verdicts."""
+    """Metrics as rows, models as columns (value and 95% interval, the best in bold); then the verdicts."""
     models = report["models"]
     names = list(models[0]["metrics"])
-    best = {name: max(m["metrics"][name]["value"] for m in models) for name in names}
     table = Table(title=title)
-    table.add_column("model")
-    for name in names:
-        table.add_column(name, justify="right")
+    table.add_column("metric")
     for entry in models:
+        table.add_column(entry["name"], justify="right")
+    for name in names:
+        best = max(m["metrics"][name]["value"] for m in models)
         cells = []
-        for name in names:
+        for entry in models:
             metric = entry["metrics"][name]
             digits = 2 if metric["value"] > 1.5 else 3
             text = f"{metric['value']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
-            cells.append(f"[bold]{text}[/]" if metric["value"] == best[name] and len(models) > 1 else text)
-        table.add_row(entry["name"], *cells)
+            cells.append(f"[bold]{text}[/]" if metric["value"] == best and len(models) > 1 else text)
+        table.add_row(name, *cells)
     console.print(table)
     if not report["comparisons"]:
         return

@@ -1,0 +1,53 @@
+"""`tunesmith compare` through the CLI on the tiny model: baselines and a full model, with verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from tests.conftest import DEMO
+from tunesmith.cli import app
+from tunesmith.config import default_database_url
+from tunesmith.registry.models import EvaluationRecord
+from tunesmith.registry.store import Registry
+
+runner = CliRunner()
+
+
+def test_compare_baselines_and_a_model_directory(tiny_model_dir: Path, tmp_path: Path) -> None:
+    args = ["compare", "zero-shot", "few-shot", str(tiny_model_dir), "--base", str(tiny_model_dir),
+            "--data", str(DEMO / "test.jsonl"), "--train-data", str(DEMO / "val.jsonl"), "--shots", "2",
+            "--limit", "4", "--max-new-tokens", "4", "--metric", "rouge_l", "--metric", "chrf",
+            "--out", str(tmp_path / "cmp"), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [m["name"] for m in report["models"]] == ["base zero-shot", "base 2-shot", tiny_model_dir.name]
+    assert set(report["models"][0]["metrics"]) == {"rouge_l", "chrf"}
+    # the same weights prompted the same way answer the same: no significant difference, p = 1
+    same = [
+        c
+        for c in report["comparisons"]
+        if c["model"] == tiny_model_dir.name and c["reference"] == "base zero-shot"
+    ]
+    assert {c["verdict"] for c in same} == {"no significant difference"} and {c["p_value"] for c in same} == {
+        1.0
+    }
+    assert (tmp_path / "cmp" / "report.html").is_file()
+    with Registry(default_database_url()).connect().session() as session:
+        stored = session.scalars(select(EvaluationRecord)).one()
+    assert stored.out_dir == str(tmp_path / "cmp") and stored.report["comparisons"] == report["comparisons"]
+
+    table = runner.invoke(app, [*args[:-1]])
+    assert table.exit_code == 0 and "verdict" in table.output and "significant" in table.output
+
+
+def test_compare_refuses_few_shot_without_training_data(tiny_model_dir: Path) -> None:
+    result = runner.invoke(
+        app, ["compare", "few-shot", "--base", str(tiny_model_dir), "--data", str(DEMO / "test.jsonl")]
+    )
+    assert result.exit_code != 0
+    assert "needs training data" in str(result.exception)
