@@ -96,11 +96,12 @@ class AdapterCache:
         self.model: PreTrainedModel | PeftModel = model
         self._shapes = linear_shapes(model)
         self._loaded: OrderedDict[str, Path] = OrderedDict()
+        self._snapshot: tuple[str, ...] = ()  # what other threads read; replaced whole, never mutated
 
     @property
     def loaded(self) -> list[str]:
-        """Loaded adapter keys, least recently used first."""
-        return list(self._loaded)
+        """Loaded adapter keys, least recently used first (safe to read from any thread)."""
+        return list(self._snapshot)
 
     def is_peft(self) -> bool:
         return isinstance(self.model, PeftModel)
@@ -109,6 +110,7 @@ class AdapterCache:
         """Load `key` from `path` unless loaded (verifying it first); evict LRU adapters not in `pinned`."""
         if key in self._loaded:
             self._loaded.move_to_end(key)
+            self._snapshot = tuple(self._loaded)
             return
         verify_adapter(path, self.base_path, self._shapes)
         if isinstance(self.model, PeftModel):
@@ -121,6 +123,7 @@ class AdapterCache:
             if len(self._loaded) <= self.capacity:
                 break
             self.unload(old)
+        self._snapshot = tuple(self._loaded)
 
     def unload(self, key: str) -> bool:
         """Remove a loaded adapter; the last one unwraps the model back to the bare base. False if absent."""
@@ -128,6 +131,7 @@ class AdapterCache:
             return False
         assert isinstance(self.model, PeftModel)
         del self._loaded[key]
+        self._snapshot = tuple(self._loaded)
         if self._loaded:
             if self.model.active_adapter == key:  # requests name their adapter; this only keeps peft quiet
                 self.model.set_adapter(next(iter(self._loaded)))

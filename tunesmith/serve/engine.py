@@ -107,9 +107,9 @@ class _Row:
 
 def _held_back(text: str, stops: list[str]) -> int:
     """Characters at the end of `text` not yet safe to send: a partial UTF-8 character or stop string."""
-    if text.endswith("\ufffd"):
-        return 1
-    held = 0
+    held = len(text) - len(text.rstrip("\ufffd"))  # bytes of a character still arriving
+    if held:
+        return held
     for stop in stops:
         for size in range(min(len(stop) - 1, len(text)), held, -1):
             if text.endswith(stop[:size]):
