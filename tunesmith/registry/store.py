@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,6 +42,7 @@ class Registry:
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self._engine: Engine = create_engine(self.url)
         Base.metadata.create_all(self._engine)
+        _add_missing_columns(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self
 
@@ -239,6 +240,27 @@ class Registry:
             session.add(record)
             session.flush()
             return record.id
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a registry written by an older tunesmith up to date: add the nullable columns it lacks.
+
+    The schema only ever grows by nullable columns and new tables (create_all adds those), so this
+    additive step is the whole migration; a non-nullable column missing from an old table is a bug here.
+    """
+    existing = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable:
+                    raise ConfigError(
+                        f"registry {engine.url}: table {table.name} lacks required column {column.name}"
+                    )
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:

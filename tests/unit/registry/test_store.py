@@ -83,3 +83,18 @@ def test_measured_throughput_is_per_model_method_device_and_precision(tmp_path: 
     assert registry.measured_throughput("base-x", "lora", "cuda", "bf16") == []
     assert registry.measured_throughput("base-x", "full", "cpu", "bf16") == []
     assert registry.measured_throughput("base-y", "lora", "cpu", "bf16") == []
+
+
+def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the datasets table as the first release wrote it
+        old.execute(
+            "CREATE TABLE datasets (id VARCHAR(64) PRIMARY KEY, path TEXT, rows INTEGER, created_at DATETIME)"
+        )
+        old.execute("INSERT INTO datasets VALUES ('d1', 'train.jsonl', 3, '2026-11-23 18:00:00')")
+    registry = Registry(f"sqlite:///{path}").connect()
+    registry.record_dataset("d2", "prepared/", 10, {"steps": []})
+    assert registry.get_dataset("d2")["lineage"] == {"steps": []}
+    assert registry.get_dataset("d1")["rows"] == 3  # old rows survive, with no lineage
