@@ -125,6 +125,12 @@ class AdapterCache:
             self.unload(old)
         self._snapshot = tuple(self._loaded)
 
+    def activate(self, key: str) -> None:
+        """Make a loaded adapter the one a plain (not mixed-batch) forward uses."""
+        assert isinstance(self.model, PeftModel)
+        if self.model.active_adapter != key:
+            self.model.set_adapter(key, inference_mode=True)
+
     def unload(self, key: str) -> bool:
         """Remove a loaded adapter; the last one unwraps the model back to the bare base. False if absent."""
         if key not in self._loaded:

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -323,17 +324,28 @@ class GenerationEngine:
         position: torch.Tensor,
         cache: DynamicCache,
     ) -> torch.Tensor:
-        """Last-position logits (B, V), each row through its own adapter (peft's mixed-batch forward)."""
+        """Last-position logits (B, V), each row through its own adapter.
+
+        A batch of several adapters takes peft's mixed-batch forward (`adapter_names`); a batch of one
+        adapter, or of the bare base, the plain forward, which skips peft's per-call hooks and the
+        per-adapter gather/scatter (measured 257 → 372 ms a step for 16 rows of the embedded model).
+        """
         model: Any = self.adapters.model
-        names = (
-            {"adapter_names": [row.job.adapter or "__base__" for row in rows]}
-            if self.adapters.is_peft()
-            else {}
-        )
-        output = model(
-            input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True, logits_to_keep=1,
-            **names,
-        )  # fmt: skip
+        adapters = {row.job.adapter for row in rows}
+        names: dict[str, Any] = {}
+        context: AbstractContextManager[Any] = nullcontext()
+        if self.adapters.is_peft():
+            if len(adapters) > 1:
+                names = {"adapter_names": [row.job.adapter or "__base__" for row in rows]}
+            elif None in adapters:
+                context = model.disable_adapter()
+            else:
+                self.adapters.activate(next(iter(adapters)))  # type: ignore[arg-type]
+        with context:
+            output = model(
+                input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                logits_to_keep=1, **names,
+            )  # fmt: skip
         return output.logits[:, -1]  # type: ignore[no-any-return]
 
     def _advance(self, batch: _Batch, logits: torch.Tensor) -> None:
