@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -115,16 +115,38 @@ class TrainSpec(_Spec):
         description="Recompute activations in backward to save memory; auto: only when one row would "
         "not fit the memory limit otherwise (it costs about a third more compute).",
     )
+    compile: bool = Field(
+        False,
+        description="Compile the model body with torch.compile (fuses norms, RoPE and activations); pays "
+        "off on long runs, costs a compile of a minute or more first.",
+    )
     eval_every: int = Field(50, gt=0, description="Optimizer steps between validation passes.")
     save_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept on disk.")
     early_stopping_patience: int | None = Field(
         3, gt=0, description="Stop after this many validations without improvement (None: never)."
     )
+    eval_metrics: list[str] | None = Field(
+        None,
+        description="Task metrics (e.g. rouge_l, accuracy) scored on a validation sample at each validation, "
+        "logged beside the loss; unset: loss only.",
+    )
+    eval_samples: int = Field(32, gt=0, description="Validation examples the task metrics are scored on.")
+    select_by: str = Field(
+        "val_loss",
+        description="What picks the best checkpoint and drives early stopping: val_loss (lower is better) "
+        "or one of eval_metrics (higher is better).",
+    )
     log_every: int = Field(1, gt=0, description="Optimizer steps between metric lines.")
     seed: int = Field(42, description="Seed for data order, adapter init and dropout.")
     name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
     out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
+
+    @model_validator(mode="after")
+    def _select_by_is_measured(self) -> TrainSpec:
+        if self.select_by != "val_loss" and self.select_by not in (self.eval_metrics or []):
+            raise ValueError(f"select_by {self.select_by!r} must be val_loss or one of eval_metrics")
+        return self
 
     def resolved_lr(self) -> float:
         """The learning rate this job uses."""

@@ -57,6 +57,16 @@ def train(
         None, "--gradient-checkpointing", help="auto (default: only if needed to fit), on or off."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for data order, init and dropout."),
+    eval_metrics: list[str] | None = typer.Option(
+        None,
+        "--eval-metric",
+        help="Task metric scored on a validation sample at each validation (repeatable), e.g. rouge_l, accuracy.",
+    ),
+    select_by: str | None = typer.Option(
+        None,
+        "--select-by",
+        help="val_loss (default) or an --eval-metric: picks the best checkpoint, early stops.",
+    ),
     name: str | None = typer.Option(
         None, "--name", help="Adapter name in the registry (default: the run id)."
     ),
@@ -100,7 +110,8 @@ def train(
         "lora_r": lora_r, "lora_alpha": lora_alpha, "max_seq_len": max_seq_len, "eval_every": eval_every,
         "save_every": save_every, "precision": precision, "seed": seed, "name": name, "out": out,
         "memory_limit_gb": memory_limit_gb, "micro_batch_tokens": micro_batch_tokens,
-        "gradient_checkpointing": gradient_checkpointing,
+        "gradient_checkpointing": gradient_checkpointing, "eval_metrics": eval_metrics or None,
+        "select_by": select_by,
     }  # fmt: skip
     resume_dir: Path | None = None
     if resume is not None:

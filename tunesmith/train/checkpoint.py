@@ -28,7 +28,8 @@ class LoopState:
     trained_tokens: int = 0  # non-padding tokens processed so far
     train_seconds: float = 0.0  # wall time spent in optimizer steps (forward, backward, update)
     loop_seconds: float = 0.0  # wall time of the whole loop, validation and checkpoints included
-    best_val_loss: float | None = None
+    best_val_loss: float | None = None  # val loss at the best step
+    best_score: float | None = None  # the selection criterion at the best step, lower is better
     best_step: int | None = None
     evals_without_improvement: int = 0
 

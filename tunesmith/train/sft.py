@@ -24,11 +24,13 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
-from tunesmith.config import Precision, TrainSpec, tunesmith_home
+from tunesmith.config import ConfigError, Precision, TrainSpec, tunesmith_home
 from tunesmith.data.ingest import is_prepared_dataset, load_split
 from tunesmith.data.pack import PackedBatch, pack_batch
-from tunesmith.data.records import dataset_hash
+from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
+from tunesmith.eval.during_training import evaluate_during_training
+from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.adapters import add_lora, model_card, save_artifact
 from tunesmith.models.loading import (
     default_device,
@@ -139,6 +141,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     val_examples, val_hash = (
         _render_split(run, tokenizer, val_source, "val", spec) if val_source else ([], None)
     )
+    val_sample = _metric_sample(spec, val_source)
 
     device = default_device()
     bf16 = spec.precision == Precision.bf16 or (
@@ -159,6 +162,8 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     if layout["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder = model.get_decoder()  # the transformer body: hidden states, no logits
+    if spec.compile:  # row count and width vary per batch: one dynamic graph, not a recompile per shape
+        decoder = torch.compile(decoder, dynamic=True)
     head_weight = model.get_output_embeddings().weight
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=spec.resolved_lr(), weight_decay=spec.weight_decay)
@@ -248,25 +253,34 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         stop = False
         if val_examples and (state.step % spec.eval_every == 0 or state.step == total_steps):
             last_val_loss = _validation_loss(model, val_examples, spec, pad_id, loss_of)
+            scores = {
+                f"val_{name}": round(value, 6)
+                for name, value in (
+                    evaluate_during_training(model, tokenizer, val_sample, spec.eval_metrics)
+                    if spec.eval_metrics
+                    else {}
+                ).items()
+            }
             run.log_metrics(
-                {"step": state.step, "epoch": round(epoch, 4), "val_loss": round(last_val_loss, 6)}
+                {"step": state.step, "epoch": round(epoch, 4), "val_loss": round(last_val_loss, 6)} | scores
             )
             progress.note_val(last_val_loss)
-            if state.best_val_loss is None or last_val_loss < state.best_val_loss:
-                state.best_val_loss, state.best_step, state.evals_without_improvement = (
-                    last_val_loss,
-                    state.step,
-                    0,
-                )
+            # Lower is better: the loss, or a task metric negated.
+            score = last_val_loss if spec.select_by == "val_loss" else -scores[f"val_{spec.select_by}"]
+            if state.best_score is None or score < state.best_score:
+                state.best_score, state.best_val_loss, state.best_step = score, last_val_loss, state.step
+                state.evals_without_improvement = 0
                 _save_best(run, model)
             else:
                 state.evals_without_improvement += 1
             run.emit(
                 EventType.metrics,
-                f"step {state.step}: val loss {last_val_loss:.4f}",
+                f"step {state.step}: val loss {last_val_loss:.4f}"
+                + "".join(f", {name} {value:.4f}" for name, value in scores.items()),
                 step=state.step,
                 train_loss=train_loss,
                 val_loss=last_val_loss,
+                **scores,
             )
             patience = spec.early_stopping_patience
             if patience is not None and state.evals_without_improvement >= patience:
@@ -423,6 +437,19 @@ def _validation_loss(
         tokens += count
     model.train()
     return total / max(tokens, 1)
+
+
+def _metric_sample(spec: TrainSpec, val_source: Path | None) -> list[Example]:
+    """The validation examples task metrics are scored on during training (none without eval_metrics)."""
+    if not spec.eval_metrics:
+        return []
+    if val_source is None:
+        raise ConfigError("train.eval_metrics: task metrics during training need validation data (val_data)")
+    sample = load_split(val_source, "val", spec.format)[0][: spec.eval_samples]
+    metric_names(
+        detect_task(sample), spec.eval_metrics
+    )  # unknown or inapplicable names fail here, not mid-run
+    return sample
 
 
 def _render_split(

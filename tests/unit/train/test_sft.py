@@ -123,3 +123,46 @@ def test_trains_on_a_prepared_folder_with_its_val_split_and_records_its_hash(
     assert result.num_examples == len((prepared / "train.jsonl").read_text().splitlines())
     assert result.num_val_examples == len((prepared / "val.jsonl").read_text().splitlines()) > 0
     assert result.val_loss is not None
+
+
+def test_task_metrics_during_training_pick_the_best_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Classification: label scoring is one forward pass per batch, so the test stays fast.
+    topics = {
+        "hours": "When do you open on Sunday?",
+        "allergens": "Is the muffin nut free?",
+        "refunds": "Can I get my money back?",
+    }
+    rows = [
+        {"text": f"{text} ({index})", "label": label} for index in range(8) for label, text in topics.items()
+    ]
+    data = write_jsonl(tmp_path / "train.jsonl", rows[:18])
+    val = write_jsonl(tmp_path / "val.jsonl", rows[18:])
+    spec = _spec(
+        tiny_model_dir, tmp_path / "run", data=data, val_data=val, max_steps=4, eval_every=1,
+        eval_metrics=["accuracy", "macro_f1"], select_by="accuracy", early_stopping_patience=None,
+    )  # fmt: skip
+    result = train_sft(spec, progress=False)
+    validations = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if "val_loss" in line
+    ]
+    assert [v["step"] for v in validations] == [1, 2, 3, 4]
+    assert all(0 <= v["val_accuracy"] <= 1 and "val_macro_f1" in v for v in validations)
+    best = max(validations, key=lambda v: v["val_accuracy"])  # the first of equals, as training keeps it
+    assert result.best_step == best["step"] and result.val_loss == pytest.approx(best["val_loss"], abs=1e-6)
+
+
+def test_task_metrics_need_validation_data_and_select_by_must_be_one_of_them(tiny_model_dir: Path) -> None:
+    from tunesmith.config import ConfigError
+
+    with pytest.raises(ValueError, match="select_by"):
+        TrainSpec(data=DEMO / "val.jsonl", eval_metrics=["rouge_l"], select_by="bleu")
+    spec = TrainSpec(model=str(tiny_model_dir), data=DEMO / "val.jsonl", eval_metrics=["rouge_l"])
+    with pytest.raises(ConfigError, match="need validation data"):
+        train_sft(spec, progress=False)
+    with pytest.raises(ConfigError, match="accuracy"):
+        train_sft(
+            spec.model_copy(update={"val_data": DEMO / "test.jsonl", "eval_metrics": ["accuracy"]}),
+            progress=False,
+        )
