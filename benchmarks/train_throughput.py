@@ -36,6 +36,7 @@ VAL_EXAMPLES = 32
 BATCH = 8
 LR = 2e-4
 CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
+EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout")  # opt in with --configs
 
 
 def measure_matmul_peak(device: str) -> dict[str, float]:
@@ -69,7 +70,8 @@ def write_data(directory: Path, examples: int, source: Path) -> dict[str, Path]:
     if not source.is_file():
         sys.exit(f"GSM8K not found at {source} (the project's shared datasets)")
     rows = [
-        json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()[: examples + VAL_EXAMPLES]
+        json.loads(line)
+        for line in source.read_text(encoding="utf-8").splitlines()[: examples + VAL_EXAMPLES]
     ]
     paths = {}
     for split, part in (("train", rows[:examples]), ("val", rows[examples:])):
@@ -87,13 +89,16 @@ def write_data(directory: Path, examples: int, source: Path) -> dict[str, Path]:
     return paths
 
 
-def run_tunesmith(data: dict[str, Path], steps: int, work: Path, model: str, batch: int) -> dict[str, Any]:
+def run_tunesmith(
+    data: dict[str, Path], steps: int, work: Path, model: str, batch: int, variant: str
+) -> dict[str, Any]:
     from tunesmith.config import TrainSpec
     from tunesmith.train.sft import train_sft
 
     spec = TrainSpec(
         model=model, data=data["train"], val_data=data["val"], max_steps=steps, batch_size=batch, lr=LR,
-        eval_every=10**6, save_every=10**6, out=work / "tunesmith-run",
+        eval_every=10**6, save_every=10**6, out=work / "tunesmith-run", compile=variant == "compile",
+        lora={"dropout": 0.0 if variant == "no-dropout" else 0.05},
     )  # fmt: skip
     result = train_sft(spec, progress=False)
     metrics = [
@@ -190,8 +195,8 @@ def run_one(
 ) -> dict[str, Any]:
     import torch
 
-    if name == "tunesmith":
-        result = run_tunesmith(data, steps, work, model, batch)
+    if name.startswith("tunesmith"):
+        result = run_tunesmith(data, steps, work, model, batch, name.removeprefix("tunesmith").strip("-"))
     else:
         result = run_trl(data, steps, work, name == "trl-best", model, batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -205,7 +210,9 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
     share_after = (len(seconds) - WARMUP_STEPS) / len(seconds)
     scaled = raw["total_tokens"] * share_after / sum(seconds[WARMUP_STEPS:])
     tokens_per_second = (
-        raw["exact_tokens_after_warmup"] / sum(seconds[WARMUP_STEPS:]) if name == "tunesmith" else scaled
+        raw["exact_tokens_after_warmup"] / sum(seconds[WARMUP_STEPS:])
+        if name.startswith("tunesmith")
+        else scaled
     )
     return {
         "config": name,
@@ -218,6 +225,7 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
         "estimated_peak_gb": raw.get("estimated_peak_gb"),  # tunesmith's plan, before the run
         "val_loss": round(raw["val_loss"], 4),
         "steps": len(seconds),
+        "first_step_seconds": round(seconds[0], 1),  # includes torch.compile's compile time
     }
 
 
@@ -231,10 +239,14 @@ def main() -> None:
         "--model", default="smollm2-135m-instruct", help="catalog name or model directory (default: embedded)"
     )
     parser.add_argument(
-        "--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS)
+        "--configs",
+        default=",".join(CONFIGS),
+        help="comma-separated subset of " + ", ".join(CONFIGS + EXTRA_CONFIGS),
     )
     parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
-    parser.add_argument("--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)")
+    parser.add_argument(
+        "--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)"
+    )
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
