@@ -69,7 +69,12 @@ def test_fine_tune_beats_zero_and_few_shot_baselines_significantly(model_home: P
     assert len(test) == len(INTENTS) * TEST_PER_INTENT and all(example.label for example in test)
     candidates = [*baseline_candidates(len(INTENTS)), Candidate("fine-tuned", Path(result.artifact_dir))]
     report = evaluate_models(
-        "smollm2-135m-instruct", candidates, test, tmp_path / "eval", train_examples=train, show_progress=False
+        "smollm2-135m-instruct",
+        candidates,
+        test,
+        tmp_path / "eval",
+        train_examples=train,
+        show_progress=False,
     )
 
     assert report["task"] == "classification" and report["labels"] == sorted(INTENTS)
