@@ -18,12 +18,15 @@ server reports, so early stops are not flattered). Figures:
 The machine's load average is printed with the figures; other work on the machine slows them.
 
 Measured 2026-11-26 (`--threads 1`, embedded model, max_tokens 32) on a shared 2-core AVX2 CPU with a
-load average of 5-6 from other jobs (so every figure is slower than on an idle machine):
-  batching: 5.2 tokens/s one at a time -> 23.2 with 16 clients (4.4x)
-  adapters: 22.4 tokens/s over 8 adapters vs 23.2 on one (0.97x); each loaded adapter grew RSS by
-            19-21 MB (adapter file 19.6 MB; base model 538 MB); 8 adapters: +85 MB in all
-  load:     1,000 requests, 32 clients, 8 adapters: 0 failed; latency p50 44 s / p95 71 s,
-            time to first token p50 0.89 s / p95 4.4 s; 22 tokens/s overall
+load average of 4-6 from other jobs (so every figure is slower than on an idle machine):
+  batching: 5.9 tokens/s one at a time -> 46.6 with 16 clients (7.9x)
+  adapters: 27.6 tokens/s over 8 adapters vs 46.6 on one (0.59x: below the 0.8x goal). A batch of one
+            adapter takes the plain forward; a mixed batch pays peft's `adapter_names` path (per-call
+            hooks, a gather/scatter per adapter per layer). Before the plain-forward path, one adapter
+            also paid it: 22.4 vs 23.2 tokens/s (0.97x), both slower.
+            Each loaded adapter grew RSS by 16-22 MB (adapter file 19.6 MB; base model 538 MB).
+  load:     1,000 requests, 32 clients, 8 adapters: 0 failed; latency p50 30 s / p95 38 s,
+            time to first token p50 1.05 s / p95 6.8 s; 34 tokens/s overall
 """
 
 from __future__ import annotations
@@ -237,8 +240,9 @@ def main() -> None:
             )
             figures["sequential"], figures["concurrent_16"] = one, many
             figures["batching_speedup"] = many["tokens_per_s"] / one["tokens_per_s"]
-            mixed = asyncio.run(
-                run_load(url, [f"a{i}" for i in range(8)], args.requests, 16, args.max_tokens)
+            mixed = _report(
+                "mixed_8_adapters_16",
+                asyncio.run(run_load(url, [f"a{i}" for i in range(8)], args.requests, 16, args.max_tokens)),
             )
             figures["mixed_8_adapters_16"] = mixed
             figures["mixed_vs_single"] = mixed["tokens_per_s"] / many["tokens_per_s"]

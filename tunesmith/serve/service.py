@@ -30,8 +30,9 @@ from tunesmith.registry.serving_store import (
     choose_variant,
     parse_model_ref,
 )
-from tunesmith.serve.engine import EngineClosedError, GenerationEngine, GenerationJob, JobEvent
+from tunesmith.serve.engine import EngineClosedError, GenerationEngine
 from tunesmith.serve.errors import APIError
+from tunesmith.serve.jobs import GenerationJob, JobEvent
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import ChatMessage, SamplingFields
 

@@ -8,7 +8,8 @@ import pytest
 
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.serve.adapters import AdapterCache
-from tunesmith.serve.engine import GenerationEngine, GenerationJob, JobEvent
+from tunesmith.serve.engine import GenerationEngine
+from tunesmith.serve.jobs import GenerationJob, JobEvent
 from tunesmith.serve.metrics import ServeMetrics
 
 

@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.serve.deps import CallerDep, ServiceDep
-from tunesmith.serve.engine import JobEvent
 from tunesmith.serve.errors import APIError
+from tunesmith.serve.jobs import JobEvent
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import ChatCompletionCreate, CompletionCreate, SamplingFields, Usage
 from tunesmith.serve.service import Generation, Target
