@@ -21,8 +21,8 @@ def test_compare_baselines_and_a_model_directory(tiny_model_dir: Path, tmp_path:
     args = ["compare", "zero-shot", "few-shot", str(tiny_model_dir), "--base", str(tiny_model_dir),
             "--data", str(DEMO / "test.jsonl"), "--train-data", str(DEMO / "val.jsonl"), "--shots", "2",
             "--limit", "4", "--max-new-tokens", "4", "--metric", "rouge_l", "--metric", "chrf",
-            "--out", str(tmp_path / "cmp"), "--json"]  # fmt: skip
-    result = runner.invoke(app, args)
+            "--out", str(tmp_path / "cmp")]  # fmt: skip
+    result = runner.invoke(app, [*args, "--judge-model", str(tiny_model_dir), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [m["name"] for m in report["models"]] == ["base zero-shot", "base 2-shot", tiny_model_dir.name]
@@ -37,11 +37,22 @@ def test_compare_baselines_and_a_model_directory(tiny_model_dir: Path, tmp_path:
         1.0
     }
     assert (tmp_path / "cmp" / "report.html").is_file()
+    judge = report["judge"]  # a local judge: rubric per model, the last model against each earlier one
+    assert judge["examples"] == 4 and judge["metric"] == "rouge_l"
+    assert set(judge["rubric"]) == {"base zero-shot", "base 2-shot", tiny_model_dir.name}
+    assert set(judge["rubric"]["base 2-shot"]) == {"accuracy", "helpfulness"}
+    assert (
+        judge["rubric"]["base 2-shot"]["accuracy"]["unparseable"] == 0
+    )  # log-likelihood choices always parse
+    assert [(row["model"], row["reference"]) for row in judge["pairwise"]] == [
+        (tiny_model_dir.name, "base zero-shot"), (tiny_model_dir.name, "base 2-shot")
+    ]  # fmt: skip
+    assert "## LLM judge" in (tmp_path / "cmp" / "report.md").read_text()
     with Registry(default_database_url()).connect().session() as session:
         stored = session.scalars(select(EvaluationRecord)).one()
     assert stored.out_dir == str(tmp_path / "cmp") and stored.report["comparisons"] == report["comparisons"]
 
-    table = runner.invoke(app, [*args[:-1]])
+    table = runner.invoke(app, args)
     assert table.exit_code == 0 and "verdict" in table.output and "significant" in table.output
 
 
