@@ -18,14 +18,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tunesmith.config import ConfigError
 from tunesmith.eval.metrics import Metric, References, mean_of_first, normalize_space
 from tunesmith.eval.metrics import _check as check_pairs
 
 _INSTALL = "install the extra: pip install 'tunesmith[meteor]'"
 
 
-class MetricUnavailableError(RuntimeError):
-    """A metric needs software that is not installed; the message says what to install."""
+class MetricUnavailableError(ConfigError):
+    """A metric was asked for whose software is not installed; the message says what to install.
+
+    A `ConfigError`, so the CLI reports it as one line (exit 2) like any other unusable setting.
+    """
 
 
 def _require_package() -> None:
@@ -47,6 +51,14 @@ def require_java() -> str:
             "'meteor' from the metrics"
         )
     return java
+
+
+def check_available(names: Sequence[str]) -> None:
+    """Fail before any model runs when a requested COCO metric cannot be computed here."""
+    if {"meteor", "cider"} & set(names):
+        _require_package()
+    if "meteor" in names:
+        require_java()
 
 
 def _tokenize(text: str) -> str:

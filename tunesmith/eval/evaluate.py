@@ -22,12 +22,13 @@ from peft import PeftModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from tunesmith.config import DataFormat, EvalTask
+from tunesmith.config import ConfigError, DataFormat, EvalTask
 from tunesmith.data.ingest import load_examples, load_split
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import render_text
 from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
 from tunesmith.eval.classify import score_labels
+from tunesmith.eval.coco import check_available
 from tunesmith.eval.generate import generate_batched
 from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.report import ScoredModel, build_report, write_report
@@ -132,9 +133,10 @@ def evaluate_models(
         raise ValueError("no test examples to evaluate")
     resolved = task or detect_task(examples)
     names = metric_names(resolved, metrics)
+    check_available(names)  # a missing Java runtime is reported before minutes of generation, not after
     labels = _label_set(examples, train_examples) if resolved == EvalTask.classification else None
     if any(c.shots for c in candidates) and not train_examples:
-        raise ValueError("a few-shot baseline needs training examples to draw demonstrations from")
+        raise ConfigError("a few-shot baseline needs training data to draw demonstrations from (train_data)")
     references = [[example.reference()] for example in examples]
     scored: dict[str, ScoredModel] = {}
     progress = Progress(
@@ -210,11 +212,11 @@ def _label_set(examples: Sequence[Example], train_examples: Sequence[Example] | 
     """Sorted labels of the training data (the test data's when no training data is given)."""
     pool = train_examples or examples
     if any(example.label is None for example in pool):
-        raise ValueError("classification needs a label on every example (text/label rows)")
+        raise ConfigError("classification needs a label on every example (text/label rows)")
     labels = sorted({example.label for example in pool if example.label is not None})
     unseen = sorted({e.label for e in examples if e.label is not None} - set(labels))
     if unseen:
-        raise ValueError(f"test labels never seen in the training data: {unseen[:10]}")
+        raise ConfigError(f"test labels never seen in the training data: {unseen[:10]}")
     return labels
 
 

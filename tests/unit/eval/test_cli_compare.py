@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -62,3 +66,13 @@ def test_compare_refuses_few_shot_without_training_data(tiny_model_dir: Path) ->
     )
     assert result.exit_code != 0
     assert "needs training data" in str(result.exception)
+
+
+def test_meteor_without_java_is_a_one_line_error(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    command = [sys.executable, "-m", "tunesmith", "compare", "zero-shot", "--base", str(tiny_model_dir), "--data",
+               str(DEMO / "test.jsonl"), "--limit", "2", "--max-new-tokens", "2", "--metric", "meteor"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ}, check=False)
+    assert result.returncode == 2 and "Java runtime" in result.stderr and "Traceback" not in result.stderr
