@@ -446,9 +446,8 @@ def _metric_sample(spec: TrainSpec, val_source: Path | None) -> list[Example]:
     if val_source is None:
         raise ConfigError("train.eval_metrics: task metrics during training need validation data (val_data)")
     sample = load_split(val_source, "val", spec.format)[0][: spec.eval_samples]
-    metric_names(
-        detect_task(sample), spec.eval_metrics
-    )  # unknown or inapplicable names fail here, not mid-run
+    # Unknown or inapplicable metric names fail here, before training, not at the first validation.
+    metric_names(detect_task(sample), spec.eval_metrics)
     return sample
 
 
