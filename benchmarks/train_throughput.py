@@ -97,12 +97,15 @@ def run_tunesmith(
 
     spec = TrainSpec(
         model=model, data=data["train"], val_data=data["val"], max_steps=steps, batch_size=batch, lr=LR,
-        eval_every=10**6, save_every=10**6, out=work / "tunesmith-run", compile=variant == "compile",
+        eval_every=10**6, save_every=10**6, out=work / f"tunesmith-{variant or 'default'}-run", compile=variant == "compile",
         lora={"dropout": 0.0 if variant == "no-dropout" else 0.05},
     )  # fmt: skip
     result = train_sft(spec, progress=False)
     metrics = [
-        json.loads(line) for line in (work / "tunesmith-run" / "metrics.jsonl").read_text().splitlines()
+        json.loads(line)
+        for line in (work / f"tunesmith-{variant or 'default'}-run" / "metrics.jsonl")
+        .read_text()
+        .splitlines()
     ]
     steps_log = [m for m in metrics if "train_loss" in m]
     step_tokens = [
@@ -116,9 +119,9 @@ def run_tunesmith(
         "exact_tokens_after_warmup": sum(step_tokens[WARMUP_STEPS:]),
         "val_loss": result.val_loss,
         "precision": result.precision,
-        "estimated_peak_gb": json.loads((work / "tunesmith-run" / "plan.json").read_text())["memory_gb"][
-            "total"
-        ],
+        "estimated_peak_gb": json.loads(
+            (work / f"tunesmith-{variant or 'default'}-run" / "plan.json").read_text()
+        )["memory_gb"]["total"],
         "micro_batch_tokens": result.micro_batch_tokens,
     }
 
@@ -155,8 +158,12 @@ def run_trl(
     # support bf16/gpu"), so there "defaults" turns only that off and keeps the rest (gradient
     # checkpointing on, padded batches). "best" = what measured fastest: also no checkpointing,
     # padding-free batches (transformers builds block-diagonal masks from position ids for SDPA).
-    native_bf16 = supports_fast_bf16(default_device())
-    tuned: dict[str, Any] = {} if native_bf16 else {"bf16": False}
+    # On a CPU with native bf16, TRL keeps bf16 but insists on `use_cpu=True` being said explicitly.
+    device = default_device()
+    native_bf16 = supports_fast_bf16(device)
+    tuned: dict[str, Any] = (
+        {"bf16": False} if not native_bf16 else {"use_cpu": True} if device == "cpu" else {}
+    )
     if best:
         tuned |= {"gradient_checkpointing": False, "padding_free": True, "max_length": None}
     config = SFTConfig(
