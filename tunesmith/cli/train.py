@@ -39,6 +39,11 @@ def train(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 2e-5 full)."),
     lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank (default 16)."),
     lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 32)."),
+    lora_dropout: float | None = typer.Option(
+        None,
+        "--lora-dropout",
+        help="Dropout on the adapter input (default 0.05; 0 trains ~25% faster on CPU).",
+    ),
     max_seq_len: int | None = typer.Option(
         None, "--max-seq-len", help="Truncate examples to this many tokens."
     ),
@@ -107,7 +112,7 @@ def train(
     overrides = {
         "data": data, "val_data": val_data, "model": model, "method": method, "epochs": epochs,
         "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-        "lora_r": lora_r, "lora_alpha": lora_alpha, "max_seq_len": max_seq_len, "eval_every": eval_every,
+        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "max_seq_len": max_seq_len, "eval_every": eval_every,
         "save_every": save_every, "precision": precision, "seed": seed, "name": name, "out": out,
         "memory_limit_gb": memory_limit_gb, "micro_batch_tokens": micro_batch_tokens,
         "gradient_checkpointing": gradient_checkpointing, "eval_metrics": eval_metrics or None,

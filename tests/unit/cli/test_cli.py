@@ -83,12 +83,24 @@ def test_config_file_with_flag_overrides(tiny_model_dir: Path, tmp_path: Path) -
         f"train:\n  model: {tiny_model_dir}\n  data: {DEMO / 'val.jsonl'}\n  max_steps: 5\n  lora:\n    r: 4\n"
     )
     result = runner.invoke(
-        app, ["train", "--config", str(config), "--max-steps", "1", "--lora-alpha", "8", "--json"]
+        app,
+        [
+            "train",
+            "--config",
+            str(config),
+            "--max-steps",
+            "1",
+            "--lora-alpha",
+            "8",
+            "--lora-dropout",
+            "0",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     run_dir = Path(json.loads(result.stdout)["run_dir"])
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
-    assert saved["max_steps"] == 1 and saved["lora"] == {**saved["lora"], "r": 4, "alpha": 8}
+    assert saved["max_steps"] == 1 and saved["lora"] == {**saved["lora"], "r": 4, "alpha": 8, "dropout": 0.0}
 
 
 def _tunesmith(*args: str) -> subprocess.CompletedProcess[str]:
