@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tunesmith" / "data" / "demo"
@@ -85,6 +90,24 @@ def embedded_model_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     (home / "models").symlink_to(cache, target_is_directory=True)
     monkeypatch.setenv("TUNESMITH_HOME", str(home))
     return home
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_uvicorn(app: Any, host: str, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """A real uvicorn server in a daemon thread, returned once it accepts connections."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    return server, thread
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

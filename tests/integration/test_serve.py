@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import openai
 import pytest
 import uvicorn
 
-from tests.conftest import write_jsonl
+from tests.conftest import free_port, start_uvicorn, write_jsonl
 from tests.unit.serve.conftest import make_adapter
 from tunesmith.config import ServeSpec, TrainSpec
 from tunesmith.registry.serving_store import Caller, ServingStore, choose_variant
@@ -48,21 +47,8 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(spec: ServeSpec, registry: Registry, keys: dict[str, str]) -> Server:
-    server = uvicorn.Server(uvicorn.Config(create_app(spec, registry), host=spec.host, port=spec.port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
+    server, thread = start_uvicorn(create_app(spec, registry), spec.host, spec.port)
     return Server(f"http://{spec.host}:{spec.port}", ServingStore(registry), keys, server, thread)
 
 
@@ -93,7 +79,7 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "globex": store.create_key("globex", admin=False),
         "admin": store.create_key(None, admin=True),
     }
-    spec = ServeSpec(model=str(tiny_model_dir), port=_free_port(), max_wait_ms=20, max_batch_size=16,
+    spec = ServeSpec(model=str(tiny_model_dir), port=free_port(), max_wait_ms=20, max_batch_size=16,
                      max_loaded_adapters=4, max_request_bytes=50_000)  # fmt: skip
     running = start_server(spec, registry, keys)
     yield running
@@ -304,7 +290,7 @@ def test_client_disconnect_mid_stream_frees_its_slot(server: Server) -> None:
 
 def test_shutdown_finishes_in_flight_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}").connect()
-    spec = ServeSpec(model=str(tiny_model_dir), port=_free_port(), auth=False)
+    spec = ServeSpec(model=str(tiny_model_dir), port=free_port(), auth=False)
     server = start_server(spec, registry, {"anyone": "unused"})
     client = server.client("anyone")
     with ThreadPoolExecutor(1) as pool:

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from tests.conftest import write_jsonl
+from tests.conftest import free_port, start_uvicorn, write_jsonl
 from tunesmith.config import ServeSpec, TrainSpec
 from tunesmith.eval.judge import (
     EndpointJudge,
@@ -34,12 +30,6 @@ from tunesmith.train.sft import train_sft
 QUESTIONS = ["when do you open", "is there wifi", "do you have oat milk"]
 ANSWERS = ["at eight", "yes, ask for the password", "we do"]
 OTHERS = ["no idea", "maybe", "what"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _judge_adapter(tiny_model_dir: Path, root: Path, name: str, conversations: list, reply: str) -> Path:
@@ -69,16 +59,9 @@ def judge_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         "rates-four": str(_judge_adapter(tiny_model_dir, root, "rates-four", rubric, "4")),
         "says-a": str(_judge_adapter(tiny_model_dir, root, "says-a", pairwise, "A")),
     }
-    spec = ServeSpec(model=str(tiny_model_dir), port=_free_port(), auth=False, adapters=adapters)
+    spec = ServeSpec(model=str(tiny_model_dir), port=free_port(), auth=False, adapters=adapters)
     registry = Registry(f"sqlite:///{root / 'registry.db'}").connect()
-    server = uvicorn.Server(uvicorn.Config(create_app(spec, registry), host=spec.host, port=spec.port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
+    server, thread = start_uvicorn(create_app(spec, registry), spec.host, spec.port)
     yield f"http://{spec.host}:{spec.port}/v1"
     server.should_exit = True
     thread.join(30)
