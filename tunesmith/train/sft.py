@@ -135,13 +135,13 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    train_examples, train_hash = _render_split(run, tokenizer, spec.data, "train", spec)
+    train_examples, train_hash, _ = _render_split(run, tokenizer, spec.data, "train", spec)
     # A prepared dataset folder brings its own validation split.
     val_source = spec.val_data or (spec.data if is_prepared_dataset(spec.data) else None)
-    val_examples, val_hash = (
-        _render_split(run, tokenizer, val_source, "val", spec) if val_source else ([], None)
+    val_examples, val_hash, val_raw = (
+        _render_split(run, tokenizer, val_source, "val", spec) if val_source else ([], None, [])
     )
-    val_sample = _metric_sample(spec, val_source)
+    val_sample = _metric_sample(spec, val_raw)
 
     device = default_device()
     bf16 = spec.precision == Precision.bf16 or (
@@ -439,13 +439,13 @@ def _validation_loss(
     return total / max(tokens, 1)
 
 
-def _metric_sample(spec: TrainSpec, val_source: Path | None) -> list[Example]:
+def _metric_sample(spec: TrainSpec, val_examples: list[Example]) -> list[Example]:
     """The validation examples task metrics are scored on during training (none without eval_metrics)."""
     if not spec.eval_metrics:
         return []
-    if val_source is None:
+    if not val_examples:
         raise ConfigError("train.eval_metrics: task metrics during training need validation data (val_data)")
-    sample = load_split(val_source, "val", spec.format)[0][: spec.eval_samples]
+    sample = val_examples[: spec.eval_samples]
     # Unknown or inapplicable metric names fail here, before training, not at the first validation.
     metric_names(detect_task(sample), spec.eval_metrics)
     return sample
@@ -453,8 +453,9 @@ def _metric_sample(spec: TrainSpec, val_source: Path | None) -> list[Example]:
 
 def _render_split(
     run: RunDir, tokenizer: PreTrainedTokenizerBase, path: Path, split: str, spec: TrainSpec
-) -> tuple[list[RenderedExample], str]:
-    """Rendered examples of a data file (or a prepared folder's split) and the data's content hash."""
+) -> tuple[list[RenderedExample], str, list[Example]]:
+    """Rendered examples of a data file (or a prepared folder's split), the data's content hash, and
+    the examples as read (for task metrics)."""
     examples, prepared_hash = load_split(path, split, spec.format)
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
     truncated = [
@@ -473,7 +474,7 @@ def _render_split(
             f"{len(empty)} example(s) keep no assistant tokens after truncation to "
             f"{spec.max_seq_len}: {', '.join(empty[:20])}; raise max_seq_len"
         )
-    return rendered, prepared_hash or dataset_hash(examples)
+    return rendered, prepared_hash or dataset_hash(examples), examples
 
 
 def _save_best(run: RunDir, model: PreTrainedModel) -> None:
