@@ -192,6 +192,17 @@ def choose_step_layout(
     return StepLayout(row_len, use_checkpointing, memory, budget, False, notes)
 
 
+def uses_bf16(precision: Precision, device: str) -> bool:
+    """bf16 when asked for, or under `auto` where the hardware runs bf16 matmuls natively."""
+    return precision == Precision.bf16 or (precision == Precision.auto and supports_fast_bf16(device))
+
+
+def step_counts(num_examples: int, spec: TrainSpec) -> tuple[int, int]:
+    """Optimizer steps per epoch and in the whole job (`max_steps` wins over `epochs`)."""
+    steps_per_epoch = math.ceil(num_examples / (spec.batch_size * spec.grad_accum))
+    return steps_per_epoch, spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+
+
 def batch_geometry(lengths: list[int], batch_size: int, pack_len: int) -> tuple[int, int]:
     """Row length and the rows the heaviest batch packs into (its `batch_size` longest examples)."""
     row_len = max(pack_len, *lengths)
@@ -318,9 +329,7 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
     lengths = [len(example.input_ids) for example in rendered]
     device = default_device()
-    bf16 = spec.precision == Precision.bf16 or (
-        spec.precision == Precision.auto and supports_fast_bf16(device)
-    )
+    bf16 = uses_bf16(spec.precision, device)
     precision = "bf16" if bf16 else "fp32"
     shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
     row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
@@ -328,8 +337,7 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
         spec.gradient_checkpointing, spec.micro_batch_tokens,
     )  # fmt: skip
-    steps_per_epoch = math.ceil(len(rendered) / (spec.batch_size * spec.grad_accum))
-    steps = spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+    steps_per_epoch, steps = step_counts(len(rendered), spec)
     total_tokens = round(sum(lengths) * steps / steps_per_epoch)
     tokens_per_second, source = estimate_throughput(
         shape, spec.method, bf16, device, measured(spec.model, spec.method, device, precision)

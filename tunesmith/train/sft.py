@@ -10,7 +10,6 @@ when it logs. Does not own: the registry (events go to a listener) or the CLI.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -24,7 +23,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
-from tunesmith.config import ConfigError, Precision, TrainSpec, tunesmith_home
+from tunesmith.config import ConfigError, TrainSpec, tunesmith_home
 from tunesmith.data.ingest import is_prepared_dataset, load_split
 from tunesmith.data.pack import PackedBatch, pack_batch
 from tunesmith.data.records import Example, dataset_hash
@@ -37,7 +36,6 @@ from tunesmith.models.loading import (
     load_model,
     load_tokenizer,
     resolve_model,
-    supports_fast_bf16,
 )
 from tunesmith.train.checkpoint import (
     LoopState,
@@ -56,6 +54,8 @@ from tunesmith.train.plan import (
     memory_budget,
     model_shape,
     peak_memory_bytes,
+    step_counts,
+    uses_bf16,
 )
 from tunesmith.train.plots import plot_loss_curve
 from tunesmith.train.progress import TrainProgress
@@ -144,9 +144,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     val_sample = _metric_sample(spec, val_raw)
 
     device = default_device()
-    bf16 = spec.precision == Precision.bf16 or (
-        spec.precision == Precision.auto and supports_fast_bf16(device)
-    )
+    bf16 = uses_bf16(spec.precision, device)
     autocast: AbstractContextManager[Any] = (
         torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16 else nullcontext()
     )
@@ -168,9 +166,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=spec.resolved_lr(), weight_decay=spec.weight_decay)
 
-    per_step = spec.batch_size * spec.grad_accum
-    steps_per_epoch = math.ceil(len(train_examples) / per_step)
-    total_steps = spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+    steps_per_epoch, total_steps = step_counts(len(train_examples), spec)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, round(spec.warmup_ratio * total_steps), total_steps
     )
