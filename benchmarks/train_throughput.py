@@ -39,31 +39,16 @@ CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
 EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout")  # opt in with --configs
 
 
-def measure_matmul_peak(device: str) -> dict[str, float]:
-    """GFLOP/s of a square matmul in fp32 and bf16 (2048 on CPU, 8192 on GPU), each timed ~3 s."""
+def measure_matmul_peaks(device: str) -> dict[str, float]:
+    """GFLOP/s of a square matmul in fp32 and bf16 on `device`, each timed for about 3 s."""
     import torch
 
-    size = 2048 if device == "cpu" else 8192
-    peaks = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(size, size, dtype=dtype, device=device)
-        b = torch.randn(size, size, dtype=dtype, device=device)
-        a @ b
-        _sync(device)
-        start, count = time.perf_counter(), 0
-        while time.perf_counter() - start < 3 and count < 200:
-            a @ b
-            count += 1
-            _sync(device)
-        peaks[name] = 2 * size**3 * count / (time.perf_counter() - start) / 1e9
-    return peaks
+    from tunesmith.train.plan import measure_matmul_peak
 
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device != "cpu":
-        torch.cuda.synchronize()
+    return {
+        name: measure_matmul_peak(device, dtype, seconds=3) / 1e9
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
 
 
 def write_data(directory: Path, examples: int, source: Path) -> dict[str, Path]:
@@ -266,7 +251,7 @@ def main() -> None:
     from tunesmith.models.loading import default_device, load_model, resolve_model
 
     device = default_device()
-    peaks = measure_matmul_peak(device)
+    peaks = measure_matmul_peaks(device)
     peak = peaks["bf16"]  # MFU against the bf16 matmul peak, as the goal is stated
     parameters = sum(p.numel() for p in load_model(resolve_model(args.model)).parameters())
     results = []
