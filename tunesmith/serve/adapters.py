@@ -1,28 +1,44 @@
-"""Adapters loaded into the one served base model: verification and an LRU bound.
+"""Adapters loaded into the one served base model: verification, slots and an LRU bound.
 
 Owns: checking that a saved LoRA adapter fits the served base (same base model, every adapted
-module present with matching shapes) before it touches the model, and keeping at most N adapters
-loaded as named peft adapters. Does not own: which adapter a request gets (see `service`) or
+module present with matching shapes, plain LoRA only) before it touches the model; keeping at most N
+adapters loaded, each in a slot of the stacked layers (see `lora`): the adapted linear layers become
+`StackedLoRALinear` while any adapter is loaded and plain again when the last one leaves; routing a
+forward's rows to their adapters' slots. Does not own: which adapter a request gets (see `service`) or
 threads (only the engine's worker thread calls this).
+
+Slots: a new adapter takes the lowest free slot (an unloaded adapter's slot is zeroed and reused), else
+every stacked layer grows by one; ranks are zero-padded to the largest loaded (a rank-64 adapter among
+rank-16 ones costs each slot rank 64). The stacks are dropped with the last adapter.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from safetensors import safe_open
 from transformers import PreTrainedModel
 
 from tunesmith.config import ConfigError
 from tunesmith.models.catalog import ModelNotFoundError
 from tunesmith.models.loading import resolve_model
+from tunesmith.serve.lora import Router, StackedLoRALinear, read_lora, route
 
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+# peft options that change the forward without adding tensors; served adapters are plain LoRA
+_UNSERVED_OPTIONS = (
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "alora_invocation_tokens",
+    "layer_replication",
+)
 
 
 class AdapterMismatchError(ConfigError):
@@ -57,6 +73,9 @@ def verify_adapter(adapter_dir: Path, base_path: str, shapes: dict[str, tuple[in
         raise AdapterMismatchError(
             f"{adapter_dir}: peft_type is {config.get('peft_type')}, only LORA is served"
         )
+    for option in _UNSERVED_OPTIONS:
+        if config.get(option):
+            raise AdapterMismatchError(f"{adapter_dir}: uses peft's {option}; only plain LoRA is served")
     trained_on = str(config.get("base_model_name_or_path") or "")
     try:
         resolved = resolve_model(trained_on) if trained_on else ""
@@ -67,9 +86,13 @@ def verify_adapter(adapter_dir: Path, base_path: str, shapes: dict[str, tuple[in
             f"{adapter_dir}: trained on base model '{trained_on}', but this server serves '{base_path}'"
         )
     with safe_open(str(weights_path), framework="pt") as weights:
-        for key in weights.keys():  # noqa: SIM118  (safe_open is not a mapping)
-            if not key.endswith(_LORA_SUFFIXES):
-                continue
+        keys = set(weights.keys())
+        for key in keys:
+            if not key.endswith(_LORA_SUFFIXES) or key.replace(".lora_A.", ".lora_B.") not in keys:
+                raise AdapterMismatchError(
+                    f"{adapter_dir}: holds '{key}', which is not one of a LoRA A and B pair; only plain LoRA "
+                    "on linear layers is served"
+                )
             module_name = key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0]
             if module_name not in shapes:
                 raise AdapterMismatchError(
@@ -90,21 +113,22 @@ class AdapterCache:
     """Named LoRA adapters on one base model, at most `capacity` loaded, least recently used evicted."""
 
     def __init__(self, model: PreTrainedModel, base_path: str, capacity: int) -> None:
-        self.base = model
+        self.model = model
         self.base_path = base_path
         self.capacity = capacity
-        self.model: PreTrainedModel | PeftModel = model
         self._shapes = linear_shapes(model)
         self._loaded: OrderedDict[str, Path] = OrderedDict()
         self._snapshot: tuple[str, ...] = ()  # what other threads read; replaced whole, never mutated
+        self._slots: dict[str, int] = {}  # adapter key -> its slot in every stacked layer
+        self._free: list[int] = []  # slots of unloaded adapters, all zero
+        self._size = (0, 0)  # (slots, rank) of every stacked layer
+        self._layers: dict[str, StackedLoRALinear] = {}  # module name -> the stacked layer in its place
+        self._router = Router()
 
     @property
     def loaded(self) -> list[str]:
         """Loaded adapter keys, least recently used first (safe to read from any thread)."""
         return list(self._snapshot)
-
-    def is_peft(self) -> bool:
-        return isinstance(self.model, PeftModel)
 
     def ensure(self, key: str, path: Path, pinned: set[str]) -> None:
         """Load `key` from `path` unless loaded (verifying it first); evict LRU adapters not in `pinned`."""
@@ -113,42 +137,66 @@ class AdapterCache:
             self._snapshot = tuple(self._loaded)
             return
         verify_adapter(path, self.base_path, self._shapes)
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(path), adapter_name=key, is_trainable=False)
-        else:
-            self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=key, is_trainable=False)
-        self.model.eval()
-        self._loaded[key] = path
-        for old in [name for name in self._loaded if name not in pinned and name != key]:
-            if len(self._loaded) <= self.capacity:
+        layers = read_lora(path)
+        for old in [name for name in self._loaded if name not in pinned]:
+            if len(self._loaded) < self.capacity:
                 break
-            self.unload(old)
+            self.unload(old)  # before the load, so that its slot is reused
+        self._slots[key] = self._place(layers)
+        self._loaded[key] = path
         self._snapshot = tuple(self._loaded)
 
-    def activate(self, key: str) -> None:
-        """Make a loaded adapter the one a plain (not mixed-batch) forward uses."""
-        assert isinstance(self.model, PeftModel)
-        if self.model.active_adapter != key:
-            self.model.set_adapter(key, inference_mode=True)
+    def _place(self, layers: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Write an adapter's layers into a free slot (growing the stacks if needed); its slot."""
+        slot = min(self._free) if self._free else self._size[0]
+        if self._free:
+            self._free.remove(slot)
+        size = (max(self._size[0], slot + 1), max([self._size[1], *(a.shape[0] for a, _ in layers.values())]))
+        if size != self._size:
+            for layer in self._layers.values():
+                layer.resize(*size)
+            self._size = size
+        for name, (a, b) in layers.items():
+            if name not in self._layers:
+                base = self.model.get_submodule(name)
+                assert isinstance(base, torch.nn.Linear)
+                self._layers[name] = StackedLoRALinear(base, *self._size, router=self._router)
+                self.model.set_submodule(name, self._layers[name])
+            self._layers[name].put(slot, a, b)
+        return slot
 
     def unload(self, key: str) -> bool:
-        """Remove a loaded adapter; the last one unwraps the model back to the bare base. False if absent."""
+        """Remove a loaded adapter; the last one turns the model back into the bare base. False if absent."""
         if key not in self._loaded:
             return False
-        assert isinstance(self.model, PeftModel)
         del self._loaded[key]
         self._snapshot = tuple(self._loaded)
-        if self._loaded:
-            if self.model.active_adapter == key:  # requests name their adapter; this only keeps peft quiet
-                self.model.set_adapter(next(iter(self._loaded)))
-            self.model.delete_adapter(key)
-        else:
-            self.base = self.model.unload()
-            self.model = self.base
+        slot = self._slots.pop(key)
+        if not self._loaded:
+            for name, layer in self._layers.items():
+                self.model.set_submodule(name, layer.base)
+            self._layers, self._free, self._size = {}, [], (0, 0)
+            return True
+        for layer in self._layers.values():
+            layer.clear(slot)
+        self._free.append(slot)
         return True
 
+    @contextmanager
+    def routed(self, adapters: list[str | None]) -> Iterator[None]:
+        """Within this block a forward of the model runs batch row i through `adapters[i]` (None: the base).
+
+        Every named adapter must be loaded: a missing one raises rather than serving the base in its name.
+        """
+        device = next(self.model.parameters()).device
+        self._router.current = route([None if key is None else self._slots[key] for key in adapters], device)
+        try:
+            yield
+        finally:
+            self._router.current = None
+
     def memory_bytes(self) -> int:
-        """Bytes of LoRA weights currently in memory."""
-        if not isinstance(self.model, PeftModel):
-            return 0
-        return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters() if "lora_" in n)
+        """Bytes of the stacked LoRA weights in memory (free slots and rank padding included)."""
+        return sum(
+            t.numel() * t.element_size() for layer in self._layers.values() for t in (layer.a, layer.b)
+        )

@@ -3,9 +3,10 @@
 Owns: the queue of generation jobs; continuous batching (a batch starts with up to `max_batch_size`
 jobs, the first waiting at most `max_wait_s` for company, and queued jobs join free rows at every
 decode step, their KV cache merged in left-padded); at most as many distinct adapters per batch as
-the adapter cache holds; a hand decode loop with a KV cache over a mixed-adapter batch (peft's
-`adapter_names`); per-row sampling and stop strings; streaming text deltas to each job's sink;
-dropping finished or cancelled rows; draining on close. Does not own: the job and batch state (see
+the adapter cache holds; a hand decode loop with a KV cache over a mixed-adapter batch (each row
+through its adapter's slot of the stacked LoRA layers, see `lora`); per-row sampling and stop
+strings; streaming text deltas to each job's sink; dropping finished or cancelled rows; draining on
+close. Does not own: the job and batch state (see
 `jobs`), HTTP, tokenizing prompts, auth, or which adapter a request maps to (see `service`).
 """
 
@@ -17,7 +18,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -240,27 +240,11 @@ class GenerationEngine:
         position: torch.Tensor,
         cache: DynamicCache,
     ) -> torch.Tensor:
-        """Last-position logits (B, V), each row through its own adapter.
-
-        A batch of several adapters takes peft's mixed-batch forward (`adapter_names`); a batch of one
-        adapter, or of the bare base, the plain forward, which skips peft's per-call hooks and the
-        per-adapter gather/scatter (measured 257 → 372 ms a step for 16 rows of the embedded model).
-        """
-        model: Any = self.adapters.model
-        adapters = {row.job.adapter for row in rows}
-        names: dict[str, Any] = {}
-        context: AbstractContextManager[Any] = nullcontext()
-        if self.adapters.is_peft():
-            if len(adapters) > 1:
-                names = {"adapter_names": [row.job.adapter or "__base__" for row in rows]}
-            elif None in adapters:
-                context = model.disable_adapter()
-            else:
-                self.adapters.activate(next(iter(adapters)))  # type: ignore[arg-type]
-        with context:
-            output = model(
+        """Last-position logits (B, V), each row through its own adapter's slot (see `lora`)."""
+        with self.adapters.routed([row.job.adapter for row in rows]):
+            output = self.adapters.model(
                 input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-                logits_to_keep=1, **names,
+                logits_to_keep=1,
             )  # fmt: skip
         return output.logits[:, -1]  # type: ignore[no-any-return]
 

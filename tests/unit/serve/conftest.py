@@ -13,9 +13,11 @@ from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 
 
-def make_adapter(base_dir: Path, out: Path, seed: int, targets: list[str] | str = "all-linear") -> Path:
+def make_adapter(
+    base_dir: Path, out: Path, seed: int, targets: list[str] | str = "all-linear", rank: int = 4
+) -> Path:
     """A saved LoRA adapter whose B matrices are random (peft starts them at zero, a no-op adapter)."""
-    model = add_lora(load_model(str(base_dir)), rank=4, alpha=8, dropout=0.0, targets=targets)
+    model = add_lora(load_model(str(base_dir)), rank=rank, alpha=2 * rank, dropout=0.0, targets=targets)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():

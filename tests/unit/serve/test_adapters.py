@@ -5,11 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from peft import PeftModel
+import torch
+from safetensors.torch import load_file, save_file
 
 from tests.unit.serve.conftest import make_adapter
 from tunesmith.models.loading import load_model
 from tunesmith.serve.adapters import AdapterCache, AdapterMismatchError, linear_shapes, verify_adapter
+from tunesmith.serve.lora import StackedLoRALinear
 
 
 def _bare_model(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
@@ -43,6 +45,25 @@ def test_adapter_whose_target_modules_do_not_fit_is_refused(tiny_model_dir: Path
         verify_adapter(adapter, str(tiny_model_dir), narrower)
 
 
+def test_adapter_that_is_not_plain_lora_is_refused(
+    tiny_model_dir: Path, adapter_dirs: list[Path], tmp_path: Path
+) -> None:
+    shapes = linear_shapes(_bare_model(tiny_model_dir))
+    dora = shutil.copytree(adapter_dirs[0], tmp_path / "dora")
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps(config | {"use_dora": True}))
+    with pytest.raises(AdapterMismatchError, match="use_dora; only plain LoRA is served"):
+        verify_adapter(dora, str(tiny_model_dir), shapes)
+    extra = shutil.copytree(adapter_dirs[0], tmp_path / "extra")
+    tensors = load_file(extra / "adapter_model.safetensors")
+    tensors["base_model.model.lm_head.modules_to_save.weight"] = torch.zeros(2, 2)
+    save_file(tensors, extra / "adapter_model.safetensors")
+    with pytest.raises(
+        AdapterMismatchError, match="modules_to_save.weight', which is not one of a LoRA A and B"
+    ):
+        verify_adapter(extra, str(tiny_model_dir), shapes)
+
+
 def test_cache_keeps_at_most_capacity_evicting_least_recent_but_not_pinned(
     tiny_model_dir: Path, adapter_dirs: list[Path]
 ) -> None:
@@ -59,8 +80,9 @@ def test_cache_keeps_at_most_capacity_evicting_least_recent_but_not_pinned(
     assert cache.loaded == ["a@1", "c@1"]
     cache.ensure("b@1", adapter_dirs[1], pinned={"a@1"})
     assert cache.loaded == ["a@1", "b@1"]
-    assert isinstance(cache.model, PeftModel)
+    assert any(isinstance(module, StackedLoRALinear) for module in cache.model.modules())
     assert cache.unload("a@1") and cache.unload("b@1") and not cache.unload("b@1")
-    assert cache.loaded == [] and not isinstance(cache.model, PeftModel)  # back to the bare base
+    assert cache.loaded == [] and cache.memory_bytes() == 0
+    assert not any(isinstance(module, StackedLoRALinear) for module in cache.model.modules())  # the bare base
     cache.ensure("a@1", adapter_dirs[0], pinned=set())  # and loadable again
     assert cache.loaded == ["a@1"]
