@@ -9,6 +9,7 @@ import torch
 
 from tunesmith.data.pack import pack_batch, pack_rows
 from tunesmith.data.render import IGNORE_INDEX, RenderedExample
+from tunesmith.models.attention import packed_attention_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
 from tunesmith.train.losses import linear_cross_entropy
 
@@ -47,9 +48,15 @@ def test_batch_positions_restart_per_example_and_padding_carries_no_loss() -> No
     assert batch.num_loss_tokens == sum(e.num_loss_tokens for e in examples)
 
 
-def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("attention", ["sdpa", "packed"])
+def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(
+    tiny_model_dir: Path, attention: str
+) -> None:
+    """Both attention paths: SDPA with transformers' block-diagonal mask, and per-example packed attention."""
     torch.manual_seed(0)
     model = load_model(str(tiny_model_dir)).eval()
+    if attention == "packed":
+        use_packed_attention(model)
     vocab = model.config.vocab_size
     examples = _examples(1, [12, 7, 20, 5, 9], vocab)
     weight = model.get_output_embeddings().weight
@@ -57,8 +64,9 @@ def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(tiny_model
 
     def loss_and_grads(batch) -> tuple[float, dict[str, torch.Tensor]]:
         model.zero_grad()
+        boundaries = packed_attention_kwargs(batch.position_ids) if attention == "packed" else {}
         hidden = decoder(
-            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **boundaries
         ).last_hidden_state
         loss, _ = linear_cross_entropy(hidden, weight, batch.targets)
         loss.backward()
@@ -76,3 +84,22 @@ def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(tiny_model
     assert packed_loss == pytest.approx(separate_loss, rel=1e-5)
     for name, grad in separate_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packed_attention_matches_transformers_masked_sdpa_on_padded_rows(tiny_model_dir: Path) -> None:
+    """Several rows with padding tails: the boundaries index the rows laid end to end."""
+    model = load_model(str(tiny_model_dir)).eval()
+    examples = _examples(2, [12, 7, 20, 5, 9, 3], model.config.vocab_size)
+    batch = pack_batch(examples, row_len=22, pad_id=0)
+    assert batch.input_ids.shape[0] >= 3 and (batch.position_ids[:, -1] != 0).any()  # rows end in padding
+    boundaries = packed_attention_kwargs(batch.position_ids)
+    assert boundaries["cu_seq_lens_q"][-1] == batch.input_ids.numel()
+    with torch.no_grad():
+        # use_cache=False: with a cache, transformers does not read position ids as packing.
+        reference = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+        use_packed_attention(model)
+        packed = model(
+            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False, **boundaries
+        ).logits
+    real = batch.targets != IGNORE_INDEX
+    torch.testing.assert_close(packed[real], reference[real], rtol=1e-4, atol=1e-5)

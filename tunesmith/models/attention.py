@@ -1,0 +1,82 @@
+"""Attention over packed rows that computes only the blocks each example needs.
+
+Owns: the `tunesmith_packed` attention implementation, registered with transformers. Given the
+sequence boundaries of a packed batch (`cu_seq_lens_q`, the flash-attention varlen convention, from
+`packed_attention_kwargs`), it runs causal scaled-dot-product attention on each example's own span.
+transformers' default for packed position ids is one SDPA call over the whole row with a
+block-diagonal mask: on CPU that computes every (row × row) block and masks most of them away (a row
+of four 256-token examples does 8× the causal work), which made attention a third of a training step.
+Without boundaries (generation, padded batches with an attention mask) it is exactly transformers' SDPA.
+Does not own: packing (`tunesmith.data.pack`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+PACKED_ATTENTION = "tunesmith_packed"
+
+
+def packed_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # (B, Hq, T, D)
+    key: torch.Tensor,  # (B, Hkv, T, D)
+    value: torch.Tensor,  # (B, Hkv, T, D)
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention per packed example when `cu_seq_lens_q` is given, else transformers' SDPA."""
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if dropout:
+        raise ValueError("packed attention does not implement attention dropout")
+    B, Hq, T, D = query.shape
+    # Rows laid end to end: (1, H, B*T, D), so the boundaries index one flat token axis.
+    flat_query = query.transpose(0, 1).reshape(1, Hq, B * T, D)
+    flat_key = key.transpose(0, 1).reshape(1, key.shape[1], B * T, D)
+    flat_value = value.transpose(0, 1).reshape(1, value.shape[1], B * T, D)
+    outputs = [
+        F.scaled_dot_product_attention(
+            flat_query[:, :, start:end],
+            flat_key[:, :, start:end],
+            flat_value[:, :, start:end],
+            is_causal=True,
+            scale=scaling,
+            enable_gqa=Hq != key.shape[1],
+        )
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    output = torch.cat(outputs, dim=2).reshape(Hq, B, T, D).transpose(0, 1)  # (B, Hq, T, D)
+    return output.transpose(1, 2), None  # (B, T, Hq, D), as transformers' attention functions return
+
+
+def packed_attention_kwargs(position_ids: torch.Tensor) -> dict[str, Any]:
+    """Sequence boundaries of a packed `(B, T)` batch whose position ids restart at 0 per example.
+
+    The boundaries index the rows laid end to end (flash-attention's `cu_seqlens` convention) and
+    are plain ints: every layer slices with them, and none of them may wait on a device.
+    """
+    flat = position_ids.reshape(-1).cpu()
+    starts = torch.nonzero(flat == 0).flatten().tolist()
+    bounds = [*starts, flat.numel()]
+    longest = max(end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True))
+    return {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": longest, "max_length_k": longest}
+
+
+def use_packed_attention(model: PreTrainedModel) -> None:
+    """Switch `model` (or a peft model's base) to packed attention; SDPA everywhere boundaries are absent."""
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, sdpa_mask)  # generation builds SDPA's masks
+    model.set_attn_implementation(PACKED_ATTENTION)
+
