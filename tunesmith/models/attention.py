@@ -71,7 +71,12 @@ def packed_attention_kwargs(position_ids: torch.Tensor) -> dict[str, Any]:
     starts = torch.nonzero(flat == 0).flatten().tolist()
     bounds = [*starts, flat.numel()]
     longest = max(end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True))
-    return {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": longest, "max_length_k": longest}
+    return {
+        "cu_seq_lens_q": bounds,
+        "cu_seq_lens_k": bounds,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
 
 
 def use_packed_attention(model: PreTrainedModel) -> None:
@@ -79,4 +84,3 @@ def use_packed_attention(model: PreTrainedModel) -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
     ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, sdpa_mask)  # generation builds SDPA's masks
     model.set_attn_implementation(PACKED_ATTENTION)
-

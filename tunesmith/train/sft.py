@@ -161,7 +161,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     model.to(device)
     if device == "cpu":
         use_fast_dropout(model)  # CPU dropout masks cost a sixth of a step otherwise; CUDA's are fused
-    if not spec.compile:  # per-example attention slices by plain-int boundaries; compiled graphs would recompile
+    if not spec.compile:  # its plain-int boundaries would make a compiled graph recompile per batch
         use_packed_attention(model)
     if layout["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
