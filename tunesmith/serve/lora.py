@@ -11,16 +11,19 @@ them in place. A smaller rank is zero-padded to R and a layer an adapter does no
 slot; both add exact zeros. Rows on the bare base are left out of the delta: their output is the base
 layer's, bit for bit. Inference only (the delta is added in place).
 
-The delta, by batch shape (timed on the embedded model's layer shapes, one CPU thread, 30 layers of its
-7 adapted linears, r=16, 8 adapters; base layers alone 46 ms a decode step of 16 rows):
-- every row on one adapter: `x @ a[s] @ b[s]`, as peft (+7 ms);
+The delta, by batch shape. Timed 2026-11-26 on a shared 2-core CPU (load about 2), one thread, r=16,
+rows spread over 8 adapters: first the layers alone (the embedded model's 7 linear shapes x 30 layers;
+base 46 ms a decode step of 16 rows, 1.45 s a prefill of 16 rows x 40 tokens), then the whole model:
+- every row on one adapter: `x @ a[s] @ b[s]`, as peft (decode +7 ms, prefill +10%);
 - decode, one token a row: rows grouped by slot into a padded (slots, m, in) block, two `bmm` over the
   stack's slot range (a view, no weight copied), the result added back with `index_add_` (+15 ms; a
-  per-row gather of `a` and `b` copies r·(in+out) weights a row: +56 ms; a one-hot mask over all slots'
-  columns: +20 ms);
-- prefill, T tokens a row: each row gathers its slot's `a` and `b` and one `bmm` runs T tokens through
-  them; the copy is small beside T tokens of compute, and this beat the padded block (16 rows of 40
-  tokens: +11% over the base layers vs +23%; one adapter: +10%).
+  per-row gather of `a` and `b`, which copies r*(in+out) weights a row: +56 ms; a one-hot mask over all
+  slots' columns: +20 ms; a loop over the slots: +47 ms);
+- prefill, T tokens a row: each row gathers its slot's `a` and `b` and one `bmm` runs its T tokens; the
+  copy is small beside T tokens of compute (+11%; the padded block: +23%, the loop: +14%).
+Whole model, 16 rows: a decode step 123 ms on the base, 130 on one adapter, 150 on 8; a 40-token prefill
+1.67 s, 1.84 s, 1.78 s (the padded block for prefill too: 1.80 s). Served end to end, 8 adapters give
+0.95x the tokens/s of one (see benchmarks/serve_throughput.py).
 """
 
 from __future__ import annotations
