@@ -159,9 +159,12 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         targets = spec.lora.target_modules
         model = add_lora(model, spec.lora.r, spec.lora.alpha, spec.lora.dropout, targets)
     model.to(device)
+    # CPU only: CUDA's dropout is a fused kernel, and its masked SDPA costs less than a launch per example.
+    # Packed attention's plain-int boundaries would make a compiled graph recompile for every batch.
+    packed_attention = device == "cpu" and not spec.compile
     if device == "cpu":
-        use_fast_dropout(model)  # CPU dropout masks cost a sixth of a step otherwise; CUDA's are fused
-    if not spec.compile:  # its plain-int boundaries would make a compiled graph recompile per batch
+        use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
+    if packed_attention:
         use_packed_attention(model)
     if layout["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -193,7 +196,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
 
     def loss_of(batch: PackedBatch, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
         position_ids = batch.position_ids[rows]
-        boundaries = {} if spec.compile else packed_attention_kwargs(position_ids)
+        boundaries = packed_attention_kwargs(position_ids) if packed_attention else {}
         with autocast:
             hidden = decoder(
                 input_ids=batch.input_ids[rows].to(device),
