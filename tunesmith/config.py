@@ -93,10 +93,11 @@ class TrainSpec(_Spec):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     max_seq_len: int = Field(1024, ge=16, description="Longest example in tokens; longer ones are truncated.")
     pack_len: int = Field(
-        256,
+        1024,
         ge=16,
-        description="Target packed-row length. Examples share rows up to this length (never attending to each "
-        "other); shorter rows keep attention cost low on CPUs, longer ones suit GPUs.",
+        description="Target packed-row length. Examples share rows up to this length without attending to each "
+        "other (attention runs per example on CPUs), so longer rows mean less padding; a pass never runs "
+        "padding past its own rows.",
     )
     precision: Precision = Field(Precision.auto, description="Training precision.")
     memory_limit_gb: float | None = Field(

@@ -22,6 +22,11 @@ class PackedBatch:
     targets: torch.Tensor  # (B, T), IGNORE_INDEX where no loss
     num_tokens: int  # real (non-padding) tokens
     num_loss_tokens: int  # tokens that carry loss
+    row_tokens: list[int]  # real tokens per row: rows sliced apart need no padding past their own
+
+    def width(self, rows: slice) -> int:
+        """Columns that `rows` need: their longest real length (the rest is padding for other rows)."""
+        return max(self.row_tokens[rows])
 
 
 def pack_rows(lengths: list[int], row_len: int) -> list[list[int]]:
@@ -47,7 +52,8 @@ def pack_rows(lengths: list[int], row_len: int) -> list[list[int]]:
 def pack_batch(examples: list[RenderedExample], row_len: int, pad_id: int) -> PackedBatch:
     """Pack `examples` into as few rows as fit; rows are right-padded to the longest row only."""
     rows = pack_rows([len(example.input_ids) for example in examples], row_len)
-    width = max(sum(len(examples[index].input_ids) for index in row) for row in rows)
+    row_tokens = [sum(len(examples[index].input_ids) for index in row) for row in rows]
+    width = max(row_tokens)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -62,6 +68,5 @@ def pack_batch(examples: list[RenderedExample], row_len: int, pad_id: int) -> Pa
             cursor += length
         # Padding forms its own short "sequence" (positions restart at 0): it attends only to itself.
         position_ids[row_index, cursor:] = torch.arange(width - cursor)
-    num_tokens = sum(len(example.input_ids) for example in examples)
     num_loss_tokens = sum(example.num_loss_tokens for example in examples)
-    return PackedBatch(input_ids, position_ids, targets, num_tokens, num_loss_tokens)
+    return PackedBatch(input_ids, position_ids, targets, sum(row_tokens), num_loss_tokens, row_tokens)

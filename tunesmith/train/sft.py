@@ -195,18 +195,19 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     _write_status(run, RunStatus.running)
 
     def loss_of(batch: PackedBatch, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
-        position_ids = batch.position_ids[rows]
+        columns = slice(0, batch.width(rows))  # a pass of short rows drops the padding other rows needed
+        position_ids = batch.position_ids[rows, columns]
         boundaries = packed_attention_kwargs(position_ids) if packed_attention else {}
         with autocast:
             hidden = decoder(
-                input_ids=batch.input_ids[rows].to(device),
+                input_ids=batch.input_ids[rows, columns].to(device),
                 position_ids=position_ids.to(device),
                 use_cache=False,
                 **boundaries,
             ).last_hidden_state
         compute_dtype = torch.bfloat16 if bf16 else torch.float32
         return linear_cross_entropy(
-            hidden, head_weight, batch.targets[rows].to(device), compute_dtype=compute_dtype
+            hidden, head_weight, batch.targets[rows, columns].to(device), compute_dtype=compute_dtype
         )
 
     # ------------------------------------------------------------------ loop

@@ -45,6 +45,7 @@ def test_batch_positions_restart_per_example_and_padding_carries_no_loss() -> No
     assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 0]
     assert batch.targets[0, 6].item() == IGNORE_INDEX
     assert batch.num_tokens == 13
+    assert batch.row_tokens == [6, 7] and batch.width(slice(0, 1)) == 6  # a pass of row 0 needs no padding
     assert batch.num_loss_tokens == sum(e.num_loss_tokens for e in examples)
 
 
