@@ -9,6 +9,7 @@ import torch
 
 from tunesmith.data.pack import pack_batch, pack_rows
 from tunesmith.data.render import IGNORE_INDEX, RenderedExample
+from tunesmith.models import attention
 from tunesmith.models.attention import packed_attention_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
 from tunesmith.train.losses import linear_cross_entropy
@@ -87,8 +88,16 @@ def test_packed_rows_give_the_same_losses_and_gradients_as_one_by_one(
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_packed_attention_matches_transformers_masked_sdpa_on_padded_rows(tiny_model_dir: Path) -> None:
-    """Several rows with padding tails: the boundaries index the rows laid end to end."""
+@pytest.mark.parametrize("explicit_max_len", [512, 8])
+def test_packed_attention_matches_transformers_masked_sdpa_on_padded_rows(
+    tiny_model_dir: Path, explicit_max_len: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several rows with padding tails: the boundaries index the rows laid end to end.
+
+    With the explicit-attention limit at 8 tokens, longer examples take SDPA and shorter ones the
+    explicit path within the same batch.
+    """
+    monkeypatch.setattr(attention, "EXPLICIT_MAX_LEN", explicit_max_len)
     model = load_model(str(tiny_model_dir)).eval()
     examples = _examples(2, [12, 7, 20, 5, 9, 3], model.config.vocab_size)
     batch = pack_batch(examples, row_len=22, pad_id=0)
