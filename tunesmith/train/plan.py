@@ -136,7 +136,9 @@ def estimate_memory(
         activations = pass_tokens * (shape.layers * shape.hidden * compute_bytes + per_layer)
     else:
         activations = pass_tokens * shape.layers * per_layer
-    loss_buffers = min(pass_tokens, LOSS_CHUNK) * shape.vocab * 4 * 2 + pass_tokens * shape.hidden * 4
+    loss_buffers = (
+        min(pass_tokens, LOSS_CHUNK) * shape.vocab * compute_bytes * 2 + pass_tokens * shape.hidden * 4
+    )
     live = weights + trainable_state + activations + loss_buffers
     overhead = int(live * (ALLOCATOR_OVERHEAD[_kind(device)] - 1))
     return MemoryEstimate(int(weights), int(trainable_state), int(activations), int(loss_buffers), overhead)

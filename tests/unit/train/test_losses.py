@@ -37,3 +37,21 @@ def test_frozen_weight_gets_no_gradient() -> None:
     loss.backward()
     assert weight.grad is None
     assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+
+
+def test_bf16_compute_matches_fp32_cross_entropy_of_the_same_bf16_logits() -> None:
+    """Under bf16 the per-token loss is rounded to bf16 and the softmax stored in bf16, nothing worse."""
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 64).to(torch.bfloat16).requires_grad_()
+    weight = (torch.randn(2000, 64) * 0.3).to(torch.bfloat16)
+    targets = torch.randint(0, 2000, (300,))
+    loss, _ = linear_cross_entropy(hidden, weight, targets, chunk_size=128, compute_dtype=torch.bfloat16)
+    loss.backward()
+    logits = (hidden.detach() @ weight.T).float()  # what the bf16 matmul produces, then exact fp32 from there
+    exact = hidden.detach().float().requires_grad_()
+    reference = F.cross_entropy((exact.to(torch.bfloat16) @ weight.T).float(), targets, reduction="sum")
+    reference.backward()
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, targets, reduction="sum").item(), rel=2e-3)
+    assert hidden.grad is not None
+    error = (hidden.grad.float() - exact.grad).norm() / exact.grad.norm()
+    assert error < 0.02
