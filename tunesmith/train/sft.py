@@ -47,6 +47,7 @@ from tunesmith.train.checkpoint import (
     trainable_state,
 )
 from tunesmith.train.dropout import use_fast_dropout
+from tunesmith.train.fused_lora import use_fused_lora
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.plan import (
     GB,
@@ -164,6 +165,8 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     packed_attention = device == "cpu" and not spec.compile
     if device == "cpu":
         use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
+        if not spec.compile:  # a fresh mask seed per call would recompile a graph
+            use_fused_lora(model)  # one autograd function per LoRA layer: no casts, no saved masks
     if packed_attention:
         use_packed_attention(model)
     if layout["gradient_checkpointing"]:

@@ -1,0 +1,107 @@
+"""The fused LoRA layer must train exactly what peft's layer trains: same outputs, same gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tunesmith.models.adapters import add_lora
+from tunesmith.models.loading import load_model
+from tunesmith.train.dropout import keep_mask, use_fast_dropout
+from tunesmith.train.fused_lora import use_fused_lora
+
+
+def _lora_model(tiny_model_dir: Path, dropout: float, dtype: torch.dtype = torch.float32) -> Any:
+    torch.manual_seed(0)
+    model = add_lora(load_model(str(tiny_model_dir), dtype=dtype), 4, 8, dropout, "all-linear")
+    with torch.no_grad():  # peft starts B at zero, which would hide every error in A's gradient
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    use_fast_dropout(model)
+    return model
+
+
+def _run(
+    model: Any, input_ids: torch.Tensor, autocast: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    torch.manual_seed(1)  # the same dropout masks on both sides
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=input_ids, use_cache=False).logits
+    logits.float().square().mean().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return logits.detach().float(), grads
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_matches_peft_outputs_and_gradients(tiny_model_dir: Path, dropout: float) -> None:
+    model = _lora_model(tiny_model_dir, dropout).train()
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    reference_logits, reference_grads = _run(model, input_ids)
+    assert use_fused_lora(model) == 2 * 7  # every LoRA linear of both layers
+    logits, grads = _run(model, input_ids)
+    torch.testing.assert_close(logits, reference_logits, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == reference_grads.keys() and len(grads) == 2 * 2 * 7  # A and B everywhere
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_matches_peft_under_bf16_autocast_with_a_bf16_base(tiny_model_dir: Path) -> None:
+    """The training configuration on a CPU: bf16 base, fp32 adapters, bf16 autocast."""
+    model = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16).train()
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    reference_logits, reference_grads = _run(model, input_ids, autocast=True)
+    use_fused_lora(model)
+    logits, grads = _run(model, input_ids, autocast=True)
+    torch.testing.assert_close(logits, reference_logits, rtol=0.02, atol=0.02)
+    for name, grad in reference_grads.items():
+        assert grads[name].dtype == torch.float32  # master weights' gradients stay fp32
+        # bf16 rounding differs in order of operations; the gradients agree to bf16's precision.
+        assert (grads[name] - grad).norm() <= 0.03 * grad.norm() + 1e-6, name
+
+
+def test_evaluation_and_no_grad_take_peft_path_unchanged(tiny_model_dir: Path) -> None:
+    model = _lora_model(tiny_model_dir, 0.3)
+    input_ids = torch.randint(0, model.config.vocab_size, (1, 7))
+    model.eval()
+    with torch.no_grad():
+        reference = model(input_ids=input_ids).logits
+        use_fused_lora(model)
+        assert torch.equal(model(input_ids=input_ids).logits, reference)  # eval: no dropout, same path
+        model.train()
+        torch.manual_seed(3)
+        first = model(input_ids=input_ids).logits
+        torch.manual_seed(3)
+        assert torch.equal(model(input_ids=input_ids).logits, first)
+
+
+def test_gradient_checkpointing_redraws_the_same_masks(tiny_model_dir: Path) -> None:
+    model = _lora_model(tiny_model_dir, 0.3).train()
+    use_fused_lora(model)
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    _, reference = _run(model, input_ids)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    _, grads = _run(model, input_ids)
+    for name, grad in reference.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_keep_mask_is_a_function_of_its_seed_with_independent_lanes() -> None:
+    shape = (513, 77)
+    first = keep_mask(shape, 6554, seed=42, dtype=torch.bfloat16, device=torch.device("cpu"))
+    assert first.shape == shape and first.dtype == torch.bfloat16
+    assert set(first.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(first, keep_mask(shape, 6554, 42, torch.bfloat16, torch.device("cpu")))
+    other = keep_mask(shape, 6554, 43, torch.bfloat16, torch.device("cpu"))
+    both_dropped = ((first == 0) & (other == 0)).float().mean().item()
+    assert both_dropped == pytest.approx(0.2**2, abs=0.005)  # seeds give independent masks
+    large = keep_mask((1000, 1000), 6554, -7, torch.float32, torch.device("cpu")).flatten()
+    assert (large == 0).float().mean().item() == pytest.approx(6554 / 2**15, abs=0.002)
+    per_lane = (large.view(-1, 4) == 0).float().mean(0)  # each 15-bit lane of a 64-bit word
+    assert per_lane.tolist() == pytest.approx([0.2] * 4, abs=0.004)
+    neighbours = ((large[:-1] == 0) & (large[1:] == 0)).float().mean().item()
+    assert neighbours == pytest.approx(0.04, abs=0.002)  # adjacent elements independent
