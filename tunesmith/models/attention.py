@@ -35,10 +35,11 @@ def attention_probability_bytes(heads: int, lengths: list[int], element_bytes: i
     return sum(heads * n * n * element_bytes for n in lengths if n <= EXPLICIT_MAX_LEN)
 
 
-@lru_cache(maxsize=64)
-def _causal_bias(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """`(L, L)`: 0 on and below the diagonal, -inf above (an add is cheaper than a masked fill on CPU)."""
-    return torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu_(1)
+@lru_cache(maxsize=16)
+def _causal_bias(length: int, group: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`(group·L, L)`: 0 on and below each diagonal, -inf above, for `group` query heads stacked."""
+    causal = torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu_(1)
+    return causal.repeat(group, 1)
 
 
 def _explicit_causal_attention(
@@ -52,11 +53,11 @@ def _explicit_causal_attention(
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
     query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)  # rotary may leave q/k in fp32
     with torch.autocast(device_type=device, enabled=False):
-        grouped = (query * scale).reshape(Hkv, group * L, D)
-        scores = (grouped @ key[0].transpose(1, 2)).view(Hkv, group, L, L)
-        scores.add_(_causal_bias(L, scores.dtype, query.device))
+        bias = _causal_bias(L, group, dtype, query.device).expand(Hkv, group * L, L)
+        # scale · q·kᵀ + causal bias in one call; the group's query heads share one key/value head
+        scores = torch.baddbmm(bias, query.reshape(Hkv, group * L, D), key[0].transpose(1, 2), alpha=scale)
         probabilities = torch.softmax(scores, dim=-1)  # fp32 inside, stored in the input dtype
-        output = probabilities.view(Hkv, group * L, L) @ value[0]
+        output = probabilities @ value[0]
     return output.view(1, Hq, L, D)
 
 
@@ -94,11 +95,17 @@ def packed_attention_forward(
     flat_key = key.transpose(0, 1).reshape(1, key.shape[1], B * T, D)
     flat_value = value.transpose(0, 1).reshape(1, value.shape[1], B * T, D)
     scale = D**-0.5 if scaling is None else scaling
+    # One split, not a slice per example: a slice's backward writes a zero tensor of the whole row
+    # and adds it up per example; a split's backward is a single concatenation.
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
     outputs = [
-        _example_attention(
-            flat_query[:, :, start:end], flat_key[:, :, start:end], flat_value[:, :, start:end], scale
+        _example_attention(q, k, v, scale)
+        for q, k, v in zip(
+            flat_query.split(lengths, dim=2),
+            flat_key.split(lengths, dim=2),
+            flat_value.split(lengths, dim=2),
+            strict=True,
         )
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     output = torch.cat(outputs, dim=2).reshape(Hq, B, T, D).transpose(0, 1)  # (B, Hq, T, D)
     return output.transpose(1, 2), None  # (B, T, Hq, D), as transformers' attention functions return
