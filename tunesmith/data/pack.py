@@ -28,6 +28,18 @@ class PackedBatch:
         """Columns that `rows` need: their longest real length (the rest is padding for other rows)."""
         return max(self.row_tokens[rows])
 
+    def end_to_end(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`rows`' real tokens laid end to end as one `(1, N)` row: input ids, position ids, targets.
+
+        No padding at all; only for an attention that finds examples from position ids, never across rows.
+        """
+        lengths = self.row_tokens[rows]
+        picked = [
+            torch.cat([row[:length] for row, length in zip(tensor[rows], lengths, strict=True)])[None]
+            for tensor in (self.input_ids, self.position_ids, self.targets)
+        ]
+        return picked[0], picked[1], picked[2]
+
 
 def pack_rows(lengths: list[int], row_len: int) -> list[list[int]]:
     """Indices of examples per row: first-fit decreasing, each row at most `row_len` tokens."""

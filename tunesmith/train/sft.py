@@ -198,20 +198,22 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     _write_status(run, RunStatus.running)
 
     def loss_of(batch: PackedBatch, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
-        columns = slice(0, batch.width(rows))  # a pass of short rows drops the padding other rows needed
-        position_ids = batch.position_ids[rows, columns]
-        boundaries = packed_attention_kwargs(position_ids) if packed_attention else {}
+        if packed_attention:  # attention stays within each example, so rows can run end to end: no padding
+            input_ids, position_ids, targets = batch.end_to_end(rows)
+            boundaries = packed_attention_kwargs(position_ids)
+        else:
+            columns = slice(0, batch.width(rows))  # a pass of short rows drops the padding other rows needed
+            input_ids, position_ids = batch.input_ids[rows, columns], batch.position_ids[rows, columns]
+            targets, boundaries = batch.targets[rows, columns], {}
         with autocast:
             hidden = decoder(
-                input_ids=batch.input_ids[rows, columns].to(device),
+                input_ids=input_ids.to(device),
                 position_ids=position_ids.to(device),
                 use_cache=False,
                 **boundaries,
             ).last_hidden_state
         compute_dtype = torch.bfloat16 if bf16 else torch.float32
-        return linear_cross_entropy(
-            hidden, head_weight, batch.targets[rows, columns].to(device), compute_dtype=compute_dtype
-        )
+        return linear_cross_entropy(hidden, head_weight, targets.to(device), compute_dtype=compute_dtype)
 
     # ------------------------------------------------------------------ loop
     pad_id = tokenizer.pad_token_id
