@@ -3,10 +3,11 @@
 `linear_cross_entropy` computes the language-model loss from final hidden states and the output
 embedding without ever materialising the full `(tokens, vocab)` logits: it runs only on the
 loss-bearing positions, in chunks, and computes the gradient of each chunk during the forward pass
-(so backward is two multiplications by a scalar, and nothing of vocabulary size is kept). Logits,
-log-probabilities and softmax are held in the compute dtype (softmax and log-softmax compute in fp32
-internally): under bf16 each token's loss is rounded to bf16 (relative error <= 2**-9, unbiased), a
-finer error than the bf16 logits it comes from already carry.
+(so backward is two multiplications by a scalar, and nothing of vocabulary size is kept). Logits and
+softmax are held in the compute dtype (softmax and log-softmax compute in fp32 internally). Under
+bf16, a loss without gradients (validation) is each token's log-softmax rounded to bf16 (relative
+error <= 2**-9); with gradients it is -log of the stored softmax (absolute error <= 2**-9 per token,
+which saves a vocabulary-sized pass). Both are finer than the error the bf16 logits already carry.
 """
 
 from __future__ import annotations
@@ -37,16 +38,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
             chunk = hidden[start : start + chunk_size].to(compute_dtype)  # (C, H)
             chunk_targets = targets[start : start + chunk_size]
             logits = chunk @ weight_c.T  # (C, V)
-            # Each of these is one fused pass that computes in fp32 and writes the compute dtype: an
-            # fp32 copy of the logits and separate logsumexp/sub/exp passes cost 5x more on a CPU.
-            target_log_probs = torch.log_softmax(logits, dim=-1).gather(1, chunk_targets[:, None])
-            total -= target_log_probs.float().sum()
+            # Each softmax below is one fused pass that computes in fp32 and writes the compute dtype:
+            # an fp32 copy of the logits and separate logsumexp/sub/exp passes cost 5x more on a CPU.
             if grad_hidden is None and grad_weight is None:
+                total -= _target_log_probs(logits, chunk_targets).sum()
                 continue
-            # d(loss)/d(logits) = softmax - one_hot
-            grad_logits = torch.softmax(logits, dim=-1)
+            grad_logits = torch.softmax(logits, dim=-1)  # d(loss)/d(logits) = softmax - one_hot
+            rows = torch.arange(chunk.shape[0], device=chunk.device)
+            target_probs = grad_logits[rows, chunk_targets].float()
+            # -log p from the stored softmax: under bf16 within 2**-9 of the exact loss, not worth a
+            # second vocabulary-sized pass while training; a probability too small for that, exactly.
+            tiny = target_probs < 1e-30
+            losses = -target_probs.clamp_min(1e-30).log()
+            if bool(tiny.any()):
+                losses[tiny] = -_target_log_probs(logits[tiny].float(), chunk_targets[tiny])
+            total += losses.sum()
             del logits
-            grad_logits[torch.arange(chunk.shape[0], device=chunk.device), chunk_targets] -= 1.0
+            grad_logits[rows, chunk_targets] -= 1.0
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk_size] = (grad_logits @ weight_c).to(hidden.dtype)
             if grad_weight is not None:
@@ -60,6 +68,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         hidden_grad = grad_hidden * grad_output.to(grad_hidden.dtype) if grad_hidden is not None else None
         weight_grad = grad_weight * grad_output if grad_weight is not None else None
         return hidden_grad, weight_grad, None, None, None
+
+
+def _target_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fp32 log-probabilities of `targets` under `logits` (C, V); computed in fp32, stored in logits' dtype."""
+    return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1).float()
 
 
 def linear_cross_entropy(

@@ -55,3 +55,15 @@ def test_bf16_compute_matches_fp32_cross_entropy_of_the_same_bf16_logits() -> No
     assert hidden.grad is not None
     error = (hidden.grad.float() - exact.grad).norm() / exact.grad.norm()
     assert error < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_target_too_unlikely_for_the_softmax_still_gets_its_exact_loss(dtype: torch.dtype) -> None:
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=dtype, requires_grad=True)
+    weight = torch.tensor([[100.0, 0.0], [0.0, 0.0], [-100.0, 0.0], [0.0, 3.0]], dtype=dtype)
+    targets = torch.tensor([2, 3])  # row 0: probability e**-200, zero in any float; row 1: ordinary
+    loss, _ = linear_cross_entropy(hidden, weight, targets, compute_dtype=dtype)
+    loss.backward()
+    reference = F.cross_entropy((hidden.detach().float() @ weight.float().T), targets, reduction="sum")
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-3)  # ~200 + 0.14, finite
+    assert hidden.grad is not None and torch.isfinite(hidden.grad).all()
