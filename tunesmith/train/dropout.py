@@ -44,6 +44,17 @@ _LANE_ONES = 0x0001000100010001
 _BF16_ONE = 0x3F80  # the bit pattern of 1.0 in bfloat16
 
 
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _counters(count: int, device: torch.device) -> torch.Tensor:
+    """`i·φ` for i < count (wrapping), kept per device and grown as needed: one pass fewer per mask."""
+    cached = _COUNTERS.get(device)
+    if cached is None or cached.numel() < count:
+        cached = _COUNTERS[device] = torch.arange(count, dtype=torch.int64, device=device).mul_(_GOLDEN)
+    return cached[:count]
+
+
 def new_seed() -> int:
     """A 64-bit mask seed from torch's CPU generator."""
     return int(torch.empty((), dtype=torch.int64).random_(-(2**63), 2**63 - 1))
@@ -54,7 +65,7 @@ def keep_mask(
 ) -> torch.Tensor:
     """0/1 multipliers of `shape` in `dtype`: 0 where the element's 15-bit lane is below `threshold`."""
     count = math.prod(shape)
-    words = torch.arange((count + 3) // 4, dtype=torch.int64, device=device).mul_(_GOLDEN).add_(seed)
+    words = torch.add(_counters((count + 3) // 4, device), seed)  # SplitMix64's states seed + i·φ
     shifted = torch.empty_like(words)
     for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, 1)):  # SplitMix64's finaliser
         torch.bitwise_right_shift(words, shift, out=shifted).bitwise_and_((1 << (64 - shift)) - 1)
