@@ -11,7 +11,7 @@ Examples of up to `EXPLICIT_MAX_LEN` tokens take explicit attention (two batched
 query heads grouped by their shared key/value head): on a CPU, forward + backward of one 250-token
 example of SmolLM2's shape took 2.5 ms against 5.4 ms for the fused SDPA kernel, whose backward is
 slow at short lengths. It keeps one `(heads, L, L)` probability matrix per example for backward
-(`attention_probability_bytes` sizes it for the memory plan); longer examples use SDPA.
+(`tunesmith.train.plan.attention_span` sizes it for the memory plan); longer examples use SDPA.
 Does not own: packing (`tunesmith.data.pack`).
 """
 
@@ -28,11 +28,6 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 PACKED_ATTENTION = "tunesmith_packed"
 EXPLICIT_MAX_LEN = 512  # longest example given explicit attention; measured faster up to here
-
-
-def attention_probability_bytes(heads: int, lengths: list[int], element_bytes: int) -> int:
-    """Bytes explicit attention keeps for backward per layer, for examples of `lengths` tokens."""
-    return sum(heads * n * n * element_bytes for n in lengths if n <= EXPLICIT_MAX_LEN)
 
 
 @lru_cache(maxsize=16)

@@ -26,6 +26,7 @@ from tunesmith.config import Precision, TrainSpec
 from tunesmith.data.ingest import load_split
 from tunesmith.data.pack import pack_rows
 from tunesmith.data.render import render_example
+from tunesmith.models.attention import EXPLICIT_MAX_LEN
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model, supports_fast_bf16
 
 # Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
@@ -51,6 +52,7 @@ class ModelShape:
     parameters: int
     trainable: int
     layers: int
+    heads: int
     hidden: int
     intermediate: int
     vocab: int
@@ -109,6 +111,7 @@ def model_shape(model_path: str, method: str, lora_rank: int, targets: list[str]
         parameters=parameters,
         trainable=trainable,
         layers=text_config.num_hidden_layers,
+        heads=text_config.num_attention_heads,
         hidden=text_config.hidden_size,
         intermediate=text_config.intermediate_size,
         vocab=text_config.vocab_size,
@@ -122,8 +125,12 @@ def estimate_memory(
     pass_tokens: int,
     gradient_checkpointing: bool,
     device: str,
+    attention_span: float = 0.0,
 ) -> MemoryEstimate:
-    """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass."""
+    """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass.
+
+    `attention_span`: the attention probabilities kept per token, head and layer (`attention_span`).
+    """
     compute_bytes = 2 if bf16 else 4
     if method == "lora":
         weights = shape.parameters * (2 if bf16 else 4)  # the frozen base lives in bf16 under bf16
@@ -131,7 +138,9 @@ def estimate_memory(
     else:
         weights = shape.parameters * 4  # fp32 master weights; bf16 runs under autocast
         trainable_state = shape.parameters * 12
-    per_layer = ACTIVATION_VALUES * (shape.hidden + shape.intermediate) * compute_bytes
+    per_layer = (
+        ACTIVATION_VALUES * (shape.hidden + shape.intermediate) + shape.heads * attention_span
+    ) * compute_bytes
     if gradient_checkpointing:  # every layer's input, plus one layer recomputed at a time
         activations = pass_tokens * (shape.layers * shape.hidden * compute_bytes + per_layer)
     else:
@@ -166,6 +175,7 @@ def choose_step_layout(
     budget: int,
     checkpointing: Literal["auto", "on", "off"],
     pass_tokens: int | None = None,
+    attention_span: float = 0.0,
 ) -> StepLayout:
     """The largest pass (whole rows, at most one batch) that fits `budget`, checkpointing only if needed.
 
@@ -173,23 +183,26 @@ def choose_step_layout(
         row_len: tokens per packed row; a pass holds whole rows, so at least one.
         rows_per_batch: rows one batch packs into (an upper bound on a useful pass).
         pass_tokens: the user's choice, used as given (the estimate still says whether it fits).
+        attention_span: see `attention_span`.
     """
     notes: list[str] = []
     if pass_tokens is not None:
         chosen = max(pass_tokens, row_len)
         use_checkpointing = checkpointing == "on"
-        memory = estimate_memory(shape, method, bf16, chosen, use_checkpointing, device)
+        memory = estimate_memory(shape, method, bf16, chosen, use_checkpointing, device, attention_span)
         return StepLayout(chosen, use_checkpointing, memory, budget, memory.total <= budget, notes)
     cap = min(row_len * rows_per_batch, max(MAX_PASS_TOKENS[_kind(device)], row_len))
     for use_checkpointing in [False, True] if checkpointing == "auto" else [checkpointing == "on"]:
-        fitting = _largest_fitting_pass(shape, method, bf16, device, row_len, cap, budget, use_checkpointing)
+        fitting = _largest_fitting_pass(
+            shape, method, bf16, device, row_len, cap, budget, use_checkpointing, attention_span
+        )
         if fitting is not None:
-            memory = estimate_memory(shape, method, bf16, fitting, use_checkpointing, device)
+            memory = estimate_memory(shape, method, bf16, fitting, use_checkpointing, device, attention_span)
             if use_checkpointing and checkpointing == "auto":
                 notes.append("gradient checkpointing on: one row's activations do not fit the memory budget")
             return StepLayout(fitting, use_checkpointing, memory, budget, True, notes)
     use_checkpointing = checkpointing != "off"
-    memory = estimate_memory(shape, method, bf16, row_len, use_checkpointing, device)
+    memory = estimate_memory(shape, method, bf16, row_len, use_checkpointing, device, attention_span)
     notes.append("one row does not fit the memory budget even with gradient checkpointing")
     return StepLayout(row_len, use_checkpointing, memory, budget, False, notes)
 
@@ -203,6 +216,20 @@ def step_counts(num_examples: int, spec: TrainSpec) -> tuple[int, int]:
     """Optimizer steps per epoch and in the whole job (`max_steps` wins over `epochs`)."""
     steps_per_epoch = math.ceil(num_examples / (spec.batch_size * spec.grad_accum))
     return steps_per_epoch, spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+
+
+def uses_packed_attention(device: str, compile_model: bool) -> bool:
+    """Per-example packed attention runs on CPU only (see `tunesmith.train.sft`) and not under compile."""
+    return _kind(device) == "cpu" and not compile_model
+
+
+def attention_span(lengths: list[int]) -> float:
+    """Attention probabilities packed attention keeps per token, head and layer, over examples of `lengths`.
+
+    Explicit attention keeps an `L x L` matrix per head for an example of `L` tokens (up to
+    `EXPLICIT_MAX_LEN`), so L values per token: the token-weighted mean length of those examples.
+    """
+    return sum(n * n for n in lengths if n <= EXPLICIT_MAX_LEN) / max(1, sum(lengths))
 
 
 def batch_geometry(lengths: list[int], batch_size: int, pack_len: int) -> tuple[int, int]:
@@ -221,10 +248,12 @@ def _largest_fitting_pass(
     cap: int,
     budget: int,
     checkpointing: bool,
+    attention_span: float,
 ) -> int | None:
     rows = cap // row_len
     while rows >= 1:
-        if estimate_memory(shape, method, bf16, rows * row_len, checkpointing, device).total <= budget:
+        memory = estimate_memory(shape, method, bf16, rows * row_len, checkpointing, device, attention_span)
+        if memory.total <= budget:
             return rows * row_len
         rows -= 1
     return None

@@ -51,6 +51,7 @@ from tunesmith.train.fused_lora import use_fused_lora
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.plan import (
     GB,
+    attention_span,
     batch_geometry,
     choose_step_layout,
     layout_summary,
@@ -59,6 +60,7 @@ from tunesmith.train.plan import (
     peak_memory_bytes,
     step_counts,
     uses_bf16,
+    uses_packed_attention,
 )
 from tunesmith.train.plots import plot_loss_curve
 from tunesmith.train.progress import TrainProgress
@@ -162,7 +164,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     model.to(device)
     # CPU only: CUDA's dropout is a fused kernel, and its masked SDPA costs less than a launch per example.
     # Packed attention's plain-int boundaries would make a compiled graph recompile for every batch.
-    packed_attention = device == "cpu" and not spec.compile
+    packed_attention = uses_packed_attention(device, spec.compile)
     if device == "cpu":
         use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
         if not spec.compile:  # a fresh mask seed per call would recompile a graph
@@ -416,10 +418,12 @@ def _step_layout(
     if resuming and (run.path / "plan.json").is_file():
         return run.read_json("plan.json")
     shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
-    row_len, rows = batch_geometry([len(e.input_ids) for e in examples], spec.batch_size, spec.pack_len)
+    lengths = [len(e.input_ids) for e in examples]
+    row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
     layout = choose_step_layout(
         shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
         spec.gradient_checkpointing, spec.micro_batch_tokens,
+        attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0,
     )  # fmt: skip
     summary = layout_summary(layout)
     run.write_json("plan.json", summary)

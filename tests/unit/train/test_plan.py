@@ -14,6 +14,7 @@ from tunesmith.models.loading import load_model
 from tunesmith.train.plan import (
     GB,
     ModelShape,
+    attention_span,
     batch_geometry,
     choose_step_layout,
     estimate_memory,
@@ -24,7 +25,13 @@ from tunesmith.train.sft import train_sft
 
 # SmolLM2-135M's sizes: the layouts below are what a laptop user of the embedded model gets.
 SMOLLM2 = ModelShape(
-    parameters=134_515_008, trainable=4_884_480, layers=30, hidden=576, intermediate=1536, vocab=49152
+    parameters=134_515_008,
+    trainable=4_884_480,
+    layers=30,
+    heads=9,
+    hidden=576,
+    intermediate=1536,
+    vocab=49152,
 )
 
 
@@ -49,6 +56,17 @@ def test_memory_grows_with_pass_tokens_and_checkpointing_cuts_activations() -> N
     assert estimate_memory(SMOLLM2, "lora", True, 1024, False, "cpu").total < large.total  # bf16 halves
     full = estimate_memory(SMOLLM2, "full", False, 1024, False, "cpu")
     assert full.trainable_state == SMOLLM2.parameters * 12 and full.total > large.total
+
+
+def test_explicit_attention_probabilities_are_in_the_estimate() -> None:
+    """Packed attention keeps an L x L matrix per head for each example of up to 512 tokens."""
+    assert attention_span([100, 300]) == (100**2 + 300**2) / 400
+    assert attention_span([100, 600]) == 100**2 / 700  # longer examples take SDPA, which keeps none
+    plain = estimate_memory(SMOLLM2, "lora", True, 1024, False, "cpu")
+    packed = estimate_memory(SMOLLM2, "lora", True, 1024, False, "cpu", attention_span=250.0)
+    assert packed.activations - plain.activations == 1024 * 30 * 9 * 250 * 2
+    checkpointed = estimate_memory(SMOLLM2, "lora", True, 1024, True, "cpu", attention_span=250.0)
+    assert checkpointed.activations < packed.activations / 5  # only the recomputed layer's
 
 
 def test_layout_takes_the_largest_pass_that_fits_then_checkpoints_then_says_it_cannot() -> None:
