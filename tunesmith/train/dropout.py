@@ -11,10 +11,10 @@ runs on one thread, and comparing and masking through a bool tensor is not vecto
 `keep_mask` instead hashes a counter: SplitMix64 (the mixer of Java's `SplittableRandom`, which passes
 BigCrush) over `seed + i·φ` for the i-th 64-bit word, one 64-bit seed per mask drawn from torch's
 generator (so `torch.manual_seed` still fixes every mask, and a resumed run redraws the same ones).
-Each word gives four 15-bit lanes, one per element; an element is dropped when its lane is below
-`round(p · 2**15)`, so the drop rate is `p` to within 2**-16. The comparison and the conversion to
-0/1 multipliers are done on whole words with carry-free lane arithmetic, all in place: ~20 vectorised
-integer passes over a quarter of the elements, 2–3× cheaper than the generator alone. Because a mask
+Each word gives four 14-bit lanes, one per element; an element is dropped when its lane is below
+`round(p · 2**14)`, so the drop rate is `p` to within 2**-15. The comparison and the conversion to
+multipliers are done on whole words with borrow-free lane arithmetic, all in place: 15 vectorised
+integer passes over a quarter of the elements, ~3× cheaper than the generator alone. Because a mask
 is a function of its seed, a fused layer (`tunesmith.train.fused_lora`) keeps only the seed for
 backward and redraws it, instead of holding a mask per layer.
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-LANES = 1 << 15  # one 15-bit lane per element, four per 64-bit word
+LANES = 1 << 14  # one 14-bit lane per element, four per 64-bit word
 
 
 def _signed(value: int) -> int:
@@ -38,13 +38,12 @@ def _signed(value: int) -> int:
 
 _GOLDEN = _signed(0x9E3779B97F4A7C15)  # SplitMix64's increment and mixing constants
 _MIX = (_signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB))
-_LANE_LOW = 0x7FFF7FFF7FFF7FFF  # the low 15 bits of every 16-bit lane
-_LANE_HIGH = _signed(0x8000800080008000)  # the top bit of every lane
+_LANE_BIT14 = 0x4000400040004000  # bit 14 of every 16-bit lane; 0x4000 is 2.0 in bfloat16
 _LANE_ONES = 0x0001000100010001
-_BF16_ONE = 0x3F80  # the bit pattern of 1.0 in bfloat16
 
 
 _COUNTERS: dict[torch.device, torch.Tensor] = {}
+_SCRATCH: dict[tuple[str, torch.device], torch.Tensor] = {}
 
 
 def _counters(count: int, device: torch.device) -> torch.Tensor:
@@ -60,20 +59,51 @@ def new_seed() -> int:
     return int(torch.empty((), dtype=torch.int64).random_(-(2**63), 2**63 - 1))
 
 
+def scratch(name: str, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A reusable flat buffer of `count` elements, valid until the next request for `name` on `device`.
+
+    A fresh multi-megabyte tensor costs more to allocate and fault in than one pass over it, and
+    these buffers are written and read once per layer, so they are kept per (name, device).
+    """
+    key = (name, device)
+    nbytes = count * dtype.itemsize
+    buffer = _SCRATCH.get(key)
+    if buffer is None or buffer.numel() < nbytes:
+        buffer = _SCRATCH[key] = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    return buffer[:nbytes].view(dtype)
+
+
 def keep_mask(
-    shape: torch.Size | tuple[int, ...], threshold: int, seed: int, dtype: torch.dtype, device: torch.device
+    shape: torch.Size | tuple[int, ...],
+    threshold: int,
+    seed: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    reuse: bool = False,
 ) -> torch.Tensor:
-    """0/1 multipliers of `shape` in `dtype`: 0 where the element's 15-bit lane is below `threshold`."""
+    """Multipliers of `shape` in `dtype`: 0 where the element's 14-bit lane is below `threshold`, else 2.
+
+    2, not 1: bf16's 2.0 (0x4000) is the lane's comparison bit itself, so no shift or multiply is
+    needed to build it; callers fold the exact factor 1/2 into their scale. With `reuse`, the mask
+    lives in a scratch buffer (see `scratch`) and is only valid until the next reusing call.
+    """
     count = math.prod(shape)
-    words = torch.add(_counters((count + 3) // 4, device), seed)  # SplitMix64's states seed + i·φ
-    shifted = torch.empty_like(words)
+    words_count = (count + 3) // 4
+    if reuse:
+        words = scratch("mask", words_count, torch.int64, device)
+        shifted = scratch("mask-shift", words_count, torch.int64, device)
+    else:
+        words = torch.empty(words_count, dtype=torch.int64, device=device)
+        shifted = torch.empty_like(words)
+    torch.add(_counters(words_count, device), seed, out=words)  # SplitMix64's states seed + i·φ
     for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, 1)):  # SplitMix64's finaliser
         torch.bitwise_right_shift(words, shift, out=shifted).bitwise_and_((1 << (64 - shift)) - 1)
-        words.bitwise_xor_(shifted).mul_(multiplier)  # int64 arithmetic wraps as uint64 would
-    # Lane by lane, with no carry between lanes: (0x8000 | low 15 bits) - threshold keeps its top bit
-    # exactly when the lane is >= threshold; that bit, moved to the bottom, times bf16's 1.0 pattern.
-    words.bitwise_and_(_LANE_LOW).bitwise_or_(_LANE_HIGH).sub_(threshold * _LANE_ONES)
-    words.bitwise_and_(_LANE_HIGH).bitwise_right_shift_(15).bitwise_and_(_LANE_ONES).mul_(_BF16_ONE)
+        words.bitwise_xor_(shifted)
+        if multiplier != 1:
+            words.mul_(multiplier)  # int64 arithmetic wraps as uint64 would
+    # Lane by lane, with no borrow between lanes: bit 14 of (bit 14 set | low 14 bits) - threshold
+    # stays set exactly when the low 14 bits are >= threshold; kept alone it is bf16's 2.0.
+    words.bitwise_or_(_LANE_BIT14).sub_(threshold * _LANE_ONES).bitwise_and_(_LANE_BIT14)
     keep = words.view(torch.bfloat16)[:count].view(shape)
     return keep if dtype == torch.bfloat16 else keep.to(dtype)
 
@@ -82,8 +112,8 @@ class _MaskedScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, inputs: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return (inputs * keep).mul_(scale)
+        ctx.scale = scale / 2  # keep_mask's multipliers are 0 and 2
+        return (inputs * keep).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
-from tunesmith.train.dropout import FastDropout, keep_mask, new_seed
+from tunesmith.train.dropout import FastDropout, keep_mask, new_seed, scratch
 
 
 class _FusedLoraLinear(torch.autograd.Function):
@@ -53,9 +53,11 @@ class _FusedLoraLinear(torch.autograd.Function):
         dtype = inputs.dtype
         a, b = lora_a.to(dtype), lora_b.to(dtype)
         output = F.linear(inputs, weight.to(dtype), None if bias is None else bias.to(dtype))
-        dropped = (
-            inputs * keep_mask(inputs.shape, threshold, seed, dtype, inputs.device) if threshold else inputs
-        )
+        dropped = inputs
+        if threshold:
+            keep = keep_mask(inputs.shape, threshold, seed, dtype, inputs.device, reuse=True)
+            dropped = torch.mul(inputs, keep, out=_scratch_like(inputs, "dropped"))
+            scale /= 2  # keep_mask's multipliers are 0 and 2: the low-rank product is twice t (exact)
         low_rank = dropped @ a.T  # (N, r)
         output.addmm_(low_rank, b.T, alpha=scale)
         ctx.save_for_backward(inputs, weight, a, b, low_rank)
@@ -67,23 +69,28 @@ class _FusedLoraLinear(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         inputs, weight, a, b, low_rank = ctx.saved_tensors
         grad = grad_output.to(inputs.dtype)
-        keep = (
-            keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device)
-            if ctx.threshold
-            else None
-        )
-        scaled = (grad @ b).mul_(ctx.scale)  # (N, r)
+        keep = None
+        if ctx.threshold:
+            keep = keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device, reuse=True)
+        scaled = (grad @ b).mul_(ctx.scale)  # (N, r): u, or u/2 against the doubled multipliers
         grad_inputs = None
         if ctx.needs_input_grad[0]:
             grad_inputs = grad @ weight.to(inputs.dtype)
             if keep is None:
                 grad_inputs.addmm_(scaled, a)
             else:
-                grad_inputs += (scaled @ a).mul_(keep)
-        dropped = inputs if keep is None else inputs * keep
+                grad_inputs += torch.mm(scaled, a, out=_scratch_like(inputs, "lora-grad")).mul_(keep)
+        dropped = inputs
+        if keep is not None:
+            dropped = torch.mul(inputs, keep, out=_scratch_like(inputs, "dropped"))
         grad_a = (scaled.T @ dropped).to(ctx.master_dtypes[0])
         grad_b = (low_rank.T @ grad).T.mul_(ctx.scale).to(ctx.master_dtypes[1])  # 1.7x faster than gradᵀ·t
         return grad_inputs, None, None, grad_a, grad_b, None, None, None
+
+
+def _scratch_like(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    """A scratch buffer shaped like `tensor`, consumed before the next layer asks for `name`."""
+    return scratch(name, tensor.numel(), tensor.dtype, tensor.device).view(tensor.shape)
 
 
 def _dropout_parts(dropout: nn.Module) -> tuple[float, int] | None:

@@ -21,7 +21,7 @@ def test_drops_at_the_rate_asked_and_scales_what_it_keeps(p: float) -> None:
     dropped = (outputs == 0).float().mean().item()
     assert dropped == pytest.approx(p, abs=0.002)  # 1e6 draws: the standard error is at most 5e-4
     kept = outputs[outputs != 0]
-    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - dropout.threshold / 2**15)))
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - dropout.threshold / 2**14)))
     assert outputs.mean().item() == pytest.approx(1.0, abs=0.003)  # unbiased in expectation
     # Every lane of the 64-bit draw is uniform: each of the four element phases drops at rate p too.
     per_lane = (outputs.flatten()[: 4 * (outputs.numel() // 4)].view(-1, 4) == 0).float().mean(0)
