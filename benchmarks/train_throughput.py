@@ -16,18 +16,23 @@ TRL reports per-step time only, so its tokens after warm-up are the epoch's toke
 of steps after warm-up; tunesmith's are exact (from metrics.jsonl). The same scaling is printed for
 tunesmith too, for a like-for-like check.
 
-Measured 2026-11-26, `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,trl-defaults,trl-best`,
-2-core AMD EPYC with avx512_bf16, machine otherwise idle (matmul peak fp32 189 / bf16 413 GFLOP/s):
-  config                tok/s    MFU   RSS MB  est GB  val loss
-  tunesmith             259.7  33.8%     3494    3.41    1.1497
-  tunesmith-no-dropout  315.2  41.0%     3248    3.41    1.1492
-  trl-defaults          100.2  13.1%     5863            1.1461
-  trl-best              127.9  16.7%     8725            1.1467
-What each change gave (tunesmith, same command): 183 tok/s before per-example attention and the cheap
-dropout mask (block-diagonal SDPA over whole rows; bernoulli_ masks); those two cut a 4x256-token pass
-by ~25% but the benchmark barely moved, because rows of 256 held one GSM8K example each and were padded
-to the batch's longest; rows of 1024 with no padding past a pass's own rows gave 262-267.
-On an H200 (random-init SmolLM2-135M shape, 512 examples, batch 32): tunesmith 12.5k tok/s, TRL defaults
+Measured 2026-11-26 (third session), `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,
+trl-defaults,trl-best`, 2-core AMD EPYC with avx512_bf16, machine otherwise idle; two runs of the same
+code (this VM's speed varies by up to ~15% between runs, so both are given):
+  config                tok/s         MFU            RSS MB      est GB  val loss
+  tunesmith             401.8 / 346.1  52.6% / 47.3%  2553 / 2564  3.32    1.1500
+  tunesmith-no-dropout  426.1 / 409.9  55.7% / 56.1%  2563 / 2552  3.32    1.1475
+  trl-defaults          104.0 /  99.0  13.6% / 13.5%  5730 / 6199          1.1461
+  trl-best              123.3 / 135.2  16.1% / 18.5%  8479 / 8569          1.1467
+(bf16 matmul peak 411 / 393 GFLOP/s.) tunesmith = 3.9x / 3.5x TRL defaults, 3.3x / 2.6x TRL best.
+What each change gave (tunesmith, same command): 183 tok/s with block-diagonal SDPA over whole rows and
+bernoulli_ masks; per-example attention, a cheap dropout mask and 1024-token rows with no padding past a
+pass's own rows: 260; then (this session) explicit attention for examples up to 512 tokens, one fused
+autograd function per LoRA layer (no casts, mask redrawn from a seed instead of saved: RSS 3494 -> 2686
+MB), a softmax-only cross-entropy, rows run end to end with no padding at all, and a counter-hash
+dropout mask: 346-402.
+On an H200 (random-init SmolLM2-135M shape, 512 examples, batch 32; before the CPU-only changes above):
+tunesmith 12.5k tok/s, TRL defaults
 13.1k, TRL best 20.0k; every config is bound by per-launch CPU overhead at this model size (MFU ~1%).
 """
 

@@ -4,7 +4,10 @@ Owns: the training loop and its policy (schedule, validation, early stopping, ch
 final artifact). The step is built for throughput: examples are packed into dense rows without
 cross-example attention, the loss runs only on assistant tokens without materialising full-vocabulary
 logits, bf16 is used where the hardware runs it natively, and the host syncs with the device only
-when it logs. Does not own: the registry (events go to a listener) or the CLI.
+when it logs. On a CPU, a pass also runs its rows' tokens end to end with no padding, attention is
+computed per example (`tunesmith.models.attention`), and every LoRA layer is one fused autograd
+function with a cheap dropout mask (`tunesmith.train.fused_lora`). Does not own: the registry
+(events go to a listener) or the CLI.
 """
 
 from __future__ import annotations
