@@ -37,7 +37,7 @@ def _judge_adapter(tiny_model_dir: Path, root: Path, name: str, conversations: l
         {"messages": [*conversation, {"role": "assistant", "content": reply}]}
         for conversation in conversations
     ]
-    spec = TrainSpec(model=str(tiny_model_dir), data=write_jsonl(root / f"{name}.jsonl", rows), max_steps=4,
+    spec = TrainSpec(model=str(tiny_model_dir), data=write_jsonl(root / f"{name}.jsonl", rows), max_steps=10,
                      batch_size=8, lr=5e-2, warmup_ratio=0.0, save_every=100, eval_every=100, out=root / name)  # fmt: skip
     result = train_sft(spec, progress=False)
     assert result.artifact_dir is not None
