@@ -9,7 +9,7 @@ of four 256-token examples does 8× the causal work), which made attention a thi
 Without boundaries (generation, padded batches with an attention mask) it is exactly transformers' SDPA.
 Examples of up to `EXPLICIT_MAX_LEN` tokens take explicit attention (two batched matmuls and a softmax,
 query heads grouped by their shared key/value head): on a CPU, forward + backward of one 250-token
-example of SmolLM2's shape took 2.5 ms against 5.4 ms for the fused SDPA kernel, whose backward is
+example of SmolLM2's shape took 2.0 ms against 5.4 ms for the fused SDPA kernel, whose backward is
 slow at short lengths. It keeps one `(heads, L, L)` probability matrix per example for backward
 (`tunesmith.train.plan.attention_span` sizes it for the memory plan); longer examples use SDPA.
 Does not own: packing (`tunesmith.data.pack`).

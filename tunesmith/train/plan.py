@@ -129,7 +129,8 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass.
 
-    `attention_span`: the attention probabilities kept per token, head and layer (`attention_span`).
+    `attention_span`: attention probabilities kept per token, head and layer, from `attention_span(lengths)`
+    where packed attention runs; 0 where attention keeps none.
     """
     compute_bytes = 2 if bf16 else 4
     if method == "lora":
