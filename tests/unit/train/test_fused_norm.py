@@ -40,7 +40,7 @@ def test_matches_transformers_rms_norm(dtype: torch.dtype, tolerance: float) -> 
     assert (input_grad - reference_grad).norm() <= tolerance * reference_grad.norm()
 
 
-def test_trainable_weight_and_evaluation_keep_transformers_forward(tiny_model_dir: Path) -> None:
+def test_trainable_norm_weights_keep_transformers_forward_and_get_gradients(tiny_model_dir: Path) -> None:
     """Full fine-tuning trains the norm weights: the fused path (no weight gradient) must step aside."""
     model = load_model(str(tiny_model_dir)).train()
     assert use_fused_rms_norm(model) == 2 * 2 + 1  # two per layer and the final norm
