@@ -55,7 +55,7 @@ class _FusedLoraLinear(torch.autograd.Function):
         output = F.linear(inputs, weight.to(dtype), None if bias is None else bias.to(dtype))
         dropped = inputs
         if threshold:
-            keep = keep_mask(inputs.shape, threshold, seed, dtype, inputs.device, reuse=True)
+            keep = keep_mask(inputs.shape, threshold, seed, dtype, inputs.device)
             dropped = torch.mul(inputs, keep, out=_scratch_like(inputs, "dropped"))
             scale /= 2  # keep_mask's multipliers are 0 and 2: the low-rank product is twice t (exact)
         low_rank = dropped @ a.T  # (N, r)
@@ -71,7 +71,7 @@ class _FusedLoraLinear(torch.autograd.Function):
         grad = grad_output.to(inputs.dtype)
         keep = None
         if ctx.threshold:
-            keep = keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device, reuse=True)
+            keep = keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device)
         scaled = (grad @ b).mul_(ctx.scale)  # (N, r): u, or u/2 against the doubled multipliers
         grad_inputs = None
         if ctx.needs_input_grad[0]:
@@ -79,7 +79,7 @@ class _FusedLoraLinear(torch.autograd.Function):
             if keep is None:
                 grad_inputs.addmm_(scaled, a)
             else:
-                grad_inputs += torch.mm(scaled, a, out=_scratch_like(inputs, "lora-grad")).mul_(keep)
+                grad_inputs.addcmul_(torch.mm(scaled, a, out=_scratch_like(inputs, "lora-grad")), keep)
         dropped = inputs
         if keep is not None:
             dropped = torch.mul(inputs, keep, out=_scratch_like(inputs, "dropped"))

@@ -1,0 +1,44 @@
+"""Fused CPU kernels must compute exactly what their eager ops compute, and fall back when compiling fails."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from tunesmith.train import kernels
+from tunesmith.train.dropout import _mask_words
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("count", [1, 3, 17, 1000, 146_448, 250_001])
+def test_the_compiled_dropout_mask_is_bit_for_bit_the_eager_one(count: int) -> None:
+    # Sizes from a tail-only loop to whole vectorised blocks plus a tail; seeds that wrap past 2**63.
+    for seed, threshold in ((0, 819), (-7, 3277), (2**63 - 1, 1), (123_456_789_012, 16383)):
+        eager = _mask_words.__wrapped__(count, seed, threshold, device=CPU)  # type: ignore[attr-defined]
+        assert torch.equal(_mask_words(count, seed, threshold, device=CPU), eager)
+    assert not kernels._FAILED  # the compiled kernel ran: this machine has a C++ compiler
+
+
+def test_falls_back_to_the_eager_ops_with_a_warning_when_compiling_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(kernels, "_FAILED", [])
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+
+    @kernels.fused_cpu_kernel
+    def odd_numbers(count: int, *, device: torch.device) -> torch.Tensor:
+        return torch.arange(count, device=device) * 2 + 1
+
+    with pytest.warns(RuntimeWarning, match="could not build tunesmith's fused CPU kernels"):
+        first = odd_numbers(5, device=CPU)
+    assert first.tolist() == [1, 3, 5, 7, 9]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: compiling is not tried again
+        assert odd_numbers(3, device=CPU).tolist() == [1, 3, 5]
+    assert len(kernels._FAILED) == 1
