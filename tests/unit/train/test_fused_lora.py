@@ -105,3 +105,27 @@ def test_keep_mask_is_a_function_of_its_seed_with_independent_lanes() -> None:
     assert per_lane.tolist() == pytest.approx([0.2] * 4, abs=0.004)
     neighbours = ((large[:-1] == 0) & (large[1:] == 0)).float().mean().item()
     assert neighbours == pytest.approx(0.04, abs=0.002)  # adjacent elements independent
+
+
+def test_swiglu_mlp_keeps_gate_and_up_for_backward_but_not_their_product(tiny_model_dir: Path) -> None:
+    model = _lora_model(tiny_model_dir, 0.3).train()
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    width = model.config.intermediate_size
+
+    def kept_intermediates() -> int:  # distinct (tokens, intermediate) tensors saved for backward
+        kept: set[int] = set()
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            if tensor.shape[-1] == width and tensor.numel() == 2 * 9 * width:
+                kept.add(tensor.untyped_storage().data_ptr())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(input_ids=input_ids, use_cache=False)
+        return len(kept)
+
+    layers = model.config.num_hidden_layers
+    # peft under autograd: gate, silu(gate), up, their product, and the dropout mask of the product
+    assert kept_intermediates() == 5 * layers
+    use_fused_lora(model)
+    assert kept_intermediates() == 2 * layers  # gate and up: the rest is recomputed in backward
