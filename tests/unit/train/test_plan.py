@@ -74,10 +74,10 @@ def test_layout_takes_the_largest_pass_that_fits_then_checkpoints_then_says_it_c
         chosen = choose_step_layout(SMOLLM2, "lora", False, "cpu", 256, 8, int(budget_gb * GB), checkpointing)  # type: ignore[arg-type]
         return chosen.pass_tokens, chosen.gradient_checkpointing, chosen.fits
 
-    assert layout(100) == (1024, False, True)  # CPU cap: bigger passes buy no speed
+    assert layout(100) == (2048, False, True)  # the CPU cap, here the whole batch (8 rows of 256)
     assert layout(4) == (512, False, True)
     assert layout(2.5) == (256, False, True)
-    assert layout(2.0) == (1024, True, True)  # one row no longer fits without checkpointing
+    assert layout(2.0) == (2048, True, True)  # one row no longer fits without checkpointing
     assert layout(1.2) == (256, True, True)
     assert layout(1.2, "off") == (256, False, False)
     assert layout(1.0) == (256, True, False)
