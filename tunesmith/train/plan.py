@@ -33,6 +33,11 @@ from tunesmith.models.loading import default_device, load_tokenizer, resolve_mod
 # Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
 # 30 layers of 576 + 1536 -> 12.6; rounded up. Checkpointing keeps one hidden vector per layer instead.
 ACTIVATION_VALUES = 13.0
+# The same for CPU LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
+# masks, the MLP keeps gate and up only): 3.4 units are kept for backward (564 MB for a 1,030-token
+# pass); 7 covers backward's temporaries too: peak RSS 3.2 GB in benchmarks/train_throughput.py with
+# passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB).
+FUSED_ACTIVATION_VALUES = 7.0
 # What the allocator holds beyond live tensors at the peak: glibc's arenas on CPU (measured 1.4x:
 # 8.8 GB RSS against 6.3 GB with mmap'd allocations), PyTorch's caching allocator on CUDA.
 ALLOCATOR_OVERHEAD = {"cpu": 1.4, "cuda": 1.15}
@@ -128,11 +133,12 @@ def estimate_memory(
     gradient_checkpointing: bool,
     device: str,
     attention_span: float = 0.0,
+    fused_layers: bool = False,
 ) -> MemoryEstimate:
     """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass.
 
     `attention_span`: attention probabilities kept per token, head and layer, from `attention_span(lengths)`
-    where packed attention runs; 0 where attention keeps none.
+    where packed attention runs; 0 where attention keeps none. `fused_layers`: see `uses_fused_layers`.
     """
     compute_bytes = 2 if bf16 else 4
     if method == "lora":
@@ -141,9 +147,8 @@ def estimate_memory(
     else:
         weights = shape.parameters * 4  # fp32 master weights; bf16 runs under autocast
         trainable_state = shape.parameters * 12
-    per_layer = (
-        ACTIVATION_VALUES * (shape.hidden + shape.intermediate) + shape.heads * attention_span
-    ) * compute_bytes
+    values = FUSED_ACTIVATION_VALUES if fused_layers and method == "lora" else ACTIVATION_VALUES
+    per_layer = (values * (shape.hidden + shape.intermediate) + shape.heads * attention_span) * compute_bytes
     if gradient_checkpointing:  # every layer's input, plus one layer recomputed at a time
         activations = pass_tokens * (shape.layers * shape.hidden * compute_bytes + per_layer)
     else:
@@ -179,6 +184,7 @@ def choose_step_layout(
     checkpointing: Literal["auto", "on", "off"],
     pass_tokens: int | None = None,
     attention_span: float = 0.0,
+    fused_layers: bool = False,
 ) -> StepLayout:
     """The largest pass (whole rows, at most one batch) that fits `budget`, checkpointing only if needed.
 
@@ -187,25 +193,32 @@ def choose_step_layout(
         rows_per_batch: rows one batch packs into (an upper bound on a useful pass).
         pass_tokens: the user's choice, used as given (the estimate still says whether it fits).
         attention_span: see `attention_span`.
+        fused_layers: see `uses_fused_layers`.
     """
     notes: list[str] = []
     if pass_tokens is not None:
         chosen = max(pass_tokens, row_len)
         use_checkpointing = checkpointing == "on"
-        memory = estimate_memory(shape, method, bf16, chosen, use_checkpointing, device, attention_span)
+        memory = estimate_memory(
+            shape, method, bf16, chosen, use_checkpointing, device, attention_span, fused_layers
+        )
         return StepLayout(chosen, use_checkpointing, memory, budget, memory.total <= budget, notes)
     cap = min(row_len * rows_per_batch, max(MAX_PASS_TOKENS[_kind(device)], row_len))
     for use_checkpointing in [False, True] if checkpointing == "auto" else [checkpointing == "on"]:
         fitting = _largest_fitting_pass(
-            shape, method, bf16, device, row_len, cap, budget, use_checkpointing, attention_span
+            shape, method, bf16, device, row_len, cap, budget, use_checkpointing, attention_span, fused_layers
         )
         if fitting is not None:
-            memory = estimate_memory(shape, method, bf16, fitting, use_checkpointing, device, attention_span)
+            memory = estimate_memory(
+                shape, method, bf16, fitting, use_checkpointing, device, attention_span, fused_layers
+            )
             if use_checkpointing and checkpointing == "auto":
                 notes.append("gradient checkpointing on: one row's activations do not fit the memory budget")
             return StepLayout(fitting, use_checkpointing, memory, budget, True, notes)
     use_checkpointing = checkpointing != "off"
-    memory = estimate_memory(shape, method, bf16, row_len, use_checkpointing, device, attention_span)
+    memory = estimate_memory(
+        shape, method, bf16, row_len, use_checkpointing, device, attention_span, fused_layers
+    )
     notes.append("one row does not fit the memory budget even with gradient checkpointing")
     return StepLayout(row_len, use_checkpointing, memory, budget, False, notes)
 
@@ -224,6 +237,24 @@ def step_counts(num_examples: int, spec: TrainSpec) -> tuple[int, int]:
 def uses_packed_attention(device: str, compile_model: bool) -> bool:
     """Per-example packed attention runs on CPU only (see `tunesmith.train.sft`) and not under compile."""
     return _kind(device) == "cpu" and not compile_model
+
+
+def uses_fused_layers(device: str, compile_model: bool) -> bool:
+    """CPU training runs LoRA layers, SwiGLU MLPs and frozen norms as fused functions (not under compile)."""
+    return _kind(device) == "cpu" and not compile_model
+
+
+def plan_step_layout(
+    spec: TrainSpec, shape: ModelShape, bf16: bool, device: str, lengths: list[int]
+) -> StepLayout:
+    """`choose_step_layout` for `spec`'s examples of `lengths` on `device`: what training and a dry run use."""
+    row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
+    return choose_step_layout(
+        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
+        spec.gradient_checkpointing, spec.micro_batch_tokens,
+        attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0,
+        uses_fused_layers(device, spec.compile),
+    )  # fmt: skip
 
 
 def attention_span(lengths: list[int]) -> float:
@@ -252,10 +283,13 @@ def _largest_fitting_pass(
     budget: int,
     checkpointing: bool,
     attention_span: float,
+    fused_layers: bool,
 ) -> int | None:
     rows = cap // row_len
     while rows >= 1:
-        memory = estimate_memory(shape, method, bf16, rows * row_len, checkpointing, device, attention_span)
+        memory = estimate_memory(
+            shape, method, bf16, rows * row_len, checkpointing, device, attention_span, fused_layers
+        )
         if memory.total <= budget:
             return rows * row_len
         rows -= 1
@@ -366,11 +400,7 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     bf16 = uses_bf16(spec.precision, device)
     precision = "bf16" if bf16 else "fp32"
     shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
-    row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
-    layout = choose_step_layout(
-        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
-        spec.gradient_checkpointing, spec.micro_batch_tokens,
-    )  # fmt: skip
+    layout = plan_step_layout(spec, shape, bf16, device, lengths)
     steps_per_epoch, steps = step_counts(len(rendered), spec)
     total_tokens = round(sum(lengths) * steps / steps_per_epoch)
     tokens_per_second, source = estimate_throughput(

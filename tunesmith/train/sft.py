@@ -55,15 +55,13 @@ from tunesmith.train.fused_norm import use_fused_rms_norm
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.plan import (
     GB,
-    attention_span,
-    batch_geometry,
-    choose_step_layout,
     layout_summary,
-    memory_budget,
     model_shape,
     peak_memory_bytes,
+    plan_step_layout,
     step_counts,
     uses_bf16,
+    uses_fused_layers,
     uses_packed_attention,
 )
 from tunesmith.train.plots import plot_loss_curve
@@ -171,9 +169,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     packed_attention = uses_packed_attention(device, spec.compile)
     if device == "cpu":
         use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
-        if not spec.compile:  # a fresh mask seed per call would recompile a graph
-            use_fused_lora(model)  # one autograd function per LoRA layer: no casts, no saved masks
-            use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
+    if uses_fused_layers(device, spec.compile):  # under compile a fresh mask seed per call would recompile
+        use_fused_lora(model)  # one autograd function per LoRA layer and SwiGLU MLP: no casts, no saved masks
+        use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
     if packed_attention:
         use_packed_attention(model)
     if layout["gradient_checkpointing"]:
@@ -423,13 +421,7 @@ def _step_layout(
     if resuming and (run.path / "plan.json").is_file():
         return run.read_json("plan.json")
     shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
-    lengths = [len(e.input_ids) for e in examples]
-    row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
-    layout = choose_step_layout(
-        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
-        spec.gradient_checkpointing, spec.micro_batch_tokens,
-        attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0,
-    )  # fmt: skip
+    layout = plan_step_layout(spec, shape, bf16, device, [len(e.input_ids) for e in examples])
     summary = layout_summary(layout)
     run.write_json("plan.json", summary)
     if not layout.fits:
