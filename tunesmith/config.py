@@ -109,7 +109,7 @@ class TrainSpec(_Spec):
         None,
         gt=0,
         description="Tokens per forward/backward pass (a batch's rows run in passes of this size); "
-        "default: the most that fit the memory limit (at most 1,024 on CPU, where more buys no speed).",
+        "default: the most that fit the memory limit (at most 2,048 on CPU, and never more than a batch).",
     )
     gradient_checkpointing: Literal["auto", "on", "off"] = Field(
         "auto",
