@@ -68,16 +68,16 @@ def scratch(name: str, count: int, dtype: torch.dtype, device: torch.device) -> 
 
 
 @fused_cpu_kernel
-def _mask_words(count: int, seed: int, threshold: int, *, device: torch.device) -> torch.Tensor:
-    """`count` 64-bit words of four 16-bit lanes each: 0x4000 (bf16's 2.0) where a lane is kept, else 0."""
-    words = torch.arange(count, dtype=torch.int64, device=device) * _GOLDEN + seed  # seed + i·φ
+def _mask_words(out: torch.Tensor, seed: int, threshold: int, *, device: torch.device) -> torch.Tensor:
+    """Fills `out` with 64-bit words of four 16-bit lanes: 0x4000 (bf16's 2.0) where a lane is kept, else 0."""
+    words = torch.arange(out.numel(), dtype=torch.int64, device=device) * _GOLDEN + seed  # seed + i·φ
     for shift, multiplier in ((30, _MIX[0]), (27, _MIX[1]), (31, 1)):  # SplitMix64's finaliser
         words = words ^ ((words >> shift) & ((1 << (64 - shift)) - 1))  # a logical shift
         if multiplier != 1:
             words = words * multiplier  # int64 arithmetic wraps as uint64 would
     # Lane by lane, with no borrow between lanes: bit 14 of (bit 14 set | low 14 bits) - threshold
     # stays set exactly when the low 14 bits are >= threshold; kept alone it is bf16's 2.0.
-    return ((words | _LANE_BIT14) - threshold * _LANE_ONES) & _LANE_BIT14
+    return out.copy_(((words | _LANE_BIT14) - threshold * _LANE_ONES) & _LANE_BIT14)
 
 
 def keep_mask(
@@ -86,14 +86,23 @@ def keep_mask(
     seed: int,
     dtype: torch.dtype,
     device: torch.device,
+    reuse: bool = False,
 ) -> torch.Tensor:
     """Multipliers of `shape` in `dtype`: 0 where the element's 14-bit lane is below `threshold`, else 2.
 
     2, not 1: bf16's 2.0 (0x4000) is the lane's comparison bit itself, so no shift or multiply is
-    needed to build it; callers fold the exact factor 1/2 into their scale.
+    needed to build it; callers fold the exact factor 1/2 into their scale. With `reuse`, the mask
+    lives in a scratch buffer (see `scratch`) and is only valid until the next reusing call: a fresh
+    multi-megabyte mask per layer cost ~350 MB of peak RSS in heap fragmentation.
     """
     count = math.prod(shape)
-    words = _mask_words((count + 3) // 4, seed, threshold, device=device)
+    words_count = (count + 3) // 4
+    words = (
+        scratch("mask", words_count, torch.int64, device)
+        if reuse
+        else torch.empty(words_count, dtype=torch.int64, device=device)
+    )
+    _mask_words(words, seed, threshold, device=device)
     keep = words.view(torch.bfloat16)[:count].view(shape)
     return keep if dtype == torch.bfloat16 else keep.to(dtype)
 

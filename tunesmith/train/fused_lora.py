@@ -61,7 +61,7 @@ def _lora_forward(
     output = F.linear(inputs, weight.to(dtype), None if bias is None else bias.to(dtype))
     dropped = inputs
     if threshold:
-        keep = keep_mask(inputs.shape, threshold, seed, dtype, inputs.device)
+        keep = keep_mask(inputs.shape, threshold, seed, dtype, inputs.device, reuse=True)
         dropped = torch.mul(inputs, keep, out=_scratch_like(inputs, "dropped"))
         scale /= 2  # keep_mask's multipliers are 0 and 2: the low-rank product is twice t (exact)
     low_rank = dropped @ a.T  # (N, r)
@@ -83,7 +83,7 @@ def _lora_backward(
     grad = grad_output.to(inputs.dtype)
     keep = None
     if ctx.threshold:
-        keep = keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device)
+        keep = keep_mask(inputs.shape, ctx.threshold, ctx.seed, inputs.dtype, inputs.device, reuse=True)
     scaled = (grad @ b).mul_(ctx.scale)  # (N, r): u, or u/2 against the doubled multipliers
     grad_inputs = None
     if needs_input_grad:

@@ -17,8 +17,10 @@ CPU = torch.device("cpu")
 def test_the_compiled_dropout_mask_is_bit_for_bit_the_eager_one(count: int) -> None:
     # Sizes from a tail-only loop to whole vectorised blocks plus a tail; seeds that wrap past 2**63.
     for seed, threshold in ((0, 819), (-7, 3277), (2**63 - 1, 1), (123_456_789_012, 16383)):
-        eager = _mask_words.__wrapped__(count, seed, threshold, device=CPU)  # type: ignore[attr-defined]
-        assert torch.equal(_mask_words(count, seed, threshold, device=CPU), eager)
+        eager = _mask_words.__wrapped__(torch.empty(count, dtype=torch.int64), seed, threshold, device=CPU)  # type: ignore[attr-defined]
+        compiled = torch.empty(count, dtype=torch.int64)
+        assert _mask_words(compiled, seed, threshold, device=CPU) is compiled  # written in place
+        assert torch.equal(compiled, eager)
     assert not kernels._FAILED  # the compiled kernel ran: this machine has a C++ compiler
 
 

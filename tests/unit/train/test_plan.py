@@ -69,7 +69,6 @@ def test_explicit_attention_probabilities_are_in_the_estimate() -> None:
     assert checkpointed.activations < packed.activations / 5  # only the recomputed layer's
 
 
-
 def test_cpu_fused_layers_keep_fewer_activations_for_lora_only() -> None:
     plain = estimate_memory(SMOLLM2, "lora", True, 2048, False, "cpu", attention_span=250.0)
     fused = estimate_memory(SMOLLM2, "lora", True, 2048, False, "cpu", 250.0, fused_layers=True)
@@ -78,6 +77,7 @@ def test_cpu_fused_layers_keep_fewer_activations_for_lora_only() -> None:
     assert fused.weights == plain.weights and fused.loss_buffers == plain.loss_buffers
     full = estimate_memory(SMOLLM2, "full", True, 2048, False, "cpu")
     assert estimate_memory(SMOLLM2, "full", True, 2048, False, "cpu", fused_layers=True) == full
+
 
 def test_layout_takes_the_largest_pass_that_fits_then_checkpoints_then_says_it_cannot() -> None:
     def layout(budget_gb: float, checkpointing: str = "auto") -> tuple[int, bool, bool]:
