@@ -16,23 +16,28 @@ TRL reports per-step time only, so its tokens after warm-up are the epoch's toke
 of steps after warm-up; tunesmith's are exact (from metrics.jsonl). The same scaling is printed for
 tunesmith too, for a like-for-like check.
 
-Measured 2026-11-26 (third session), `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,
-trl-defaults,trl-best`, 2-core AMD EPYC with avx512_bf16, machine otherwise idle. This VM's speed varies
-by up to ~15% between runs of the same code, so three full runs are given (the first two of commit
-ab8f1b6, the third with the fused RMSNorm added); the ratios move less than the absolute figures:
+Measured 2026-11-26 (fourth session), `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,
+trl-defaults,trl-best`, 2-core AMD EPYC with avx512_bf16, machine otherwise idle; this VM's speed varies
+by up to ~15% between runs of the same code. Runs 2 and 3 are the current code (commit 0f1e88f); run 1
+is one commit earlier, where each mask was a fresh tensor (heap fragmentation: ~350 MB more RSS):
   config                tok/s                  MFU                  RSS MB              val loss
-  tunesmith             346.1 / 401.8 / 335.3  47.3% / 52.6% / 43.1%  2564 / 2553 / 2515  1.1500
-  tunesmith-no-dropout  409.9 / 426.1 / 393.1  56.1% / 55.7% / 50.6%  2552 / 2563 / 2524  1.1475-1.1495
-  trl-defaults           99.0 / 104.0 /  89.6  13.5% / 13.6% / 11.5%  6199 / 5730 / 6188  1.1461
-  trl-best              135.2 / 123.3 / 122.1  18.5% / 16.1% / 15.7%  8569 / 8479 / 8687  1.1467
-(bf16 matmul peak 393 / 411 / 418 GFLOP/s; tunesmith's estimate 3.32 GB.) tunesmith = 3.5x / 3.9x / 3.7x
-TRL defaults and 2.6x / 3.3x / 2.7x TRL best, at 0.41-0.45x TRL defaults' peak RSS.
+  tunesmith             382.0 / 435.2 / 422.8  48.8% / 56.7% / 54.9%  3216 / 2935 / 2883  1.1492
+  tunesmith-no-dropout  413.2 / 444.4 / 438.7  52.8% / 57.9% / 57.0%  2748 / 2829 / 2766  1.1496
+  trl-defaults           95.6 / 102.7 / 100.9  12.2% / 13.4% / 13.1%  5977 / 6415 / 6099  1.1461
+  trl-best              118.9 / 117.3 / 124.4  15.2% / 15.3% / 16.2%  8297 / 8537 / 8645  1.1467
+(bf16 matmul peak 421 / 413 / 414 GFLOP/s; tunesmith's estimate 3.7 GB; its first step, with the mask
+kernel's compile from a warm inductor cache, 5.8-7.0 s.) tunesmith = 4.0x / 4.2x / 4.2x TRL defaults and
+3.2x / 3.7x / 3.4x TRL best, at 0.54x / 0.46x / 0.47x TRL defaults' peak RSS.
 What each change gave (tunesmith, same command): 183 tok/s with block-diagonal SDPA over whole rows and
 bernoulli_ masks; per-example attention, a cheap dropout mask and 1024-token rows with no padding past a
-pass's own rows: 260; then (this session) explicit attention for examples up to 512 tokens, one fused
-autograd function per LoRA layer (no casts, mask redrawn from a seed instead of saved: RSS 3494 -> 2686
-MB), a softmax-only cross-entropy, rows run end to end with no padding at all, and a counter-hash
-dropout mask: 335-402 (a fused frozen RMSNorm: 2.2x faster norms, within this noise at step level).
+pass's own rows: 260; explicit attention for examples up to 512 tokens, one fused autograd function per
+LoRA layer (no casts, mask redrawn from a seed instead of saved), a softmax-only cross-entropy, rows run
+end to end, a counter-hash mask and a fused frozen RMSNorm: 335-402 (third session, RSS 2.5 GB). This
+session, measured in one process alternating variants step by step (the VM's drift cancels): the mask's
+hash compiled into one kernel, +3-5%; a whole batch as one pass of up to 2,048 tokens instead of two,
++9-10% per token (fixed per-op costs); the SwiGLU MLP as one function keeping gate and up only, -1% time
+and -190 MB per 1,030 tokens, which pays for the bigger pass. Head to head with the third session's
+code on the same machine minutes apart: 396-399 -> 418-420 tok/s before the RSS fix.
 On an H200 (random-init SmolLM2-135M shape, 512 examples, batch 32; before the CPU-only changes above):
 tunesmith 12.5k tok/s, TRL defaults 13.1k, TRL best 20.0k; every config is bound by per-launch CPU
 overhead at this model size (MFU ~1%).
