@@ -15,7 +15,8 @@ Each word gives four 14-bit lanes, one per element; an element is dropped when i
 `round(p · 2**14)`, so the drop rate is `p` to within 2**-15. The comparison and the conversion to
 multipliers are done on whole words with borrow-free lane arithmetic. Eager, that is 13 integer passes
 over a quarter of the elements, ~3× cheaper than the generator alone; on a CPU the chain is compiled
-into one kernel (`tunesmith.train.kernels`), ~5× cheaper again (~55 µs for 1000 × 576). Because a mask
+into one kernel (`tunesmith.train.kernels`): ~5× cheaper again alone, ~1.5× inside a training step
+(where it runs after large matmuls), +3-5% on a whole step. Because a mask
 is a function of its seed, a fused layer (`tunesmith.train.fused_lora`) keeps only the seed for
 backward and redraws it, instead of holding a mask per layer.
 

@@ -35,7 +35,7 @@ from tunesmith.models.loading import default_device, load_tokenizer, resolve_mod
 ACTIVATION_VALUES = 13.0
 # The same for CPU LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
 # masks, the MLP keeps gate and up only): 3.4 units are kept for backward (564 MB for a 1,030-token
-# pass); 7 covers backward's temporaries too: peak RSS 3.2 GB in benchmarks/train_throughput.py with
+# pass); 7 covers backward's temporaries too: peak RSS 2.9 GB in benchmarks/train_throughput.py with
 # passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB).
 FUSED_ACTIVATION_VALUES = 7.0
 # What the allocator holds beyond live tensors at the peak: glibc's arenas on CPU (measured 1.4x:
