@@ -181,7 +181,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         decoder = torch.compile(decoder, dynamic=True)
     head_weight = model.get_output_embeddings().weight
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=spec.resolved_lr(), weight_decay=spec.weight_decay)
+    optimizer = torch.optim.AdamW(  # CUDA: one fused kernel for all parameters, not a few launches each
+        parameters, lr=spec.resolved_lr(), weight_decay=spec.weight_decay, fused=device.startswith("cuda")
+    )
 
     steps_per_epoch, total_steps = step_counts(len(train_examples), spec)
     scheduler = get_cosine_schedule_with_warmup(
@@ -210,7 +212,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
             columns = slice(0, batch.width(rows))  # a pass of short rows drops the padding other rows needed
             input_ids, position_ids = batch.input_ids[rows, columns], batch.position_ids[rows, columns]
             targets, boundaries = batch.targets[rows, columns], {}
-        with autocast:
+        with autocast, _attention_backends(device):
             hidden = decoder(
                 input_ids=input_ids.to(device),
                 position_ids=position_ids.to(device),
@@ -436,6 +438,20 @@ def _step_layout(
 def _pack(examples: list[RenderedExample], pack_len: int, pad_id: int) -> PackedBatch:
     """Rows of `pack_len` tokens, widened to the longest example when one is longer."""
     return pack_batch(examples, max(pack_len, *(len(example.input_ids) for example in examples)), pad_id)
+
+
+def _attention_backends(device: str) -> AbstractContextManager[Any]:
+    """On CUDA, SDPA's flash and memory-efficient kernels (then math), never cuDNN's.
+
+    cuDNN's attention builds a plan for every new sequence shape (measured on an H200: ~1.35 ms of CPU
+    per backward call, on a step that was bound by CPU time), and a batch's width follows its longest
+    example, so nearly every batch is a new shape.
+    """
+    if not device.startswith("cuda"):
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 @torch.no_grad()
