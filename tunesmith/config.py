@@ -121,6 +121,12 @@ class TrainSpec(_Spec):
         description="Compile the model body with torch.compile (fuses norms, RoPE and activations); pays "
         "off on long runs, costs a compile of a minute or more first.",
     )
+    fused_layers: bool = Field(
+        True,
+        description="Run LoRA layers, SwiGLU MLPs and frozen RMSNorms as tunesmith's fused training functions "
+        "where they apply (CPU; CUDA when LoRA dropout is 0; not under compile): less kept for backward and "
+        "fewer passes, the same results. Off: peft's and transformers' own forwards, to compare or debug.",
+    )
     eval_every: int = Field(50, gt=0, description="Optimizer steps between validation passes.")
     save_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept on disk.")

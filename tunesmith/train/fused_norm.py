@@ -1,4 +1,4 @@
-"""RMSNorm's training forward and backward as one autograd function (CPU, frozen weight).
+"""RMSNorm's training forward and backward as one autograd function (CPU and CUDA, frozen weight).
 
 Owns: `use_fused_rms_norm`, which gives each Llama-style RMSNorm of a model (`weight * (x / rms(x))`,
 the formula of Llama, Mistral and Qwen2/3; Gemma's `1 + weight` is not it) a training forward that
@@ -13,8 +13,8 @@ mean, an rsqrt, two products and a cast, each a pass over the tokens, and it kee
 the fp32 normalised values for backward (~3.5 KB per token and norm for SmolLM2's 576 channels against
 1.2 KB here). Only `x` (the input, usually kept anyway) and `r` are saved.
 
-Applies in training with gradients on, on CPU, when the weight is frozen (LoRA); anything else takes
-the model's own forward.
+Applies in training with gradients on, on CPU or CUDA, when the weight is frozen (LoRA); anything else
+takes the model's own forward.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from tunesmith.train.kernels import FUSED_DEVICES
 
 # Norm classes whose forward is exactly `weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype)`.
 LLAMA_STYLE_NORMS = frozenset(
@@ -60,7 +62,7 @@ def _fused_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor
         not self.training
         or not torch.is_grad_enabled()
         or weight.requires_grad
-        or hidden_states.device.type != "cpu"
+        or hidden_states.device.type not in FUSED_DEVICES
     ):
         return type(self).forward(self, hidden_states)
     return _RMSNorm.apply(hidden_states, weight, self.variance_epsilon)

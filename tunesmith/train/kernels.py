@@ -12,6 +12,10 @@ call of a process traces and compiles: ~10 s with an empty inductor cache, ~2 s 
 on disk. Inductor
 needs a C++ compiler: where compiling fails, a warning says why once, and the function's own eager ops
 run from then on, with the same results.
+
+CUDA calls run the eager ops: inductor's Triton build of the dropout mask's integer chain failed on an
+H200 (torch 2.11, Triton 3.6: `CompilationError` in the generated kernel, 2026-11-26), and eager the
+chain is a launch per op, which is why CUDA training takes fused layers only where they need no mask.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch._dynamo.exc import BackendCompilerFailed
 F = TypeVar("F", bound=Callable[..., torch.Tensor])
 
 _FAILED: list[str] = []  # why compiling failed in this process; empty while it works
+FUSED_DEVICES = frozenset({"cpu", "cuda"})  # where the fused training layers run (their masks: see above)
 
 
 def fused_cpu_kernel(function: F) -> F:

@@ -169,7 +169,8 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     packed_attention = uses_packed_attention(device, spec.compile)
     if device == "cpu":
         use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
-    if uses_fused_layers(device, spec.compile):  # under compile a fresh mask seed per call would recompile
+    # Under compile a fresh mask seed per call would recompile; CUDA: only without LoRA dropout (see plan).
+    if uses_fused_layers(device, spec.compile, spec.fused_layers, spec.lora.dropout):
         use_fused_lora(model)  # one autograd function per LoRA layer and SwiGLU MLP: no casts, no saved masks
         use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
     if packed_attention:

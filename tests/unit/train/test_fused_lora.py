@@ -13,10 +13,14 @@ from tunesmith.models.loading import load_model
 from tunesmith.train.dropout import keep_mask, use_fast_dropout
 from tunesmith.train.fused_lora import use_fused_lora
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
 
-def _lora_model(tiny_model_dir: Path, dropout: float, dtype: torch.dtype = torch.float32) -> Any:
+
+def _lora_model(
+    tiny_model_dir: Path, dropout: float, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> Any:
     torch.manual_seed(0)
-    model = add_lora(load_model(str(tiny_model_dir), dtype=dtype), 4, 8, dropout, "all-linear")
+    model = add_lora(load_model(str(tiny_model_dir), dtype=dtype), 4, 8, dropout, "all-linear").to(device)
     with torch.no_grad():  # peft starts B at zero, which would hide every error in A's gradient
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
@@ -30,17 +34,18 @@ def _run(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad()
     torch.manual_seed(1)  # the same dropout masks on both sides
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=autocast):
         logits = model(input_ids=input_ids, use_cache=False).logits
     logits.float().square().mean().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    return logits.detach().float(), grads
+    grads = {name: p.grad.cpu() for name, p in model.named_parameters() if p.grad is not None}
+    return logits.detach().float().cpu(), grads
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_matches_peft_outputs_and_gradients(tiny_model_dir: Path, dropout: float) -> None:
-    model = _lora_model(tiny_model_dir, dropout).train()
-    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+def test_matches_peft_outputs_and_gradients(tiny_model_dir: Path, dropout: float, device: str) -> None:
+    model = _lora_model(tiny_model_dir, dropout, device=device).train()
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9), device=device)
     reference_logits, reference_grads = _run(model, input_ids)
     assert use_fused_lora(model) == 2 * 7  # every LoRA linear of both layers
     logits, grads = _run(model, input_ids)
@@ -50,10 +55,11 @@ def test_matches_peft_outputs_and_gradients(tiny_model_dir: Path, dropout: float
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_matches_peft_under_bf16_autocast_with_a_bf16_base(tiny_model_dir: Path) -> None:
-    """The training configuration on a CPU: bf16 base, fp32 adapters, bf16 autocast."""
-    model = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16).train()
-    input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_peft_under_bf16_autocast_with_a_bf16_base(tiny_model_dir: Path, device: str) -> None:
+    """The training configuration: bf16 base, fp32 adapters, bf16 autocast."""
+    model = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16, device=device).train()
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 9), device=device)
     reference_logits, reference_grads = _run(model, input_ids, autocast=True)
     use_fused_lora(model)
     logits, grads = _run(model, input_ids, autocast=True)

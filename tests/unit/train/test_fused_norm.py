@@ -12,6 +12,8 @@ from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
 from tunesmith.train.fused_norm import use_fused_rms_norm
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
+
 
 def _input_grad(
     norm: torch.nn.Module, inputs: torch.Tensor, grad: torch.Tensor
@@ -23,15 +25,16 @@ def _input_grad(
     return output.detach().float(), leaf.grad.float()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_matches_transformers_rms_norm(dtype: torch.dtype, tolerance: float) -> None:
+def test_matches_transformers_rms_norm(dtype: torch.dtype, tolerance: float, device: str) -> None:
     torch.manual_seed(0)
-    norm = LlamaRMSNorm(96, eps=1e-5).to(dtype).train()
+    norm = LlamaRMSNorm(96, eps=1e-5).to(device, dtype).train()
     norm.weight.requires_grad_(False)
     with torch.no_grad():
         norm.weight.normal_(1.0, 0.2)
-    inputs = (torch.randn(3, 17, 96) * 4).to(dtype)
-    grad = torch.randn(3, 17, 96).to(dtype)
+    inputs = (torch.randn(3, 17, 96) * 4).to(device, dtype)
+    grad = torch.randn(3, 17, 96).to(device, dtype)
     reference_output, reference_grad = _input_grad(norm, inputs, grad)
     assert use_fused_rms_norm(norm) == 1
     output, input_grad = _input_grad(norm, inputs, grad)

@@ -11,16 +11,19 @@ from tunesmith.train import kernels
 from tunesmith.train.dropout import _mask_words
 
 CPU = torch.device("cpu")
+DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
 
 
+@pytest.mark.parametrize("device", DEVICES, ids=str)
 @pytest.mark.parametrize("count", [1, 3, 17, 1000, 146_448, 250_001])
-def test_the_compiled_dropout_mask_is_bit_for_bit_the_eager_one(count: int) -> None:
+def test_the_compiled_dropout_mask_is_bit_for_bit_the_eager_one(count: int, device: torch.device) -> None:
     # Sizes from a tail-only loop to whole vectorised blocks plus a tail; seeds that wrap past 2**63.
+    # On CUDA the eager ops run (see kernels' doc): the same mask as the CPU's, bit for bit.
     for seed, threshold in ((0, 819), (-7, 3277), (2**63 - 1, 1), (123_456_789_012, 16383)):
         eager = _mask_words.__wrapped__(torch.empty(count, dtype=torch.int64), seed, threshold, device=CPU)  # type: ignore[attr-defined]
-        compiled = torch.empty(count, dtype=torch.int64)
-        assert _mask_words(compiled, seed, threshold, device=CPU) is compiled  # written in place
-        assert torch.equal(compiled, eager)
+        compiled = torch.empty(count, dtype=torch.int64, device=device)
+        assert _mask_words(compiled, seed, threshold, device=device) is compiled  # written in place
+        assert torch.equal(compiled.cpu(), eager)
     assert not kernels._FAILED  # the compiled kernel ran: this machine has a C++ compiler
 
 

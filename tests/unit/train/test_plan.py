@@ -20,6 +20,7 @@ from tunesmith.train.plan import (
     estimate_memory,
     model_shape,
     plan_training,
+    uses_fused_layers,
 )
 from tunesmith.train.sft import train_sft
 
@@ -77,6 +78,15 @@ def test_cpu_fused_layers_keep_fewer_activations_for_lora_only() -> None:
     assert fused.weights == plain.weights and fused.loss_buffers == plain.loss_buffers
     full = estimate_memory(SMOLLM2, "full", True, 2048, False, "cpu")
     assert estimate_memory(SMOLLM2, "full", True, 2048, False, "cpu", fused_layers=True) == full
+
+
+def test_fused_layers_run_on_cpu_and_on_cuda_only_without_lora_dropout() -> None:
+    assert uses_fused_layers("cpu", compile_model=False, fused_layers=True, lora_dropout=0.05)
+    assert uses_fused_layers("cuda:0", compile_model=False, fused_layers=True, lora_dropout=0.0)
+    # On CUDA the dropout mask would be a launch per op (measured slower than peft's path there).
+    assert not uses_fused_layers("cuda", compile_model=False, fused_layers=True, lora_dropout=0.05)
+    assert not uses_fused_layers("cpu", compile_model=True, fused_layers=True, lora_dropout=0.0)
+    assert not uses_fused_layers("cpu", compile_model=False, fused_layers=False, lora_dropout=0.0)
 
 
 def test_layout_takes_the_largest_pass_that_fits_then_checkpoints_then_says_it_cannot() -> None:
