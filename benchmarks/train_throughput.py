@@ -62,7 +62,8 @@ VAL_EXAMPLES = 32
 BATCH = 8
 LR = 2e-4
 CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
-EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout")  # opt in with --configs
+# Opt in with --configs; a tunesmith variant may combine these words: tunesmith-unfused-no-dropout.
+EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout", "tunesmith-unfused")
 
 
 def measure_matmul_peaks(device: str) -> dict[str, float]:
@@ -108,8 +109,8 @@ def run_tunesmith(
 
     spec = TrainSpec(
         model=model, data=data["train"], val_data=data["val"], max_steps=steps, batch_size=batch, lr=LR,
-        eval_every=10**6, save_every=10**6, out=work / f"tunesmith-{variant or 'default'}-run", compile=variant == "compile",
-        lora={"dropout": 0.0 if variant == "no-dropout" else 0.05},
+        eval_every=10**6, save_every=10**6, out=work / f"tunesmith-{variant or 'default'}-run", compile="compile" in variant,
+        lora={"dropout": 0.0 if "no-dropout" in variant else 0.05}, fused_layers="unfused" not in variant,
     )  # fmt: skip
     result = train_sft(spec, progress=False)
     metrics = [
