@@ -27,9 +27,8 @@ weights aside), for ~1% more time; it is what lets a whole batch run as one pass
 
 Applies where it is exact: training mode, gradients on, one active adapter, unmerged, plain LoRA (no
 DoRA or other variant, no LoRA bias, no fan-in-fan-out base), frozen `nn.Linear` base, CPU or CUDA
-tensors. Anything else takes peft's own forward, so evaluation and generation are untouched. A mask is
-the same on either device; on CUDA it is drawn with eager ops (`tunesmith.train.kernels`), so training
-there uses this path only without dropout (`tunesmith.train.plan.uses_fused_layers`).
+tensors. Anything else takes peft's own forward, so evaluation and generation are untouched. On CUDA
+the mask's lanes come from torch's Philox generator seeded with the same seed (see `keep_mask`).
 """
 
 from __future__ import annotations

@@ -96,16 +96,17 @@ def test_gradient_checkpointing_redraws_the_same_masks(tiny_model_dir: Path) -> 
         torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_keep_mask_is_a_function_of_its_seed_with_independent_lanes() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_keep_mask_is_a_function_of_its_seed_with_independent_lanes(device: str) -> None:
     shape = (513, 77)
-    first = keep_mask(shape, 3277, seed=42, dtype=torch.bfloat16, device=torch.device("cpu"))
+    first = keep_mask(shape, 3277, seed=42, dtype=torch.bfloat16, device=torch.device(device)).cpu()
     assert first.shape == shape and first.dtype == torch.bfloat16
     assert set(first.unique().tolist()) == {0.0, 2.0}
-    assert torch.equal(first, keep_mask(shape, 3277, 42, torch.bfloat16, torch.device("cpu")))
-    other = keep_mask(shape, 3277, 43, torch.bfloat16, torch.device("cpu"))
+    assert torch.equal(first, keep_mask(shape, 3277, 42, torch.bfloat16, torch.device(device)).cpu())
+    other = keep_mask(shape, 3277, 43, torch.bfloat16, torch.device(device)).cpu()
     both_dropped = ((first == 0) & (other == 0)).float().mean().item()
     assert both_dropped == pytest.approx(0.2**2, abs=0.005)  # seeds give independent masks
-    large = keep_mask((1000, 1000), 3277, -7, torch.float32, torch.device("cpu")).flatten()
+    large = keep_mask((1000, 1000), 3277, -7, torch.float32, torch.device(device)).cpu().flatten()
     assert (large == 0).float().mean().item() == pytest.approx(3277 / 2**14, abs=0.002)
     per_lane = (large.view(-1, 4) == 0).float().mean(0)  # each 14-bit lane of a 64-bit word
     assert per_lane.tolist() == pytest.approx([0.2] * 4, abs=0.004)
