@@ -63,7 +63,8 @@ BATCH = 8
 LR = 2e-4
 CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
 # Opt in with --configs; a tunesmith variant may combine these words: tunesmith-unfused-no-dropout.
-EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout", "tunesmith-unfused")
+# fused / unfused: fused layers on / off everywhere (default: auto, see TrainSpec.fused_layers).
+EXTRA_CONFIGS = ("tunesmith-compile", "tunesmith-no-dropout", "tunesmith-unfused", "tunesmith-fused")
 
 
 def measure_matmul_peaks(device: str) -> dict[str, float]:
@@ -107,10 +108,12 @@ def run_tunesmith(
     from tunesmith.config import TrainSpec
     from tunesmith.train.sft import train_sft
 
+    words = variant.split("-")
     spec = TrainSpec(
         model=model, data=data["train"], val_data=data["val"], max_steps=steps, batch_size=batch, lr=LR,
         eval_every=10**6, save_every=10**6, out=work / f"tunesmith-{variant or 'default'}-run", compile="compile" in variant,
-        lora={"dropout": 0.0 if "no-dropout" in variant else 0.05}, fused_layers="unfused" not in variant,
+        lora={"dropout": 0.0 if "no-dropout" in variant else 0.05},
+        fused_layers="off" if "unfused" in words else "on" if "fused" in words else "auto",
     )  # fmt: skip
     result = train_sft(spec, progress=False)
     metrics = [

@@ -181,7 +181,8 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
     table.add_row(
         "step layout",
         f"passes of {layout['pass_tokens']:,} tokens, gradient checkpointing "
-        f"{'on' if layout['gradient_checkpointing'] else 'off'}",
+        f"{'on' if layout['gradient_checkpointing'] else 'off'}, fused layers "
+        f"{'on' if layout['fused_layers'] else 'off'}",
     )
     table.add_row("speed", f"~{plan.tokens_per_second:,.0f} tokens/s ({plan.throughput_source})")
     table.add_row("time", f"~{plan.estimated_seconds / 60:,.1f} min")

@@ -94,6 +94,7 @@ class StepLayout:
     budget: int  # bytes the run may use
     fits: bool
     notes: list[str] = field(default_factory=list)
+    fused_layers: bool = False  # tunesmith's fused LoRA/MLP/norm functions (see `fused_layer_choices`)
 
 
 def model_shape(model_path: str, method: str, lora_rank: int, targets: list[str] | str) -> ModelShape:
@@ -138,7 +139,7 @@ def estimate_memory(
     """Peak bytes of a step that runs `pass_tokens` tokens per forward/backward pass.
 
     `attention_span`: attention probabilities kept per token, head and layer, from `attention_span(lengths)`
-    where packed attention runs; 0 where attention keeps none. `fused_layers`: see `uses_fused_layers`.
+    where packed attention runs; 0 where attention keeps none. `fused_layers`: see `fused_layer_choices`.
     """
     compute_bytes = 2 if bf16 else 4
     if method == "lora":
@@ -193,7 +194,7 @@ def choose_step_layout(
         rows_per_batch: rows one batch packs into (an upper bound on a useful pass).
         pass_tokens: the user's choice, used as given (the estimate still says whether it fits).
         attention_span: see `attention_span`.
-        fused_layers: see `uses_fused_layers`.
+        fused_layers: whether the step runs tunesmith's fused layers (less kept for backward).
     """
     notes: list[str] = []
     if pass_tokens is not None:
@@ -202,7 +203,9 @@ def choose_step_layout(
         memory = estimate_memory(
             shape, method, bf16, chosen, use_checkpointing, device, attention_span, fused_layers
         )
-        return StepLayout(chosen, use_checkpointing, memory, budget, memory.total <= budget, notes)
+        return StepLayout(
+            chosen, use_checkpointing, memory, budget, memory.total <= budget, notes, fused_layers
+        )
     cap = min(row_len * rows_per_batch, max(MAX_PASS_TOKENS[_kind(device)], row_len))
     for use_checkpointing in [False, True] if checkpointing == "auto" else [checkpointing == "on"]:
         fitting = _largest_fitting_pass(
@@ -214,13 +217,13 @@ def choose_step_layout(
             )
             if use_checkpointing and checkpointing == "auto":
                 notes.append("gradient checkpointing on: one row's activations do not fit the memory budget")
-            return StepLayout(fitting, use_checkpointing, memory, budget, True, notes)
+            return StepLayout(fitting, use_checkpointing, memory, budget, True, notes, fused_layers)
     use_checkpointing = checkpointing != "off"
     memory = estimate_memory(
         shape, method, bf16, row_len, use_checkpointing, device, attention_span, fused_layers
     )
     notes.append("one row does not fit the memory budget even with gradient checkpointing")
-    return StepLayout(row_len, use_checkpointing, memory, budget, False, notes)
+    return StepLayout(row_len, use_checkpointing, memory, budget, False, notes, fused_layers)
 
 
 def uses_bf16(precision: Precision, device: str) -> bool:
@@ -239,32 +242,62 @@ def uses_packed_attention(device: str, compile_model: bool) -> bool:
     return _kind(device) == "cpu" and not compile_model
 
 
-def uses_fused_layers(
-    device: str, compile_model: bool, fused_layers: bool = True, lora_dropout: float = 0.0
-) -> bool:
-    """Training runs LoRA layers, SwiGLU MLPs and frozen norms as fused functions (not under compile).
+def fused_layer_choices(
+    device: str, compile_model: bool, fused_layers: str = "auto", lora_dropout: float = 0.0
+) -> list[bool]:
+    """Whether training may run LoRA layers, SwiGLU MLPs and frozen norms as fused functions, by preference.
 
-    On CUDA only where LoRA draws no dropout mask: the mask's hash is a launch per op there (see
-    `tunesmith.train.kernels`). Measured on an H200 (random-init SmolLM2-135M, batch 32): with dropout
-    0.05 fused 21k tok/s against peft's 29-40k; with dropout 0 fused 33k against 32k, and 4.8 GB of GPU
-    memory against 7.9. `fused_layers` is the spec's switch.
+    One value is the answer; `[False, True]` means peft's layers unless the fused ones' memory saving
+    gives a better step layout (see `plan_step_layout`). Never under compile (a fresh mask seed per call
+    would recompile). `auto` on CUDA with LoRA dropout is the two-way case: measured on an H200
+    (random-init SmolLM2-135M, 32 GSM8K examples per step, dropout 0.05) the fused layers ran 24.9k
+    tok/s against peft's 29.1k, in 4.9 GB of GPU memory against 9.1; at dropout 0, 33.0k against 31.5k
+    and 4.8 GB against 7.9 GB, so there they are always taken.
     """
-    if not fused_layers or compile_model:
-        return False
-    return _kind(device) == "cpu" or lora_dropout == 0
+    if fused_layers == "off" or compile_model:
+        return [False]
+    if fused_layers == "on" or _kind(device) == "cpu" or lora_dropout == 0:
+        return [True]
+    return [False, True]
 
 
 def plan_step_layout(
     spec: TrainSpec, shape: ModelShape, bf16: bool, device: str, lengths: list[int]
 ) -> StepLayout:
-    """`choose_step_layout` for `spec`'s examples of `lengths` on `device`: what training and a dry run use."""
+    """`choose_step_layout` for `spec`'s examples of `lengths` on `device`: what training and a dry run use.
+
+    Where fused layers are the second choice (`fused_layer_choices`), they are taken only if their layout
+    is better: it fits where the other does not, needs no gradient checkpointing where the other does,
+    or runs bigger passes.
+    """
     row_len, rows = batch_geometry(lengths, spec.batch_size, spec.pack_len)
-    return choose_step_layout(
-        shape, spec.method, bf16, device, row_len, rows, memory_budget(device, spec.memory_limit_gb),
-        spec.gradient_checkpointing, spec.micro_batch_tokens,
-        attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0,
-        uses_fused_layers(device, spec.compile, spec.fused_layers, spec.lora.dropout),
-    )  # fmt: skip
+    budget = memory_budget(device, spec.memory_limit_gb)
+    span = attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0
+    best: StepLayout | None = None
+    for fused in fused_layer_choices(device, spec.compile, spec.fused_layers, spec.lora.dropout):
+        layout = choose_step_layout(
+            shape, spec.method, bf16, device, row_len, rows, budget, spec.gradient_checkpointing,
+            spec.micro_batch_tokens, span, fused,
+        )  # fmt: skip
+        if best is None:
+            best = layout
+        elif _layout_rank(layout) > _layout_rank(best):
+            layout.notes.append("fused LoRA layers on: with peft's layers the step would " + _shortfall(best))
+            best = layout
+    assert best is not None
+    return best
+
+
+def _layout_rank(layout: StepLayout) -> tuple[bool, bool, int]:
+    return layout.fits, not layout.gradient_checkpointing, layout.pass_tokens
+
+
+def _shortfall(layout: StepLayout) -> str:
+    if not layout.fits:
+        return "not fit the memory budget"
+    if layout.gradient_checkpointing:
+        return "need gradient checkpointing"
+    return f"run passes of {layout.pass_tokens:,} tokens"
 
 
 def attention_span(lengths: list[int]) -> float:
@@ -355,6 +388,7 @@ def layout_summary(layout: StepLayout) -> dict[str, Any]:
         "memory_gb": layout.memory.to_gb(),
         "budget_gb": round(layout.budget / GB, 2),
         "fits": layout.fits,
+        "fused_layers": layout.fused_layers,
         "notes": layout.notes,
     }
 

@@ -61,7 +61,6 @@ from tunesmith.train.plan import (
     plan_step_layout,
     step_counts,
     uses_bf16,
-    uses_fused_layers,
     uses_packed_attention,
 )
 from tunesmith.train.plots import plot_loss_curve
@@ -169,8 +168,8 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     packed_attention = uses_packed_attention(device, spec.compile)
     if device == "cpu":
         use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
-    # Under compile a fresh mask seed per call would recompile; CUDA: only without LoRA dropout (see plan).
-    if uses_fused_layers(device, spec.compile, spec.fused_layers, spec.lora.dropout):
+    # Chosen with the layout (plan.fused_layer_choices); a plan.json from before the choice: CPU, no compile.
+    if layout.get("fused_layers", device == "cpu" and not spec.compile):
         use_fused_lora(model)  # one autograd function per LoRA layer and SwiGLU MLP: no casts, no saved masks
         use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
     if packed_attention:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,9 +19,10 @@ from tunesmith.train.plan import (
     batch_geometry,
     choose_step_layout,
     estimate_memory,
+    fused_layer_choices,
     model_shape,
+    plan_step_layout,
     plan_training,
-    uses_fused_layers,
 )
 from tunesmith.train.sft import train_sft
 
@@ -80,13 +82,35 @@ def test_cpu_fused_layers_keep_fewer_activations_for_lora_only() -> None:
     assert estimate_memory(SMOLLM2, "full", True, 2048, False, "cpu", fused_layers=True) == full
 
 
-def test_fused_layers_run_on_cpu_and_on_cuda_only_without_lora_dropout() -> None:
-    assert uses_fused_layers("cpu", compile_model=False, fused_layers=True, lora_dropout=0.05)
-    assert uses_fused_layers("cuda:0", compile_model=False, fused_layers=True, lora_dropout=0.0)
-    # On CUDA the dropout mask would be a launch per op (measured slower than peft's path there).
-    assert not uses_fused_layers("cuda", compile_model=False, fused_layers=True, lora_dropout=0.05)
-    assert not uses_fused_layers("cpu", compile_model=True, fused_layers=True, lora_dropout=0.0)
-    assert not uses_fused_layers("cpu", compile_model=False, fused_layers=False, lora_dropout=0.0)
+def test_fused_layer_choices_follow_the_device_the_dropout_and_the_switch() -> None:
+    assert fused_layer_choices("cpu", compile_model=False, fused_layers="auto", lora_dropout=0.05) == [True]
+    assert fused_layer_choices("cuda:0", compile_model=False, fused_layers="auto", lora_dropout=0.0) == [True]
+    # CUDA with dropout: peft's layers (faster there) unless the fused ones' memory saving pays.
+    assert fused_layer_choices("cuda", compile_model=False, fused_layers="auto", lora_dropout=0.05) == [
+        False,
+        True,
+    ]
+    assert fused_layer_choices("cuda", compile_model=False, fused_layers="on", lora_dropout=0.05) == [True]
+    assert fused_layer_choices("cpu", compile_model=False, fused_layers="off", lora_dropout=0.0) == [False]
+    assert fused_layer_choices("cpu", compile_model=True, fused_layers="on", lora_dropout=0.0) == [False]
+
+
+def test_cuda_takes_fused_layers_with_dropout_only_where_their_memory_saving_pays() -> None:
+    def layout(limit_gb: float, fused_layers: str = "auto") -> Any:
+        spec = TrainSpec(
+            data=Path("unused.jsonl"), batch_size=32, memory_limit_gb=limit_gb, fused_layers=fused_layers
+        )
+        return plan_step_layout(spec, SMOLLM2, True, "cuda", [300] * 64)
+
+    roomy = layout(80)
+    assert not roomy.fused_layers and roomy.pass_tokens == 11 * 1024  # the whole batch fits either way
+    assert layout(80, "on").fused_layers and layout(80, "on").pass_tokens == roomy.pass_tokens
+    tight = layout(15)  # peft's layers would split the batch into smaller passes; fused ones would not
+    assert tight.fused_layers and tight.pass_tokens == roomy.pass_tokens and not tight.gradient_checkpointing
+    assert tight.notes == [
+        "fused LoRA layers on: with peft's layers the step would run passes of 7,168 tokens"
+    ]
+    assert layout(15, "off").pass_tokens == 7 * 1024 and not layout(15, "off").fused_layers
 
 
 def test_layout_takes_the_largest_pass_that_fits_then_checkpoints_then_says_it_cannot() -> None:
