@@ -38,9 +38,23 @@ hash compiled into one kernel, +3-5%; a whole batch as one pass of up to 2,048 t
 +9-10% per token (fixed per-op costs); the SwiGLU MLP as one function keeping gate and up only, -1% time
 and -190 MB per 1,030 tokens, which pays for the bigger pass. Head to head with the third session's
 code on the same machine minutes apart: 396-399 -> 418-420 tok/s before the RSS fix.
-On an H200 (random-init SmolLM2-135M shape, 512 examples, batch 32; before the CPU-only changes above):
-tunesmith 12.5k tok/s, TRL defaults 13.1k, TRL best 20.0k; every config is bound by per-launch CPU
-overhead at this model size (MFU ~1%).
+On an H200, 2026-11-26 (fifth session), `--model DIR --data FILE --examples 1024 --batch 32` on a
+random-init model of SmolLM2-135M's shape (the weights could not be carried there), three calls, each
+on a fresh machine (their speeds differ by up to ~35%, so compare within a call):
+  config                                    tok/s (call 1 / 2 / 3)     GPU MB   val loss
+  trl-defaults                              13.1k / - / -              2834     8.8973
+  trl-best                                  16.2k / - / -              11821    8.8974
+  tunesmith (CUDA default: peft's layers)   39.7k / 29.2k / 29.1k      9067     8.9267
+  tunesmith-no-dropout (fused layers)       - / 33.0k / -              4838     8.9268
+  tunesmith-unfused-no-dropout              - / 31.5k / -              7898     8.9266
+  tunesmith-fused (fused layers, dropout)   21.4k / - / 24.9k          4910     8.9267
+  tunesmith-compile                         did not finish its compile in ~3.5 min
+(bf16 matmul peak 654 TFLOP/s; MFU 1-3%: every trainer here is bound by CPU time per kernel launch.)
+The default's change from the second session's 12.5k (TRL best then 20.0k): fused AdamW, and SDPA's
+flash/memory-efficient kernels instead of cuDNN's, which re-planned for every batch width. Fused layers
+with dropout: call 1 drew masks with the eager hash (Triton could not compile it), call 3 with Philox;
+both calls ran that row under the name `tunesmith`, and the CUDA default's row as `tunesmith-unfused`,
+before the default was settled on these figures.
 """
 
 from __future__ import annotations

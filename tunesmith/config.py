@@ -10,12 +10,20 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _yaml_switch(value: Any) -> Any:
+    """YAML reads a bare `on`/`off` (and yes/no, true/false) as a boolean: take it as the word."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
+Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)]
 
 
 def tunesmith_home() -> Path:
@@ -111,7 +119,7 @@ class TrainSpec(_Spec):
         description="Tokens per forward/backward pass (a batch's rows run in passes of this size); "
         "default: the most that fit the memory limit (at most 2,048 on CPU, and never more than a batch).",
     )
-    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+    gradient_checkpointing: Switch = Field(
         "auto",
         description="Recompute activations in backward to save memory; auto: only when one row would "
         "not fit the memory limit otherwise (it costs about a third more compute).",
@@ -121,7 +129,7 @@ class TrainSpec(_Spec):
         description="Compile the model body with torch.compile (fuses norms, RoPE and activations); pays "
         "off on long runs, costs a compile of a minute or more first.",
     )
-    fused_layers: Literal["auto", "on", "off"] = Field(
+    fused_layers: Switch = Field(
         "auto",
         description="tunesmith's fused training functions for LoRA layers, SwiGLU MLPs and frozen RMSNorms: the "
         "same results with less kept for backward. auto: on CPUs; on CUDA when LoRA dropout is 0, or when "

@@ -30,6 +30,18 @@ def test_missing_data_and_bad_values_name_their_keys() -> None:
         build_train_spec({"data": "a.jsonl", "batch_size": 0}, {})
 
 
+def test_bare_on_and_off_in_yaml_mean_the_words(tmp_path: Path) -> None:
+    # YAML 1.1 reads `off` as false: the auto/on/off settings must still take it as "off".
+    path = tmp_path / "train.yaml"
+    path.write_text("train:\n  data: a.jsonl\n  gradient_checkpointing: off\n  fused_layers: on\n")
+    config = load_config_file(path)
+    assert config.train is not None
+    spec = build_train_spec(config.train, {})
+    assert (spec.gradient_checkpointing, spec.fused_layers) == ("off", "on")
+    with pytest.raises(ConfigError, match="fused_layers"):
+        build_train_spec({"data": "a.jsonl", "fused_layers": "sometimes"}, {})
+
+
 def test_learning_rate_defaults_depend_on_method() -> None:
     assert build_train_spec({"data": "a"}, {}).resolved_lr() == 2e-4
     assert build_train_spec({"data": "a", "method": "full"}, {}).resolved_lr() == 2e-5
