@@ -28,6 +28,10 @@ is one commit earlier, where each mask was a fresh tensor (heap fragmentation: ~
 (bf16 matmul peak 421 / 413 / 414 GFLOP/s; tunesmith's estimate 3.7 GB; its first step, with the mask
 kernel's compile from a warm inductor cache, 5.8-7.0 s.) tunesmith = 4.0x / 4.2x / 4.2x TRL defaults and
 3.2x / 3.7x / 3.4x TRL best, at 0.54x / 0.46x / 0.47x TRL defaults' peak RSS.
+Fifth session, the same CPU path (its changes are CUDA-only), three runs: tunesmith 410.9 / 434.6 /
+398.5 tok/s (MFU 60.1% / - / 51.7%; run 2's peak was measured while an earlier run was still ending),
+no-dropout 413.1 / 478.6 / 476.2, TRL defaults 84.9 / 112.1 / 113.2, TRL best 119.5 / 126.7 / 124.2:
+4.8x / 3.9x / 3.5x TRL defaults and 3.4x / 3.4x / 3.2x TRL best, RSS 2841-2887 MB (0.46-0.48x).
 What each change gave (tunesmith, same command): 183 tok/s with block-diagonal SDPA over whole rows and
 bernoulli_ masks; per-example attention, a cheap dropout mask and 1024-token rows with no padding past a
 pass's own rows: 260; explicit attention for examples up to 512 tokens, one fused autograd function per
