@@ -127,7 +127,8 @@ class TrainSpec(_Spec):
     compile: bool = Field(
         False,
         description="Compile the model body with torch.compile (fuses norms, RoPE and activations); pays "
-        "off on long runs, costs a compile of a minute or more first.",
+        "off on long runs only: it costs a compile of minutes first (on an H200 a 32-step SmolLM2-135M run "
+        "with it had not finished after 3.5 minutes; the same run without it took 20-30 seconds).",
     )
     fused_layers: Switch = Field(
         "auto",
