@@ -3,7 +3,10 @@
 Owns: first-fit-decreasing packing of one micro-batch into rows of at most `row_len` tokens, with
 position ids restarting at 0 for every example. With `attention_mask=None`, transformers reads those
 restarts as sequence boundaries and builds a block-diagonal causal mask (SDPA, CPU and GPU), so a
-packed row computes exactly what the examples would compute one by one. Does not own: rendering.
+packed row computes exactly what the examples would compute one by one. Also `share_prefix`: the
+examples of a row laid end to end, with the tokens they all begin with (a system prompt, a chat
+template's header) kept once; an attention that reads its bounds lets every example attend to that
+one copy (`tunesmith.models.attention`). Does not own: rendering.
 """
 
 from __future__ import annotations
@@ -39,6 +42,54 @@ class PackedBatch:
             for tensor in (self.input_ids, self.position_ids, self.targets)
         ]
         return picked[0], picked[1], picked[2]
+
+
+# Below this many shared tokens the per-example key/value concatenation costs more than it saves.
+MIN_SHARED_PREFIX = 8
+
+
+@dataclass(frozen=True)
+class SharedPrefixRow:
+    input_ids: torch.Tensor  # (1, N): the shared prefix once, then each example without it
+    position_ids: torch.Tensor  # (1, N): the examples' own positions (each rest continues at `prefix`)
+    targets: torch.Tensor  # (1, N)
+    bounds: list[int]  # span starts and the end: [0, prefix, ...] when shared, else each example's start
+    prefix: int  # tokens every example shares, computed once (0: nothing shared)
+
+
+def share_prefix(
+    input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor
+) -> SharedPrefixRow:
+    """One end-to-end row (`PackedBatch.end_to_end`) with the examples' common opening kept once.
+
+    The prefix is the longest run of tokens that every example starts with and that carries no loss in
+    any of them (a target there would be counted once instead of once per example); each example keeps
+    at least one token of its own. Causal attention makes the prefix's hidden states the same in every
+    example, so computing them once, with every example attending to that copy, gives the same losses
+    and gradients (autograd sums the examples' gradients into the one copy) for fewer tokens.
+    """
+    ids, positions, labels = input_ids[0].tolist(), position_ids[0].tolist(), targets[0].tolist()
+    starts = [index for index, position in enumerate(positions) if position == 0]
+    ends = [*starts[1:], len(ids)]
+    unshared = SharedPrefixRow(input_ids, position_ids, targets, [*starts, len(ids)], 0)
+    if len(starts) < 2:
+        return unshared
+    longest = min(end - start for start, end in zip(starts, ends, strict=True)) - 1
+    prefix = 0
+    while prefix < longest and all(
+        ids[start + prefix] == ids[starts[0] + prefix] and labels[start + prefix] == IGNORE_INDEX
+        for start in starts
+    ):
+        prefix += 1
+    if prefix < MIN_SHARED_PREFIX:
+        return unshared
+    keep = list(range(starts[0], starts[0] + prefix))
+    bounds = [0, prefix]
+    for start, end in zip(starts, ends, strict=True):
+        keep.extend(range(start + prefix, end))
+        bounds.append(len(keep))
+    index = torch.tensor(keep)
+    return SharedPrefixRow(input_ids[:, index], position_ids[:, index], targets[:, index], bounds, prefix)
 
 
 def pack_rows(lengths: list[int], row_len: int) -> list[list[int]]:

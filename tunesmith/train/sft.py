@@ -28,13 +28,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_sc
 
 from tunesmith.config import ConfigError, TrainSpec, tunesmith_home
 from tunesmith.data.ingest import is_prepared_dataset, load_split
-from tunesmith.data.pack import PackedBatch, pack_batch
+from tunesmith.data.pack import PackedBatch, pack_batch, share_prefix
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.adapters import add_lora, model_card, save_artifact
-from tunesmith.models.attention import packed_attention_kwargs, use_packed_attention
+from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -206,8 +206,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
 
     def loss_of(batch: PackedBatch, rows: slice = slice(None)) -> tuple[torch.Tensor, int]:
         if packed_attention:  # attention stays within each example, so rows can run end to end: no padding
-            input_ids, position_ids, targets = batch.end_to_end(rows)
-            boundaries = packed_attention_kwargs(position_ids)
+            row = share_prefix(*batch.end_to_end(rows))  # the examples' common opening computed once
+            input_ids, position_ids, targets = row.input_ids, row.position_ids, row.targets
+            boundaries = shared_prefix_kwargs(row)
         else:
             columns = slice(0, batch.width(rows))  # a pass of short rows drops the padding other rows needed
             input_ids, position_ids = batch.input_ids[rows, columns], batch.position_ids[rows, columns]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunesmith.data.pack import pack_batch, pack_rows
+from tunesmith.data.pack import pack_batch, pack_rows, share_prefix
 from tunesmith.data.render import IGNORE_INDEX, RenderedExample
 from tunesmith.models import attention
-from tunesmith.models.attention import packed_attention_kwargs, use_packed_attention
+from tunesmith.models.attention import packed_attention_kwargs, shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
 from tunesmith.train.losses import linear_cross_entropy
 
@@ -113,3 +113,79 @@ def test_packed_attention_matches_transformers_masked_sdpa_on_padded_rows(
         ).logits
     real = batch.targets != IGNORE_INDEX
     torch.testing.assert_close(packed[real], reference[real], rtol=1e-4, atol=1e-5)
+
+
+def _with_opening(examples: list[RenderedExample], opening: list[int]) -> list[RenderedExample]:
+    """The examples with `opening` in front (a shared system prompt): no loss on it, none moved."""
+    return [
+        RenderedExample(
+            input_ids=opening + example.input_ids,
+            targets=[IGNORE_INDEX] * len(opening) + example.targets,
+            source=example.source,
+        )
+        for example in examples
+    ]
+
+
+def test_share_prefix_keeps_the_loss_free_common_opening_once() -> None:
+    opening = list(range(3, 15))  # 12 tokens
+    examples = _with_opening(_examples(3, [20, 18, 26], vocab=50), opening)
+    batch = pack_batch(examples, row_len=200, pad_id=0)
+    row = share_prefix(*batch.end_to_end(slice(None)))
+    assert row.prefix >= 12  # the opening, and any tokens the examples happen to share after it
+    # Packing orders the examples longest first; each keeps its tokens after the prefix.
+    rests = sorted((len(example.input_ids) - row.prefix for example in examples), reverse=True)
+    assert row.input_ids.shape == (1, row.prefix + sum(rests))
+    assert row.bounds == [
+        0,
+        row.prefix,
+        row.prefix + rests[0],
+        row.prefix + rests[0] + rests[1],
+        row.input_ids.shape[1],
+    ]
+    assert row.input_ids[0, :12].tolist() == opening
+    assert row.position_ids[0, row.prefix].item() == row.prefix  # each example's rest keeps its positions
+    assert (row.targets != IGNORE_INDEX).sum().item() == batch.num_loss_tokens  # every loss token kept once
+
+    # A loss inside the opening ends the shared part before it: that target belongs to each example.
+    examples[1].targets[6] = examples[1].input_ids[7]
+    shorter = share_prefix(*pack_batch(examples, row_len=200, pad_id=0).end_to_end(slice(None)))
+    assert shorter.prefix == 0  # 6 tokens: under MIN_SHARED_PREFIX, not worth sharing
+    assert shorter.bounds == [0, 38, 70, 100]  # each example whole, longest first
+    single = pack_batch(examples[:1], row_len=200, pad_id=0)
+    assert share_prefix(*single.end_to_end(slice(None))).prefix == 0  # one example: nothing to share
+
+
+@pytest.mark.parametrize("explicit_max_len", [512, 16])
+def test_a_shared_prefix_gives_the_same_losses_and_gradients(
+    tiny_model_dir: Path, explicit_max_len: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the explicit-attention limit at 16 tokens, the longer examples take SDPA with a prefix mask."""
+    monkeypatch.setattr(attention, "EXPLICIT_MAX_LEN", explicit_max_len)
+    torch.manual_seed(0)
+    model = load_model(str(tiny_model_dir)).eval()
+    use_packed_attention(model)
+    weight, decoder = model.get_output_embeddings().weight, model.get_decoder()
+    opening = torch.randint(3, model.config.vocab_size, (14,)).tolist()
+    examples = _with_opening(_examples(4, [12, 7, 30, 5, 20], model.config.vocab_size), opening)
+    batch = pack_batch(examples, row_len=64, pad_id=0)
+
+    def loss_and_grads(ids, positions, targets, boundaries) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        hidden = decoder(
+            input_ids=ids, position_ids=positions, use_cache=False, **boundaries
+        ).last_hidden_state
+        loss, _ = linear_cross_entropy(hidden, weight, targets)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ids, positions, targets = batch.end_to_end(slice(None))
+    reference_loss, reference_grads = loss_and_grads(
+        ids, positions, targets, packed_attention_kwargs(positions)
+    )
+    row = share_prefix(ids, positions, targets)
+    assert row.prefix >= 14 and row.input_ids.shape[1] == ids.shape[1] - (len(examples) - 1) * row.prefix
+    loss, grads = loss_and_grads(row.input_ids, row.position_ids, row.targets, shared_prefix_kwargs(row))
+    assert loss == pytest.approx(reference_loss, rel=1e-5)
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
