@@ -4,7 +4,8 @@ Owns: the training loop and its policy (schedule, validation, early stopping, ch
 final artifact). The step is built for throughput: examples are packed into dense rows without
 cross-example attention, the loss runs only on assistant tokens without materialising full-vocabulary
 logits, bf16 is used where the hardware runs it natively, and the host syncs with the device only
-when it logs. On a CPU, a pass also runs its rows' tokens end to end with no padding, attention is
+when it logs. On a CPU, a pass also runs its rows' tokens end to end with no padding, with the opening
+its examples share (a system prompt) computed once (`tunesmith.data.pack.share_prefix`), attention is
 computed per example (`tunesmith.models.attention`), and every LoRA layer and frozen RMSNorm is one
 fused autograd function (`tunesmith.train.fused_lora`, `tunesmith.train.fused_norm`). Does not own:
 the registry (events go to a listener) or the CLI.
