@@ -32,6 +32,12 @@ Fifth session, the same CPU path (its changes are CUDA-only), three runs: tunesm
 398.5 tok/s (MFU 60.1% / - / 51.7%; run 2's peak was measured while an earlier run was still ending),
 no-dropout 413.1 / 478.6 / 476.2, TRL defaults 84.9 / 112.1 / 113.2, TRL best 119.5 / 126.7 / 124.2:
 4.8x / 3.9x / 3.5x TRL defaults and 3.4x / 3.4x / 3.2x TRL best, RSS 2841-2887 MB (0.46-0.48x).
+Then the examples of a pass share their common opening (24 of GSM8K's ~228 tokens per example: the
+default system prompt and the user header), computed once: +9% in one process alternating with and
+without it on the same six real batches (391.5 -> 427.5 tok/s). Two full runs of that code: tunesmith
+437.7 / 430.8 tok/s (MFU 58.5% / 54.0%, which counts every example's tokens, the shared ones too),
+no-dropout 504.5 / 446.0, TRL defaults 88.3 / 95.3, TRL best 132.1 / 118.3: 5.0x / 4.5x TRL defaults,
+3.3x / 3.6x TRL best, RSS 2842 / 2795 MB (0.47x / 0.45x), val loss 1.1496 (+0.30% against TRL).
 What each change gave (tunesmith, same command): 183 tok/s with block-diagonal SDPA over whole rows and
 bernoulli_ masks; per-example attention, a cheap dropout mask and 1024-token rows with no padding past a
 pass's own rows: 260; explicit attention for examples up to 512 tokens, one fused autograd function per
