@@ -44,7 +44,8 @@ class PackedBatch:
         return picked[0], picked[1], picked[2]
 
 
-# Below this many shared tokens the per-example key/value concatenation costs more than it saves.
+# Shorter shared openings are left in each example: sharing costs a key/value concatenation per example
+# and layer, which a few tokens may not repay (a judgement; the threshold is not measured).
 MIN_SHARED_PREFIX = 8
 
 
