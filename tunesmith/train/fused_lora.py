@@ -7,8 +7,9 @@ Why: peft's forward is general, and on a CPU its generality is most of a LoRA la
 base matmul (on a GPU the fused function's gain is mostly memory: 4.8 against 7.9 GB for batches of
 32 GSM8K examples on SmolLM2-135M). Under bf16 autocast peft casts the input to fp32 for the adapter
 (a copy the size of the input), applies dropout in fp32, casts back to bf16 for `A`, scales the `B`
-output and adds it in two more passes, and autograd mirrors every one of those in backward. Saved for backward per layer: the
-dropped fp32-then-bf16 input and the mask, 3 bytes per input element. Here, in the compute dtype:
+output and adds it in two more passes, and autograd mirrors every one of those in backward. Saved for
+backward per layer: the dropped fp32-then-bf16 input and the mask, 3 bytes per input element. Here, in
+the compute dtype:
 
     forward   y = x·Wᵀ;  t = (x ⊙ keep)·Aᵀ;  y += (s/(1-p)) · t·Bᵀ          (the add fused into addmm)
     backward  u = (s/(1-p)) · g·B;  dx = g·W + keep ⊙ (u·A);  dA = uᵀ·(x ⊙ keep);  dB = (s/(1-p)) · gᵀ·t

@@ -33,10 +33,11 @@ from tunesmith.models.loading import default_device, load_tokenizer, resolve_mod
 # Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
 # 30 layers of 576 + 1536 -> 12.6; rounded up. Checkpointing keeps one hidden vector per layer instead.
 ACTIVATION_VALUES = 13.0
-# The same for CPU LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
+# The same for LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
 # masks, the MLP keeps gate and up only): 3.4 units are kept for backward (564 MB for a 1,030-token
 # pass); 7 covers backward's temporaries too: peak RSS 2.9 GB in benchmarks/train_throughput.py with
-# passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB).
+# passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB). Calibrated
+# on a CPU; on an H200 the fused layers' allocator peak was 0.54x the unfused one (4.9 / 9.1 GB), near 7/13.
 FUSED_ACTIVATION_VALUES = 7.0
 # What the allocator holds beyond live tensors at the peak: glibc's arenas on CPU (measured 1.4x:
 # 8.8 GB RSS against 6.3 GB with mmap'd allocations), PyTorch's caching allocator on CUDA.
