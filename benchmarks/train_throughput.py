@@ -12,9 +12,10 @@ Each configuration runs in its own process (so peak RSS is its own) and reports:
   in the same run (bf16);
 - peak RSS and the validation loss after the same examples (completion/assistant tokens only).
 
-TRL reports per-step time only, so its tokens after warm-up are the epoch's tokens scaled by the share
-of steps after warm-up; tunesmith's are exact (from metrics.jsonl). The same scaling is printed for
-tunesmith too, for a like-for-like check.
+Tokens are counted exactly for every trainer: tunesmith's from its metrics.jsonl, TRL's by wrapping its
+data collator, which sees each batch's examples before padding (benchmarks before the sixth session
+scaled TRL's epoch tokens by its share of steps after warm-up; that column is still printed as
+`tokens_per_second_scaled`, for every trainer).
 
 Measured 2026-11-26 (fourth session), `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,
 trl-defaults,trl-best`, 2-core AMD EPYC with avx512_bf16, machine otherwise idle; this VM's speed varies
@@ -165,6 +166,18 @@ def run_tunesmith(
     }
 
 
+class _TokenCounter:
+    """Wraps a data collator and records each batch's real (non-padding) tokens, batch by batch."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+        self.tokens: list[int] = []
+
+    def __call__(self, examples: list[dict[str, Any]]) -> Any:
+        self.tokens.append(sum(len(example["input_ids"]) for example in examples))
+        return self.collate(examples)
+
+
 def run_trl(
     data: dict[str, Path], steps: int, work: Path, best: bool, model: str, batch: int
 ) -> dict[str, Any]:
@@ -219,7 +232,10 @@ def run_trl(
         model=model, args=config, train_dataset=Dataset.from_list(rows("train")),
         eval_dataset=Dataset.from_list(rows("val")), processing_class=tokenizer, peft_config=lora, callbacks=[timer],
     )  # fmt: skip
+    counter = _TokenCounter(trainer.data_collator)
+    trainer.data_collator = counter  # the train dataloader is built in train(), from this attribute
     trainer.train()
+    step_tokens = counter.tokens[:steps]  # accelerate may collate one batch ahead: drop it
     total_tokens = sum(
         len(
             tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)[
@@ -231,6 +247,7 @@ def run_trl(
     return {
         "total_tokens": total_tokens,
         "step_seconds": timer.seconds,
+        "exact_tokens_after_warmup": sum(step_tokens[WARMUP_STEPS:]),
         "val_loss": trainer.evaluate()["eval_loss"],
         "precision": "bf16" if config.bf16 else "fp32",
     }
@@ -255,11 +272,7 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
     seconds = raw["step_seconds"]
     share_after = (len(seconds) - WARMUP_STEPS) / len(seconds)
     scaled = raw["total_tokens"] * share_after / sum(seconds[WARMUP_STEPS:])
-    tokens_per_second = (
-        raw["exact_tokens_after_warmup"] / sum(seconds[WARMUP_STEPS:])
-        if name.startswith("tunesmith")
-        else scaled
-    )
+    tokens_per_second = raw["exact_tokens_after_warmup"] / sum(seconds[WARMUP_STEPS:])
     return {
         "config": name,
         "precision": raw["precision"],
