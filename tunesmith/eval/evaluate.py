@@ -40,6 +40,7 @@ from tunesmith.models.loading import (
     resolve_model,
     supports_fast_bf16,
 )
+from tunesmith.models.lora_rounding import use_exact_lora
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ def _load(model_path: str, group: list[Candidate]) -> Any:
             model = PeftModel.from_pretrained(model, str(candidate.adapter_dir), adapter_name=candidate.name)
         else:
             model.load_adapter(str(candidate.adapter_dir), adapter_name=candidate.name)
+    use_exact_lora(model)  # in bf16, each adapter's delta is added before rounding (see lora_rounding)
     return model.eval()
 
 

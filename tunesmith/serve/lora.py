@@ -8,8 +8,10 @@ which adapter holds which slot, verification or the LRU bound (see `adapters`), 
 Layout: for a layer `in -> out`, `a` is (S, in, R) and `b` is (S, R, out): S slots, R the largest rank
 loaded, the adapter's `lora_A.weight` and `lora_B.weight * scaling` transposed so that every matmul reads
 them in place. A smaller rank is zero-padded to R and a layer an adapter does not target is zero in its
-slot; both add exact zeros. Rows on the bare base are left out of the delta: their output is the base
-layer's, bit for bit. Inference only (the delta is added in place).
+slot; both add exact zeros. Inference only. In fp32 the delta is added in place to the base layer's
+output and rows on the bare base are left out of it: their output is the base layer's, bit for bit. In
+bf16 (GPUs) the delta joins the base matmul's sum before it is rounded (`tunesmith.models.lora_rounding`:
+rounding the base output first loses deltas under half a bf16 step); a base row adds zero there.
 
 The delta, by batch shape. Timed 2026-11-26 on a shared 2-core CPU (load about 2), one thread, r=16,
 rows spread over 8 adapters: first the layers alone (the embedded model's 7 linear shapes x 30 layers;
@@ -37,6 +39,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+
+from tunesmith.models.lora_rounding import ROUNDED_DTYPES, linear_with_delta
 
 
 @dataclass(frozen=True)
@@ -123,23 +127,31 @@ class StackedLoRALinear(torch.nn.Module):
         self.b[slot].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, in)
-        y = self.base(x)  # (B, T, out)
         routing = self.router.current
         if routing is None:
-            return y
+            return self.base(x)  # type: ignore[no-any-return]
+        rows, delta = self._delta(x, routing)  # rows None: every row
+        if x.dtype in ROUNDED_DTYPES:  # bf16/fp16: the delta joins the sum before it is rounded
+            if rows is not None:
+                delta = x.new_zeros(*x.shape[:-1], delta.shape[-1]).index_add_(0, rows, delta)
+            return linear_with_delta(x, self.base, delta)
+        y = self.base(x)  # (B, T, out)
+        return y.add_(delta) if rows is None else y.index_add_(0, rows, delta)
+
+    def _delta(self, x: torch.Tensor, routing: Routing) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The rows on an adapter (None: all of them) and their low-rank deltas."""
         if routing.single is not None:
-            return y.add_((x @ self.a[routing.single]) @ self.b[routing.single])
+            return None, (x @ self.a[routing.single]) @ self.b[routing.single]
         if x.shape[1] == 1:  # decode: one padded block per slot, the stacks read in place
             first, last, width = routing.first, routing.last, routing.width
             block = x.index_select(0, routing.block_rows).view(last - first + 1, width, -1)  # (P, m, in)
             block = torch.bmm(
                 torch.bmm(block, self.a[first : last + 1]), self.b[first : last + 1]
             )  # (P, m, out)
-            delta = block.view(-1, 1, y.shape[-1]).index_select(0, routing.block_at)  # (N, 1, out)
-            return y.index_add_(0, routing.rows, delta)
+            return routing.rows, block.view(-1, 1, self.b.shape[2]).index_select(0, routing.block_at)
         a = self.a.index_select(0, routing.slots)  # (N, in, R): prefill, each row its own copy
         b = self.b.index_select(0, routing.slots)  # (N, R, out)
-        return y.index_add_(0, routing.rows, torch.bmm(torch.bmm(x.index_select(0, routing.rows), a), b))
+        return routing.rows, torch.bmm(torch.bmm(x.index_select(0, routing.rows), a), b)
 
 
 def lora_scaling(config: dict[str, Any], rank: int) -> float:

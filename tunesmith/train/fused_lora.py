@@ -43,6 +43,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 from transformers.activations import SiLUActivation
 
+from tunesmith.models.lora_rounding import exact_lora_forward
 from tunesmith.train.dropout import FastDropout, keep_mask, new_seed, scratch
 from tunesmith.train.kernels import FUSED_DEVICES
 
@@ -217,8 +218,8 @@ def _flat(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _fused_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    if not _applies(self, x, args, kwargs):
-        return LoraLinear.forward(self, x, *args, **kwargs)
+    if not _applies(self, x, args, kwargs):  # evaluation: rounded once in bf16; else peft's forward
+        return exact_lora_forward(self, x, *args, **kwargs)
     with torch.autocast(device_type=x.device.type, enabled=False):
         output = _FusedLoraLinear.apply(_flat(x, _compute_dtype(x)), *_layer_arguments(self))
     return output.view(*x.shape[:-1], output.shape[-1])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from peft.tuners.lora import Linear as LoraLinear
 
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
+from tunesmith.models.lora_rounding import use_exact_lora
 from tunesmith.train.dropout import keep_mask, use_fast_dropout
 from tunesmith.train.fused_lora import use_fused_lora
 
@@ -136,3 +140,18 @@ def test_swiglu_mlp_keeps_gate_and_up_for_backward_but_not_their_product(tiny_mo
     assert kept_intermediates() == 5 * layers
     use_fused_lora(model)
     assert kept_intermediates() == 2 * layers  # gate and up: the rest is recomputed in backward
+
+
+def test_evaluation_in_bf16_rounds_each_delta_once(tiny_model_dir: Path) -> None:
+    """Validation during training sees what evaluation and serving see (`tunesmith.models.lora_rounding`)."""
+    fused = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16).eval()
+    exact = copy.deepcopy(fused)
+    use_fused_lora(fused)
+    use_exact_lora(exact)
+    input_ids = torch.randint(0, fused.config.vocab_size, (2, 9))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fused(input_ids=input_ids).logits, exact(input_ids=input_ids).logits)
+        exact.base_model.model.model.layers[0].self_attn.q_proj.forward = types.MethodType(
+            LoraLinear.forward, exact.base_model.model.model.layers[0].self_attn.q_proj
+        )  # one layer back on peft's forward: the logits move
+        assert not torch.equal(fused(input_ids=input_ids).logits, exact(input_ids=input_ids).logits)

@@ -1,0 +1,108 @@
+"""In bf16 a LoRA delta must reach the output even when it is under half a bf16 step of it."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from tunesmith.models.lora_rounding import use_exact_lora
+from tunesmith.serve.lora import Router, StackedLoRALinear, route
+
+
+def _layer_model(names: tuple[str, ...] = ("default",)) -> nn.Module:
+    """One 256 -> 128 linear layer with LoRA adapters whose deltas are mostly under half a bf16 step."""
+    torch.manual_seed(0)
+    model: nn.Module = nn.Sequential(nn.Linear(256, 128, bias=False))
+    with torch.no_grad():
+        model[0].weight.normal_(0, 0.5)
+    for name in names:
+        model = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=["0"]), model, name)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if "lora_B" in parameter_name:
+                parameter.normal_(0, 6e-4)
+    return model.eval()
+
+
+def _bf16(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+def test_a_delta_under_half_a_bf16_step_reaches_the_output() -> None:
+    model = _bf16(_layer_model())
+    x = torch.randn(256, 256).bfloat16()
+    layer = model[0]
+    with torch.no_grad():
+        # The exact sums of the bf16 weights and inputs, in fp32: what rounding once would round.
+        base_exact = x.float() @ layer.base_layer.weight.float().T
+        delta = (
+            (x.float() @ layer.lora_A["default"].weight.float().T) @ layer.lora_B["default"].weight.float().T
+        ) * 2  # lora_alpha / r
+        peft_output = model(x)
+        # The failure this module fixes: peft rounds the base output first, and the delta vanishes.
+        assert (peft_output == layer.base_layer(x)).float().mean() > 0.9
+        assert use_exact_lora(model) == 1
+        exact = model(x)
+
+    def kept(output: torch.Tensor) -> float:  # the share of the delta the output carries
+        return float(((output.float() - base_exact) * delta).sum() / delta.square().sum())
+
+    assert kept(peft_output) < 0.3  # most of it lost
+    assert 0.8 < kept(exact) < 1.2  # all of it, to within bf16's rounding noise
+
+
+def test_fp32_layers_and_training_keep_peft_forward() -> None:
+    model = _layer_model()
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        reference = model(x)
+        use_exact_lora(model)
+        assert torch.equal(model(x), reference)  # fp32: peft's own forward, bit for bit
+        bf16 = _bf16(_layer_model()).train()  # training mode: peft's forward (dropout, gradients)
+        trained_reference = bf16(x.bfloat16())
+        use_exact_lora(bf16)
+        assert torch.equal(bf16(x.bfloat16()), trained_reference)
+
+
+def test_mixed_batch_rows_match_each_adapter_alone() -> None:
+    model = _bf16(_layer_model(("a", "b")))
+    use_exact_lora(model)
+    x = torch.randn(3, 5, 256).bfloat16()
+    names = ["a", "__base__", "b"]
+    with torch.no_grad():
+        mixed = model[0](x, adapter_names=names)
+        for row, name in enumerate(names):
+            if name == "__base__":
+                alone = model[0].base_layer(x[row : row + 1])
+            else:
+                model[0].set_adapter(name)
+                alone = model[0](x[row : row + 1])
+            torch.testing.assert_close(mixed[row : row + 1], alone, rtol=0, atol=0.02, msg=name)
+
+
+def test_served_bf16_rows_keep_a_small_delta_and_base_rows_stay_base() -> None:
+    torch.manual_seed(0)
+    base = nn.Linear(256, 128, bias=False).bfloat16()
+    with torch.no_grad():
+        base.weight.normal_(0, 0.5)
+    a, b = (
+        (torch.randn(4, 256) * 0.1).bfloat16(),
+        (torch.randn(128, 4) * 2e-3).bfloat16(),
+    )  # ~1/5 of a bf16 step
+    x = torch.randn(65, 16, 256).bfloat16()  # rows 0-63 on the adapter, row 64 on the base
+    router = Router()
+    layer = StackedLoRALinear(base, slots=2, rank=4, router=router)
+    layer.put(0, a, b)
+    with torch.no_grad():
+        for tokens in (16, 1):  # prefill, then a decode step's shape
+            router.current = route([0] * 64 + [None], x.device)
+            served = layer(x[:, :tokens])
+            rows = x[:64, :tokens].float()
+            base_exact = rows @ base.weight.float().T
+            delta = (rows @ a.float().T) @ b.float().T
+            kept = ((served[:64].float() - base_exact) * delta).sum() / delta.square().sum()
+            assert 0.8 < kept < 1.2, tokens
+            torch.testing.assert_close(served[64:], base(x[64:, :tokens]), rtol=0, atol=0.02)
