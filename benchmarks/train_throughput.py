@@ -168,6 +168,7 @@ def run_tunesmith(
             (work / f"tunesmith-{variant or 'default'}-run" / "plan.json").read_text()
         )["memory_gb"]["total"],
         "micro_batch_tokens": result.micro_batch_tokens,
+        "adapter_dir": str(work / f"tunesmith-{variant or 'default'}-run" / "adapter"),
     }
 
 
@@ -243,6 +244,7 @@ def run_trl(
     trainer.data_collator = counter  # the train dataloader is built in train(), from this attribute
     trainer.train()
     step_tokens = counter.tokens[:steps]  # accelerate may collate one batch ahead: drop it
+    trainer.model.save_pretrained(str(work / f"{name}-adapter"))
     total_tokens = sum(
         len(
             tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)[
@@ -257,6 +259,7 @@ def run_trl(
         "exact_tokens_after_warmup": sum(step_tokens[WARMUP_STEPS:]),
         "val_loss": trainer.evaluate()["eval_loss"],
         "precision": "bf16" if config.bf16 else "fp32",
+        "adapter_dir": str(work / f"{name}-adapter"),
     }
 
 
@@ -272,7 +275,42 @@ def run_one(
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    # after the peaks are read: the evaluation's own model must not count as the trainer's memory
+    result["val_loss_fp32"] = fp32_val_loss(model, Path(result.pop("adapter_dir")), data["val"])
     return result
+
+
+def fp32_val_loss(model: str, adapter_dir: Path, val_path: Path) -> float:
+    """Loss per assistant token on the validation chats, every trainer's adapter evaluated alike.
+
+    In fp32, one example at a time, with tunesmith's rendering: each trainer also reports the loss its
+    own evaluation computes (in bf16 where it trains in bf16), and a bf16 evaluation through peft drops
+    LoRA deltas under half a bf16 step (`tunesmith.models.lora_rounding`), so those can differ by more
+    than the adapters do.
+    """
+    import torch
+
+    from tunesmith.data.ingest import load_split
+    from tunesmith.data.render import IGNORE_INDEX, render_example
+    from tunesmith.models.adapters import load_adapter
+    from tunesmith.models.loading import default_device, load_model, load_tokenizer, resolve_model
+
+    path = resolve_model(model)
+    tokenizer = load_tokenizer(path)
+    peft_model = load_adapter(load_model(path, dtype=torch.float32), adapter_dir).to(default_device()).eval()
+    examples, _ = load_split(val_path, "val")
+    total, tokens = 0.0, 0
+    device = next(peft_model.parameters()).device
+    with torch.no_grad():
+        for example in examples:
+            rendered = render_example(tokenizer, example, 1024)
+            logits = peft_model(input_ids=torch.tensor([rendered.input_ids], device=device)).logits[0]
+            targets = torch.tensor(rendered.targets, device=device)
+            total += float(
+                torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+            )
+            tokens += int((targets != IGNORE_INDEX).sum())
+    return total / tokens
 
 
 def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> dict[str, Any]:
@@ -289,7 +327,8 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
         "peak_rss_mb": round(raw["peak_rss_mb"]),
         "peak_gpu_mb": round(raw["peak_gpu_mb"]) if "peak_gpu_mb" in raw else None,
         "estimated_peak_gb": raw.get("estimated_peak_gb"),  # tunesmith's plan, before the run
-        "val_loss": round(raw["val_loss"], 4),
+        "val_loss": round(raw["val_loss"], 4),  # as the trainer itself reports it
+        "val_loss_fp32": round(raw["val_loss_fp32"], 4),  # every adapter evaluated alike
         "steps": len(seconds),
         "first_step_seconds": round(seconds[0], 1),  # includes torch.compile's compile time
     }
@@ -354,15 +393,15 @@ def main() -> None:
         "results": results,
     }
     memory = "GPU MB" if device != "cpu" else "RSS MB"
-    header = f"{'config':<14}{'prec':>6}{'tok/s':>9}{'MFU':>8}{memory:>9}{'est GB':>8}{'val loss':>10}{'wall s':>9}"
+    header = f"{'config':<22}{'prec':>6}{'tok/s':>9}{'MFU':>8}{memory:>9}{'est GB':>8}{'val loss':>10}{'fp32 val':>10}{'wall s':>9}"
     print(
         f"GSM8K, {args.examples} examples, matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s"
     )
     print(header)
     for r in results:
         used = r["peak_gpu_mb"] if device != "cpu" else r["peak_rss_mb"]
-        print(f"{r['config']:<14}{r['precision']:>6}{r['tokens_per_second']:>9}{r['mfu']:>8.1%}{used:>9}"
-              f"{r['estimated_peak_gb'] or '':>8}{r['val_loss']:>10}{r['wall_seconds']:>9}")  # fmt: skip
+        print(f"{r['config']:<22}{r['precision']:>6}{r['tokens_per_second']:>9}{r['mfu']:>8.1%}{used:>9}"
+              f"{r['estimated_peak_gb'] or '':>8}{r['val_loss']:>10}{r['val_loss_fp32']:>10}{r['wall_seconds']:>9}")  # fmt: skip
     if args.json_out:
         args.json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
