@@ -9,15 +9,16 @@ of the output (about 0.2% of it) is lost outright, not just rounded: early in tr
 gentle adapter, that is much of what the adapter changed. Measured 2026-11-26 on the embedded
 SmolLM2-135M after 6 LoRA steps on 48 GSM8K examples (r=16, lr 2e-4), validation loss on 32 others:
 base model 1.2875 in fp32, 1.2892 in bf16; the adapter 1.1060 in fp32, 1.1503 in bf16 through peft
-(a quarter of its gain gone), 1.1077 in bf16 rounded once here. TRL's SFTTrainer evaluates the same
-way as peft (bf16 by default: 1.1461 after the same steps; 1.1005 when trained and evaluated in fp32).
+(a quarter of its gain gone), 1.1077 in bf16 rounded once here. TRL's SFTTrainer evaluates through
+peft: it reports 1.1461 for its adapter after the same steps, an adapter whose fp32 loss is 1.1059.
 
 `torch.addmm(delta, x, Wᵀ)` accumulates x·Wᵀ in fp32 and adds the delta there, rounding once (oneDNN on
 CPUs, cuBLAS on GPUs), at the cost of the base matmul's. fp32 layers keep peft's own forward: their
-second rounding is at 2⁻²⁴ and changes nothing a user could see. Training does not use this:
-its forward (`tunesmith.train.fused_lora`) keeps the faster `linear` + in-place add (the in-place
-`addmm_` into the delta ran the base matmul 5% slower), and the gradients do not depend on the rounding
-of the forward's sum; what it changes is what validation, evaluation and serving see.
+second rounding is at 2⁻²⁴ and changes nothing a user could see. Training steps do not use this:
+their forward (`tunesmith.train.fused_lora`) keeps the faster `linear` + in-place add (the in-place
+`addmm_` into the delta ran the base matmul 5% slower), and trains the same adapter (fp32 loss 1.1060
+against TRL's 1.1059); what it changes is what validation, evaluation and serving see. Used by
+`tunesmith.train.sft` (validation), `tunesmith.eval.evaluate` and `tunesmith.serve.lora` (bf16 rows).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from tunesmith.models.loading import (
     load_tokenizer,
     resolve_model,
 )
+from tunesmith.models.lora_rounding import use_exact_lora
 from tunesmith.train.checkpoint import (
     LoopState,
     list_checkpoints,
@@ -163,6 +164,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     if spec.method == "lora":
         targets = spec.lora.target_modules
         model = add_lora(model, spec.lora.r, spec.lora.alpha, spec.lora.dropout, targets)
+        use_exact_lora(model)  # validation in bf16 adds each delta before rounding (training: unchanged)
     model.to(device)
     # CPU only: CUDA's dropout is a fused kernel, and its masked SDPA costs less than a launch per example.
     # Packed attention's plain-int boundaries would make a compiled graph recompile for every batch.
