@@ -49,6 +49,23 @@ hash compiled into one kernel, +3-5%; a whole batch as one pass of up to 2,048 t
 +9-10% per token (fixed per-op costs); the SwiGLU MLP as one function keeping gate and up only, -1% time
 and -190 MB per 1,030 tokens, which pays for the bigger pass. Head to head with the third session's
 code on the same machine minutes apart: 396-399 -> 418-420 tok/s before the RSS fix.
+Sixth session (2026-11-26), TRL's tokens now counted exactly (its collator wrapped; the old scaling had
+read TRL 5% fast), every adapter also evaluated alike in fp32 ("fp32 val"), and validation in bf16
+rounding each LoRA delta once (`tunesmith.models.lora_rounding`; runs 3 and 4). Four runs of
+`--configs tunesmith,tunesmith-no-dropout,trl-defaults,trl-best` (run 2 also trl-fp32):
+  config                tok/s                          MFU                      RSS MB
+  tunesmith             487.6 / 480.6 / 481.7 / 422.9  60.0 / 60.1 / 61.9 / 57.5%  2784 / 2821 / 2776 / 2811
+  tunesmith-no-dropout  484.7 / 524.2 / 532.6 / 462.4  59.6 / 65.6 / 68.4 / 62.9%  2707 / 2683 / 2720 / 2677
+  trl-defaults          103.9 /  96.2 /  93.8 / 100.3  12.8 / 12.0 / 12.1 / 13.6%  7666 / 6117 / 6325 / 6185
+  trl-best              129.1 / 120.9 / 119.3 / 120.1  15.9 / 15.1 / 15.3 / 16.3%  8670 / 8442 / 8677 / 8714
+  trl-fp32                - /  81.3 /   -   /   -         - / 10.2 /  -   /  -         - / 8651 /  -   /  -
+(bf16 peak 438 / 430 / 419 / 396 GFLOP/s.) tunesmith = 4.7x / 5.0x / 5.1x / 4.2x TRL defaults, 3.8x /
+4.0x / 4.0x / 3.5x TRL best, 5.9x TRL in fp32, at 0.36-0.46x TRL defaults' peak RSS. Validation loss
+as each trainer reports it: tunesmith 1.1496 (runs 1-2), 1.1067 (runs 3-4); TRL defaults 1.1461, best
+1.1467, fp32 1.1005. Evaluated alike in fp32 (run 4): tunesmith 1.1060, TRL defaults 1.1059, TRL best
+1.1061: the same adapters, within 0.02%. `tunesmith-compile` (torch.compile of the decoder, which turns
+the fused layers and per-example attention off): 211.1 tok/s against 465.1 in the same run, first step
+55.6 s, 5.6 GB RSS. Where the rest of tunesmith's step goes: `train_step_profile.py`.
 On an H200, 2026-11-26 (fifth session), `--model DIR --data FILE --examples 1024 --batch 32` on a
 random-init model of SmolLM2-135M's shape (the weights could not be carried there), three calls, each
 on a fresh machine (their speeds differ by up to ~35%, so compare within a call):
