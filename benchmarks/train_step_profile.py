@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import BATCH, GSM8K, LR, WARMUP_STEPS, write_data  # noqa: E402
+from train_throughput import LR, WARMUP_STEPS, run_arguments, write_data  # noqa: E402
 
 # Op names (self time) by category; anything else is "other ops".
 CATEGORIES = {
@@ -161,15 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--examples", type=int, default=48, help="training examples (a multiple of --batch)")
-    parser.add_argument("--batch", type=int, default=BATCH, help="examples per optimizer step")
-    parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="catalog name or model directory (default: embedded)"
-    )
-    parser.add_argument(
-        "--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)"
-    )
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+    run_arguments(parser, examples=48)
     args = parser.parse_args()
     steps = args.examples // args.batch
     if steps <= WARMUP_STEPS:

@@ -351,23 +351,30 @@ def summarise(name: str, raw: dict[str, Any], parameters: int, peak: float) -> d
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def run_arguments(parser: argparse.ArgumentParser, examples: int) -> None:
+    """The arguments this benchmark shares with `train_step_profile.py`: data size, batch, model, data."""
+    parser.add_argument(
+        "--examples", type=int, default=examples, help="training examples (a multiple of --batch)"
     )
-    parser.add_argument("--examples", type=int, default=32, help="training examples (a multiple of --batch)")
     parser.add_argument("--batch", type=int, default=BATCH, help="examples per optimizer step")
     parser.add_argument(
         "--model", default="smollm2-135m-instruct", help="catalog name or model directory (default: embedded)"
     )
     parser.add_argument(
+        "--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)"
+    )
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    run_arguments(parser, examples=32)
+    parser.add_argument(
         "--configs",
         default=",".join(CONFIGS),
         help="comma-separated subset of " + ", ".join(CONFIGS + EXTRA_CONFIGS),
-    )
-    parser.add_argument("--json-out", type=Path, default=None, help="also write the results here")
-    parser.add_argument(
-        "--data", type=Path, default=GSM8K, help="GSM8K train.jsonl (default: shared datasets)"
     )
     parser.add_argument("--only", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
