@@ -92,13 +92,14 @@ def exact_lora_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: 
     inputs = x.to(dtype)
     base = _base(self)
     names = kwargs.get("adapter_names")
-    delta = inputs.new_zeros(*inputs.shape[:-1], base.out_features)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        if names is None:
-            for name in self.active_adapters:
-                if name in self.lora_A:
-                    delta += _delta(self, name, inputs)
-        else:  # a mixed batch: row i through adapter names[i] (peft's `adapter_names`)
+        active = [name for name in self.active_adapters if name in self.lora_A] if names is None else []
+        if len(active) == 1:  # the common case: one delta, no zeros to start from
+            return linear_with_delta(inputs, base, _delta(self, active[0], inputs))
+        delta = inputs.new_zeros(*inputs.shape[:-1], base.out_features)
+        for name in active:
+            delta += _delta(self, name, inputs)
+        if names is not None:  # a mixed batch: row i through adapter names[i] (peft's `adapter_names`)
             for name in set(names) - {BASE_ROWS}:
                 if name in self.lora_A:
                     rows = [index for index, row_name in enumerate(names) if row_name == name]
