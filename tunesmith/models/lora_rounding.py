@@ -19,6 +19,9 @@ their forward (`tunesmith.train.fused_lora`) keeps the faster `linear` + in-plac
 `addmm_` into the delta ran the base matmul 5% slower), and trains the same adapter (fp32 loss 1.1060
 against TRL's 1.1059); what it changes is what validation, evaluation and serving see. Used by
 `tunesmith.train.sft` (validation), `tunesmith.eval.evaluate` and `tunesmith.serve.lora` (bf16 rows).
+Cost: greedy generation of 32 tokens for 16 prompts with a rank-16 adapter on all linear layers took
+4.00-4.11 s against peft's 3.87-3.96 s on the 2-core CPU (+3%; `addmm` runs a 16-row matmul ~9%
+slower than `linear`), with the adapters' bf16 casts kept between calls (`_low_rank`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 
 ROUNDED_DTYPES = frozenset({torch.bfloat16, torch.float16})  # where rounding twice loses deltas
 BASE_ROWS = "__base__"  # peft's name, in `adapter_names`, for rows on the bare base model
+_CACHE = "_tunesmith_low_rank"  # a layer attribute: its adapters' weights cast for inference
 
 
 def linear_with_delta(inputs: torch.Tensor, layer: nn.Linear, delta: torch.Tensor) -> torch.Tensor:
@@ -77,11 +81,30 @@ def _applies(layer: LoraLinear, inputs: torch.Tensor, args: tuple[Any, ...], kwa
     return all(_plain(layer, name) for name in used if name in layer.lora_A)
 
 
+def _low_rank(layer: LoraLinear, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapter `name`'s `A` (r, in) and `scaling · Bᵀ` (r, out) in `dtype`.
+
+    Without gradients they are cast once and kept on the layer until either weight changes (an
+    optimizer step or a load bumps the tensor's version): casting them at every call cost more than
+    the two small matmuls themselves in a decode step.
+    """
+    a = cast(torch.Tensor, layer.lora_A[name].weight)
+    b = cast(torch.Tensor, layer.lora_B[name].weight)
+    scaling = layer.scaling[name]
+    if torch.is_grad_enabled():  # differentiable, as peft's forward is
+        return a.to(dtype), (b.T * scaling).to(dtype)
+    key = (dtype, scaling, a._version, b._version, a.data_ptr(), b.data_ptr())
+    kept: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = layer.__dict__.setdefault(_CACHE, {})
+    entry = kept.get(name)
+    if entry is None or entry[0] != key:
+        entry = kept[name] = (key, a.detach().to(dtype), (b.detach().T * scaling).to(dtype).contiguous())
+    return entry[1], entry[2]
+
+
 def _delta(layer: LoraLinear, name: str, inputs: torch.Tensor) -> torch.Tensor:
     """Adapter `name`'s `scaling · B(A(x))` in the inputs' dtype (its matmuls accumulate in fp32)."""
-    a = cast(torch.Tensor, layer.lora_A[name].weight).to(inputs.dtype)
-    b = cast(torch.Tensor, layer.lora_B[name].weight).to(inputs.dtype)
-    return (inputs @ a.T) @ (b.T * layer.scaling[name])
+    a, scaled_b = _low_rank(layer, name, inputs.dtype)
+    return (inputs @ a.T) @ scaled_b
 
 
 def exact_lora_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -106,3 +106,19 @@ def test_served_bf16_rows_keep_a_small_delta_and_base_rows_stay_base() -> None:
             kept = ((served[:64].float() - base_exact) * delta).sum() / delta.square().sum()
             assert 0.8 < kept < 1.2, tokens
             torch.testing.assert_close(served[64:], base(x[64:, :tokens]), rtol=0, atol=0.02)
+
+
+def test_weights_changed_in_place_are_seen_by_the_next_inference() -> None:
+    """The cast adapter weights kept between calls follow an optimizer step (validation during training)."""
+    model = _bf16(_layer_model())
+    use_exact_lora(model)
+    x = torch.randn(4, 256).bfloat16()
+    lora_b = model[0].lora_B["default"].weight
+    with torch.no_grad():
+        before = model(x)
+        lora_b.add_(0.05)  # what an optimizer step does to the parameter
+        after = model(x)
+        fresh = copy.deepcopy(model)  # a new module: nothing kept from earlier calls
+        fresh[0].__dict__.pop("_tunesmith_low_rank", None)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, fresh(x))
