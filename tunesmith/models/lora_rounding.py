@@ -19,9 +19,10 @@ their forward (`tunesmith.train.fused_lora`) keeps the faster `linear` + in-plac
 `addmm_` into the delta ran the base matmul 5% slower), and trains the same adapter (fp32 loss 1.1060
 against TRL's 1.1059); what it changes is what validation, evaluation and serving see. Used by
 `tunesmith.train.sft` (validation), `tunesmith.eval.evaluate` and `tunesmith.serve.lora` (bf16 rows).
-Cost: greedy generation of 32 tokens for 16 prompts with a rank-16 adapter on all linear layers took
-4.00-4.11 s against peft's 3.87-3.96 s on the 2-core CPU (+3%; `addmm` runs a 16-row matmul ~9%
-slower than `linear`), with the adapters' bf16 casts kept between calls (`_low_rank`).
+Cost: greedy generation of 32 tokens for 16 prompts with a frozen rank-16 adapter on all linear
+layers took 3.93-4.02 s against peft's 3.84-3.89 s on the 2-core CPU in three of four comparisons (one
+peft run: 3.42 s), +3-5%: `addmm` runs a 16-row matmul ~9% slower than `linear`; the adapters' bf16
+casts are kept between calls (`_low_rank`).
 """
 
 from __future__ import annotations
@@ -84,14 +85,16 @@ def _applies(layer: LoraLinear, inputs: torch.Tensor, args: tuple[Any, ...], kwa
 def _low_rank(layer: LoraLinear, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Adapter `name`'s `A` (r, in) and `scaling · Bᵀ` (r, out) in `dtype`.
 
-    Without gradients they are cast once and kept on the layer until either weight changes (an
-    optimizer step or a load bumps the tensor's version): casting them at every call cost more than
-    the two small matmuls themselves in a decode step.
+    For frozen adapters (inference) without gradients they are cast once and kept on the layer until
+    either weight is replaced or changed in place (which bumps the tensor's version): casting them at
+    every call cost more than the two small matmuls themselves in a decode step. Trainable adapters
+    (validation during training) are cast at every call: fused AdamW updates weights without bumping
+    their version.
     """
     a = cast(torch.Tensor, layer.lora_A[name].weight)
     b = cast(torch.Tensor, layer.lora_B[name].weight)
     scaling = layer.scaling[name]
-    if torch.is_grad_enabled():  # differentiable, as peft's forward is
+    if torch.is_grad_enabled() or a.requires_grad or b.requires_grad:  # differentiable, as peft's forward
         return a.to(dtype), (b.T * scaling).to(dtype)
     key = (dtype, scaling, a._version, b._version, a.data_ptr(), b.data_ptr())
     kept: dict[str, tuple[Any, torch.Tensor, torch.Tensor]] = layer.__dict__.setdefault(_CACHE, {})

@@ -109,16 +109,33 @@ def test_served_bf16_rows_keep_a_small_delta_and_base_rows_stay_base() -> None:
 
 
 def test_weights_changed_in_place_are_seen_by_the_next_inference() -> None:
-    """The cast adapter weights kept between calls follow an optimizer step (validation during training)."""
-    model = _bf16(_layer_model())
+    """Frozen adapters' cast weights are kept between calls; a change in place must still be seen."""
+    model = _layer_model().requires_grad_(False)  # an adapter loaded for inference:
+    model[0].base_layer.to(torch.bfloat16)  # a bf16 base, fp32 adapters, as peft loads them
     use_exact_lora(model)
     x = torch.randn(4, 256).bfloat16()
-    lora_b = model[0].lora_B["default"].weight
     with torch.no_grad():
         before = model(x)
-        lora_b.add_(0.05)  # what an optimizer step does to the parameter
+        model[0].lora_B["default"].weight.add_(0.05)
         after = model(x)
-        fresh = copy.deepcopy(model)  # a new module: nothing kept from earlier calls
-        fresh[0].__dict__.pop("_tunesmith_low_rank", None)
+        fresh = copy.deepcopy(model)
+        fresh[0].__dict__.pop("_tunesmith_low_rank", None)  # nothing kept from earlier calls
         assert not torch.equal(after, before)
         assert torch.equal(after, fresh(x))
+
+
+def test_validation_sees_every_optimizer_step_even_fused_adamw() -> None:
+    """Fused AdamW updates weights without bumping their version: trainable adapters are never kept."""
+    model = _layer_model()
+    model[0].base_layer.to(torch.bfloat16)  # as in training: a bf16 base, fp32 adapters
+    use_exact_lora(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=0.05, fused=True)
+    x = torch.randn(4, 256).bfloat16()
+    with torch.no_grad():
+        before = model(x)
+    for parameter in trainable:
+        parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    with torch.no_grad():
+        assert not torch.equal(model(x), before)
