@@ -70,16 +70,22 @@ def _compute_dtype(layer: LoraLinear, inputs: torch.Tensor) -> torch.dtype:
     return _base(layer).weight.dtype
 
 
-def _applies(layer: LoraLinear, inputs: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+def _rounding_dtype(
+    layer: LoraLinear, inputs: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> torch.dtype | None:
+    """The bf16/fp16 compute dtype of a call this module's forward covers; None: peft's forward."""
     if layer.training or args or set(kwargs) - {"adapter_names"}:
-        return False
+        return None
     if layer.disable_adapters or layer.merged or layer.fan_in_fan_out:
-        return False
-    if type(layer.get_base_layer()) is not nn.Linear or _compute_dtype(layer, inputs) not in ROUNDED_DTYPES:
-        return False
+        return None
+    if type(layer.get_base_layer()) is not nn.Linear:
+        return None
+    dtype = _compute_dtype(layer, inputs)
+    if dtype not in ROUNDED_DTYPES:
+        return None
     names = kwargs.get("adapter_names")
     used = set(layer.active_adapters) if names is None else set(names) - {BASE_ROWS}
-    return all(_plain(layer, name) for name in used if name in layer.lora_A)
+    return dtype if all(_plain(layer, name) for name in used if name in layer.lora_A) else None
 
 
 def _low_rank(layer: LoraLinear, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,10 +117,10 @@ def _delta(layer: LoraLinear, name: str, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def exact_lora_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """peft's `lora.Linear.forward`, rounding once where `_applies` (see the module doc)."""
-    if not _applies(self, x, args, kwargs):
+    """peft's `lora.Linear.forward`, rounding once where `_rounding_dtype` says (see the module doc)."""
+    dtype = _rounding_dtype(self, x, args, kwargs)
+    if dtype is None:
         return LoraLinear.forward(self, x, *args, **kwargs)
-    dtype = _compute_dtype(self, x)
     inputs = x.to(dtype)
     base = _base(self)
     names = kwargs.get("adapter_names")
