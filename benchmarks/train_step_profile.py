@@ -113,7 +113,14 @@ def profile_training(data: dict[str, Path], steps: int, work: Path, model: str, 
             eval_every=10**6, save_every=10**6, out=work / name, lora={"dropout": 0.05},
         )  # fmt: skip
 
+    # Plain lines, not tunesmith's progress bar: its redraws would land in the profile.
+    print("warm-up: one unprofiled step (the dropout mask kernel compiles here)", file=sys.stderr, flush=True)
     train_sft(spec("warm-up", 1), progress=False)
+    print(
+        f"profiling {steps} steps (the first {WARMUP_STEPS} are left out of the figures)",
+        file=sys.stderr,
+        flush=True,
+    )
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         train_sft(spec("profiled", steps), progress=False)
     metrics = [json.loads(line) for line in (work / "profiled" / "metrics.jsonl").read_text().splitlines()]
@@ -174,9 +181,9 @@ def main() -> None:
     report["run_seconds"] = round(time.perf_counter() - started, 1)
     wall = report["wall_seconds"]
     print(f"{report['steps_measured']} steps after warm-up, {report['tokens']} tokens, {wall:.2f} s profiled")
-    print(f"{'category':58s} {'s':>7s} {'share':>7s}")
+    print(f"{'category':68s} {'s':>7s} {'share':>7s}")
     for label, value in report["categories"].items():
-        print(f"{label:58s} {value:7.2f} {value / wall:7.1%}")
+        print(f"{label:68s} {value:7.2f} {value / wall:7.1%}")
     print(f"profiled tokens/s                 {report['profiled_tokens_per_second']:8.1f}")
     print(f"matmul-only ceiling tokens/s      {report['matmul_only_ceiling_tokens_per_second']:8.1f}")
     print(f"  linear layers' matmuls only     {report['linear_matmul_only_ceiling_tokens_per_second']:8.1f}")
