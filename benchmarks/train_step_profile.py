@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import LR, WARMUP_STEPS, run_arguments, write_data  # noqa: E402
+from train_throughput import LR, WARMUP_STEPS, run_arguments, write_data
 
 # Op names (self time) by category; anything else is "other ops".
 CATEGORIES = {

@@ -46,7 +46,7 @@ app.command("serve")(serve.serve)
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear message and exit code 2."""
-    from tunesmith.cli.common import USER_ERRORS, fail  # noqa: PLC0415
+    from tunesmith.cli.common import USER_ERRORS, fail
 
     # peft calls a transformers property that warns on every model wrap; not actionable for users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -20,9 +20,9 @@ def register(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Record an adapter as the next version of NAME (the same folder again keeps its version)."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
 
     adapter = ServingStore(Registry(default_database_url()).connect()).register_source(
         name, source, tenant=tenant
@@ -38,9 +38,9 @@ def register(
 @app.command("list")
 def list_adapters(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The latest version of every adapter name, with its owner."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import Caller, ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import Caller, ServingStore
+    from tunesmith.registry.store import Registry
 
     store = ServingStore(Registry(default_database_url()).connect())
     adapters = store.visible_adapters(Caller(tenant=None, is_admin=True))

@@ -53,8 +53,8 @@ def compare(
     later item against each earlier one: paired difference, its interval, p-value and a verdict
     (better / worse / no significant difference). Writes the same report files as `tunesmith eval`.
     """
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.store import Registry
 
     spec = _eval_spec(config, data, train_data, task, metric, shots, False, data_format,
                       max_new_tokens, batch_size, limit, judge_model, judge_url)  # fmt: skip
@@ -76,7 +76,7 @@ def compare(
 
 
 def _candidate(item: str, run: dict[str, object] | None, shots: int, has_pool: bool) -> Candidate:
-    from tunesmith.eval.evaluate import Candidate  # noqa: PLC0415
+    from tunesmith.eval.evaluate import Candidate
 
     if item == "zero-shot":
         return Candidate("base zero-shot", shots=0)

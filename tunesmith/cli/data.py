@@ -77,10 +77,10 @@ def prepare(
     Writes train.jsonl, val.jsonl, test.jsonl, report.json, report.html and dataset.json (content hash and
     lineage) to --out, and records the dataset in the registry. `tunesmith train --data DIR` uses it.
     """
-    from tunesmith.config import build_prepare_spec, default_database_url, load_config_file  # noqa: PLC0415
-    from tunesmith.data.prepare import prepare_data  # noqa: PLC0415
-    from tunesmith.data.split import parse_fractions  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import build_prepare_spec, default_database_url, load_config_file
+    from tunesmith.data.prepare import prepare_data
+    from tunesmith.data.split import parse_fractions
+    from tunesmith.registry.store import Registry
 
     file_section = load_config_file(config).data if config else None
     for flag, key, given in (("INPUT...", "inputs", inputs), ("--out", "out", out)):
@@ -120,7 +120,7 @@ def inspect(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Summarise a prepared dataset: hash, splits, what each step removed, tokens and cost estimate."""
-    from tunesmith.data.output import inspect_dataset  # noqa: PLC0415
+    from tunesmith.data.output import inspect_dataset
 
     summary = inspect_dataset(directory)
     if json_output:
@@ -149,13 +149,13 @@ def _or_none(text: str | None, parse: Any) -> Any:
 
 
 def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
-    from tunesmith.data.output import inspect_dataset  # noqa: PLC0415
+    from tunesmith.data.output import inspect_dataset
 
     return {**inspect_dataset(out), "seconds": report["seconds"], "report": str(out / "report.html")}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from tunesmith.data.report import format_dollars, format_hours  # noqa: PLC0415
+    from tunesmith.data.report import format_dollars, format_hours
 
     splits = ", ".join(f"{name} {count:,}" for name, count in summary["splits"].items())
     console.print(
@@ -208,9 +208,9 @@ def show(
     Tokens the model learns from (assistant turns, end-of-turn token included) are shown in green on a
     dark background; everything else is context the loss ignores.
     """
-    from tunesmith.data.ingest import MANIFEST, load_examples, load_split  # noqa: PLC0415
-    from tunesmith.data.render import IGNORE_INDEX, render_example  # noqa: PLC0415
-    from tunesmith.models.loading import load_tokenizer, resolve_model  # noqa: PLC0415
+    from tunesmith.data.ingest import MANIFEST, load_examples, load_split
+    from tunesmith.data.render import IGNORE_INDEX, render_example
+    from tunesmith.models.loading import load_tokenizer, resolve_model
 
     examples = (
         load_split(file, "train")[0] if (file / MANIFEST).is_file() else load_examples(file, data_format)

@@ -14,9 +14,9 @@ _VARIANT_HELP = "MODEL=WEIGHT, e.g. acme@3=90 (repeatable; weights need not sum 
 
 
 def _store() -> Any:
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
 
     return ServingStore(Registry(default_database_url()).connect())
 
@@ -35,7 +35,7 @@ def _variants(items: list[str]) -> list[dict[str, Any]]:
 
 
 def _show(name: str, json_output: bool) -> None:
-    from tunesmith.registry.serving_store import Caller  # noqa: PLC0415
+    from tunesmith.registry.serving_store import Caller
 
     deployment = _store().find_deployment(Caller(tenant=None, is_admin=True), name)
     if deployment is None:
@@ -108,7 +108,7 @@ def show(
 @app.command("list")
 def list_deployments(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every deployment with its current split."""
-    from tunesmith.registry.serving_store import Caller  # noqa: PLC0415
+    from tunesmith.registry.serving_store import Caller
 
     deployments = _store().list_deployments(Caller(tenant=None, is_admin=True))
     if json_output:

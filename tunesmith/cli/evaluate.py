@@ -69,8 +69,8 @@ def evaluate(
     (paired difference, interval, p-value, verdict). Writes report.json, report.md, report.html and
     predictions.jsonl, and records the evaluation in the registry.
     """
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.store import Registry
 
     spec = _eval_spec(config, data, train_data, task, metric, shots, no_baselines, data_format,
                       max_new_tokens, batch_size, limit, judge_model, judge_url)  # fmt: skip
@@ -117,7 +117,7 @@ def _eval_spec(config: Path | None, data: Path | None, train_data: Path | None, 
 
 def baseline_pair(spec: EvalSpec, train_data: Path | None) -> list[Candidate]:
     """Zero-shot always; few-shot when there is training data to draw demonstrations from."""
-    from tunesmith.eval.evaluate import Candidate, baseline_candidates  # noqa: PLC0415
+    from tunesmith.eval.evaluate import Candidate, baseline_candidates
 
     if train_data is None:
         err_console.print("note: no training data (--train-data), so no few-shot baseline")
@@ -129,7 +129,7 @@ def run_evaluation(
     spec: EvalSpec, base: str, candidates: list[Candidate], out: Path, train_data: Path | None
 ) -> dict[str, Any]:
     """Evaluate, then judge when the spec asks for it."""
-    from tunesmith.eval.evaluate import evaluate_generation, load_eval_examples  # noqa: PLC0415
+    from tunesmith.eval.evaluate import evaluate_generation, load_eval_examples
 
     report = evaluate_generation(
         base, candidates, spec.data, out, data_format=spec.format, train_data=train_data, task=spec.task,
@@ -138,7 +138,7 @@ def run_evaluation(
     )  # fmt: skip
     if spec.judge is None:
         return report
-    from tunesmith.eval.judge import judge_evaluation, make_judge  # noqa: PLC0415
+    from tunesmith.eval.judge import judge_evaluation, make_judge
 
     examples = load_eval_examples(spec.data, spec.format, "test")[0][: spec.limit]
     questions = [example.prompt_messages()[-1]["content"] for example in examples]
@@ -150,9 +150,9 @@ def run_evaluation(
 
 def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
     """What `model` names when it is a finished run: its id, folder, base, training data and candidate."""
-    import json  # noqa: PLC0415
+    import json
 
-    from tunesmith.eval.evaluate import Candidate  # noqa: PLC0415
+    from tunesmith.eval.evaluate import Candidate
 
     try:
         run_dir = registry.find_run_dir(model)

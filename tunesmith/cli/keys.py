@@ -21,9 +21,9 @@ def create_key(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Create a key and print it once; only its hash is kept."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
 
     key = ServingStore(Registry(default_database_url()).connect()).create_key(tenant, admin=admin)
     if json_output:
@@ -35,9 +35,9 @@ def create_key(
 @app.command("list")
 def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every key: id, prefix, tenant, admin, revoked."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
 
     keys = ServingStore(Registry(default_database_url()).connect()).list_keys()
     if json_output:
@@ -55,9 +55,9 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
 @app.command("revoke")
 def revoke_key(key_id: int = typer.Argument(..., help="Key id from `tunesmith keys list`.")) -> None:
     """Revoke a key; requests with it get a 401 from then on."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.serving_store import ServingStore  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
 
     ServingStore(Registry(default_database_url()).connect()).revoke_key(key_id)
     console.print(f"revoked key {key_id}")

@@ -17,7 +17,7 @@ def list_models(
     json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show the model catalog and which models are ready on this machine."""
-    from tunesmith.models.catalog import load_catalog  # noqa: PLC0415
+    from tunesmith.models.catalog import load_catalog
 
     entries = [
         {

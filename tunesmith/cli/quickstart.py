@@ -24,8 +24,8 @@ def quickstart(
     Scores the base model on held-out customer messages, trains a LoRA adapter on 200 examples,
     scores it again, and prints the before/after table. Minutes on a laptop CPU; nothing downloaded.
     """
-    from tunesmith.cli.evaluate import print_report_table  # noqa: PLC0415
-    from tunesmith.quickstart import run_quickstart  # noqa: PLC0415
+    from tunesmith.cli.evaluate import print_report_table
+    from tunesmith.quickstart import run_quickstart
 
     started = time.perf_counter()
 

@@ -16,8 +16,8 @@ def list_runs(
     json_output: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """List recent runs, newest first: status, base model, tokens, losses."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.store import Registry
 
     runs = Registry(default_database_url()).connect().list_runs(limit)
     if json_output:
@@ -49,8 +49,8 @@ def show_run(
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Everything recorded about one run: config, lineage, events, adapters, evaluations."""
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.store import Registry
 
     run = Registry(default_database_url()).connect().get_run(run_id)
     if run is None:

@@ -57,8 +57,8 @@ def serve(
       tunesmith serve --adapter acme=runs/run-20261123-182501-3fa9 --no-auth
       tunesmith serve --config serve.yaml --port 9000
     """
-    from tunesmith.config import build_serve_spec, load_config_file  # noqa: PLC0415
-    from tunesmith.serve.app import run_server  # noqa: PLC0415
+    from tunesmith.config import build_serve_spec, load_config_file
+    from tunesmith.serve.app import run_server
 
     adapters = {}
     for item in adapter:

@@ -103,10 +103,10 @@ def train(
       tunesmith train --resume run-20261123-182501-3fa9
       tunesmith train --data train.jsonl --method full --dry-run   # will it fit, how long?
     """
-    from tunesmith.config import default_database_url  # noqa: PLC0415
-    from tunesmith.registry.store import Registry  # noqa: PLC0415
-    from tunesmith.train.rundir import EventType, RunEvent  # noqa: PLC0415
-    from tunesmith.train.sft import train_sft  # noqa: PLC0415
+    from tunesmith.config import default_database_url
+    from tunesmith.registry.store import Registry
+    from tunesmith.train.rundir import EventType, RunEvent
+    from tunesmith.train.sft import train_sft
 
     registry = Registry(default_database_url()).connect()
     overrides = {
@@ -158,7 +158,7 @@ def train(
 
 
 def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
-    from tunesmith.train.plan import plan_training  # noqa: PLC0415
+    from tunesmith.train.plan import plan_training
 
     plan = plan_training(spec, registry.measured_throughput)
     if json_output:

@@ -84,10 +84,10 @@ def registry_throughput(runs: list[dict[str, Any]], model: str, method: str) -> 
 
 def calibrate_throughput(model_path: str, method: str) -> float:
     """Tokens/s of a few LoRA (or full) training steps of the model on this machine's CPU."""
-    import torch  # noqa: PLC0415 - only a calibration pays for torch
+    import torch
 
-    from tunesmith.models.adapters import add_lora  # noqa: PLC0415
-    from tunesmith.models.loading import load_model  # noqa: PLC0415
+    from tunesmith.models.adapters import add_lora
+    from tunesmith.models.loading import load_model
 
     torch.manual_seed(0)
     model: Any = load_model(model_path)

@@ -75,8 +75,8 @@ def prepare_data(
         say("removing near-duplicates")
         rows, clusters_report = _near_dedup(rows, spec.near_dup_threshold, spec.seed, logs)
     say("counting tokens")
-    from tunesmith.data.estimate import context_length  # noqa: PLC0415
-    from tunesmith.models.loading import load_tokenizer, resolve_model  # noqa: PLC0415
+    from tunesmith.data.estimate import context_length
+    from tunesmith.models.loading import load_tokenizer, resolve_model
 
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
@@ -351,7 +351,7 @@ def _estimate(
     assigned: list[str],
     registry: DatasetRegistry | None,
 ) -> dict[str, Any]:
-    from tunesmith.data import estimate  # noqa: PLC0415
+    from tunesmith.data import estimate
 
     train_tokens = int(sum(t for t, s in zip(total_tokens.tolist(), assigned, strict=True) if s == "train"))
     speed = (

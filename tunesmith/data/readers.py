@@ -118,7 +118,7 @@ def _read_csv(path: Path) -> Iterator[Row]:
 
 
 def _read_parquet(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq  # noqa: PLC0415 - only Parquet users pay for pyarrow's import
+    import pyarrow.parquet as pq
 
     number = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
@@ -133,7 +133,7 @@ def is_hf_dataset(path: Path) -> bool:
 
 def _read_hf_dataset(path: Path) -> Iterator[Row]:
     """A folder written by `datasets.Dataset.save_to_disk` (every split of a `DatasetDict`, in order)."""
-    import datasets  # noqa: PLC0415 - only users of saved datasets pay for its import
+    import datasets
 
     loaded = datasets.load_from_disk(str(path))
     splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]

@@ -183,16 +183,16 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _figure() -> tuple[Any, Any]:
-    import matplotlib  # noqa: PLC0415 - only reports pay for matplotlib
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(6, 3.4), dpi=100)
 
 
 def _png(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     figure.tight_layout()

@@ -34,7 +34,7 @@ class MetricUnavailableError(ConfigError):
 
 def _require_package() -> None:
     try:
-        import pycocoevalcap  # noqa: F401, PLC0415
+        import pycocoevalcap  # noqa: F401
     except ImportError as error:
         raise MetricUnavailableError(
             f"METEOR and CIDEr need the package pycocoevalcap; {_INSTALL}"
@@ -87,7 +87,7 @@ def meteor_scores(predictions: Sequence[str], references: References) -> tuple[f
     """The jar's corpus METEOR and its per-example segment scores."""
     _require_package()
     require_java()
-    from pycocoevalcap.meteor.meteor import Meteor  # noqa: PLC0415
+    from pycocoevalcap.meteor.meteor import Meteor
 
     refs, hyps = _inputs(predictions, references)
     scorer = Meteor()
@@ -113,7 +113,7 @@ def meteor_statistics(predictions: Sequence[str], references: References) -> np.
 def cider_statistics(predictions: Sequence[str], references: References) -> np.ndarray:
     """Per-example CIDEr-D (document frequencies from this set's references), scale as COCO (0–10)."""
     _require_package()
-    from pycocoevalcap.cider.cider import Cider  # noqa: PLC0415
+    from pycocoevalcap.cider.cider import Cider
 
     refs, hyps = _inputs(predictions, references)
     _, scores = Cider().compute_score(refs, hyps)

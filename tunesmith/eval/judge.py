@@ -51,7 +51,7 @@ class EndpointJudge:
 
     def choose(self, conversations: Sequence[list[Message]], options: Sequence[str]) -> list[int | None]:
         try:
-            import openai  # noqa: PLC0415
+            import openai
         except ImportError as error:
             raise RuntimeError(
                 "an endpoint judge needs the openai client: pip install 'tunesmith[judge]'"
@@ -278,7 +278,7 @@ def make_judge(model: str, base_url: str | None, api_key_env: str) -> Judge:
     """An endpoint judge when `base_url` is set, else `model` loaded locally."""
     if base_url is not None:
         return EndpointJudge(base_url, model, os.environ.get(api_key_env) or "not-needed")
-    from tunesmith.models.loading import load_model, load_tokenizer, resolve_model  # noqa: PLC0415
+    from tunesmith.models.loading import load_model, load_tokenizer, resolve_model
 
     path = resolve_model(model)
     return LocalJudge(load_model(path).eval(), load_tokenizer(path))

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from tunesmith.config import EvalTask  # noqa: E402
-from tunesmith.eval.tasks import aggregates  # noqa: E402
+from tunesmith.config import EvalTask
+from tunesmith.eval.tasks import aggregates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -124,7 +124,7 @@ class BodyLimit:
 
 def run_server(spec: ServeSpec) -> None:
     """Serve until interrupted; SIGINT/SIGTERM finish in-flight requests before exiting."""
-    import uvicorn  # noqa: PLC0415
+    import uvicorn
 
     # one line per request on stderr, its payload JSON (see `service.finish`)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -170,7 +170,7 @@ def memory_budget(device: str, limit_gb: float | None) -> int:
     if _kind(device) == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free * 0.9)
-    import psutil  # noqa: PLC0415
+    import psutil
 
     return int(psutil.virtual_memory().available * 0.5)
 
@@ -375,7 +375,7 @@ def peak_memory_bytes(device: str) -> int:
     """Peak memory of this process so far: CUDA allocator peak on GPU, peak RSS on CPU."""
     if _kind(device) == "cuda":
         return int(torch.cuda.max_memory_allocated(torch.device(device)))
-    import resource  # noqa: PLC0415
+    import resource
 
     scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
