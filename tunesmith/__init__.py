@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
     from tunesmith.serve.app import create_app
-    from tunesmith.train.sft import TrainResult, train_sft
+    from tunesmith.train.records import TrainResult
+    from tunesmith.train.sft import train_sft
 
 __version__ = "0.1.0"
 
@@ -37,7 +38,7 @@ _EXPORTS = {
     "Registry": "tunesmith.registry.store",
     "ServeSpec": "tunesmith.config",
     "ServingStore": "tunesmith.registry.serving_store",
-    "TrainResult": "tunesmith.train.sft",
+    "TrainResult": "tunesmith.train.records",
     "TrainSpec": "tunesmith.config",
     "create_app": "tunesmith.serve.app",
     "evaluate_during_training": "tunesmith.eval.during_training",

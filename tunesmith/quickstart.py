@@ -15,7 +15,8 @@ from tunesmith.config import DEFAULT_MODEL, LoraSpec, TrainSpec, default_databas
 from tunesmith.eval.evaluate import Candidate, evaluate_generation
 from tunesmith.eval.report import combine_reports
 from tunesmith.registry.store import Registry
-from tunesmith.train.sft import TrainResult, train_sft
+from tunesmith.train.records import TrainResult
+from tunesmith.train.sft import train_sft
 
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
 ADAPTER_NAME = "bramble-voice"

@@ -164,7 +164,7 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
     if json_output:
         print_json(plan.to_dict())
         return
-    layout, memory = plan.layout, plan.layout["memory_gb"]
+    layout, memory = plan.layout, plan.layout.memory_gb
     table = Table(
         title=f"plan: {plan.method} on {plan.model} ({plan.device}, {plan.precision})", show_header=False
     )
@@ -174,20 +174,20 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
     table.add_row("steps", f"{plan.steps:,} ({plan.total_tokens:,} tokens)")
     table.add_row(
         "memory (GB)",
-        f"{memory['total']} of {layout['budget_gb']} allowed: weights {memory['weights']}, optimizer "
+        f"{memory['total']} of {layout.budget_gb} allowed: weights {memory['weights']}, optimizer "
         f"{memory['trainable_state']}, activations {memory['activations']}, loss {memory['loss_buffers']}, "
         f"allocator {memory['overhead']}",
     )
     table.add_row(
         "step layout",
-        f"passes of {layout['pass_tokens']:,} tokens, gradient checkpointing "
-        f"{'on' if layout['gradient_checkpointing'] else 'off'}, fused layers "
-        f"{'on' if layout['fused_layers'] else 'off'}",
+        f"passes of {layout.pass_tokens:,} tokens, gradient checkpointing "
+        f"{'on' if layout.gradient_checkpointing else 'off'}, fused layers "
+        f"{'on' if layout.fused_layers else 'off'}",
     )
     table.add_row("speed", f"~{plan.tokens_per_second:,.0f} tokens/s ({plan.throughput_source})")
     table.add_row("time", f"~{plan.estimated_seconds / 60:,.1f} min")
     console.print(table)
     for tip in plan.suggestions:
         err_console.print(f"[yellow]suggestion:[/] {tip}", highlight=False)
-    if not layout["fits"]:
+    if not layout.fits:
         raise typer.Exit(1)

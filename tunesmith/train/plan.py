@@ -28,6 +28,7 @@ from tunesmith.data.pack import pack_rows
 from tunesmith.data.render import render_example
 from tunesmith.models.attention import EXPLICIT_MAX_LEN
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model, supports_fast_bf16
+from tunesmith.train.records import StepPlan
 
 # Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
 # Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
@@ -381,17 +382,17 @@ def peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
-def layout_summary(layout: StepLayout) -> dict[str, Any]:
-    """A JSON-ready record of the layout (for plan.json and events)."""
-    return {
-        "pass_tokens": layout.pass_tokens,
-        "gradient_checkpointing": layout.gradient_checkpointing,
-        "memory_gb": layout.memory.to_gb(),
-        "budget_gb": round(layout.budget / GB, 2),
-        "fits": layout.fits,
-        "fused_layers": layout.fused_layers,
-        "notes": layout.notes,
-    }
+def step_plan(layout: StepLayout) -> StepPlan:
+    """The record of `layout` that `plan.json`, events and the dry run carry."""
+    return StepPlan(
+        pass_tokens=layout.pass_tokens,
+        gradient_checkpointing=layout.gradient_checkpointing,
+        memory_gb=layout.memory.to_gb(),
+        budget_gb=round(layout.budget / GB, 2),
+        fits=layout.fits,
+        fused_layers=layout.fused_layers,
+        notes=layout.notes,
+    )
 
 
 def _kind(device: str) -> str:
@@ -419,7 +420,7 @@ class TrainPlan:
     loss_tokens_per_epoch: int
     steps: int
     total_tokens: int
-    layout: dict[str, Any]
+    layout: StepPlan
     tokens_per_second: float
     throughput_source: str
     estimated_seconds: float
@@ -467,7 +468,7 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         loss_tokens_per_epoch=sum(example.num_loss_tokens for example in rendered),
         steps=steps,
         total_tokens=total_tokens,
-        layout=layout_summary(layout),
+        layout=step_plan(layout),
         tokens_per_second=round(tokens_per_second, 1),
         throughput_source=source,
         estimated_seconds=round(total_tokens / tokens_per_second, 1),

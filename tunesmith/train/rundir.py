@@ -2,7 +2,8 @@
 
 Owns: the layout of a run folder (`config.yaml`, `events.jsonl`, `metrics.jsonl`, `run.json`,
 `checkpoints/`, `adapter/` or `model/`, `loss_curve.png`) and the event record, modelled on OpenAI's
-fine-tuning job events. Does not own: the registry; a listener passed in mirrors events there.
+fine-tuning job events; opening a run (`open_run`) and recording how it ended (`recording_outcome`),
+for every objective alike. Does not own: the registry; a listener passed in mirrors events there.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 class RunStatus(StrEnum):
@@ -126,9 +130,51 @@ class RunDir:
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         atomic_write_text(self.path / name, json.dumps(payload, indent=2, default=str) + "\n")
 
+    def write_status(self, status: RunStatus, error: str | None = None) -> None:
+        """`status.json`: what `tunesmith runs` and `--resume` read first."""
+        self.write_json("status.json", {"run_id": self.run_id, "status": status.value, "error": error})
+
     def read_json(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.path / name).read_text(encoding="utf-8"))
         return result
+
+
+def open_run(
+    config: dict[str, Any],
+    *,
+    out: Path | None,
+    runs_root: Path,
+    resume: Path | None,
+    listener: EventListener | None,
+) -> RunDir:
+    """The run folder `resume`, or a new one (at `out`, else under `runs_root`) for the training spec `config`."""
+    if resume is not None:
+        status = resume / "status.json"
+        if not status.is_file():
+            raise FileNotFoundError(f"{resume}: not a tunesmith run folder (no status.json)")
+        return RunDir(resume, str(json.loads(status.read_text(encoding="utf-8"))["run_id"]), listener)
+    run_id = new_run_id()
+    run = RunDir(out or runs_root / run_id, run_id, listener)
+    run.path.mkdir(parents=True, exist_ok=True)
+    (run.path / "config.yaml").write_text(yaml.safe_dump({"train": config}))
+    run.emit(EventType.created, f"run {run_id} created in {run.path}", config=config, run_dir=str(run.path))
+    run.write_status(RunStatus.created)
+    return run
+
+
+@contextmanager
+def recording_outcome(run: RunDir) -> Iterator[None]:
+    """Record Ctrl-C as `cancelled` (resumable) and any error as `failed`, then re-raise."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        run.emit(EventType.cancelled, "cancelled by the user; resume with `tunesmith train --resume`")
+        run.write_status(RunStatus.cancelled)
+        raise
+    except Exception as error:
+        run.emit(EventType.failed, f"{type(error).__name__}: {error}")
+        run.write_status(RunStatus.failed, error=str(error))
+        raise
 
 
 def _append_line(path: Path, line: str) -> None:
