@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tunesmith.cli.common import UsageError, console, fail, print_json
+
+if TYPE_CHECKING:
+    from tunesmith.registry.serving_records import VariantWeight
 
 app = typer.Typer(help="Deployments: one name, several variants with traffic weights (sticky per user).")
 
@@ -21,8 +24,8 @@ def _store() -> Any:
     return ServingStore(Registry(default_database_url()).connect())
 
 
-def _variants(items: list[str]) -> list[dict[str, Any]]:
-    variants = []
+def _variants(items: list[str]) -> list[VariantWeight]:
+    variants: list[VariantWeight] = []
     for item in items:
         model, sep, weight = item.rpartition("=")
         try:
@@ -35,7 +38,7 @@ def _variants(items: list[str]) -> list[dict[str, Any]]:
 
 
 def _show(name: str, json_output: bool) -> None:
-    from tunesmith.registry.serving_store import Caller
+    from tunesmith.registry.serving_records import Caller
 
     deployment = _store().find_deployment(Caller(tenant=None, is_admin=True), name)
     if deployment is None:
@@ -108,7 +111,7 @@ def show(
 @app.command("list")
 def list_deployments(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every deployment with its current split."""
-    from tunesmith.registry.serving_store import Caller
+    from tunesmith.registry.serving_records import Caller
 
     deployments = _store().list_deployments(Caller(tenant=None, is_admin=True))
     if json_output:

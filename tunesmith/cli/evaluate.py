@@ -176,33 +176,34 @@ def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
 
 def print_report_table(report: dict[str, Any], title: str) -> None:
     """Metrics as rows, models as columns (value and 95% interval, the best in bold); then the verdicts."""
-    models = report["models"]
-    names = list(models[0]["metrics"])
+    from tunesmith.eval.records import EvalReport, format_interval, format_number
+
+    typed = EvalReport.model_validate(report)
+    models = typed.models
     table = Table(title=title)
     table.add_column("metric")
     for entry in models:
-        table.add_column(entry["name"], justify="right")
-    for name in names:
-        best = max(m["metrics"][name]["value"] for m in models)
+        table.add_column(entry.name, justify="right")
+    for name in typed.metric_names:
+        best = max(m.metrics[name].value for m in models)
         cells = []
         for entry in models:
-            metric = entry["metrics"][name]
-            digits = 2 if metric["value"] > 1.5 else 3
-            text = f"{metric['value']:.{digits}f} [{metric['ci_low']:.{digits}f}, {metric['ci_high']:.{digits}f}]"
-            cells.append(f"[bold]{text}[/]" if metric["value"] == best and len(models) > 1 else text)
+            metric = entry.metrics[name]
+            text = format_interval(metric.value, metric.ci_low, metric.ci_high)
+            cells.append(f"[bold]{text}[/]" if metric.value == best and len(models) > 1 else text)
         table.add_row(name, *cells)
     console.print(table)
-    if not report["comparisons"]:
+    if not typed.comparisons:
         return
     verdicts = Table(title="paired comparisons (95% bootstrap interval, approximate-randomization p)")
     for column in ("model", "vs", "metric", "difference", "p", "verdict"):
         verdicts.add_column(column)
     colors = {"better": "green", "worse": "red"}
-    for row in report["comparisons"]:
-        color = colors.get(row["verdict"], "white")
+    for row in typed.comparisons:
+        color = colors.get(row.verdict, "white")
         verdicts.add_row(
-            row["model"], row["reference"], row["metric"],
-            f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]", f"{row['p_value']:.3f}",
-            f"[{color}]{row['verdict']}[/]",
+            row.model, row.reference, row.metric,
+            format_interval(row.difference, row.ci_low, row.ci_high, signed=True), format_number(row.p_value),
+            f"[{color}]{row.verdict}[/]",
         )  # fmt: skip
     console.print(verdicts)

@@ -1,10 +1,12 @@
-"""Training cost and time estimate for a prepared dataset.
+"""Training time and cost estimate: the one estimator `data prepare` and `train --dry-run` share.
 
-Owns: the model's parameter count (from safetensors headers, no weights loaded), CPU throughput
-(the median of earlier runs of the same model in the registry, else a short measured calibration),
-and minutes here plus GPU-hours and dollars on common GPUs, priced from an editable YAML table.
-Does not own: training. Training FLOPs are 6 × parameters per token for full fine-tuning and
-4 × for LoRA (no weight gradients for the frozen base), attention not counted.
+Owns: the model's parameter count (from safetensors headers, no weights loaded), the throughput rule
+(the median of earlier runs' tokens/s), a short measured CPU calibration for `data prepare`, and
+`estimate_training`: total tokens and tokens/s to seconds, and FLOPs to GPU-hours and dollars on
+common GPUs, priced from an editable YAML table. Does not own: training, or which earlier runs count
+(the caller picks them: `data prepare` this machine's CPU runs, `train --dry-run` runs on its device
+and precision). Training FLOPs are 6 × parameters per token for full fine-tuning and 4 × for LoRA (no
+weight gradients for the frozen base), attention not counted. No torch at import.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +68,8 @@ def context_length(model_dir: Path) -> int | None:
     return int(value) if value else None
 
 
-def registry_throughput(runs: list[dict[str, Any]], model: str, method: str) -> float | None:
-    """Median training tokens/s of earlier succeeded CPU runs of `model` with `method` (None: no such run).
+def cpu_run_speeds(runs: list[dict[str, Any]], model: str, method: str) -> list[float]:
+    """Training tokens/s of earlier succeeded CPU runs of `model` with `method` (for `median_throughput`).
 
     Runs recorded before runs named their device ran on the CPU (the only device then).
     """
@@ -79,7 +82,7 @@ def registry_throughput(runs: list[dict[str, Any]], model: str, method: str) -> 
         and run["metrics"].get("tokens_per_second")
         and run["metrics"].get("device", "cpu") == "cpu"
     ]
-    return statistics.median(speeds) if speeds else None
+    return speeds
 
 
 def calibrate_throughput(model_path: str, method: str) -> float:
@@ -107,31 +110,81 @@ def calibrate_throughput(model_path: str, method: str) -> float:
     return _CALIBRATION_ROWS * _CALIBRATION_LEN / statistics.median(timings[1:])
 
 
-def estimate_cost(
-    train_tokens: int,
-    epochs: float,
+@dataclass(frozen=True)
+class Throughput:
+    """Training tokens per second and where the figure comes from (shown beside the estimate)."""
+
+    tokens_per_second: float
+    source: str
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    """How long a job takes here and what it costs on each GPU in the price table."""
+
+    total_tokens: float
+    parameters: int
+    method: str
+    training_flops: float
+    throughput: Throughput | None  # None: not measured (`data prepare --no-calibrate`)
+    seconds: float | None
+    gpus: list[dict[str, Any]]  # the price table's rows with `hours` and `dollars` added
+
+
+# Gradient checkpointing runs each forward pass twice; tokens/s falls by about a quarter.
+CHECKPOINTING_SLOWDOWN = 0.75
+
+
+def median_throughput(measured: list[float]) -> Throughput | None:
+    """The median tokens/s of earlier runs (the mean of the middle two for an even count); None without runs."""
+    if not measured:
+        return None
+    source = f"median of {len(measured)} earlier run(s) of this model and method"
+    return Throughput(statistics.median(measured), source)
+
+
+def estimate_training(
+    total_tokens: float,
     parameters: int,
     method: str,
-    cpu_tokens_per_second: float | None,
-    throughput_source: str,
+    throughput: Throughput | None,
     gpus: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Tokens × epochs, minutes on this machine, and GPU-hours and dollars per GPU in the table."""
-    tokens = train_tokens * epochs
-    flops = (4 if method == "lora" else 6) * parameters * tokens
+    *,
+    gradient_checkpointing: bool,
+) -> TrainingEstimate:
+    """Seconds at `throughput` (slowed by checkpointing's second forward), and GPU-hours and dollars per GPU.
+
+    Args:
+        total_tokens: training tokens over the whole job (tokens per epoch × epochs, or the steps' share).
+        parameters: the model's parameter count.
+        method: `lora` or `full` (4 or 6 FLOPs per parameter and token).
+        throughput: measured or calibrated tokens/s without checkpointing; None: no time here.
+        gpus: rows of the price table (`load_gpu_prices`) to price; empty to price none.
+        gradient_checkpointing: whether the step layout recomputes activations.
+    """
+    if throughput is not None and gradient_checkpointing:
+        throughput = Throughput(throughput.tokens_per_second * CHECKPOINTING_SLOWDOWN, throughput.source)
+    flops = (4 if method == "lora" else 6) * parameters * total_tokens
     per_gpu = []
     for gpu in gpus:
         hours = flops / (gpu["bf16_tflops"] * 1e12 * gpu["mfu"]) / 3600
         per_gpu.append({**gpu, "hours": hours, "dollars": hours * gpu["price_per_hour"]})
+    seconds = total_tokens / throughput.tokens_per_second if throughput is not None else None
+    return TrainingEstimate(total_tokens, parameters, method, flops, throughput, seconds, per_gpu)
+
+
+def cost_report(estimate: TrainingEstimate, train_tokens: int, epochs: float) -> dict[str, Any]:
+    """The `estimate` section of the data report (report.json; rendered by `data.report`)."""
+    throughput = estimate.throughput
     return {
         "train_tokens": train_tokens,
         "epochs": epochs,
-        "total_tokens": tokens,
-        "method": method,
-        "parameters": parameters,
-        "training_flops": flops,
-        "cpu_tokens_per_second": cpu_tokens_per_second,
-        "cpu_throughput_source": throughput_source,
-        "cpu_minutes": tokens / cpu_tokens_per_second / 60 if cpu_tokens_per_second else None,
-        "gpus": per_gpu,
+        "total_tokens": estimate.total_tokens,
+        "method": estimate.method,
+        "parameters": estimate.parameters,
+        "training_flops": estimate.training_flops,
+        "cpu_tokens_per_second": throughput.tokens_per_second if throughput else None,
+        "cpu_throughput_source": throughput.source if throughput else "not measured (--no-calibrate)",
+        "cpu_minutes": estimate.seconds / 60 if estimate.seconds is not None else None,
+        "gpus": estimate.gpus,
     }

@@ -354,13 +354,14 @@ def _estimate(
     from tunesmith.data import estimate
 
     train_tokens = int(sum(t for t, s in zip(total_tokens.tolist(), assigned, strict=True) if s == "train"))
-    speed = (
-        estimate.registry_throughput(registry.list_runs(500), spec.model, spec.method) if registry else None
-    )
-    source = "median of earlier runs in the registry" if speed else "not measured (--no-calibrate)"
-    if speed is None and spec.calibrate:
+    speeds = estimate.cpu_run_speeds(registry.list_runs(500), spec.model, spec.method) if registry else []
+    throughput = estimate.median_throughput(speeds)
+    if throughput is None and spec.calibrate:
         speed = estimate.calibrate_throughput(model_path, spec.method)
-        source = "calibration: a few training steps measured on this machine"
+        throughput = estimate.Throughput(speed, "calibration: a few training steps measured on this machine")
     parameters = estimate.count_parameters(Path(model_path)) if Path(model_path).is_dir() else 0
     gpus = estimate.load_gpu_prices(spec.gpu_prices)
-    return estimate.estimate_cost(train_tokens, spec.epochs, parameters, spec.method, speed, source, gpus)
+    job = estimate.estimate_training(
+        train_tokens * spec.epochs, parameters, spec.method, throughput, gpus, gradient_checkpointing=False
+    )  # the step layout is `train`'s choice: a dry run adds checkpointing's slowdown when it is needed
+    return estimate.cost_report(job, train_tokens, spec.epochs)

@@ -31,7 +31,8 @@ from tunesmith.eval.classify import score_labels
 from tunesmith.eval.coco import check_available
 from tunesmith.eval.generate import generate_batched
 from tunesmith.eval.metrics import classification_statistics
-from tunesmith.eval.report import ScoredModel, build_report, write_report
+from tunesmith.eval.records import DataInfo, EvalSettings, ScoredModel
+from tunesmith.eval.report import build_report, write_report
 from tunesmith.eval.tasks import detect_task, metric_names, text_metrics
 from tunesmith.models.loading import (
     default_device,
@@ -98,7 +99,7 @@ def evaluate_generation(
         candidates,
         examples,
         out,
-        data_info={"path": str(data), "hash": digest, "examples": len(examples)},
+        data_info=DataInfo(path=str(data), hash=digest, examples=len(examples)),
         train_examples=train,
         task=task,
         metrics=metrics,
@@ -115,7 +116,7 @@ def evaluate_models(
     examples: list[Example],
     out: Path,
     *,
-    data_info: dict[str, Any] | None = None,
+    data_info: DataInfo | None = None,
     train_examples: list[Example] | None = None,
     task: EvalTask | None = None,
     metrics: list[str] | None = None,
@@ -200,13 +201,16 @@ def evaluate_models(
                 )
             del model
     ordered = [scored[candidate.name] for candidate in candidates]
-    info = data_info or {"path": "<examples>", "hash": dataset_hash(examples), "examples": len(examples)}
-    settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "decoding": "greedy"}
-    if labels is not None:
-        settings["decoding"] = "label log-likelihood"
-    report = build_report(resolved, ordered, info, settings, labels, samples)
+    info = data_info or DataInfo(path="<examples>", hash=dataset_hash(examples), examples=len(examples))
+    settings = EvalSettings(
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        decoding="greedy" if labels is None else "label log-likelihood",
+        bootstrap_samples=samples,
+    )
+    report = build_report(resolved, ordered, info, settings, labels)
     write_report(report, ordered, references, [example.source for example in examples], out)
-    return report
+    return report.to_json()
 
 
 def _label_set(examples: Sequence[Example], train_examples: Sequence[Example] | None) -> list[str]:

@@ -214,12 +214,12 @@ def judge_evaluation(
     is measured against the report's first metric, per example.
     """
     report, scored, references, _ = read_scored(out)
-    task = EvalTask(report["task"])
-    metric = next(iter(report["models"][0]["metrics"]))
+    task = EvalTask(report.task)
+    metric = report.metric_names[0]
     count = min(len(questions), limit or len(questions))
     refs = [group[0] for group in references[:count]]
     metric_scores = {
-        model.name: per_example_scores(task, model, metric, len(report.get("labels", [])))[:count]
+        model.name: per_example_scores(task, model, metric, len(report.labels or []))[:count]
         for model in scored
     }
     section: dict[str, Any] = {"metric": metric, "examples": count, "rubric": {}, "pairwise": []}
@@ -234,10 +234,11 @@ def judge_evaluation(
             )
             summary = summarize_pairwise(outcomes, metric_scores[last.name], metric_scores[other.name])
             section["pairwise"].append({"model": last.name, "reference": other.name, **summary})
-    report["judge"] = section
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    report.judge = section
+    payload = report.to_json()
+    atomic_write_text(out / "report.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out / "report.md", render_markdown(report) + render_judge_markdown(section))
-    return report
+    return payload
 
 
 def render_judge_markdown(section: dict[str, Any]) -> str:

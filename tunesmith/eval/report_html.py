@@ -2,7 +2,8 @@
 
 Owns: the metric bars with 95% error bars, per-class F1 (classification), answer-length
 distributions, the comparison table, and the examples where the last model gained and lost the most
-against the first, every model's answer side by side. Does not own: computing metrics or intervals.
+against the first, every model's answer side by side. Does not own: computing metrics or intervals,
+the report's shape or how its numbers are written (see `records`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -19,12 +20,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from tunesmith.config import EvalTask
+from tunesmith.eval.records import EvalReport, ScoredModel, format_interval, format_number
 from tunesmith.eval.tasks import aggregates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from tunesmith.eval.report import ScoredModel
 
 SHOWN_EXAMPLES = 5
 _STYLE = (
@@ -34,18 +34,18 @@ _STYLE = (
 )
 
 
-def render_html(report: dict[str, Any], scored: list[ScoredModel], references: list[list[str]]) -> str:
+def render_html(report: EvalReport, scored: list[ScoredModel], references: list[list[str]]) -> str:
     """The whole report page."""
-    names = list(report["models"][0]["metrics"])
+    names = report.metric_names
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
         f"<style>{_STYLE}</style></head><body><h1>Evaluation report</h1>",
-        f"<p>Task: {html.escape(report['task'])}. Data: <code>{html.escape(report['data']['path'])}</code> "
-        f"({report['data']['examples']} examples). Error bars: 95% bootstrap intervals.</p>",
+        f"<p>Task: {html.escape(report.task)}. Data: <code>{html.escape(report.data.path)}</code> "
+        f"({report.data.examples} examples). Error bars: 95% bootstrap intervals.</p>",
         _metrics_table(report, names),
         _image(_metric_bars(report, names)),
     ]
-    if report["task"] == EvalTask.classification:
+    if report.task == EvalTask.classification:
         parts.append(_image(_per_class_f1(report)))
     else:
         parts.append(_image(_lengths(scored, references)))
@@ -56,38 +56,37 @@ def render_html(report: dict[str, Any], scored: list[ScoredModel], references: l
     return "\n".join(parts)
 
 
-def _metrics_table(report: dict[str, Any], names: list[str]) -> str:
+def _metrics_table(report: EvalReport, names: list[str]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
     rows = []
-    for entry in report["models"]:
+    for entry in report.models:
         cells = "".join(
-            f"<td>{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]</td>"
-            for m in (entry["metrics"][name] for name in names)
+            f"<td>{format_interval(m.value, m.ci_low, m.ci_high)}</td>"
+            for m in (entry.metrics[name] for name in names)
         )
-        rows.append(f"<tr><td>{html.escape(entry['name'])}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{html.escape(entry.name)}</td>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _comparisons(report: dict[str, Any]) -> str:
-    if not report["comparisons"]:
+def _comparisons(report: EvalReport) -> str:
+    if not report.comparisons:
         return ""
     rows = []
-    for row in report["comparisons"]:
-        css = row["verdict"] if row["verdict"] in ("better", "worse") else ""
+    for row in report.comparisons:
+        css = row.verdict if row.verdict in ("better", "worse") else ""
+        difference = format_interval(row.difference, row.ci_low, row.ci_high, signed=True)
         rows.append(
-            f"<tr><td>{html.escape(row['model'])}</td><td>{html.escape(row['reference'])}</td>"
-            f"<td>{html.escape(row['metric'])}</td><td>{row['difference']:+.4f} [{row['ci_low']:+.4f}, "
-            f"{row['ci_high']:+.4f}]</td><td>{row['p_value']:.4f}</td><td class='{css}'>{row['verdict']}</td></tr>"
+            f"<tr><td>{html.escape(row.model)}</td><td>{html.escape(row.reference)}</td>"
+            f"<td>{html.escape(row.metric)}</td><td>{difference}</td><td>{format_number(row.p_value)}</td>"
+            f"<td class='{css}'>{row.verdict}</td></tr>"
         )
     header = "<tr><th>model</th><th>vs</th><th>metric</th><th>difference [95% CI]</th><th>p</th><th>verdict</th></tr>"
     return f"<h2>Paired comparisons</h2><table>{header}{''.join(rows)}</table>"
 
 
-def _extremes(
-    report: dict[str, Any], scored: list[ScoredModel], references: list[list[str]], metric: str
-) -> str:
-    task = EvalTask(report["task"])
-    aggregate = aggregates(task, [metric], len(report.get("labels", [])))[metric]
+def _extremes(report: EvalReport, scored: list[ScoredModel], references: list[list[str]], metric: str) -> str:
+    task = EvalTask(report.task)
+    aggregate = aggregates(task, [metric], len(report.labels or []))[metric]
 
     def scores(model: ScoredModel) -> np.ndarray:
         stats = model.statistics[metric]
@@ -105,7 +104,7 @@ def _extremes(
                 f"<td><pre>{html.escape(model.predictions[index])}</pre></td>" for model in scored
             )
             rows.append(
-                f"<tr><td>{gain[index]:+.3f}</td><td><pre>{html.escape(references[index][0])}</pre></td>{answers}</tr>"
+                f"<tr><td>{format_number(gain[index], signed=True)}</td><td><pre>{html.escape(references[index][0])}</pre></td>{answers}</tr>"
             )
         out.append(
             f"<h3>{title}</h3><table><tr><th>gain</th><th>reference</th>{head}</tr>{''.join(rows)}</table>"
@@ -113,29 +112,29 @@ def _extremes(
     return "".join(out)
 
 
-def _metric_bars(report: dict[str, Any], names: list[str]) -> Figure:
+def _metric_bars(report: EvalReport, names: list[str]) -> Figure:
     figure, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
-        values = [entry["metrics"][name] for entry in report["models"]]
-        centers = np.array([value["value"] for value in values])
-        errors = np.array(
-            [[c - v["ci_low"], v["ci_high"] - c] for c, v in zip(centers, values, strict=True)]
-        ).T
+        values = [entry.metrics[name] for entry in report.models]
+        centers = np.array([value.value for value in values])
+        errors = np.array([[c - v.ci_low, v.ci_high - c] for c, v in zip(centers, values, strict=True)]).T
         positions = np.arange(len(values))
         axis.bar(positions, centers, yerr=np.clip(errors, 0, None), capsize=4, color="#4a7ab5")
-        axis.set_xticks(positions, [entry["name"] for entry in report["models"]], rotation=30, ha="right")
+        axis.set_xticks(positions, [entry.name for entry in report.models], rotation=30, ha="right")
         axis.set_title(name)
     figure.tight_layout()
     return figure
 
 
-def _per_class_f1(report: dict[str, Any]) -> Figure:
-    labels = report["labels"]
+def _per_class_f1(report: EvalReport) -> Figure:
+    assert report.labels is not None  # a classification report
+    labels = report.labels
     figure, axis = plt.subplots(figsize=(max(6, 0.5 * len(labels)), 3.5))
-    width = 0.8 / len(report["models"])
-    for offset, entry in enumerate(report["models"]):
-        values = [entry["per_class"][label]["f1"] for label in labels]
-        axis.bar(np.arange(len(labels)) + offset * width, values, width, label=entry["name"])
+    width = 0.8 / len(report.models)
+    for offset, entry in enumerate(report.models):
+        assert entry.per_class is not None
+        values = [entry.per_class[label].f1 for label in labels]
+        axis.bar(np.arange(len(labels)) + offset * width, values, width, label=entry.name)
     axis.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=45, ha="right")
     axis.set_ylabel("F1")
     axis.set_title("per-class F1")

@@ -14,6 +14,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, Stri
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tunesmith.registry.models import Base, _now
+from tunesmith.registry.serving_records import VariantWeight
 
 
 class TenantRecord(Base):
@@ -54,7 +55,7 @@ class DeploymentRecord(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     tenant: Mapped[str | None] = mapped_column(ForeignKey("tenants.name"), nullable=True)
-    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    variants: Mapped[list[VariantWeight]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
 
@@ -67,7 +68,7 @@ class DeploymentChangeRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     deployment: Mapped[str] = mapped_column(ForeignKey("deployments.name"), index=True)
     action: Mapped[str] = mapped_column(String(32))
-    variants: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    variants: Mapped[list[VariantWeight]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

@@ -2,8 +2,8 @@
 request log and feedback. No torch.
 
 Owns: what the server and the `keys`/`adapters`/`deploy` commands read and write, and the sticky
-variant choice (a hash of deployment and user). Does not own: the schema (see `serving`), HTTP, or
-loading adapters into a model.
+variant choice (a hash of deployment and user). Does not own: the schema (see `serving`), the records
+it returns and who may see what (see `serving_records`), HTTP, or loading adapters into a model.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import json
 import random
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +29,28 @@ from tunesmith.registry.serving import (
     RequestLogRecord,
     TenantRecord,
 )
+from tunesmith.registry.serving_records import (
+    AdapterVersion,
+    Caller,
+    Deployment,
+    DeploymentDetail,
+    VariantWeight,
+)
 from tunesmith.registry.store import Registry
 
+__all__ = [  # Caller and AdapterVersion are served from here too: the callers of these queries use them
+    "BASE_MODEL_NAME",
+    "AdapterVersion",
+    "Caller",
+    "NotFoundError",
+    "ServingStore",
+    "choose_variant",
+    "hash_key",
+    "parse_model_ref",
+    "validate_variants",
+]
+
 BASE_MODEL_NAME = "base"  # what clients call the bare base model
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a tenant's key, an admin key, or anyone when auth is off (admin, no tenant)."""
-
-    tenant: str | None
-    is_admin: bool
-
-
-@dataclass(frozen=True)
-class AdapterVersion:
-    name: str
-    version: int
-    path: str
-    base_model: str
-    tenant: str | None
-
-    @property
-    def key(self) -> str:
-        """`name@version`: how the server names a loaded adapter and reports the variant."""
-        return f"{self.name}@{self.version}"
 
 
 class NotFoundError(ConfigError):
@@ -75,7 +71,7 @@ def parse_model_ref(model: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def choose_variant(deployment: str, user: str | None, variants: list[dict[str, Any]]) -> str:
+def choose_variant(deployment: str, user: str | None, variants: list[VariantWeight]) -> str:
     """The variant model for `user`: sticky (a hash of deployment and user), weighted; random without a user."""
     total = sum(variant["weight"] for variant in variants)
     if user is None:
@@ -90,11 +86,11 @@ def choose_variant(deployment: str, user: str | None, variants: list[dict[str, A
     return str(variants[-1]["model"])
 
 
-def validate_variants(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def validate_variants(variants: list[VariantWeight]) -> list[VariantWeight]:
     """Variants as `[{"model": str, "weight": float >= 0}]` with a positive total; raises ConfigError."""
     if not variants:
         raise ConfigError("a deployment needs at least one variant, e.g. acme@3=90")
-    cleaned: list[dict[str, Any]] = []
+    cleaned: list[VariantWeight] = []
     for variant in variants:
         weight = float(variant["weight"])
         if weight < 0:
@@ -213,7 +209,7 @@ class ServingStore:
         with self._session() as session:
             owner = session.get(AdapterOwnerRecord, name)
             tenant = owner.tenant if owner else None
-            if not caller.is_admin and tenant != caller.tenant:
+            if not caller.can_see(tenant):
                 raise NotFoundError(name)
             query = select(AdapterRecord).where(AdapterRecord.name == name)
             if version is not None:
@@ -240,13 +236,11 @@ class ServingStore:
                 .outerjoin(AdapterOwnerRecord, AdapterOwnerRecord.name == AdapterRecord.name)
                 .order_by(AdapterRecord.name)
             ).all()
-            return [
-                _version(r, t) for r, t in rows if caller.is_admin or (t is not None and t == caller.tenant)
-            ]
+            return [_version(r, t) for r, t in rows if caller.can_see(t)]
 
     # ------------------------------------------------------------------ deployments
 
-    def create_deployment(self, name: str, variants: list[dict[str, Any]], *, tenant: str | None) -> None:
+    def create_deployment(self, name: str, variants: list[VariantWeight], *, tenant: str | None) -> None:
         variants = self._check_models(tenant, validate_variants(variants))
         with self._session() as session, session.begin():
             if session.get(DeploymentRecord, name) is not None:
@@ -257,10 +251,10 @@ class ServingStore:
             session.flush()
             session.add(DeploymentChangeRecord(deployment=name, action="create", variants=variants))
 
-    def _check_models(self, tenant: str | None, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _check_models(self, tenant: str | None, variants: list[VariantWeight]) -> list[VariantWeight]:
         """Every variant must be `base` or an adapter the deployment's tenant owns; pins `name` to its latest."""
         owner = Caller(tenant=tenant, is_admin=tenant is None)
-        checked = []
+        checked: list[VariantWeight] = []
         for variant in variants:
             model = variant["model"]
             if model != BASE_MODEL_NAME:
@@ -273,11 +267,11 @@ class ServingStore:
             checked.append({"model": model, "weight": variant["weight"]})
         return checked
 
-    def find_deployment(self, caller: Caller, name: str) -> dict[str, Any] | None:
+    def find_deployment(self, caller: Caller, name: str) -> DeploymentDetail | None:
         """A deployment the caller may use, with its history; None if missing or not theirs."""
         with self._session() as session:
             record = session.get(DeploymentRecord, name)
-            if record is None or not (caller.is_admin or record.tenant == caller.tenant):
+            if record is None or not caller.can_see(record.tenant):
                 return None
             changes = session.scalars(
                 select(DeploymentChangeRecord)
@@ -294,16 +288,16 @@ class ServingStore:
                 ],
             }
 
-    def list_deployments(self, caller: Caller) -> list[dict[str, Any]]:
+    def list_deployments(self, caller: Caller) -> list[Deployment]:
         with self._session() as session:
             records = session.scalars(select(DeploymentRecord).order_by(DeploymentRecord.name)).all()
             return [
                 {"name": r.name, "tenant": r.tenant, "variants": r.variants}
                 for r in records
-                if caller.is_admin or r.tenant == caller.tenant
+                if caller.can_see(r.tenant)
             ]
 
-    def set_weights(self, name: str, variants: list[dict[str, Any]], *, action: str = "set_weights") -> None:
+    def set_weights(self, name: str, variants: list[VariantWeight], *, action: str = "set_weights") -> None:
         with self._session() as session:
             record = session.get(DeploymentRecord, name)
             if record is None:
@@ -320,7 +314,7 @@ class ServingStore:
         """Send all traffic to `model` (which need not have been a variant before)."""
         self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote")
 
-    def rollback(self, name: str) -> list[dict[str, Any]]:
+    def rollback(self, name: str) -> list[VariantWeight]:
         """Restore the variants in force before the latest change; returns them."""
         with self._session() as session:
             changes = session.scalars(
@@ -346,7 +340,7 @@ class ServingStore:
     def get_request(self, caller: Caller, response_id: str) -> dict[str, Any] | None:
         with self._session() as session:
             record = session.get(RequestLogRecord, response_id)
-            if record is None or not (caller.is_admin or record.tenant == caller.tenant):
+            if record is None or not caller.can_see(record.tenant):
                 return None
             return _request_dict(record)
 
@@ -388,4 +382,5 @@ def _version(record: AdapterRecord, tenant: str | None) -> AdapterVersion:
 def _request_dict(record: RequestLogRecord) -> dict[str, Any]:
     data = {column.name: getattr(record, column.name) for column in RequestLogRecord.__table__.columns}
     data["created_at"] = record.created_at.isoformat()
-    return json.loads(json.dumps(data, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return plain

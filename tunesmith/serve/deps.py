@@ -11,7 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from tunesmith.registry.serving_store import Caller, ServingStore
+from tunesmith.registry.serving_records import Caller
+from tunesmith.registry.serving_store import ServingStore
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.service import ServingService
 

@@ -135,3 +135,21 @@ class PromoteBody(_Body):
 
 class AdapterLoad(_Body):
     model: str = Field(min_length=1, description="Adapter `name` or `name@version` from the registry.")
+
+
+class ModelPublic(BaseModel):
+    """One entry of `GET /v1/models`: `base`, an adapter (with its latest `version`) or a deployment."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+    version: int | None = None  # adapters only: the latest version (`id@version` calls an older one)
+    kind: Literal["adapter", "deployment"] | None = None  # None: the base model
+
+
+class ModelListPublic(BaseModel):
+    """`GET /v1/models`; None fields are left out of the response (the base model has no kind)."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelPublic]

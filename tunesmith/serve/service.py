@@ -21,10 +21,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.registry.serving_records import AdapterVersion, Caller
 from tunesmith.registry.serving_store import (
     BASE_MODEL_NAME,
-    AdapterVersion,
-    Caller,
     NotFoundError,
     ServingStore,
     choose_variant,
@@ -34,7 +33,7 @@ from tunesmith.serve.engine import EngineClosedError, GenerationEngine
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.jobs import GenerationJob, JobEvent
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.schemas import ChatMessage, SamplingFields
+from tunesmith.serve.schemas import ChatMessage, ModelPublic, SamplingFields
 
 request_logger = logging.getLogger("tunesmith.serve.requests")
 
@@ -140,19 +139,20 @@ class ServingService:
             ) from error  # fmt: skip
         return Target(adapter.key, adapter, None)
 
-    def list_models(self, caller: Caller) -> list[dict[str, Any]]:
+    def list_models(self, caller: Caller) -> list[ModelPublic]:
         """`base`, the caller's adapters (latest and each `@version` is callable) and deployments."""
-        models = [{"id": BASE_MODEL_NAME, "object": "model", "created": 0, "owned_by": "tunesmith"}]
+        models = [ModelPublic(id=BASE_MODEL_NAME, owned_by="tunesmith")]
         for adapter in self.store.visible_adapters(caller):
             models.append(
-                {"id": adapter.name, "object": "model", "created": 0, "owned_by": adapter.tenant or "tunesmith",
-                 "version": adapter.version, "kind": "adapter"}
+                ModelPublic(id=adapter.name, owned_by=adapter.tenant or "tunesmith", version=adapter.version,
+                            kind="adapter")
             )  # fmt: skip
         for deployment in self.store.list_deployments(caller):
             models.append(
-                {"id": deployment["name"], "object": "model", "created": 0,
-                 "owned_by": deployment["tenant"] or "tunesmith", "kind": "deployment"}
-            )  # fmt: skip
+                ModelPublic(
+                    id=deployment["name"], owned_by=deployment["tenant"] or "tunesmith", kind="deployment"
+                )
+            )
         return models
 
     # ------------------------------------------------------------------ prompts and limits

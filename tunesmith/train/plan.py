@@ -2,8 +2,9 @@
 
 Owns: the memory estimate of a training step (weights, trainable state, saved activations, loss
 buffers, allocator overhead), the choice of tokens per forward/backward pass and of gradient
-checkpointing from that estimate and a memory budget, and the time estimate (from earlier runs'
-measured throughput, else from a matmul probe). Does not own: reading data or running a step.
+checkpointing from that estimate and a memory budget, and the throughput behind the time estimate
+(earlier runs' median, else a matmul probe). Does not own: reading data, running a step, or the time
+and cost arithmetic (`data.estimate.estimate_training`, shared with `data prepare`).
 
 The activation constant is measured, not derived: `benchmarks/train_throughput.py` prints the estimate
 beside the measured peak for every run, so a drift shows up there.
@@ -23,6 +24,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunesmith.config import Precision, TrainSpec
+from tunesmith.data.estimate import Throughput, estimate_training, median_throughput
 from tunesmith.data.ingest import load_split
 from tunesmith.data.pack import pack_rows
 from tunesmith.data.render import render_example
@@ -343,18 +345,16 @@ def _largest_fitting_pass(
 
 def estimate_throughput(
     shape: ModelShape, method: str, bf16: bool, device: str, measured: list[float]
-) -> tuple[float, str]:
+) -> Throughput:
     """Tokens per second: the median of earlier runs of this model here, else a matmul probe x typical MFU."""
-    if measured:
-        ordered = sorted(measured)
-        return ordered[
-            len(ordered) // 2
-        ], f"median of {len(measured)} earlier run(s) of this model and method"
+    earlier = median_throughput(measured)
+    if earlier is not None:
+        return earlier
     flops_per_token = (4 if method == "lora" else 6) * shape.parameters
     peak = measure_matmul_peak(device, torch.bfloat16 if bf16 else torch.float32)
     mfu = ASSUMED_MFU[_kind(device)]
     source = f"matmul probe {peak / 1e9:.0f} GFLOP/s x {mfu:.0%} utilisation (no earlier run measured)"
-    return peak * mfu / flops_per_token, source
+    return Throughput(peak * mfu / flops_per_token, source)
 
 
 def measure_matmul_peak(device: str, dtype: torch.dtype, seconds: float = 0.5) -> float:
@@ -449,11 +449,14 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     layout = plan_step_layout(spec, shape, bf16, device, lengths)
     steps_per_epoch, steps = step_counts(len(rendered), spec)
     total_tokens = round(sum(lengths) * steps / steps_per_epoch)
-    tokens_per_second, source = estimate_throughput(
+    throughput = estimate_throughput(
         shape, spec.method, bf16, device, measured(spec.model, spec.method, device, precision)
     )
-    if layout.gradient_checkpointing:
-        tokens_per_second *= 0.75  # the recomputed forward pass
+    job = estimate_training(
+        total_tokens, shape.parameters, spec.method, throughput, [],
+        gradient_checkpointing=layout.gradient_checkpointing,
+    )  # fmt: skip
+    assert job.throughput is not None and job.seconds is not None  # a dry run always has a throughput
     truncated = sum(length >= spec.max_seq_len for length in lengths)
     return TrainPlan(
         model=spec.model,
@@ -469,10 +472,10 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         steps=steps,
         total_tokens=total_tokens,
         layout=step_plan(layout),
-        tokens_per_second=round(tokens_per_second, 1),
-        throughput_source=source,
-        estimated_seconds=round(total_tokens / tokens_per_second, 1),
-        suggestions=_suggestions(spec, layout, truncated, total_tokens / tokens_per_second, device),
+        tokens_per_second=round(job.throughput.tokens_per_second, 1),
+        throughput_source=job.throughput.source,
+        estimated_seconds=round(job.seconds, 1),
+        suggestions=_suggestions(spec, layout, truncated, job.seconds, device),
     )
 
 

@@ -14,10 +14,11 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.config import ConfigError
+from tunesmith.registry.serving_records import Deployment, DeploymentDetail, VariantWeight
 from tunesmith.registry.serving_store import NotFoundError
 from tunesmith.serve.deps import AdminDep, ServiceDep, StoreDep
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.schemas import AdapterLoad, DeploymentCreate, PromoteBody, WeightsUpdate
+from tunesmith.serve.schemas import AdapterLoad, DeploymentCreate, PromoteBody, Variant, WeightsUpdate
 
 router = APIRouter(prefix="/admin")
 
@@ -59,19 +60,18 @@ async def unload_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDe
 
 
 @router.get("/deployments")
-async def list_deployments(caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+async def list_deployments(caller: AdminDep, store: StoreDep) -> dict[str, list[Deployment]]:
     return {"data": await run_in_threadpool(store.list_deployments, caller)}
 
 
 @router.post("/deployments", status_code=201)
-async def create_deployment(body: DeploymentCreate, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
-    variants = [variant.model_dump() for variant in body.variants]
-    await _call(store.create_deployment, body.name, variants, tenant=body.tenant)
+async def create_deployment(body: DeploymentCreate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
+    await _call(store.create_deployment, body.name, _weights(body.variants), tenant=body.tenant)
     return await get_deployment(body.name, caller, store)
 
 
 @router.get("/deployments/{name}")
-async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
     deployment = await run_in_threadpool(store.find_deployment, caller, name)
     if deployment is None:
         raise APIError(404, f"no deployment named {name}", code="deployment_not_found")
@@ -79,19 +79,19 @@ async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> dict[s
 
 
 @router.put("/deployments/{name}/weights")
-async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
-    await _call(store.set_weights, name, [variant.model_dump() for variant in body.variants])
+async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
+    await _call(store.set_weights, name, _weights(body.variants))
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/promote")
-async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
     await _call(store.promote, name, body.model)
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/rollback")
-async def rollback(name: str, caller: AdminDep, store: StoreDep) -> dict[str, Any]:
+async def rollback(name: str, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
     await _call(store.rollback, name)
     return await get_deployment(name, caller, store)
 
@@ -107,6 +107,10 @@ async def get_request(response_id: str, caller: AdminDep, store: StoreDep) -> di
     if record is None:
         raise APIError(404, f"no logged response with id {response_id}", code="response_not_found")
     return record
+
+
+def _weights(variants: list[Variant]) -> list[VariantWeight]:
+    return [{"model": variant.model, "weight": variant.weight} for variant in variants]
 
 
 async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:

@@ -23,7 +23,13 @@ from tunesmith.serve.deps import CallerDep, ServiceDep
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.jobs import JobEvent
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.schemas import ChatCompletionCreate, CompletionCreate, SamplingFields, Usage
+from tunesmith.serve.schemas import (
+    ChatCompletionCreate,
+    CompletionCreate,
+    ModelListPublic,
+    SamplingFields,
+    Usage,
+)
 from tunesmith.serve.service import Generation, Target
 
 router = APIRouter(prefix="/v1")
@@ -32,10 +38,10 @@ VARIANT_HEADER = "x-tunesmith-variant"
 DEPLOYMENT_HEADER = "x-tunesmith-deployment"
 
 
-@router.get("/models")
-async def list_models(caller: CallerDep, service: ServiceDep) -> dict[str, Any]:
+@router.get("/models", response_model_exclude_none=True)
+async def list_models(caller: CallerDep, service: ServiceDep) -> ModelListPublic:
     """`base`, and the adapters and deployments this key may call."""
-    return {"object": "list", "data": await run_in_threadpool(service.list_models, caller)}
+    return ModelListPublic(data=await run_in_threadpool(service.list_models, caller))
 
 
 @router.post("/chat/completions", response_model=None)

@@ -1,0 +1,136 @@
+"""The evaluation report as typed records, and the one way its numbers are written. No torch.
+
+Owns: the shape of `report.json` (`EvalReport`: data, settings, one `ModelScores` per model with
+each metric's `MetricInterval`, the paired `Comparison`s), `ScoredModel` (a model's predictions and
+per-example statistics, what the report is computed from), and `format_number` / `format_interval`,
+which the console table, `report.md` and `report.html` all use, so the three show the same digits.
+Does not own: computing metrics or intervals (see `stats`, `report`) or rendering pages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+# Digits after the point of every number in the report's tables (metric values, intervals,
+# differences, p-values): the precision report.md and report.html always had; the console table
+# used 2 or 3 and now matches them.
+DIGITS = 4
+
+
+@dataclass
+class ScoredModel:
+    """One model's outputs on the test set and each metric's per-example statistics."""
+
+    name: str
+    base_model: str
+    adapter: str | None
+    shots: int | None  # None: the test prompt as is; 0: zero-shot baseline; k: k demonstrations
+    prompts: list[str]
+    predictions: list[str]
+    statistics: dict[str, np.ndarray]  # metric -> (N, K)
+    seconds: float
+
+
+class _Record(BaseModel):
+    # Reports written by earlier versions are read back (combine, judge): unknown keys are ignored.
+    model_config = ConfigDict(extra="ignore")
+
+
+class MetricInterval(_Record):
+    value: float  # the metric on the full set
+    ci_low: float
+    ci_high: float
+
+
+class ClassScores(_Record):
+    precision: float
+    recall: float
+    f1: float
+    support: float
+
+
+class ModelScores(_Record):
+    """One model's line of the report: what it is, each metric with its interval, its speed."""
+
+    name: str
+    base_model: str
+    adapter: str | None
+    shots: int | None = None  # absent from reports written before baselines had shots
+    metrics: dict[str, MetricInterval]
+    examples_per_second: float
+    per_class: dict[str, ClassScores] | None = None  # classification only
+    confusion_matrix: list[list[int]] | None = None  # classification only: rows gold, columns predicted
+
+
+class Comparison(_Record):
+    """A later model against an earlier one on one metric: paired difference, interval, p-value."""
+
+    model: str
+    reference: str
+    metric: str
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: str  # a `stats.Verdict` value
+
+
+class DataInfo(_Record):
+    path: str
+    hash: str  # sha256 of the examples: only evaluations of the same data are combined
+    examples: int
+
+
+class EvalSettings(_Record):
+    max_new_tokens: int
+    batch_size: int
+    decoding: str  # "greedy", or "label log-likelihood" for classification
+    bootstrap_samples: int
+    confidence: float = 0.95  # of every interval
+
+
+class EvalReport(_Record):
+    """`report.json`: every metric of every model with its interval, and the paired comparisons."""
+
+    created_at: str
+    task: str
+    data: DataInfo
+    settings: EvalSettings
+    models: list[ModelScores]
+    comparisons: list[Comparison]
+    labels: list[str] | None = None  # classification only
+    judge: dict[str, Any] | None = None  # added by `judge.judge_evaluation`; its shape is the judge's
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics every model was scored on, in report order."""
+        return list(self.models[0].metrics) if self.models else []
+
+    def to_json(self) -> dict[str, Any]:
+        """The report.json payload: sections a report lacks (labels, judge, per-class) are left out."""
+        payload = self.model_dump(mode="json", exclude_none=False)
+        for key in ("labels", "judge"):
+            if payload[key] is None:
+                del payload[key]
+        for model in payload["models"]:
+            for key in ("per_class", "confusion_matrix"):
+                if model[key] is None:
+                    del model[key]
+        return payload
+
+
+def format_number(value: float, *, signed: bool = False) -> str:
+    """A report number with `DIGITS` digits; `signed` for differences (`+0.0123`)."""
+    return f"{value:+.{DIGITS}f}" if signed else f"{value:.{DIGITS}f}"
+
+
+def format_interval(value: float, low: float, high: float, *, signed: bool = False) -> str:
+    """`value [low, high]`, every number by `format_number`."""
+    return (
+        f"{format_number(value, signed=signed)} "
+        f"[{format_number(low, signed=signed)}, {format_number(high, signed=signed)}]"
+    )
