@@ -162,7 +162,7 @@ def test_plan_counts_the_data_and_estimates_time(tiny_model_dir: Path) -> None:
     assert plan.total_tokens == 2 * plan.tokens_per_epoch
     assert plan.tokens_per_second == 2000.0  # the median of earlier runs
     assert plan.estimated_seconds == pytest.approx(plan.total_tokens / 2000, abs=0.1)
-    assert plan.layout["fits"] and plan.suggestions == []
+    assert plan.layout.fits and plan.suggestions == []
     tight = plan_training(spec.model_copy(update={"memory_limit_gb": 0.0001}), lambda *key: [])
-    assert not tight.layout["fits"]
+    assert not tight.layout.fits
     assert "exceeds" in tight.suggestions[0] and "matmul probe" in tight.throughput_source
