@@ -7,15 +7,17 @@ that runs a job; this module never imports torch, so `tunesmith --help` starts f
 
 from __future__ import annotations
 
+import copy
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 def _yaml_switch(value: Any) -> Any:
@@ -85,9 +87,13 @@ class TrainSpec(_Spec):
         description="Training data: a file (JSONL, JSON, CSV or Parquet) or a folder from `tunesmith data "
         "prepare` (its train split, and its val split unless val_data is given).",
     )
-    val_data: Path | None = Field(None, description="Validation data; enables val loss and early stopping.")
+    val_data: Path | None = Field(
+        None, description="Validation data; enables val loss, early stopping and picking the best checkpoint."
+    )
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning.")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a LoRA adapter; full: train every weight."
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
@@ -107,7 +113,10 @@ class TrainSpec(_Spec):
         "other (attention runs per example on CPUs), so longer rows mean less padding; a pass never runs "
         "padding past its own rows.",
     )
-    precision: Precision = Field(Precision.auto, description="Training precision.")
+    precision: Precision = Field(
+        Precision.auto,
+        description="auto: bf16 autocast where the hardware runs it fast, fp32 otherwise; bf16; fp32.",
+    )
     memory_limit_gb: float | None = Field(
         None,
         gt=0,
@@ -121,21 +130,21 @@ class TrainSpec(_Spec):
     )
     gradient_checkpointing: Switch = Field(
         "auto",
-        description="Recompute activations in backward to save memory; auto: only when one row would "
-        "not fit the memory limit otherwise (it costs about a third more compute).",
+        description="Recompute activations in backward to save memory (it costs about a third more compute). "
+        "auto: only when one row would not fit the memory limit otherwise; on; off.",
     )
     compile: bool = Field(
         False,
         description="Compile the model body with torch.compile (fuses norms, RoPE and activations); pays "
-        "off on long runs only: it costs a compile of minutes first (on an H200 a 32-step SmolLM2-135M run "
-        "with it had not finished after 3.5 minutes; the same run without it took 20-30 seconds).",
+        "off on long runs only: it first spends minutes compiling (benchmarks/RESULTS.md).",
     )
     fused_layers: Switch = Field(
         "auto",
         description="tunesmith's fused training functions for LoRA layers, SwiGLU MLPs and frozen RMSNorms: the "
         "same results with less kept for backward. auto: on CPUs; on CUDA when LoRA dropout is 0, or when "
         "their memory saving spares the step gradient checkpointing or smaller passes (with dropout they keep "
-        "~46% less GPU memory but ran ~14% slower than peft's layers on an H200). on: wherever they apply. "
+        "less for backward but run slower than peft's layers on CUDA: benchmarks/RESULTS.md). on: wherever "
+        "they apply. "
         "off: peft's and transformers' own forwards. Never under compile.",
     )
     eval_every: int = Field(50, gt=0, description="Optimizer steps between validation passes.")
@@ -186,7 +195,9 @@ class JudgeSpec(_Spec):
     """An LLM judge: a local model or any OpenAI-compatible endpoint scores the answers."""
 
     model: str = Field(
-        ..., description="Judge model: a local model (catalog name, directory) or the endpoint's model id."
+        ...,
+        description="Judge model, which turns the LLM judge on: a local model (catalog name, directory) or the "
+        "endpoint's model id.",
     )
     base_url: str | None = Field(
         None,
@@ -208,11 +219,15 @@ class EvalSpec(_Spec):
     """An evaluation of one or more models, with baselines, on a held-out file."""
 
     data: Path = Field(
-        ..., description="Test file in any supported form; the last assistant turn is the reference."
+        ...,
+        description="Test file in any supported form, or a prepared dataset folder (its test split); the last "
+        "assistant turn is the reference.",
     )
     format: DataFormat | None = Field(None, description="Example form; detected when unset.")
     train_data: Path | None = Field(
-        None, description="Training data: the few-shot pool and the classification label set."
+        None,
+        description="Training data: the few-shot pool and the classification label set; unset: the "
+        "evaluated run's training data.",
     )
     task: EvalTask | None = Field(
         None,
@@ -243,9 +258,13 @@ class ServeSpec(_Spec):
     port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
     adapters: dict[str, str] = Field(
         default_factory=dict,
-        description="Adapters to register and load at start: NAME → adapter folder or run id.",
+        description="Adapters to register and load at start: NAME=PATH_OR_RUN_ID, an adapter folder or a run's "
+        "adapter (in YAML a mapping, NAME: PATH_OR_RUN_ID).",
     )
-    auth: bool = Field(True, description="Require API keys; turn off only for local use.")
+    auth: bool = Field(
+        True,
+        description="Require API keys. Without them anyone who can reach the port may call: local use only.",
+    )
     max_batch_size: int = Field(16, gt=0, description="Most requests decoded together in one batch.")
     max_wait_ms: float = Field(
         10.0, ge=0, description="How long the first queued request waits for others to join its batch."
@@ -260,7 +279,7 @@ class ServeSpec(_Spec):
         None,
         gt=0,
         description="CPU threads for torch (default: one per core). On a busy, shared CPU, 1 avoids threads "
-        "waiting on each other: measured 6 ms vs 64 ms per decode step of the tiny model on 2 loaded cores.",
+        "waiting on each other (benchmarks/RESULTS.md).",
     )
 
 
@@ -276,7 +295,8 @@ class PrepareSpec(_Spec):
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
     column_map: dict[str, str] = Field(
         default_factory=dict,
-        description="Field the form expects -> column in the data (instruction: question).",
+        description="Columns to read under the names the form expects: FIELD=COLUMN, e.g. instruction=question "
+        "(in YAML a mapping, instruction: question).",
     )
     instruction: str | None = Field(
         None, description="Instruction for classification rows (text/label); a built-in default when unset."
@@ -312,7 +332,9 @@ class PrepareSpec(_Spec):
         description="Personal data: only count it, replace it with [EMAIL]-style tags, or drop the row.",
     )
     split: tuple[float, float, float] = Field(
-        (0.7, 0.15, 0.15), description="Train/val/test fractions (normalised to sum to 1)."
+        (0.7, 0.15, 0.15),
+        description="Train/val/test shares, normalised to sum to 1: 70/15/15 by default, 80/10 for no test split "
+        "(in YAML a list, [0.7, 0.15, 0.15]).",
     )
     seed: int = Field(42, description="Seed for the split.")
     group_by: str | None = Field(
@@ -359,53 +381,40 @@ def load_config_file(path: Path) -> ConfigFile:
         raise ConfigError(format_validation_error(error, source=str(path))) from error
 
 
-def build_train_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> TrainSpec:
-    """Merge a config file's `train:` section with CLI overrides (None means 'not given') into a spec."""
-    merged: dict[str, Any] = dict(file_section or {})
-    for key, value in overrides.items():
+# The file section each spec is read from; config errors name their keys under it (`train.lora.r`).
+SECTIONS: dict[type[BaseModel], str] = {
+    TrainSpec: "train",
+    EvalSpec: "eval",
+    PrepareSpec: "data",
+    ServeSpec: "serve",
+}
+
+
+def build_spec(spec_class: type[SpecT], file_section: dict[str, Any] | None, flags: dict[str, Any]) -> SpecT:
+    """Merge a config file's section with flags into a spec; errors name the key the user typed.
+
+    Args:
+        spec_class: TrainSpec, EvalSpec, PrepareSpec or ServeSpec.
+        file_section: the file's section for that spec (`train:` ...), or None without a file.
+        flags: dotted keys (`lora.r`, `judge.model`) to values; None means "not given" and leaves the file's
+            value. A flag overrides the file's value, but a mapping (`adapters`, `column_map`) adds its
+            keys to the file's.
+    """
+    merged = copy.deepcopy(file_section or {})
+    for key, value in flags.items():
         if value is None:
             continue
-        if key.startswith("lora_"):
-            merged.setdefault("lora", {})
-            merged["lora"] = {**merged["lora"], key.removeprefix("lora_"): value}
-        else:
-            merged[key] = value
+        *parents, name = key.split(".")
+        section = merged
+        for parent in parents:
+            section[parent] = dict(section.get(parent) or {})
+            section = section[parent]
+        old = section.get(name)
+        section[name] = {**old, **value} if isinstance(value, dict) and isinstance(old, dict) else value
     try:
-        return TrainSpec.model_validate(merged)
+        return spec_class.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source="train")) from error
-
-
-def build_serve_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> ServeSpec:
-    """Merge a config file's `serve:` section with CLI overrides (None: not given; adapters are added)."""
-    merged: dict[str, Any] = dict(file_section or {})
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        merged[key] = {**merged.get("adapters", {}), **value} if key == "adapters" else value
-    try:
-        return ServeSpec.model_validate(merged)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source="serve")) from error
-
-
-def build_prepare_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> PrepareSpec:
-    """Merge a config file's `data:` section with CLI overrides (None means 'not given') into a spec."""
-    merged = {**(file_section or {}), **{key: value for key, value in overrides.items() if value is not None}}
-    try:
-        return PrepareSpec.model_validate(merged)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source="data")) from error
-
-
-def build_eval_spec(file_section: dict[str, Any] | None, overrides: dict[str, Any]) -> EvalSpec:
-    """Merge a config file's `eval:` section with CLI overrides (None means 'not given') into a spec."""
-    merged: dict[str, Any] = dict(file_section or {})
-    merged.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        return EvalSpec.model_validate(merged)
-    except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source="eval")) from error
+        raise ConfigError(format_validation_error(error, source=SECTIONS[spec_class])) from error
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

@@ -5,29 +5,29 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tunesmith.config import ConfigError, TrainSpec, build_train_spec, load_config_file, tunesmith_home
+from tunesmith.config import ConfigError, TrainSpec, build_spec, load_config_file, tunesmith_home
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
     config = load_config_file(path)
     if config.train is not None:
-        spec = build_train_spec(config.train, {})
+        spec = build_spec(TrainSpec, config.train, {})
         assert isinstance(spec, TrainSpec)
 
 
 def test_flags_override_file_and_lora_flags_merge() -> None:
-    spec = build_train_spec(
-        {"data": "a.jsonl", "epochs": 2, "lora": {"r": 8}}, {"epochs": 5, "lora_alpha": 4}
+    spec = build_spec(
+        TrainSpec, {"data": "a.jsonl", "epochs": 2, "lora": {"r": 8}}, {"epochs": 5, "lora.alpha": 4}
     )
     assert spec.epochs == 5 and spec.lora.r == 8 and spec.lora.alpha == 4
 
 
 def test_missing_data_and_bad_values_name_their_keys() -> None:
     with pytest.raises(ConfigError, match="data"):
-        build_train_spec({}, {})
+        build_spec(TrainSpec, {}, {})
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
-        build_train_spec({"data": "a.jsonl", "batch_size": 0}, {})
+        build_spec(TrainSpec, {"data": "a.jsonl", "batch_size": 0}, {})
 
 
 def test_bare_on_and_off_in_yaml_mean_the_words(tmp_path: Path) -> None:
@@ -36,17 +36,33 @@ def test_bare_on_and_off_in_yaml_mean_the_words(tmp_path: Path) -> None:
     path.write_text("train:\n  data: a.jsonl\n  gradient_checkpointing: off\n  fused_layers: on\n")
     config = load_config_file(path)
     assert config.train is not None
-    spec = build_train_spec(config.train, {})
+    spec = build_spec(TrainSpec, config.train, {})
     assert (spec.gradient_checkpointing, spec.fused_layers) == ("off", "on")
     with pytest.raises(ConfigError, match="fused_layers"):
-        build_train_spec({"data": "a.jsonl", "fused_layers": "sometimes"}, {})
+        build_spec(TrainSpec, {"data": "a.jsonl", "fused_layers": "sometimes"}, {})
 
 
 def test_learning_rate_defaults_depend_on_method() -> None:
-    assert build_train_spec({"data": "a"}, {}).resolved_lr() == 2e-4
-    assert build_train_spec({"data": "a", "method": "full"}, {}).resolved_lr() == 2e-5
+    assert build_spec(TrainSpec, {"data": "a"}, {}).resolved_lr() == 2e-4
+    assert build_spec(TrainSpec, {"data": "a", "method": "full"}, {}).resolved_lr() == 2e-5
 
 
 def test_home_respects_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path))
     assert tunesmith_home() == tmp_path
+
+
+def test_flags_set_nested_keys_and_add_to_mappings() -> None:
+    from tunesmith.config import EvalSpec, ServeSpec
+
+    judge = {"model": "j", "base_url": "http://h/v1", "pairwise": False}
+    spec = build_spec(
+        EvalSpec, {"data": "t.jsonl", "judge": judge}, {"judge.model": "k", "judge.base_url": None}
+    )
+    assert spec.judge is not None and (spec.judge.model, spec.judge.base_url, spec.judge.pairwise) == (
+        "k", "http://h/v1", False
+    )  # fmt: skip
+    served = build_spec(ServeSpec, {"adapters": {"a": "x"}}, {"adapters": {"b": "y"}, "port": None})
+    assert served.adapters == {"a": "x", "b": "y"} and served.port == 8000
+    with pytest.raises(ConfigError, match=r"eval\.judge\.model"):
+        build_spec(EvalSpec, {"data": "t.jsonl"}, {"judge.base_url": "http://h/v1"})

@@ -13,6 +13,7 @@ import typer
 from tunesmith.cli import (
     adapters,
     compare,
+    config,
     data,
     deploy,
     evaluate,
@@ -37,6 +38,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(deploy.app, name="deploy")
+app.add_typer(config.app, name="config")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

@@ -11,97 +11,43 @@ from rich.table import Table
 from rich.text import Text
 
 from tunesmith.cli.common import UsageError, console, err_console, print_json
-from tunesmith.config import DEFAULT_MODEL, DataFormat
+from tunesmith.cli.options import PREPARE_FLAGS, spec_flags
+from tunesmith.config import DEFAULT_MODEL, DataFormat, PrepareSpec
 
 app = typer.Typer(help="Prepare and inspect training data.")
 
 
 @app.command("prepare")
+@spec_flags(PrepareSpec, PREPARE_FLAGS)
 def prepare(
-    inputs: list[Path] | None = typer.Argument(
-        None,
-        help="Data files or folders: JSONL, JSON, CSV, Parquet, saved `datasets` folders, .txt/.md folders.",
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Output folder (replaced if it is a prepared dataset)."
-    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with a `data:` section."),
-    column_map: list[str] = typer.Option(
-        [], "--map", help="FIELD=COLUMN: read COLUMN as FIELD, e.g. --map instruction=question (repeatable)."
-    ),
-    data_format: DataFormat | None = typer.Option(
-        None, "--format", help="Example form; detected when unset."
-    ),
-    instruction: str | None = typer.Option(None, "--instruction", help="Instruction for text/label rows."),
-    on_error: str | None = typer.Option(
-        None,
-        "--on-error",
-        help="fail (default): invalid rows stop the run; skip: drop them, listed in the report.",
-    ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help=f"Target model (tokenizer, template); default {DEFAULT_MODEL}."
-    ),
-    min_tokens: int | None = typer.Option(
-        None, "--min-tokens", help="Drop shorter examples (rendered tokens)."
-    ),
-    max_tokens: int | None = typer.Option(
-        None, "--max-tokens", help="Drop longer examples; default the context length."
-    ),
-    pii: str | None = typer.Option(
-        None, "--pii", help="report | redact (default) | drop rows with personal data."
-    ),
-    split: str | None = typer.Option(
-        None, "--split", help="train/val/test shares, e.g. 70/15/15 (default) or 80/10/10."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the split (default 42)."),
-    group_by: str | None = typer.Option(None, "--group-by", help="Column whose rows stay in one split."),
-    near_dup_threshold: float | None = typer.Option(
-        None, "--near-dup-threshold", help="Jaccard for near-duplicates (0.8)."
-    ),
     no_near_dedup: bool = typer.Option(False, "--no-near-dedup", help="Skip near-duplicate removal."),
-    no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip exact-duplicate removal."),
     no_clean: bool = typer.Option(
         False, "--no-clean", help="Skip every cleaning step (unicode, HTML, whitespace, boilerplate)."
     ),
-    epochs: float | None = typer.Option(None, "--epochs", help="Epochs assumed by the cost estimate (3)."),
-    calibrate: bool | None = typer.Option(
-        None,
-        "--calibrate/--no-calibrate",
-        help="Measure CPU training speed when the registry has no earlier run.",
-    ),
-    gpu_prices: Path | None = typer.Option(None, "--gpu-prices", help="Your own GPU price table (YAML)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Clean, deduplicate, redact, validate and split raw data into a versioned dataset with a report.
 
     Writes train.jsonl, val.jsonl, test.jsonl, report.json, report.html and dataset.json (content hash and
     lineage) to --out, and records the dataset in the registry. `tunesmith train --data DIR` uses it.
     """
-    from tunesmith.config import build_prepare_spec, default_database_url, load_config_file
+    from tunesmith.config import build_spec, default_database_url, load_config_file
     from tunesmith.data.prepare import prepare_data
-    from tunesmith.data.split import parse_fractions
     from tunesmith.registry.store import Registry
 
     file_section = load_config_file(config).data if config else None
-    for flag, key, given in (("INPUT...", "inputs", inputs), ("--out", "out", out)):
-        if not given and not (file_section or {}).get(key):
+    for flag, key in (("INPUT...", "inputs"), ("--out", "out")):
+        if flags[key] is None and not (file_section or {}).get(key):
             raise UsageError(
                 f"give {flag} (or data.{key} in a --config file); see `tunesmith data prepare --help`"
             )
-    overrides: dict[str, Any] = {
-        "inputs": inputs or None, "out": out, "format": data_format, "instruction": instruction,
-        "on_error": on_error, "model": model, "min_tokens": min_tokens, "max_tokens": max_tokens, "pii": pii,
-        "seed": seed, "group_by": group_by, "near_dup_threshold": near_dup_threshold, "epochs": epochs,
-        "calibrate": calibrate, "gpu_prices": gpu_prices,
-        "column_map": _parse_map(column_map) or None,
-        "split": _or_none(split, parse_fractions),
-        "dedup": False if no_dedup else None,
-    }  # fmt: skip
     if no_clean:
-        overrides.update(
-            fix_unicode=False, strip_html=False, normalize_whitespace=False, boilerplate_share=0.0
-        )
-    spec = build_prepare_spec(file_section, overrides)
+        flags = {**flags, "fix_unicode": False, "strip_html": False, "normalize_whitespace": False,
+                 "boilerplate_share": 0.0}  # fmt: skip
+    spec = build_spec(PrepareSpec, file_section, flags)
     if no_near_dedup:
         spec.near_dup_threshold = None
     registry = Registry(default_database_url()).connect()
@@ -127,25 +73,6 @@ def inspect(
         print_json(summary)
         return
     _print_summary(summary)
-
-
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        field, sep, column = pair.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            raise UsageError(f"--map {pair!r}: expected FIELD=COLUMN, e.g. --map instruction=question")
-        mapping[field.strip()] = column.strip()
-    return mapping
-
-
-def _or_none(text: str | None, parse: Any) -> Any:
-    if text is None:
-        return None
-    try:
-        return parse(text)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
 
 
 def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,7 +13,15 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Deployments: one name, several variants with traffic weights (sticky per user).")
 
-_VARIANT_HELP = "MODEL=WEIGHT, e.g. acme@3=90 (repeatable; weights need not sum to 100)."
+# The parameters every deployment command shares, declared once.
+_Name = Annotated[str, typer.Argument(help="Deployment name.", show_default=False)]
+_Variants = Annotated[
+    list[str],
+    typer.Option(
+        "--variant", "-v", help="MODEL=WEIGHT, e.g. acme@3=90 (repeatable; weights need not sum to 100)."
+    ),
+]
+_Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _store() -> Any:
@@ -57,10 +65,10 @@ def _show(name: str, json_output: bool) -> None:
 
 @app.command("create")
 def create(
-    name: str = typer.Argument(..., help="The name clients put in `model`."),
-    variant: list[str] = typer.Option(..., "--variant", "-v", help=_VARIANT_HELP),
+    name: Annotated[str, typer.Argument(help="The name clients put in `model`.", show_default=False)],
+    variant: _Variants,
     tenant: str | None = typer.Option(None, "--tenant", "-t", help="Owning tenant (its adapters only)."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_output: _Json = False,
 ) -> None:
     """Create a deployment, e.g. `tunesmith deploy create acme-voice -v acme@3=90 -v acme@4=10 -t acme`."""
     _store().create_deployment(name, _variants(variant), tenant=tenant)
@@ -68,11 +76,7 @@ def create(
 
 
 @app.command("weights")
-def weights(
-    name: str = typer.Argument(..., help="Deployment name."),
-    variant: list[str] = typer.Option(..., "--variant", "-v", help=_VARIANT_HELP),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def weights(name: _Name, variant: _Variants, json_output: _Json = False) -> None:
     """Replace a deployment's variants and weights (recorded in its history)."""
     _store().set_weights(name, _variants(variant))
     _show(name, json_output)
@@ -80,9 +84,9 @@ def weights(
 
 @app.command("promote")
 def promote(
-    name: str = typer.Argument(..., help="Deployment name."),
+    name: _Name,
     model: str = typer.Argument(..., help="Variant that gets all traffic, e.g. acme@4."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_output: _Json = False,
 ) -> None:
     """Send 100% of traffic to one variant."""
     _store().promote(name, model)
@@ -90,26 +94,20 @@ def promote(
 
 
 @app.command("rollback")
-def rollback(
-    name: str = typer.Argument(..., help="Deployment name."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def rollback(name: _Name, json_output: _Json = False) -> None:
     """Restore the variants in force before the last change."""
     _store().rollback(name)
     _show(name, json_output)
 
 
 @app.command("show")
-def show(
-    name: str = typer.Argument(..., help="Deployment name."),
-    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
+def show(name: _Name, json_output: _Json = False) -> None:
     """Current split and the full history of changes."""
     _show(name, json_output)
 
 
 @app.command("list")
-def list_deployments(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_deployments(json_output: _Json = False) -> None:
     """Every deployment with its current split."""
     from tunesmith.registry.serving_records import Caller
 

@@ -11,13 +11,15 @@ import yaml
 from rich.table import Table
 
 from tunesmith.cli.common import console, err_console, print_json
-from tunesmith.config import ConfigError, DataFormat, EvalSpec, EvalTask, build_eval_spec, load_config_file
+from tunesmith.cli.options import EVAL_FLAGS, spec_flags
+from tunesmith.config import ConfigError, EvalSpec, build_spec, load_config_file
 
 if TYPE_CHECKING:
     from tunesmith.eval.evaluate import Candidate
     from tunesmith.registry.store import Registry
 
 
+@spec_flags(EvalSpec, EVAL_FLAGS)
 def evaluate(
     model: str = typer.Option(
         ...,
@@ -26,39 +28,13 @@ def evaluate(
         help="A run (folder or id): scored against its base model's baselines. "
         "Or a base model (catalog name, hub id, directory): its baselines alone.",
     ),
-    data: Path | None = typer.Option(
-        None, "--data", help="Test file or prepared dataset folder; the last assistant turn is the reference."
-    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with an `eval:` section."),
-    train_data: Path | None = typer.Option(
-        None, "--train-data", help="Few-shot pool and label set (default: the run's training data)."
-    ),
-    task: EvalTask | None = typer.Option(
-        None, "--task", help="Task type; detected from the data when unset."
-    ),
-    metric: list[str] | None = typer.Option(
-        None, "--metric", help="Metric to compute (repeatable); the task's defaults when unset."
-    ),
-    shots: int | None = typer.Option(
-        None, "--shots", help="Demonstrations in the few-shot baseline (default 5)."
-    ),
-    no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip the zero- and few-shot baselines."),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report folder (default: <run>/eval, else ./eval)."
     ),
-    data_format: DataFormat | None = typer.Option(
-        None, "--format", help="Example form; detected when unset."
-    ),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest generated answer."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Prompts generated or scored together."),
-    limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
-    judge_model: str | None = typer.Option(
-        None, "--judge-model", help="LLM judge: a local model, or the endpoint's model id with --judge-url."
-    ),
-    judge_url: str | None = typer.Option(
-        None, "--judge-url", help="OpenAI-compatible endpoint of the judge (e.g. http://localhost:8000/v1)."
-    ),
     json_output: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Score a fine-tune against the base model zero-shot and few-shot, on the same held-out examples.
 
@@ -72,8 +48,7 @@ def evaluate(
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
 
-    spec = _eval_spec(config, data, train_data, task, metric, shots, no_baselines, data_format,
-                      max_new_tokens, batch_size, limit, judge_model, judge_url)  # fmt: skip
+    spec = build_spec(EvalSpec, load_config_file(config).eval if config else None, flags)
     registry = Registry(default_database_url()).connect()
     run = maybe_run(model, registry)
     base = run["base_model"] if run else model
@@ -87,32 +62,16 @@ def evaluate(
         spec, base, candidates, out_dir, spec.train_data or (run["train_data"] if run else None)
     )
     registry.record_evaluation(run["run_id"] if run else None, report, out_dir)
+    print_report(report, out_dir, f"evaluation on {spec.data.name}", json_output)
+
+
+def print_report(report: dict[str, Any], out: Path, title: str, json_output: bool) -> None:
+    """report.json on stdout, or the table and where the report files are."""
     if json_output:
         print_json(report)
         return
-    print_report_table(
-        report, title=f"evaluation on {spec.data.name} ({report['data']['examples']} examples)"
-    )
-    console.print(f"report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
-
-
-def _eval_spec(config: Path | None, data: Path | None, train_data: Path | None, task: EvalTask | None,
-               metric: list[str] | None, shots: int | None, no_baselines: bool, data_format: DataFormat | None,
-               max_new_tokens: int | None, batch_size: int | None, limit: int | None, judge_model: str | None,
-               judge_url: str | None) -> EvalSpec:  # fmt: skip
-    section = load_config_file(config).eval if config else None
-    overrides: dict[str, Any] = {
-        "data": data, "train_data": train_data, "task": task, "metrics": metric or None, "shots": shots,
-        "baselines": False if no_baselines else None, "format": data_format, "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size, "limit": limit,
-    }  # fmt: skip
-    if judge_model is not None:
-        overrides["judge"] = {
-            **((section or {}).get("judge") or {}),
-            "model": judge_model,
-            "base_url": judge_url,
-        }
-    return build_eval_spec(section, overrides)
+    print_report_table(report, title=f"{title} ({report['data']['examples']} examples)")
+    console.print(f"report: {out / 'report.md'} and {out / 'report.html'}")
 
 
 def baseline_pair(spec: EvalSpec, train_data: Path | None) -> list[Candidate]:

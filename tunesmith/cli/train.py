@@ -3,80 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
 from rich.table import Table
 
 from tunesmith.cli.common import UsageError, console, err_console, print_json
-from tunesmith.config import TrainSpec, build_train_spec, load_config_file
+from tunesmith.cli.options import TRAIN_FLAGS, spec_flags
+from tunesmith.config import TrainSpec, build_spec, load_config_file
 
 if TYPE_CHECKING:
     from tunesmith.registry.store import Registry
 
 
+@spec_flags(TrainSpec, TRAIN_FLAGS)
 def train(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="YAML file with a `train:` section; flags override it."
-    ),
-    data: Path | None = typer.Option(
-        None, "--data", help="Training file (JSONL, JSON, CSV, Parquet) or a `tunesmith data prepare` folder."
-    ),
-    val_data: Path | None = typer.Option(
-        None, "--val-data", help="Validation file (val loss, early stopping, best checkpoint)."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Base model: catalog name, Hugging Face id or directory."
-    ),
-    method: str | None = typer.Option(None, "--method", help="lora (default) or full."),
-    epochs: float | None = typer.Option(None, "--epochs", help="Passes over the data (default 3)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Examples per micro-batch (default 8)."),
-    grad_accum: int | None = typer.Option(
-        None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."
-    ),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 LoRA, 2e-5 full)."),
-    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank (default 16)."),
-    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha (default 32)."),
-    lora_dropout: float | None = typer.Option(
-        None,
-        "--lora-dropout",
-        help="Dropout on the adapter input (default 0.05; 0 trains ~25% faster on CPU).",
-    ),
-    max_seq_len: int | None = typer.Option(
-        None, "--max-seq-len", help="Truncate examples to this many tokens."
-    ),
-    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between validation passes."),
-    save_every: int | None = typer.Option(None, "--save-every", help="Steps between resumable checkpoints."),
-    precision: str | None = typer.Option(None, "--precision", help="auto (default), bf16 or fp32."),
-    memory_limit_gb: float | None = typer.Option(
-        None,
-        "--memory-limit-gb",
-        help="Memory the run may use (default: 90% of free GPU memory, half the RAM).",
-    ),
-    micro_batch_tokens: int | None = typer.Option(
-        None, "--micro-batch-tokens", help="Tokens per forward/backward pass (default: the most that fit)."
-    ),
-    gradient_checkpointing: str | None = typer.Option(
-        None, "--gradient-checkpointing", help="auto (default: only if needed to fit), on or off."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for data order, init and dropout."),
-    eval_metrics: list[str] | None = typer.Option(
-        None,
-        "--eval-metric",
-        help="Task metric scored on a validation sample at each validation (repeatable), e.g. rouge_l, accuracy.",
-    ),
-    select_by: str | None = typer.Option(
-        None,
-        "--select-by",
-        help="val_loss (default) or an --eval-metric: picks the best checkpoint, early stops.",
-    ),
-    name: str | None = typer.Option(
-        None, "--name", help="Adapter name in the registry (default: the run id)."
-    ),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run directory (default TUNESMITH_HOME/runs/<id>)."
     ),
     resume: str | None = typer.Option(
         None,
@@ -91,6 +35,8 @@ def train(
     json_output: bool = typer.Option(
         False, "--json", help="Print the run summary (or the --dry-run plan) as one JSON object on stdout."
     ),
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Fine-tune a base model on your data (LoRA by default) and record the run.
 
@@ -109,28 +55,19 @@ def train(
     from tunesmith.train.sft import train_sft
 
     registry = Registry(default_database_url()).connect()
-    overrides = {
-        "data": data, "val_data": val_data, "model": model, "method": method, "epochs": epochs,
-        "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "max_seq_len": max_seq_len, "eval_every": eval_every,
-        "save_every": save_every, "precision": precision, "seed": seed, "name": name, "out": out,
-        "memory_limit_gb": memory_limit_gb, "micro_batch_tokens": micro_batch_tokens,
-        "gradient_checkpointing": gradient_checkpointing, "eval_metrics": eval_metrics or None,
-        "select_by": select_by,
-    }  # fmt: skip
+    given = [key for key, value in flags.items() if value is not None]
     resume_dir: Path | None = None
     if resume is not None:
         resume_dir = registry.find_run_dir(resume)
-        given = [key for key, value in overrides.items() if value is not None]
         if given or config is not None:
             raise UsageError(
                 f"--resume continues a run with its saved config; drop {', '.join(given) or '--config'}"
             )
         section = yaml.safe_load((resume_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
-        spec = build_train_spec(section, {})
+        spec = build_spec(TrainSpec, section, {})
     else:
         section = load_config_file(config).train if config else None
-        spec = build_train_spec(section, overrides)
+        spec = build_spec(TrainSpec, section, flags)
     if dry_run:
         _print_plan(spec, registry, json_output)
         return

@@ -92,7 +92,7 @@ def test_bad_flags_are_user_errors_that_name_the_flag(tmp_path: Path) -> None:
 
 def test_the_shipped_prepare_config_loads() -> None:
     from tests.conftest import REPO
-    from tunesmith.config import build_prepare_spec, load_config_file
+    from tunesmith.config import PrepareSpec, build_spec, load_config_file
 
-    spec = build_prepare_spec(load_config_file(REPO / "configs" / "prepare.yaml").data, {})
+    spec = build_spec(PrepareSpec, load_config_file(REPO / "configs" / "prepare.yaml").data, {})
     assert spec.group_by == "conversation_id" and spec.split == (0.8, 0.1, 0.1) and len(spec.inputs) == 2

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REPO
-from tunesmith.config import ConfigError, EvalSpec, build_eval_spec, load_config_file
+from tunesmith.config import ConfigError, EvalSpec, build_spec, load_config_file
 
 
 def test_shipped_eval_config_builds_a_spec_and_flags_override_it() -> None:
     section = load_config_file(REPO / "configs" / "eval.yaml").eval
-    spec = build_eval_spec(section, {"shots": 3, "limit": None})
+    spec = build_spec(EvalSpec, section, {"shots": 3, "limit": None})
     assert isinstance(spec, EvalSpec) and spec.shots == 3 and spec.judge is not None
     assert set(spec.judge.criteria) == {"voice", "accuracy"} and spec.judge.base_url is None
     assert (REPO / spec.data).is_file() and spec.train_data is not None and (REPO / spec.train_data).is_file()
@@ -18,6 +18,6 @@ def test_shipped_eval_config_builds_a_spec_and_flags_override_it() -> None:
 
 def test_bad_eval_keys_are_named() -> None:
     with pytest.raises(ConfigError, match=r"eval\.shots"):
-        build_eval_spec({"data": "t.jsonl", "shots": 0}, {})
+        build_spec(EvalSpec, {"data": "t.jsonl", "shots": 0}, {})
     with pytest.raises(ConfigError, match=r"eval\.judge\.model"):
-        build_eval_spec({"data": "t.jsonl", "judge": {"pairwise": True}}, {})
+        build_spec(EvalSpec, {"data": "t.jsonl", "judge": {"pairwise": True}}, {})
