@@ -89,7 +89,8 @@ def similarity(left: Signatures, right: Signatures) -> npt.NDArray[np.float64]:
     """Estimated Jaccard similarity of paired rows: agreeing bins among bins either text filled."""
     filled = (left != _EMPTY) | (right != _EMPTY)
     agree = (left == right) & filled
-    return agree.sum(axis=1) / np.maximum(filled.sum(axis=1), 1)
+    ratio: npt.NDArray[np.float64] = agree.sum(axis=1) / np.maximum(filled.sum(axis=1), 1)
+    return ratio
 
 
 def band_rows(threshold: float) -> int:

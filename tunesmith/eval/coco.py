@@ -107,7 +107,8 @@ def meteor_statistics(predictions: Sequence[str], references: References) -> np.
     aggregates to exactly the reference value and a resample varies as its segment scores do.
     """
     corpus, segments = meteor_scores(predictions, references)
-    return (segments + (corpus - segments.mean())).reshape(-1, 1)
+    shifted: np.ndarray = (segments + (corpus - segments.mean())).reshape(-1, 1)
+    return shifted
 
 
 def cider_statistics(predictions: Sequence[str], references: References) -> np.ndarray:

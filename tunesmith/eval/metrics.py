@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.metrics.bleu import BLEU
+from sacrebleu.metrics.chrf import CHRF
 
 References = Sequence[Sequence[str]]  # one or more references per example
 

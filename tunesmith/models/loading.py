@@ -99,7 +99,7 @@ def load_model(path: str, dtype: torch.dtype = torch.float32) -> PreTrainedModel
 def supports_fast_bf16(device: str) -> bool:
     """True where bf16 matmuls run natively: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:

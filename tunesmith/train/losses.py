@@ -21,7 +21,7 @@ from tunesmith.data.render import IGNORE_INDEX
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,  # (N, H) loss-bearing positions only
         weight: torch.Tensor,  # (V, H)
@@ -61,7 +61,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         grad_hidden, grad_weight = ctx.saved_tensors
         hidden_grad = grad_hidden * grad_output.to(grad_hidden.dtype) if grad_hidden is not None else None
         weight_grad = grad_weight * grad_output if grad_weight is not None else None
@@ -100,5 +100,7 @@ def linear_cross_entropy(
     selected_targets = flat_targets[keep]
     dtype = compute_dtype or hidden.dtype
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        loss = _LinearCrossEntropy.apply(selected_hidden, weight, selected_targets, chunk_size, dtype)
+        loss: torch.Tensor = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            selected_hidden, weight, selected_targets, chunk_size, dtype
+        )
     return loss, int(selected_targets.numel())
