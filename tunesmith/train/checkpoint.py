@@ -1,14 +1,18 @@
 """Resumable checkpoints: exactly what is needed to continue a run bit-for-bit after a kill.
 
-Owns: writing a checkpoint folder atomically (staged, then renamed), finding the latest complete one,
-and restoring it. A checkpoint holds only trainable tensors (the adapter for LoRA), optimizer and
-scheduler state, RNG states and the loop's counters. Data order needs no state: it is a pure
-function of (seed, epoch). Does not own: the final adapter export.
+Owns: writing a checkpoint folder durably (staged, each file and the folder fsynced, then renamed, so a
+kill leaves either the whole checkpoint or none), finding the complete ones, and restoring the newest
+that reads back whole (a torn or damaged one is skipped with a warning). A checkpoint holds only
+trainable tensors (the adapter for LoRA), optimizer and scheduler state, RNG states and the loop's
+counters, all read back with `torch.load(weights_only=True)`: a run folder from someone else can hold
+data, never code. Data order needs no state: it is a pure function of (seed, epoch). Does not own: the
+final adapter export.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -70,14 +74,17 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": np.random.get_state(),
+            "numpy_rng": _numpy_rng_state(),
             "python_rng": random.getstate(),
         },
         staging / "state.pt",
     )
     (staging / "loop.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
+    for path in [*staging.iterdir(), staging]:
+        _fsync(path)
+    shutil.rmtree(final, ignore_errors=True)  # only a retried step's own, never an earlier checkpoint
     staging.rename(final)
+    _fsync(directory)
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -90,20 +97,72 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(path for path in directory.iterdir() if path.name.startswith(_PREFIX) and path.is_dir())
 
 
-def load_checkpoint(
-    path: Path,
+@dataclass(frozen=True)
+class _Saved:
+    trainable: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    loop: LoopState
+
+
+def _read(path: Path) -> _Saved:
+    """Everything in checkpoint `path`, read whole before anything is restored from it."""
+    return _Saved(
+        trainable=load_file(str(path / "trainable.safetensors")),
+        state=torch.load(path / "state.pt", weights_only=True),
+        loop=LoopState(**json.loads((path / "loop.json").read_text(encoding="utf-8"))),
+    )
+
+
+def load_latest_checkpoint(
+    checkpoints: list[Path],
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> LoopState:
-    """Restore everything `save_checkpoint` wrote; returns the loop counters."""
-    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
-    saved: dict[str, Any] = torch.load(path / "state.pt", weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["torch_rng"])
-    if saved["cuda_rng"]:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    np.random.set_state(saved["numpy_rng"])
-    random.setstate(saved["python_rng"])
-    return LoopState(**json.loads((path / "loop.json").read_text(encoding="utf-8")))
+) -> tuple[LoopState, list[str]]:
+    """Restore the newest of `checkpoints` that reads back whole; returns its counters and what was skipped.
+
+    Raises ValueError when none of them does.
+    """
+    skipped: list[str] = []
+    for path in reversed(checkpoints):
+        try:
+            saved = _read(path)
+        except Exception as error:  # torn, truncated or tampered files: any reader's error
+            skipped.append(f"{path.name}: {type(error).__name__}: {error}")
+            continue
+        load_trainable_state(model, saved.trainable)
+        optimizer.load_state_dict(saved.state["optimizer"])
+        scheduler.load_state_dict(saved.state["scheduler"])
+        torch.set_rng_state(saved.state["torch_rng"])
+        if saved.state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved.state["cuda_rng"])
+        _set_numpy_rng_state(saved.state["numpy_rng"])
+        random.setstate(saved.state["python_rng"])
+        return saved.loop, skipped
+    raise ValueError(f"no checkpoint could be read back: {'; '.join(skipped)}")
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global generator state as plain values and a tensor (what `weights_only` loading takes)."""
+    state = np.random.get_state(legacy=False)
+    inner = state["state"]
+    return {
+        "key": torch.from_numpy(inner["key"].astype(np.int64)),
+        "pos": int(inner["pos"]),
+        "has_gauss": int(state["has_gauss"]),
+        "gauss": float(state["gauss"]),
+    }
+
+
+def _set_numpy_rng_state(saved: dict[str, Any]) -> None:
+    key = saved["key"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", key, saved["pos"], saved["has_gauss"], saved["gauss"]))
+
+
+def _fsync(path: Path) -> None:
+    """Flush `path` (a file or a folder's entries) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

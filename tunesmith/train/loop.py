@@ -27,7 +27,7 @@ from transformers import get_cosine_schedule_with_warmup
 from tunesmith.train.checkpoint import (
     LoopState,
     list_checkpoints,
-    load_checkpoint,
+    load_latest_checkpoint,
     load_trainable_state,
     save_checkpoint,
     trainable_state,
@@ -134,7 +134,9 @@ def fit(
     state = LoopState()
     checkpoints = list_checkpoints(run.checkpoints_path)
     if resuming and checkpoints:
-        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        state, skipped = load_latest_checkpoint(checkpoints, model, optimizer, scheduler)
+        for reason in skipped:
+            run.emit(EventType.warning, f"skipped a checkpoint that does not read back whole ({reason})")
         run.truncate_metrics(state.step)
         run.emit(EventType.resumed, f"resumed from step {state.step}", step=state.step)
     message, data = started

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -62,11 +62,17 @@ def _model() -> torch.nn.Linear:
     return torch.nn.Linear(4, 1)
 
 
-def _fit(path: Path, per_pass: int, resuming: bool = False, killed_after: int | None = None) -> torch.Tensor:
+def _fit(
+    path: Path,
+    per_pass: int,
+    resuming: bool = False,
+    killed_after: int | None = None,
+    settings: LoopSettings = SETTINGS,
+) -> torch.Tensor:
     model = _model()
     run = RunDir(path, "run-test")
     fit(
-        model, Regression(model, per_pass, killed_after), SETTINGS, run,
+        model, Regression(model, per_pass, killed_after), settings, run,
         device="cpu", resuming=resuming, started=("training", {}), show_progress=False,
     )  # fmt: skip
     return torch.cat([p.detach().flatten() for p in model.parameters()])
@@ -109,3 +115,35 @@ def test_the_loss_falls_and_validation_keeps_the_best_weights(tmp_path: Path) ->
     val = [m["val_loss"] for m in metrics if "val_loss" in m]
     assert len(train) == 8 and train[-1] < train[0] / 4
     assert len(val) == 4 and val[-1] < val[0]
+
+
+def test_a_checkpoint_torn_by_a_kill_is_skipped_for_the_previous_good_one(tmp_path: Path) -> None:
+    settings = replace(SETTINGS, save_every=2)
+    uninterrupted = _fit(tmp_path / "straight", per_pass=3, settings=settings)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(killed, per_pass=3, killed_after=5, settings=settings)
+    newest = killed / "checkpoints" / "step-00000004"
+    state = newest / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # the disk lost the rest
+    resumed = _fit(killed, per_pass=3, resuming=True, settings=settings)
+    torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)  # steps 3-8 trained again, the same
+    events = [json.loads(line) for line in (killed / "events.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "warning" and "step-00000004" in e["message"] for e in events)
+    assert any(e["type"] == "resumed" and e["data"]["step"] == 2 for e in events)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(Path.cwd() / "pwned"),))
+
+
+def test_resume_never_runs_code_from_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(killed, per_pass=3, killed_after=5)
+    torch.save({"optimizer": _Payload()}, killed / "checkpoints" / "step-00000004" / "state.pt")
+    with pytest.raises(ValueError, match="no checkpoint could be read back"):
+        _fit(killed, per_pass=3, resuming=True)
+    assert not (tmp_path / "pwned").exists()
