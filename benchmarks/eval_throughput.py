@@ -6,17 +6,12 @@ Model: the embedded SmolLM2-135M-Instruct, in the precision `tunesmith eval` pic
 - classification: the first `--examples` CLINC150 test utterances of 10 intents, prompted zero-shot with
   the label list (`baselines.classification_instruction`); tunesmith's `score_labels` (prompt once + all
   labels in one row, 4D mask, one forward per batch of 16) against the plain way, one forward over
-  prompt + label for every (example, label) pair. Both must pick the same labels.
+  prompt + label for every (example, label) pair. Both must pick the same labels (`same_predictions`).
 - generation: the first `--examples` GSM8K test questions, greedy, 64 new tokens; `generate_batched`
   (length-sorted, left-padded batches of 16 with a KV cache) against one prompt at a time.
 The machine is shared: the load average is printed with every figure.
 
-Measured 2026-11-26 on the project's 2-core AVX512-BF16 CPU (bf16, 2 threads), --examples 16:
-classification 11.1 examples/s (10 labels) vs 0.96 one forward per pair (11.6x), load 1.5;
-generation 2.93 examples/s batched vs 0.40 one at a time (7.4x), load 1.7. Under load 4 the same
-run gave 1.73 vs 0.09 and 0.28 vs 0.03. `same_predictions` was 15/16: in bf16 the padded batch and
-the single row round differently and one near-tie flipped (in fp32 the scores agree to 1e-4, see
-tests/unit/eval/test_classify.py).
+Results, dated, with their commands and machines: benchmarks/RESULTS.md ("Evaluation throughput").
 """
 
 from __future__ import annotations

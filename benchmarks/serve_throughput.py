@@ -18,24 +18,7 @@ server reports, so early stops are not flattered). Figures:
 The machine's load average (1, 5, 15 min) is printed with each phase's figures; other work on the
 machine slows them.
 
-Measured 2026-11-26 (`--threads 1`, embedded model, max_tokens 32) on a shared 2-core AVX2 CPU with other jobs
-running beside it (1-min load average 1.8-2.1 during the first three phases, 3.3 at the end of the load
-run), with the stacked LoRA forward (`tunesmith/serve/lora.py`):
-  batching: 14.3 tokens/s one at a time -> 73.2 with 16 clients (5.1x; the 7.9x below was measured at a
-            load of 4-6, and one at a time gained the most from the lighter load: 5.9 -> 14.3)
-  adapters: 69.7 tokens/s over 8 adapters vs 73.2 on one (0.95x; goal 0.8x). A second run (load 2.6-2.8,
-            --load-requests 32): 71.9 vs 75.6 (0.95x), 14.5 one at a time.
-            Each loaded adapter takes a 19.6 MB slot in the stacked weights (fp32, rank 16: the adapter
-            file's size). Server RSS grew 0-30 MB per adapter loaded, 67 MB (second run: 102 MB) for all
-            8: less than 8 slots because the phase first unloads every adapter and the allocator reuses
-            that memory. Base model 538 MB.
-  load:     1,000 requests, 32 clients, 8 adapters: 0 failed; latency p50 19.1 s / p95 33.9 s,
-            time to first token p50 0.59 s / p95 3.7 s; 46.5 tokens/s overall
-
-Before (2026-11-26, same machine, load average 4-6; peft's `adapter_names` for mixed batches, the plain
-peft forward for one adapter): 5.9 -> 46.6 tokens/s (7.9x); 8 adapters 27.6 vs one 46.6 tokens/s (0.59x);
-RSS 16-22 MB per adapter; load: 0 failed, latency p50 30 s / p95 38 s, time to first token p50 1.05 s /
-p95 6.8 s, 34 tokens/s.
+Results, dated, with their commands and machines: benchmarks/RESULTS.md ("Serving throughput").
 """
 
 from __future__ import annotations

@@ -15,17 +15,7 @@ tokens / time in matmuls, the speed the step would reach if everything but its m
 The ceiling is what bounds goals stated as multiples of another trainer's speed. The profiler adds
 its own cost per op, so the profiled tokens/s runs below `train_throughput.py`'s.
 
-Measured 2026-11-26 (sixth session) on the 2-core AMD EPYC (avx512_bf16), `--examples 48`, machine
-otherwise idle: 4 steps, 6,937 tokens, 15.1 s profiled (459 tok/s under the profiler):
-  matmuls: linear layers and LM head        60.9%     softmax (attention and loss)        2.9%
-  pointwise and reductions                   9.8%     compiled kernels (dropout masks)     2.7%
-  matmuls: attention                         8.8%     copies, casts, concatenation        3.1%
-  autograd functions' Python                 5.1%     other ops                           3.1%
-  Python between ops                         2.9%     optimizer step                      0.7%
-Matmul-only ceiling 659 tok/s (the linear layers' and LM head's alone: 754). Six times TRL's defaults
-(94-104 tok/s in four runs of `train_throughput.py`, tokens counted exactly) is 563-623 tok/s: 85-95%
-of that ceiling, i.e. everything in a step but its matmuls would have to take 5-15% of the step's time
-instead of 39%.
+Results, dated, with their commands and machines: benchmarks/RESULTS.md ("Training step profile").
 """
 
 from __future__ import annotations

@@ -5,84 +5,22 @@ One command:  .venv/bin/python benchmarks/train_throughput.py [--examples 32] [-
 Data: the first `--examples` GSM8K training problems (from ../shared/datasets/gsm8k) as user/assistant
 chats, plus the next 32 as a validation set. Model: the embedded SmolLM2-135M-Instruct. LoRA r=16,
 alpha=32, dropout 0.05 on all linear layers, lr 2e-4, 8 examples per step, one epoch, for every config.
+`--model DIR --data FILE --batch N` run it on other machines (`benchmarks/gpu_kit.sh` for a lent GPU).
 
 Each configuration runs in its own process (so peak RSS is its own) and reports:
 - useful tokens/s after warm-up (non-padding tokens of the examples trained on, first 2 steps excluded);
 - MFU: tokens/s x 4N FLOPs (LoRA: forward 2N + activation gradients 2N) over the matmul peak measured
   in the same run (bf16);
-- peak RSS and the validation loss after the same examples (completion/assistant tokens only).
+- peak RSS (GPU allocator peak on CUDA) beside tunesmith's own estimate, and the validation loss after
+  the same examples (completion/assistant tokens only), as each trainer reports it and evaluated alike
+  in fp32 (`fp32 val`).
 
 Tokens are counted exactly for every trainer: tunesmith's from its metrics.jsonl, TRL's by wrapping its
-data collator, which sees each batch's examples before padding (benchmarks before the sixth session
-scaled TRL's epoch tokens by its share of steps after warm-up; that column is still printed as
-`tokens_per_second_scaled`, for every trainer).
+data collator, which sees each batch's examples before padding. `tokens_per_second_scaled` (printed for
+every trainer) is the older count, TRL's epoch tokens scaled by its share of steps after warm-up, which
+results before the sixth session used.
 
-Measured 2026-11-26 (fourth session), `--examples 48 --batch 8 --configs tunesmith,tunesmith-no-dropout,
-trl-defaults,trl-best`, 2-core AMD EPYC with avx512_bf16, machine otherwise idle; this VM's speed varies
-by up to ~15% between runs of the same code. Runs 2 and 3 are the current code (commit 0f1e88f); run 1
-is one commit earlier, where each mask was a fresh tensor (heap fragmentation: ~350 MB more RSS):
-  config                tok/s                  MFU                  RSS MB              val loss
-  tunesmith             382.0 / 435.2 / 422.8  48.8% / 56.7% / 54.9%  3216 / 2935 / 2883  1.1492
-  tunesmith-no-dropout  413.2 / 444.4 / 438.7  52.8% / 57.9% / 57.0%  2748 / 2829 / 2766  1.1496
-  trl-defaults           95.6 / 102.7 / 100.9  12.2% / 13.4% / 13.1%  5977 / 6415 / 6099  1.1461
-  trl-best              118.9 / 117.3 / 124.4  15.2% / 15.3% / 16.2%  8297 / 8537 / 8645  1.1467
-(bf16 matmul peak 421 / 413 / 414 GFLOP/s; tunesmith's estimate 3.7 GB; its first step, with the mask
-kernel's compile from a warm inductor cache, 5.8-7.0 s.) tunesmith = 4.0x / 4.2x / 4.2x TRL defaults and
-3.2x / 3.7x / 3.4x TRL best, at 0.54x / 0.46x / 0.47x TRL defaults' peak RSS.
-Fifth session, the same CPU path (its changes are CUDA-only), three runs: tunesmith 410.9 / 434.6 /
-398.5 tok/s (MFU 60.1% / - / 51.7%; run 2's peak was measured while an earlier run was still ending),
-no-dropout 413.1 / 478.6 / 476.2, TRL defaults 84.9 / 112.1 / 113.2, TRL best 119.5 / 126.7 / 124.2:
-4.8x / 3.9x / 3.5x TRL defaults and 3.4x / 3.4x / 3.2x TRL best, RSS 2841-2887 MB (0.46-0.48x).
-Then the examples of a pass share their common opening (24 of GSM8K's ~228 tokens per example: the
-default system prompt and the user header), computed once: +9% in one process alternating with and
-without it on the same six real batches (391.5 -> 427.5 tok/s). Two full runs of that code: tunesmith
-437.7 / 430.8 tok/s (MFU 58.5% / 54.0%, which counts every example's tokens, the shared ones too),
-no-dropout 504.5 / 446.0, TRL defaults 88.3 / 95.3, TRL best 132.1 / 118.3: 5.0x / 4.5x TRL defaults,
-3.3x / 3.6x TRL best, RSS 2842 / 2795 MB (0.47x / 0.45x), val loss 1.1496 (+0.30% against TRL).
-What each change gave (tunesmith, same command): 183 tok/s with block-diagonal SDPA over whole rows and
-bernoulli_ masks; per-example attention, a cheap dropout mask and 1024-token rows with no padding past a
-pass's own rows: 260; explicit attention for examples up to 512 tokens, one fused autograd function per
-LoRA layer (no casts, mask redrawn from a seed instead of saved), a softmax-only cross-entropy, rows run
-end to end, a counter-hash mask and a fused frozen RMSNorm: 335-402 (third session, RSS 2.5 GB). This
-session, measured in one process alternating variants step by step (the VM's drift cancels): the mask's
-hash compiled into one kernel, +3-5%; a whole batch as one pass of up to 2,048 tokens instead of two,
-+9-10% per token (fixed per-op costs); the SwiGLU MLP as one function keeping gate and up only, -1% time
-and -190 MB per 1,030 tokens, which pays for the bigger pass. Head to head with the third session's
-code on the same machine minutes apart: 396-399 -> 418-420 tok/s before the RSS fix.
-Sixth session (2026-11-26), TRL's tokens now counted exactly (its collator wrapped; the old scaling had
-read TRL 5% fast), every adapter also evaluated alike in fp32 ("fp32 val"), and validation in bf16
-rounding each LoRA delta once (`tunesmith.models.lora_rounding`; runs 3 and 4). Four runs of
-`--configs tunesmith,tunesmith-no-dropout,trl-defaults,trl-best` (run 2 also trl-fp32):
-  config                tok/s                          MFU                      RSS MB
-  tunesmith             487.6 / 480.6 / 481.7 / 422.9  60.0 / 60.1 / 61.9 / 57.5%  2784 / 2821 / 2776 / 2811
-  tunesmith-no-dropout  484.7 / 524.2 / 532.6 / 462.4  59.6 / 65.6 / 68.4 / 62.9%  2707 / 2683 / 2720 / 2677
-  trl-defaults          103.9 /  96.2 /  93.8 / 100.3  12.8 / 12.0 / 12.1 / 13.6%  7666 / 6117 / 6325 / 6185
-  trl-best              129.1 / 120.9 / 119.3 / 120.1  15.9 / 15.1 / 15.3 / 16.3%  8670 / 8442 / 8677 / 8714
-  trl-fp32                - /  81.3 /   -   /   -         - / 10.2 /  -   /  -         - / 8651 /  -   /  -
-(bf16 peak 438 / 430 / 419 / 396 GFLOP/s.) tunesmith = 4.7x / 5.0x / 5.1x / 4.2x TRL defaults, 3.8x /
-4.0x / 4.0x / 3.5x TRL best, 5.9x TRL in fp32, at 0.36-0.46x TRL defaults' peak RSS. Validation loss
-as each trainer reports it: tunesmith 1.1496 (runs 1-2), 1.1067 (runs 3-4); TRL defaults 1.1461, best
-1.1467, fp32 1.1005. Evaluated alike in fp32 (run 4): tunesmith 1.1060, TRL defaults 1.1059, TRL best
-1.1061: the same adapters, within 0.02%. `tunesmith-compile` (torch.compile of the decoder, which turns
-the fused layers and per-example attention off): 211.1 tok/s against 465.1 in the same run, first step
-55.6 s, 5.6 GB RSS. Where the rest of tunesmith's step goes: `train_step_profile.py`.
-On an H200, 2026-11-26 (fifth session), `--model DIR --data FILE --examples 1024 --batch 32` on a
-random-init model of SmolLM2-135M's shape (the weights could not be carried there), three calls, each
-on a fresh machine (their speeds differ by up to ~35%, so compare within a call):
-  config                                    tok/s (call 1 / 2 / 3)     GPU MB   val loss
-  trl-defaults                              13.1k / - / -              2834     8.8973
-  trl-best                                  16.2k / - / -              11821    8.8974
-  tunesmith (CUDA default: peft's layers)   39.7k / 29.2k / 29.1k      9067     8.9267
-  tunesmith-no-dropout (fused layers)       - / 33.0k / -              4838     8.9268
-  tunesmith-unfused-no-dropout              - / 31.5k / -              7898     8.9266
-  tunesmith-fused (fused layers, dropout)   21.4k / - / 24.9k          4910     8.9267
-  tunesmith-compile                         did not finish its compile in ~3.5 min
-(bf16 matmul peak 654 TFLOP/s; MFU 1-3%: every trainer here is bound by CPU time per kernel launch.)
-The default's change from the second session's 12.5k (TRL best then 20.0k): fused AdamW, and SDPA's
-flash/memory-efficient kernels instead of cuDNN's, which re-planned for every batch width. Fused layers
-with dropout: call 1 drew masks with the eager hash (Triton could not compile it), call 3 with Philox;
-both calls ran that row under the name `tunesmith`, and the CUDA default's row as `tunesmith-unfused`,
-before the default was settled on these figures.
+Results, dated, with their commands and machines: benchmarks/RESULTS.md ("Training throughput").
 """
 
 from __future__ import annotations
@@ -106,8 +44,8 @@ LR = 2e-4
 CONFIGS = ("tunesmith", "trl-defaults", "trl-best")
 # Opt in with --configs; a tunesmith variant may combine these words: tunesmith-unfused-no-dropout.
 # fused / unfused: fused layers on / off everywhere (default: auto, see TrainSpec.fused_layers).
-# trl-fp32: TRL's defaults with bf16 off, as TRL ran by default before its bf16 default (81 tokens/s
-# here: the nearest to issue 6's "about 70 with default settings").
+# trl-fp32: TRL's defaults with bf16 off, as TRL ran by default before its bf16 default (the nearest
+# to issue 6's "about 70 with default settings": benchmarks/RESULTS.md).
 EXTRA_CONFIGS = (
     "tunesmith-compile", "tunesmith-no-dropout", "tunesmith-unfused", "tunesmith-fused", "trl-fp32"
 )  # fmt: skip

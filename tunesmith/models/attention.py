@@ -5,13 +5,14 @@ sequence boundaries of a packed batch (`cu_seq_lens_q`, the flash-attention varl
 `packed_attention_kwargs`), it runs causal scaled-dot-product attention on each example's own span.
 transformers' default for packed position ids is one SDPA call over the whole row with a
 block-diagonal mask: on CPU that computes every (row × row) block and masks most of them away (a row
-of four 256-token examples does 8× the causal work), which made attention a third of a training step.
+of four 256-token examples does 8× the causal work), which made attention a large share of a training
+step (benchmarks/RESULTS.md).
 Without boundaries (generation, padded batches with an attention mask) it is exactly transformers' SDPA.
 Examples of up to `EXPLICIT_MAX_LEN` tokens take explicit attention (two batched matmuls and a softmax,
-query heads grouped by their shared key/value head): on a CPU, forward + backward of one 250-token
-example of SmolLM2's shape took 2.0 ms against 5.4 ms for the fused SDPA kernel, whose backward is
-slow at short lengths. It keeps one `(heads, L, L)` probability matrix per example for backward
-(`tunesmith.train.plan.attention_span` sizes it for the memory plan); longer examples use SDPA.
+query heads grouped by their shared key/value head): on a CPU they run forward + backward faster than
+the fused SDPA kernel, whose backward is slow at short lengths (benchmarks/RESULTS.md). It keeps one
+`(heads, L, L)` probability matrix per example for backward (`tunesmith.train.plan.attention_span`
+sizes it for the memory plan); longer examples use SDPA.
 With `tunesmith_shared_prefix` = P (`tunesmith.data.pack.share_prefix`), the first span is a prefix
 that every example begins with, present once: it attends causally to itself, and each later span
 attends to all of it and causally to its own tokens, which is what each example computed alone.
@@ -32,7 +33,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from tunesmith.data.pack import SharedPrefixRow
 
 PACKED_ATTENTION = "tunesmith_packed"
-EXPLICIT_MAX_LEN = 512  # longest example given explicit attention; measured faster up to here
+EXPLICIT_MAX_LEN = 512  # longest example given explicit attention, faster than SDPA up to here
 
 
 @lru_cache(maxsize=16)

@@ -39,7 +39,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             chunk_targets = targets[start : start + chunk_size]
             logits = chunk @ weight_c.T  # (C, V)
             # Each softmax below is one fused pass that computes in fp32 and writes the compute dtype:
-            # an fp32 copy of the logits and separate logsumexp/sub/exp passes cost 5x more on a CPU.
+            # an fp32 copy of the logits and separate logsumexp/sub/exp passes cost several times more
+            # on a CPU (benchmarks/RESULTS.md).
             if grad_hidden is None and grad_weight is None:
                 total -= _target_log_probs(logits, chunk_targets).sum()
                 continue

@@ -33,22 +33,20 @@ from tunesmith.models.loading import default_device, load_tokenizer, resolve_mod
 from tunesmith.train.records import StepPlan
 
 # Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
-# Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
-# 30 layers of 576 + 1536 -> 12.6; rounded up. Checkpointing keeps one hidden vector per layer instead.
+# Calibrated from SmolLM2-135M's measured activation memory, rounded up (benchmarks/RESULTS.md).
+# Checkpointing keeps one hidden vector per layer instead.
 ACTIVATION_VALUES = 13.0
 # The same for LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
-# masks, the MLP keeps gate and up only): 3.4 units are kept for backward (564 MB for a 1,030-token
-# pass); 7 covers backward's temporaries too: peak RSS 2.9 GB in benchmarks/train_throughput.py with
-# passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB). Calibrated
-# on a CPU; on an H200 the fused layers' allocator peak was 0.54x the unfused one (4.9 / 9.1 GB), near 7/13.
+# masks, the MLP keeps gate and up only): less is kept, and the constant also covers backward's
+# temporaries; calibrated against measured peaks on a CPU, and it holds on CUDA (benchmarks/RESULTS.md).
 FUSED_ACTIVATION_VALUES = 7.0
-# What the allocator holds beyond live tensors at the peak: glibc's arenas on CPU (measured 1.4x:
-# 8.8 GB RSS against 6.3 GB with mmap'd allocations), PyTorch's caching allocator on CUDA.
+# What the allocator holds beyond live tensors at the peak, as a factor: glibc's arenas on CPU
+# (measured against mmap'd allocations, benchmarks/RESULTS.md), PyTorch's caching allocator on CUDA.
 ALLOCATOR_OVERHEAD = {"cpu": 1.4, "cuda": 1.15}
 # Most tokens per forward/backward pass. Each pass pays fixed costs (every weight read once per
-# matmul, Python and dispatch per op, attention calls per example): on a 2-core CPU one pass of a
-# GSM8K batch of 8 (1,519 tokens) ran 9-10% faster than two (matmuls themselves are at the peak from
-# ~1,000 rows). On GPUs more tokens per pass keep the device busy.
+# matmul, Python and dispatch per op, attention calls per example), so on a CPU one pass of a whole
+# batch runs faster than two, while the matmuls themselves reach their peak well below this cap
+# (benchmarks/RESULTS.md). On GPUs more tokens per pass keep the device busy.
 MAX_PASS_TOKENS = {"cpu": 2048, "cuda": 65536}
 LOSS_CHUNK = 1024  # positions per logits chunk in `linear_cross_entropy`
 # Model FLOPs utilisation assumed when no earlier run of this model was measured on this machine.
@@ -253,10 +251,9 @@ def fused_layer_choices(
 
     One value is the answer; `[False, True]` means peft's layers unless the fused ones' memory saving
     gives a better step layout (see `plan_step_layout`). Never under compile (a fresh mask seed per call
-    would recompile). `auto` on CUDA with LoRA dropout is the two-way case: measured on an H200
-    (random-init SmolLM2-135M, 32 GSM8K examples per step, dropout 0.05) the fused layers ran 24.9k
-    tok/s against peft's 29.1k, in 4.9 GB of GPU memory against 9.1; at dropout 0, 33.0k against 31.5k
-    and 4.8 GB against 7.9 GB, so there they are always taken.
+    would recompile). `auto` on CUDA with LoRA dropout is the two-way case: there the fused layers keep
+    much less GPU memory but run slower than peft's; at dropout 0 they are both smaller and faster, so
+    there they are always taken (benchmarks/RESULTS.md).
     """
     if fused_layers == "off" or compile_model:
         return [False]
