@@ -20,7 +20,7 @@ machine slows them.
 
 Measured 2026-11-26 (`--threads 1`, embedded model, max_tokens 32) on a shared 2-core AVX2 CPU with other jobs
 running beside it (1-min load average 1.8-2.1 during the first three phases, 3.3 at the end of the load
-run), with the stacked LoRA forward (`tunesmith/serve/lora.py`):
+run), with the stacked LoRA forward (`tunesmith/lora/stacked.py`):
   batching: 14.3 tokens/s one at a time -> 73.2 with 16 clients (5.1x; the 7.9x below was measured at a
             load of 4-6, and one at a time gained the most from the lighter load: 5.9 -> 14.3)
   adapters: 69.7 tokens/s over 8 adapters vs 73.2 on one (0.95x; goal 0.8x). A second run (load 2.6-2.8,

@@ -51,7 +51,7 @@ and -190 MB per 1,030 tokens, which pays for the bigger pass. Head to head with 
 code on the same machine minutes apart: 396-399 -> 418-420 tok/s before the RSS fix.
 Sixth session (2026-11-26), TRL's tokens now counted exactly (its collator wrapped; the old scaling had
 read TRL 5% fast), every adapter also evaluated alike in fp32 ("fp32 val"), and validation in bf16
-rounding each LoRA delta once (`tunesmith.models.lora_rounding`; runs 3 and 4). Four runs of
+rounding each LoRA delta once (`tunesmith.lora.rounding`; runs 3 and 4). Four runs of
 `--configs tunesmith,tunesmith-no-dropout,trl-defaults,trl-best` (run 2 also trl-fp32):
   config                tok/s                          MFU                      RSS MB
   tunesmith             487.6 / 480.6 / 481.7 / 422.9  60.0 / 60.1 / 61.9 / 57.5%  2784 / 2821 / 2776 / 2811
@@ -302,7 +302,7 @@ def fp32_val_loss(model: str, adapter_dir: Path, val_path: Path) -> float:
 
     In fp32, one example at a time, with tunesmith's rendering: each trainer also reports the loss its
     own evaluation computes (in bf16 where it trains in bf16), and a bf16 evaluation through peft drops
-    LoRA deltas under half a bf16 step (`tunesmith.models.lora_rounding`), so those can differ by more
+    LoRA deltas under half a bf16 step (`tunesmith.lora.rounding`), so those can differ by more
     than the adapters do.
     """
     import torch

@@ -33,7 +33,7 @@ from tunesmith.models.loading import default_device, load_tokenizer, resolve_mod
 # Measured on SmolLM2-135M with LoRA on all linear layers (dropout 0.05): 3.2 MB/token in fp32 over
 # 30 layers of 576 + 1536 -> 12.6; rounded up. Checkpointing keeps one hidden vector per layer instead.
 ACTIVATION_VALUES = 13.0
-# The same for LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
+# The same for LoRA training's fused layers (tunesmith.lora.fused: no fp32 copies, no saved
 # masks, the MLP keeps gate and up only): 3.4 units are kept for backward (564 MB for a 1,030-token
 # pass); 7 covers backward's temporaries too: peak RSS 2.9 GB in benchmarks/train_throughput.py with
 # passes of up to ~1,900 tokens, against an estimate of 3.7 GB at 2,048 (13 said 5.9 GB). Calibrated

@@ -7,7 +7,7 @@ logits, bf16 is used where the hardware runs it natively, and the host syncs wit
 when it logs. On a CPU, a pass also runs its rows' tokens end to end with no padding, with the opening
 its examples share (a system prompt) computed once (`tunesmith.data.pack.share_prefix`), attention is
 computed per example (`tunesmith.models.attention`), and every LoRA layer and frozen RMSNorm is one
-fused autograd function (`tunesmith.train.fused_lora`, `tunesmith.train.fused_norm`). Does not own:
+fused autograd function (`tunesmith.lora.fused`, `tunesmith.lora.norm`). Does not own:
 the registry (events go to a listener) or the CLI.
 """
 
@@ -34,6 +34,10 @@ from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
+from tunesmith.lora.dropout import use_fast_dropout
+from tunesmith.lora.fused import use_fused_lora
+from tunesmith.lora.norm import use_fused_rms_norm
+from tunesmith.lora.rounding import use_exact_lora
 from tunesmith.models.adapters import add_lora, model_card, save_artifact
 from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import (
@@ -42,7 +46,6 @@ from tunesmith.models.loading import (
     load_tokenizer,
     resolve_model,
 )
-from tunesmith.models.lora_rounding import use_exact_lora
 from tunesmith.train.checkpoint import (
     LoopState,
     list_checkpoints,
@@ -51,9 +54,6 @@ from tunesmith.train.checkpoint import (
     save_checkpoint,
     trainable_state,
 )
-from tunesmith.train.dropout import use_fast_dropout
-from tunesmith.train.fused_lora import use_fused_lora
-from tunesmith.train.fused_norm import use_fused_rms_norm
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.plan import (
     GB,

@@ -15,7 +15,7 @@ the compute dtype:
     backward  u = (s/(1-p)) · g·B;  dx = g·W + keep ⊙ (u·A);  dA = uᵀ·(x ⊙ keep);  dB = (s/(1-p)) · gᵀ·t
 
 Saved: `x` (the same tensor the base layer would keep, shared by q/k/v), `t` (rank-sized) and the
-dropout mask's seed: `keep` is redrawn from it in backward (`tunesmith.train.dropout.keep_mask`),
+dropout mask's seed: `keep` is redrawn from it in backward (`tunesmith.lora.dropout.keep_mask`),
 which costs less than holding a mask per layer costs memory. The mask is drawn as `FastDropout`
 draws it, so with the same random state the result equals peft's layer with `FastDropout`.
 Gradients reach `A` and `B` only: the base is frozen.
@@ -43,9 +43,9 @@ from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 from transformers.activations import SiLUActivation
 
-from tunesmith.models.lora_rounding import exact_lora_forward
-from tunesmith.train.dropout import FastDropout, keep_mask, new_seed, scratch
-from tunesmith.train.kernels import FUSED_DEVICES
+from tunesmith.lora.dropout import FastDropout, keep_mask, new_seed, scratch
+from tunesmith.lora.kernels import FUSED_DEVICES
+from tunesmith.lora.rounding import exact_lora_forward
 
 
 def _lora_forward(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.train.kernels import FUSED_DEVICES
+from tunesmith.lora.kernels import FUSED_DEVICES
 
 # Norm classes whose forward is exactly `weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype)`.
 LLAMA_STYLE_NORMS = frozenset(

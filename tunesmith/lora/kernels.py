@@ -15,7 +15,7 @@ run from then on, with the same results.
 
 CUDA calls run the eager ops: inductor's Triton build of the dropout mask's integer chain failed on an
 H200 (torch 2.11, Triton 3.6: `CompilationError` in the generated kernel, 2026-11-26), and eager the
-chain is a launch per op, so CUDA masks are drawn another way (`tunesmith.train.dropout.keep_mask`).
+chain is a launch per op, so CUDA masks are drawn another way (`tunesmith.lora.dropout.keep_mask`).
 """
 
 from __future__ import annotations

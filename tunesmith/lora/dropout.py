@@ -15,9 +15,9 @@ Each word gives four 14-bit lanes, one per element; an element is dropped when i
 `round(p · 2**14)`, so the drop rate is `p` to within 2**-15. The comparison and the conversion to
 multipliers are done on whole words with borrow-free lane arithmetic. Eager, that is 13 integer passes
 over a quarter of the elements, ~3× cheaper than the generator alone; on a CPU the chain is compiled
-into one kernel (`tunesmith.train.kernels`): ~5× cheaper again alone, ~1.5× inside a training step
+into one kernel (`tunesmith.lora.kernels`): ~5× cheaper again alone, ~1.5× inside a training step
 (where it runs after large matmuls), +3-5% on a whole step. Because a mask
-is a function of its seed, a fused layer (`tunesmith.train.fused_lora`) keeps only the seed for
+is a function of its seed, a fused layer (`tunesmith.lora.fused`) keeps only the seed for
 backward and redraws it, instead of holding a mask per layer.
 
 On CUDA the lanes come from torch's Philox generator seeded with the mask's seed instead (one launch,
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.train.kernels import fused_cpu_kernel
+from tunesmith.lora.kernels import fused_cpu_kernel
 
 LANES = 1 << 14  # one 14-bit lane per element, four per 64-bit word
 

@@ -8,8 +8,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from tunesmith.models.lora_rounding import use_exact_lora
-from tunesmith.serve.lora import Router, StackedLoRALinear, route
+from tunesmith.lora.rounding import use_exact_lora
+from tunesmith.lora.stacked import Router, StackedLoRALinear, route
 
 
 def _layer_model(names: tuple[str, ...] = ("default",)) -> nn.Module:

@@ -10,7 +10,7 @@ loaded, the adapter's `lora_A.weight` and `lora_B.weight * scaling` transposed s
 them in place. A smaller rank is zero-padded to R and a layer an adapter does not target is zero in its
 slot; both add exact zeros. Inference only. In fp32 the delta is added in place to the base layer's
 output and rows on the bare base are left out of it: their output is the base layer's, bit for bit. In
-bf16 (GPUs) the delta joins the base matmul's sum before it is rounded (`tunesmith.models.lora_rounding`:
+bf16 (GPUs) the delta joins the base matmul's sum before it is rounded (`tunesmith.lora.rounding`:
 rounding the base output first loses deltas under half a bf16 step); a base row adds zero there.
 
 The delta, by batch shape. Timed 2026-11-26 on a shared 2-core CPU (load about 2), one thread, r=16,
@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tunesmith.models.lora_rounding import ROUNDED_DTYPES, linear_with_delta
+from tunesmith.lora.rounding import ROUNDED_DTYPES, linear_with_delta
 
 
 @dataclass(frozen=True)

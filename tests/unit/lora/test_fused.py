@@ -11,11 +11,11 @@ import pytest
 import torch
 from peft.tuners.lora import Linear as LoraLinear
 
+from tunesmith.lora.dropout import keep_mask, use_fast_dropout
+from tunesmith.lora.fused import use_fused_lora
+from tunesmith.lora.rounding import use_exact_lora
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
-from tunesmith.models.lora_rounding import use_exact_lora
-from tunesmith.train.dropout import keep_mask, use_fast_dropout
-from tunesmith.train.fused_lora import use_fused_lora
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
 
@@ -143,7 +143,7 @@ def test_swiglu_mlp_keeps_gate_and_up_for_backward_but_not_their_product(tiny_mo
 
 
 def test_evaluation_in_bf16_rounds_each_delta_once(tiny_model_dir: Path) -> None:
-    """Validation during training sees what evaluation and serving see (`tunesmith.models.lora_rounding`)."""
+    """Validation during training sees what evaluation and serving see (`tunesmith.lora.rounding`)."""
     fused = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16).eval()
     exact = copy.deepcopy(fused)
     use_fused_lora(fused)

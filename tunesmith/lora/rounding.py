@@ -15,10 +15,10 @@ peft: it reports 1.1461 for its adapter after the same steps, an adapter whose f
 `torch.addmm(delta, x, Wᵀ)` accumulates x·Wᵀ in fp32 and adds the delta there, rounding once (oneDNN on
 CPUs, cuBLAS on GPUs), at the cost of the base matmul's. fp32 layers keep peft's own forward: their
 second rounding is at 2⁻²⁴ and changes nothing a user could see. Training steps do not use this:
-their forward (`tunesmith.train.fused_lora`) keeps the faster `linear` + in-place add (the in-place
+their forward (`tunesmith.lora.fused`) keeps the faster `linear` + in-place add (the in-place
 `addmm_` into the delta ran the base matmul 5% slower), and trains the same adapter (fp32 loss 1.1060
 against TRL's 1.1059); what it changes is what validation, evaluation and serving see. Used by
-`tunesmith.train.sft` (validation), `tunesmith.eval.evaluate` and `tunesmith.serve.lora` (bf16 rows).
+`tunesmith.train.sft` (validation), `tunesmith.eval.evaluate` and `tunesmith.lora.stacked` (bf16 rows).
 Cost: greedy generation of 32 tokens for 16 prompts with a frozen rank-16 adapter on all linear
 layers took 3.93-4.02 s against peft's 3.84-3.89 s on the 2-core CPU in three of four comparisons (one
 peft run: 3.42 s), +3-5%: `addmm` runs a 16-row matmul ~9% slower than `linear`; the adapters' bf16

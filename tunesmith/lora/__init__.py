@@ -1,0 +1,1 @@
+"""The LoRA layer path tunesmith owns."""
