@@ -7,7 +7,7 @@ logits, bf16 is used where the hardware runs it natively, and the host syncs wit
 when it logs. On a CPU, a pass also runs its rows' tokens end to end with no padding, with the opening
 its examples share (a system prompt) computed once (`tunesmith.data.pack.share_prefix`), attention is
 computed per example (`tunesmith.models.attention`), and every LoRA layer and frozen RMSNorm is one
-fused autograd function (`tunesmith.lora.fused`, `tunesmith.lora.norm`). Does not own:
+fused autograd function (`tunesmith.lora`). Does not own:
 the registry (events go to a listener) or the CLI.
 """
 
@@ -34,10 +34,7 @@ from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
-from tunesmith.lora.dropout import use_fast_dropout
-from tunesmith.lora.fused import use_fused_lora
-from tunesmith.lora.norm import use_fused_rms_norm
-from tunesmith.lora.rounding import use_exact_lora
+from tunesmith.lora import use_lora_forwards
 from tunesmith.models.adapters import add_lora, model_card, save_artifact
 from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import (
@@ -164,17 +161,19 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     if spec.method == "lora":
         targets = spec.lora.target_modules
         model = add_lora(model, spec.lora.r, spec.lora.alpha, spec.lora.dropout, targets)
-        use_exact_lora(model)  # validation in bf16 adds each delta before rounding (training: unchanged)
+        # Which forward each layer runs when (the table in tunesmith.lora): fused functions in training where
+        # chosen with the layout (plan.fused_layer_choices; a plan.json from before the choice: CPU, no
+        # compile); FastDropout on CPUs, where the native mask cost a sixth of a bf16 step (CUDA's dropout
+        # is a fused kernel); validation in bf16 adds each delta before rounding.
+        use_lora_forwards(
+            model,
+            fused=layout.get("fused_layers", device == "cpu" and not spec.compile),
+            fast_dropout=device == "cpu",
+        )
     model.to(device)
-    # CPU only: CUDA's dropout is a fused kernel, and its masked SDPA costs less than a launch per example.
+    # CPU only: CUDA's masked SDPA costs less than a launch per example.
     # Packed attention's plain-int boundaries would make a compiled graph recompile for every batch.
     packed_attention = uses_packed_attention(device, spec.compile)
-    if device == "cpu":
-        use_fast_dropout(model)  # the native mask cost a sixth of a bf16 step
-    # Chosen with the layout (plan.fused_layer_choices); a plan.json from before the choice: CPU, no compile.
-    if layout.get("fused_layers", device == "cpu" and not spec.compile):
-        use_fused_lora(model)  # one autograd function per LoRA layer and SwiGLU MLP: no casts, no saved masks
-        use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
     if packed_attention:
         use_packed_attention(model)
     if layout["gradient_checkpointing"]:
