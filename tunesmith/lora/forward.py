@@ -77,12 +77,12 @@ def _layer_forward(
 ) -> torch.Tensor:
     """The forward of a peft `lora.Linear` once installed: the table's row for this call."""
     if fused and _runs_fused(layer, x, args, kwargs):  # training
-        inputs = _flat(x, _compute_dtype(layer, x))
+        inputs = _flat(x, _compute_dtype(layer, x))  # what the base layer would compute in
         with torch.autocast(device_type=x.device.type, enabled=False):
             output: torch.Tensor = FusedLoraLinear.apply(inputs, *_fused_arguments(layer))  # type: ignore[no-untyped-call]
         return output.view(*x.shape[:-1], output.shape[-1])
     dtype = _rounding_dtype(layer, x, args, kwargs)
-    if dtype is not None:  # evaluation and serving through peft, in bf16 or fp16
+    if dtype is not None:  # evaluation and validation in bf16 or fp16
         return forward_rounded_once(layer, x, dtype, kwargs.get("adapter_names"))
     return LoraLinear.forward(layer, x, *args, **kwargs)
 
