@@ -240,7 +240,7 @@ def fp32_val_loss(model: str, adapter_dir: Path, val_path: Path) -> float:
 
     In fp32, one example at a time, with tunesmith's rendering: each trainer also reports the loss its
     own evaluation computes (in bf16 where it trains in bf16), and a bf16 evaluation through peft drops
-    LoRA deltas under half a bf16 step (`tunesmith.models.lora_rounding`), so those can differ by more
+    LoRA deltas under half a bf16 step (`tunesmith.lora.rounding`), so those can differ by more
     than the adapters do.
     """
     import torch

@@ -34,6 +34,7 @@ from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.records import DataInfo, EvalSettings, ScoredModel
 from tunesmith.eval.report import build_report, write_report
 from tunesmith.eval.tasks import detect_task, metric_names, text_metrics
+from tunesmith.lora import use_lora_forwards
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -41,7 +42,6 @@ from tunesmith.models.loading import (
     resolve_model,
     supports_fast_bf16,
 )
-from tunesmith.models.lora_rounding import use_exact_lora
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,8 @@ def _load(model_path: str, group: list[Candidate]) -> Any:
             model = PeftModel.from_pretrained(model, str(candidate.adapter_dir), adapter_name=candidate.name)
         else:
             model.load_adapter(str(candidate.adapter_dir), adapter_name=candidate.name)
-    use_exact_lora(model)  # in bf16, each adapter's delta is added before rounding (see lora_rounding)
+    # In bf16 each adapter's delta is added before rounding (the table in `tunesmith.lora`).
+    use_lora_forwards(model, fused=False, fast_dropout=False)
     return model.eval()
 
 

@@ -2,7 +2,7 @@
 
 Owns: checking that a saved LoRA adapter fits the served base (same base model, every adapted
 module present with matching shapes, plain LoRA only) before it touches the model; keeping at most N
-adapters loaded, each in a slot of the stacked layers (see `lora`): the adapted linear layers become
+adapters loaded, each in a slot of the stacked layers (see `tunesmith.lora.stacked`): the adapted linear layers become
 `StackedLoRALinear` while any adapter is loaded and plain again when the last one leaves; routing a
 forward's rows to their adapters' slots. Does not own: which adapter a request gets (see `service`) or
 threads (only the engine's worker thread calls this).
@@ -26,9 +26,9 @@ from safetensors import safe_open
 from transformers import PreTrainedModel
 
 from tunesmith.config import ConfigError
+from tunesmith.lora.stacked import Router, StackedLoRALinear, read_lora, route
 from tunesmith.models.catalog import ModelNotFoundError
 from tunesmith.models.loading import resolve_model
-from tunesmith.serve.lora import Router, StackedLoRALinear, read_lora, route
 
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 # peft options that change the forward without adding tensors; served adapters are plain LoRA

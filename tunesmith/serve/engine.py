@@ -240,7 +240,7 @@ class GenerationEngine:
         position: torch.Tensor,
         cache: DynamicCache,
     ) -> torch.Tensor:
-        """Last-position logits (B, V), each row through its own adapter's slot (see `lora`)."""
+        """Last-position logits (B, V), each row through its own adapter's slot (see `tunesmith.lora.stacked`)."""
         with self.adapters.routed([row.job.adapter for row in rows]):
             output = self.adapters.model(
                 input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,

@@ -1,7 +1,7 @@
 """The model as every training objective sees it: loaded, adapted, and run to final hidden states.
 
 Owns: `prepare_training_model`, which loads the base model in the run's dtype, adds LoRA adapters (or
-leaves every weight trainable), installs tunesmith's layer forwards, per-example attention, gradient
+leaves every weight trainable), installs tunesmith's LoRA forwards, per-example attention, gradient
 checkpointing and compile as the step plan says, in that order; and `TrainingModel.hidden_states`, a
 forward of packed rows to the decoder's last hidden states under the run's autocast. Objectives take
 the loss from those hidden states and the output embedding (`head_weight`): no `(tokens, vocab)` logits
@@ -23,13 +23,10 @@ import torch
 from torch import nn
 
 from tunesmith.data.pack import PackedBatch, share_prefix
+from tunesmith.lora import use_lora_forwards
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
-from tunesmith.models.lora_rounding import use_exact_lora
-from tunesmith.train.dropout import use_fast_dropout
-from tunesmith.train.fused_lora import use_fused_lora
-from tunesmith.train.fused_norm import use_fused_rms_norm
 
 
 @dataclass(frozen=True)
@@ -97,13 +94,10 @@ def prepare_training_model(
     model: Any = load_model(model_path, dtype=torch.bfloat16 if bf16 and lora else torch.float32)
     if lora is not None:
         model = add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets)
-        use_exact_lora(model)  # validation in bf16 adds each delta before rounding (training: unchanged)
+        # Which forward each layer runs, in training and in validation: the table in tunesmith.lora.
+        # CUDA's native dropout is already one fused kernel; a CPU's draws its mask slowly (benchmarks/RESULTS.md).
+        use_lora_forwards(model, fused=fused_layers, fast_dropout=device == "cpu")
     model.to(device)
-    if device == "cpu":
-        use_fast_dropout(model)  # CUDA's dropout is already one fused kernel
-    if fused_layers:
-        use_fused_lora(model)  # one autograd function per LoRA layer and SwiGLU MLP: no casts, no saved masks
-        use_fused_rms_norm(model)  # frozen norms: 3 passes instead of 8, no fp32 copies kept
     if packed_attention:
         use_packed_attention(model)
     if gradient_checkpointing:

@@ -36,7 +36,7 @@ from tunesmith.train.records import StepPlan
 # Calibrated from SmolLM2-135M's measured activation memory, rounded up (benchmarks/RESULTS.md).
 # Checkpointing keeps one hidden vector per layer instead.
 ACTIVATION_VALUES = 13.0
-# The same for LoRA training's fused layers (tunesmith.train.fused_lora: no fp32 copies, no saved
+# The same for LoRA training's fused layers (tunesmith.lora.fused: no fp32 copies, no saved
 # masks, the MLP keeps gate and up only): less is kept, and the constant also covers backward's
 # temporaries; calibrated against measured peaks on a CPU, and it holds on CUDA (benchmarks/RESULTS.md).
 FUSED_ACTIVATION_VALUES = 7.0

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.unit.serve.conftest import make_adapter
+from tunesmith.lora.stacked import StackedLoRALinear
 from tunesmith.models.loading import load_model
 from tunesmith.serve.adapters import AdapterCache, AdapterMismatchError, linear_shapes, verify_adapter
-from tunesmith.serve.lora import StackedLoRALinear
 
 
 def _bare_model(tiny_model_dir: Path):  # type: ignore[no-untyped-def]

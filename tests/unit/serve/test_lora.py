@@ -10,9 +10,9 @@ from peft import PeftModel
 from transformers import DynamicCache
 
 from tests.unit.serve.conftest import make_adapter
+from tunesmith.lora.stacked import StackedLoRALinear
 from tunesmith.models.loading import load_model
 from tunesmith.serve.adapters import AdapterCache
-from tunesmith.serve.lora import StackedLoRALinear
 
 PROMPTS = [[5, 9, 31, 7], [12, 40], [3, 3, 8, 90, 17, 4], [77], [5, 9, 31, 8, 2], [60, 61, 62]]
 

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from tunesmith.train import kernels
-from tunesmith.train.dropout import _mask_words
+from tunesmith.lora import kernels
+from tunesmith.lora.dropout import _mask_words
 
 CPU = torch.device("cpu")
 DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine

@@ -14,7 +14,7 @@ the fp32 normalised values for backward (~3.5 KB per token and norm for SmolLM2'
 1.2 KB here). Only `x` (the input, usually kept anyway) and `r` are saved.
 
 Applies in training with gradients on, on CPU or CUDA, when the weight is frozen (LoRA); anything else
-takes the model's own forward.
+takes the model's own forward. Installed by `tunesmith.lora.use_lora_forwards` with `fused=True`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.train.kernels import FUSED_DEVICES
+from tunesmith.lora.kernels import FUSED_DEVICES
 
 # Norm classes whose forward is exactly `weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype)`.
 LLAMA_STYLE_NORMS = frozenset(
@@ -35,18 +35,20 @@ LLAMA_STYLE_NORMS = frozenset(
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, inputs: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, inputs: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         flat = inputs.reshape(-1, inputs.shape[-1])
         width = flat.shape[1]
         norms = torch.linalg.vector_norm(flat, dim=-1, dtype=torch.float32)  # accumulated in fp32
         rstd = norms.square_().div_(width).add_(eps).rsqrt_()  # (N,)
-        output = (flat * rstd[:, None]).to(flat.dtype)  # the product in fp32, rounded once, as transformers
+        output: torch.Tensor = (flat * rstd[:, None]).to(
+            flat.dtype
+        )  # the product in fp32, rounded once, as transformers
         output.mul_(weight.to(flat.dtype))
         ctx.save_for_backward(flat, weight, rstd)
         return output.view(inputs.shape)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         flat, weight, rstd = ctx.saved_tensors
         grad = grad_output.reshape(flat.shape).to(flat.dtype) * weight.to(flat.dtype)  # w ⊙ g
         dot = torch.linalg.vecdot(grad, flat).float()  # (N,): summed in fp32, rounded to the input dtype
@@ -64,8 +66,9 @@ def _fused_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor
         or weight.requires_grad
         or hidden_states.device.type not in FUSED_DEVICES
     ):
-        return type(self).forward(self, hidden_states)
-    return _RMSNorm.apply(hidden_states, weight, self.variance_epsilon)
+        return type(self).forward(self, hidden_states)  # type: ignore[no-any-return]
+    output: torch.Tensor = _RMSNorm.apply(hidden_states, weight, self.variance_epsilon)  # type: ignore[no-untyped-call]
+    return output
 
 
 def use_fused_rms_norm(model: nn.Module) -> int:
@@ -73,6 +76,6 @@ def use_fused_rms_norm(model: nn.Module) -> int:
     fused = 0
     for module in model.modules():
         if type(module).__name__ in LLAMA_STYLE_NORMS and hasattr(module, "variance_epsilon"):
-            module.forward = types.MethodType(_fused_forward, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(_fused_forward, module)
             fused += 1
     return fused

@@ -8,8 +8,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from tunesmith.models.lora_rounding import use_exact_lora
-from tunesmith.serve.lora import Router, StackedLoRALinear, route
+from tunesmith.lora import use_lora_forwards
 
 
 def _layer_model(names: tuple[str, ...] = ("default",)) -> nn.Module:
@@ -44,7 +43,7 @@ def test_a_delta_under_half_a_bf16_step_reaches_the_output() -> None:
         peft_output = model(x)
         # The failure this module fixes: peft rounds the base output first, and the delta vanishes.
         assert (peft_output == layer.base_layer(x)).float().mean() > 0.9
-        assert use_exact_lora(model) == 1
+        assert use_lora_forwards(model, fused=False, fast_dropout=False).layers == 1
         exact = model(x)
 
     def kept(output: torch.Tensor) -> float:  # the share of the delta the output carries
@@ -59,17 +58,17 @@ def test_fp32_layers_and_training_keep_peft_forward() -> None:
     x = torch.randn(8, 256)
     with torch.no_grad():
         reference = model(x)
-        use_exact_lora(model)
+        use_lora_forwards(model, fused=False, fast_dropout=False)
         assert torch.equal(model(x), reference)  # fp32: peft's own forward, bit for bit
         bf16 = _bf16(_layer_model()).train()  # training mode: peft's forward (dropout, gradients)
         trained_reference = bf16(x.bfloat16())
-        use_exact_lora(bf16)
+        use_lora_forwards(bf16, fused=False, fast_dropout=False)
         assert torch.equal(bf16(x.bfloat16()), trained_reference)
 
 
 def test_mixed_batch_rows_match_each_adapter_alone() -> None:
     model = _bf16(_layer_model(("a", "b")))
-    use_exact_lora(model)
+    use_lora_forwards(model, fused=False, fast_dropout=False)
     x = torch.randn(3, 5, 256).bfloat16()
     names = ["a", "__base__", "b"]
     with torch.no_grad():
@@ -83,36 +82,11 @@ def test_mixed_batch_rows_match_each_adapter_alone() -> None:
             torch.testing.assert_close(mixed[row : row + 1], alone, rtol=0, atol=0.02, msg=name)
 
 
-def test_served_bf16_rows_keep_a_small_delta_and_base_rows_stay_base() -> None:
-    torch.manual_seed(0)
-    base = nn.Linear(256, 128, bias=False).bfloat16()
-    with torch.no_grad():
-        base.weight.normal_(0, 0.5)
-    a, b = (
-        (torch.randn(4, 256) * 0.1).bfloat16(),
-        (torch.randn(128, 4) * 2e-3).bfloat16(),
-    )  # ~1/5 of a bf16 step
-    x = torch.randn(65, 16, 256).bfloat16()  # rows 0-63 on the adapter, row 64 on the base
-    router = Router()
-    layer = StackedLoRALinear(base, slots=2, rank=4, router=router)
-    layer.put(0, a, b)
-    with torch.no_grad():
-        for tokens in (16, 1):  # prefill, then a decode step's shape
-            router.current = route([0] * 64 + [None], x.device)
-            served = layer(x[:, :tokens])
-            rows = x[:64, :tokens].float()
-            base_exact = rows @ base.weight.float().T
-            delta = (rows @ a.float().T) @ b.float().T
-            kept = ((served[:64].float() - base_exact) * delta).sum() / delta.square().sum()
-            assert 0.8 < kept < 1.2, tokens
-            torch.testing.assert_close(served[64:], base(x[64:, :tokens]), rtol=0, atol=0.02)
-
-
 def test_weights_changed_in_place_are_seen_by_the_next_inference() -> None:
     """Frozen adapters' cast weights are kept between calls; a change in place must still be seen."""
     model = _layer_model().requires_grad_(False)  # an adapter loaded for inference:
     model[0].base_layer.to(torch.bfloat16)  # a bf16 base, fp32 adapters, as peft loads them
-    use_exact_lora(model)
+    use_lora_forwards(model, fused=False, fast_dropout=False)
     x = torch.randn(4, 256).bfloat16()
     with torch.no_grad():
         before = model(x)
@@ -128,7 +102,7 @@ def test_validation_sees_every_optimizer_step_even_fused_adamw() -> None:
     """Fused AdamW updates weights without bumping their version: trainable adapters are never kept."""
     model = _layer_model()
     model[0].base_layer.to(torch.bfloat16)  # as in training: a bf16 base, fp32 adapters
-    use_exact_lora(model)
+    use_lora_forwards(model, fused=False, fast_dropout=False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=0.05, fused=True)
     x = torch.randn(4, 256).bfloat16()

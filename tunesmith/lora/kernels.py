@@ -1,21 +1,19 @@
 """Chains of pointwise tensor ops fused into one CPU kernel each by torch.compile (inductor).
 
 Owns: `fused_cpu_kernel`, a decorator for a function of plain tensor ops whose eager form makes one pass
-over memory per op. Compiled, inductor turns the chain into one vectorised C++ loop that keeps the
-intermediates in registers (the dropout mask of a 1000 × 576 input on this project's 2-core CPU: 13
-passes in ~300 µs eager, one pass in ~55 µs compiled; inside a training step, where the kernel runs
-right after large matmuls, the medians were 410 and 280 µs).
+over memory per op, and `FUSED_DEVICES`, where the fused training layers run. Compiled, inductor turns
+the chain into one vectorised C++ loop that keeps the intermediates in registers (for the dropout mask,
+one pass instead of 13; timings in benchmarks/RESULTS.md, "LoRA layers").
 
 The compiled function is built lazily with `dynamic=True` (sizes and int arguments are symbols, so a new
 shape or seed does not recompile) and is used only for CPU tensors outside another compile. The first
-call of a process traces and compiles: ~10 s with an empty inductor cache, ~2 s once its C++ is cached
-on disk. Inductor
+call of a process traces and compiles (seconds; less once inductor's C++ is cached on disk). Inductor
 needs a C++ compiler: where compiling fails, a warning says why once, and the function's own eager ops
 run from then on, with the same results.
 
 CUDA calls run the eager ops: inductor's Triton build of the dropout mask's integer chain failed on an
 H200 (torch 2.11, Triton 3.6: `CompilationError` in the generated kernel, 2026-11-26), and eager the
-chain is a launch per op, so CUDA masks are drawn another way (`tunesmith.train.dropout.keep_mask`).
+chain is a launch per op, so CUDA masks are drawn another way (`tunesmith.lora.dropout.keep_mask`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from tunesmith.lora.norm import use_fused_rms_norm
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
-from tunesmith.train.fused_norm import use_fused_rms_norm
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
 

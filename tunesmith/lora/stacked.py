@@ -2,30 +2,27 @@
 
 Owns: reading a saved peft LoRA adapter into per-layer matrices with its scaling folded in
 (`read_lora`); `StackedLoRALinear`, a base linear layer plus every loaded adapter's matrices stacked
-by slot; `Routing`, the map from batch rows to slots that one forward uses (`route`). Does not own:
-which adapter holds which slot, verification or the LRU bound (see `adapters`), batching (see `engine`).
+by slot (the serving row of the table in `tunesmith.lora`); `Routing`, the map from batch rows to
+slots that one forward uses (`route`). Does not own: which adapter holds which slot, verification or
+the LRU bound (`tunesmith.serve.adapters`), batching (`tunesmith.serve.engine`).
 
 Layout: for a layer `in -> out`, `a` is (S, in, R) and `b` is (S, R, out): S slots, R the largest rank
 loaded, the adapter's `lora_A.weight` and `lora_B.weight * scaling` transposed so that every matmul reads
 them in place. A smaller rank is zero-padded to R and a layer an adapter does not target is zero in its
 slot; both add exact zeros. Inference only. In fp32 the delta is added in place to the base layer's
 output and rows on the bare base are left out of it: their output is the base layer's, bit for bit. In
-bf16 (GPUs) the delta joins the base matmul's sum before it is rounded (`tunesmith.models.lora_rounding`:
+bf16 (GPUs) the delta joins the base matmul's sum before it is rounded (`tunesmith.lora.rounding`:
 rounding the base output first loses deltas under half a bf16 step); a base row adds zero there.
 
-The delta, by batch shape. Timed 2026-11-26 on a shared 2-core CPU (load about 2), one thread, r=16,
-rows spread over 8 adapters: first the layers alone (the embedded model's 7 linear shapes x 30 layers;
-base 46 ms a decode step of 16 rows, 1.45 s a prefill of 16 rows x 40 tokens), then the whole model:
-- every row on one adapter: `x @ a[s] @ b[s]`, as peft (decode +7 ms, prefill +10%);
+The delta, by batch shape (each choice the fastest of those timed; the timings are in
+benchmarks/RESULTS.md, "LoRA layers"):
+- every row on one adapter: `x @ a[s] @ b[s]`, as peft;
 - decode, one token a row: rows grouped by slot into a padded (slots, m, in) block, two `bmm` over the
-  stack's slot range (a view, no weight copied), the result added back with `index_add_` (+15 ms; a
-  per-row gather of `a` and `b`, which copies r*(in+out) weights a row: +56 ms; a one-hot mask over all
-  slots' columns: +20 ms; a loop over the slots: +47 ms);
+  stack's slot range (a view, no weight copied), the result added back with `index_add_` (a per-row
+  gather of `a` and `b` copies r*(in+out) weights a row; a one-hot mask over all slots' columns and a
+  loop over the slots were slower too);
 - prefill, T tokens a row: each row gathers its slot's `a` and `b` and one `bmm` runs its T tokens; the
-  copy is small beside T tokens of compute (+11%; the padded block: +23%, the loop: +14%).
-Whole model, 16 rows: a decode step 123 ms on the base, 130 on one adapter, 150 on 8; a 40-token prefill
-1.67 s, 1.84 s, 1.78 s (the padded block for prefill too: 1.80 s). Served end to end, 8 adapters give
-0.95x the tokens/s of one (see benchmarks/serve_throughput.py).
+  copy is small beside T tokens of compute (the padded block and the loop were slower).
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tunesmith.models.lora_rounding import ROUNDED_DTYPES, linear_with_delta
+from tunesmith.lora.rounding import ROUNDED_DTYPES, linear_with_delta
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ class StackedLoRALinear(torch.nn.Module):
             if rows is not None:
                 delta = x.new_zeros(*x.shape[:-1], delta.shape[-1]).index_add_(0, rows, delta)
             return linear_with_delta(x, self.base, delta)
-        y = self.base(x)  # (B, T, out)
+        y: torch.Tensor = self.base(x)  # (B, T, out)
         return y.add_(delta) if rows is None else y.index_add_(0, rows, delta)
 
     def _delta(self, x: torch.Tensor, routing: Routing) -> tuple[torch.Tensor | None, torch.Tensor]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunesmith.lora.dropout import FastDropout, use_fast_dropout
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
-from tunesmith.train.dropout import FastDropout, use_fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3])

@@ -11,11 +11,10 @@ import pytest
 import torch
 from peft.tuners.lora import Linear as LoraLinear
 
+from tunesmith.lora import use_lora_forwards
+from tunesmith.lora.dropout import keep_mask, use_fast_dropout
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
-from tunesmith.models.lora_rounding import use_exact_lora
-from tunesmith.train.dropout import keep_mask, use_fast_dropout
-from tunesmith.train.fused_lora import use_fused_lora
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
 
@@ -51,7 +50,8 @@ def test_matches_peft_outputs_and_gradients(tiny_model_dir: Path, dropout: float
     model = _lora_model(tiny_model_dir, dropout, device=device).train()
     input_ids = torch.randint(0, model.config.vocab_size, (2, 9), device=device)
     reference_logits, reference_grads = _run(model, input_ids)
-    assert use_fused_lora(model) == 2 * 7  # every LoRA linear of both layers
+    installed = use_lora_forwards(model, fused=True, fast_dropout=False)
+    assert installed.layers == 2 * 7  # every LoRA linear of both layers
     logits, grads = _run(model, input_ids)
     torch.testing.assert_close(logits, reference_logits, rtol=1e-5, atol=1e-6)
     assert grads.keys() == reference_grads.keys() and len(grads) == 2 * 2 * 7  # A and B everywhere
@@ -65,7 +65,7 @@ def test_matches_peft_under_bf16_autocast_with_a_bf16_base(tiny_model_dir: Path,
     model = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16, device=device).train()
     input_ids = torch.randint(0, model.config.vocab_size, (2, 9), device=device)
     reference_logits, reference_grads = _run(model, input_ids, autocast=True)
-    use_fused_lora(model)
+    use_lora_forwards(model, fused=True, fast_dropout=False)
     logits, grads = _run(model, input_ids, autocast=True)
     torch.testing.assert_close(logits, reference_logits, rtol=0.02, atol=0.02)
     for name, grad in reference_grads.items():
@@ -80,7 +80,7 @@ def test_evaluation_and_no_grad_take_peft_path_unchanged(tiny_model_dir: Path) -
     model.eval()
     with torch.no_grad():
         reference = model(input_ids=input_ids).logits
-        use_fused_lora(model)
+        use_lora_forwards(model, fused=True, fast_dropout=False)
         assert torch.equal(model(input_ids=input_ids).logits, reference)  # eval: no dropout, same path
         model.train()
         torch.manual_seed(3)
@@ -91,7 +91,7 @@ def test_evaluation_and_no_grad_take_peft_path_unchanged(tiny_model_dir: Path) -
 
 def test_gradient_checkpointing_redraws_the_same_masks(tiny_model_dir: Path) -> None:
     model = _lora_model(tiny_model_dir, 0.3).train()
-    use_fused_lora(model)
+    use_lora_forwards(model, fused=True, fast_dropout=False)
     input_ids = torch.randint(0, model.config.vocab_size, (2, 9))
     _, reference = _run(model, input_ids)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -138,16 +138,16 @@ def test_swiglu_mlp_keeps_gate_and_up_for_backward_but_not_their_product(tiny_mo
     layers = model.config.num_hidden_layers
     # peft under autograd: gate, silu(gate), up, their product, and the dropout mask of the product
     assert kept_intermediates() == 5 * layers
-    use_fused_lora(model)
+    use_lora_forwards(model, fused=True, fast_dropout=False)
     assert kept_intermediates() == 2 * layers  # gate and up: the rest is recomputed in backward
 
 
 def test_evaluation_in_bf16_rounds_each_delta_once(tiny_model_dir: Path) -> None:
-    """Validation during training sees what evaluation and serving see (`tunesmith.models.lora_rounding`)."""
+    """Validation during training sees what evaluation and serving see (`tunesmith.lora.rounding`)."""
     fused = _lora_model(tiny_model_dir, 0.1, dtype=torch.bfloat16).eval()
     exact = copy.deepcopy(fused)
-    use_fused_lora(fused)
-    use_exact_lora(exact)
+    use_lora_forwards(fused, fused=True, fast_dropout=False)
+    use_lora_forwards(exact, fused=False, fast_dropout=False)
     input_ids = torch.randint(0, fused.config.vocab_size, (2, 9))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(fused(input_ids=input_ids).logits, exact(input_ids=input_ids).logits)

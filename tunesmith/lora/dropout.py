@@ -1,12 +1,14 @@
 """LoRA dropout whose random mask is cheap to draw on a CPU.
 
 Owns: `keep_mask`, the mask itself; `FastDropout`, a drop-in for the `nn.Dropout` peft puts in front
-of every LoRA `A` matrix; and `use_fast_dropout`, which swaps them in.
+of every LoRA `A` matrix; and `use_fast_dropout`, which swaps them in (called by
+`tunesmith.lora.use_lora_forwards` with `fast_dropout=True`). Does not own: the layers that apply the
+mask (peft's forward with `FastDropout`, or `tunesmith.lora.fused`, which redraws it in backward).
 
 On a CPU, `torch.nn.functional.dropout` draws its mask with `bernoulli_`, one generator call per
-element: with LoRA on all seven linear layers of SmolLM2-135M that was 17% of a bf16 training step.
-Even 64-bit draws cut into lanes cost ~1 ms per layer input, because the CPU generator (mt19937)
-runs on one thread, and comparing and masking through a bool tensor is not vectorised.
+element: with LoRA on all seven linear layers of SmolLM2-135M that was a sizeable share of a bf16
+training step. Even 64-bit draws cut into lanes are slow, because the CPU generator (mt19937) runs on
+one thread, and comparing and masking through a bool tensor is not vectorised.
 
 `keep_mask` instead hashes a counter: SplitMix64 (the mixer of Java's `SplittableRandom`, which passes
 BigCrush) over `seed + i·φ` for the i-th 64-bit word, one 64-bit seed per mask drawn from torch's
@@ -14,11 +16,10 @@ generator (so `torch.manual_seed` still fixes every mask, and a resumed run redr
 Each word gives four 14-bit lanes, one per element; an element is dropped when its lane is below
 `round(p · 2**14)`, so the drop rate is `p` to within 2**-15. The comparison and the conversion to
 multipliers are done on whole words with borrow-free lane arithmetic. Eager, that is 13 integer passes
-over a quarter of the elements, ~3× cheaper than the generator alone; on a CPU the chain is compiled
-into one kernel (`tunesmith.train.kernels`): ~5× cheaper again alone, ~1.5× inside a training step
-(where it runs after large matmuls), +3-5% on a whole step. Because a mask
-is a function of its seed, a fused layer (`tunesmith.train.fused_lora`) keeps only the seed for
-backward and redraws it, instead of holding a mask per layer.
+over a quarter of the elements, cheaper than the generator alone; on a CPU the chain is compiled into
+one kernel (`tunesmith.lora.kernels`), cheaper again (figures: benchmarks/RESULTS.md, "LoRA layers").
+Because a mask is a function of its seed, a fused layer (`tunesmith.lora.fused`) keeps only the seed
+for backward and redraws it, instead of holding a mask per layer.
 
 On CUDA the lanes come from torch's Philox generator seeded with the mask's seed instead (one launch,
 then three for the comparison; inductor's Triton build of the hash failed there, and eager it is a
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tunesmith.train.kernels import fused_cpu_kernel
+from tunesmith.lora.kernels import fused_cpu_kernel
 
 LANES = 1 << 14  # one 14-bit lane per element, four per 64-bit word
 
@@ -124,13 +125,13 @@ def keep_mask(
 
 class _MaskedScale(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, inputs: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, inputs: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale / 2  # keep_mask's multipliers are 0 and 2
         return (inputs * keep).mul_(ctx.scale)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (keep,) = ctx.saved_tensors
         return (grad_output * keep).mul_(ctx.scale), None, None
 
@@ -150,7 +151,8 @@ class FastDropout(nn.Module):
         if not self.training or self.threshold == 0:
             return inputs
         keep = keep_mask(inputs.shape, self.threshold, new_seed(), inputs.dtype, inputs.device)
-        return _MaskedScale.apply(inputs, keep, self.scale)
+        output: torch.Tensor = _MaskedScale.apply(inputs, keep, self.scale)  # type: ignore[no-untyped-call]
+        return output
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
