@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-# Digits after the point of every number in the report's tables (metric values, intervals,
-# differences, p-values): the precision report.md and report.html always had; the console table
-# used 2 or 3 and now matches them.
-DIGITS = 4
+# Every human-readable rendering of a report (console table, report.md, report.html) formats its numbers
+# with `format_number` / `format_interval`; report.json keeps them whole.
 
 
 @dataclass
@@ -123,14 +121,19 @@ class EvalReport(_Record):
         return payload
 
 
+def _digits(value: float) -> int:
+    """Decimals a report shows for a number of this size: 2 above 1.5 (BLEU, chrF), else 3 (0-1 scores)."""
+    return 2 if abs(value) > 1.5 else 3
+
+
 def format_number(value: float, *, signed: bool = False) -> str:
-    """A report number with `DIGITS` digits; `signed` for differences (`+0.0123`)."""
-    return f"{value:+.{DIGITS}f}" if signed else f"{value:.{DIGITS}f}"
+    """A report number as every rendering shows it (console, Markdown, HTML); `signed` for differences."""
+    digits = _digits(value)
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def format_interval(value: float, low: float, high: float, *, signed: bool = False) -> str:
-    """`value [low, high]`, every number by `format_number`."""
-    return (
-        f"{format_number(value, signed=signed)} "
-        f"[{format_number(low, signed=signed)}, {format_number(high, signed=signed)}]"
-    )
+    """`value [low, high]`, the bounds with the value's decimals."""
+    digits = _digits(value)
+    sign = "+" if signed else ""
+    return f"{value:{sign}.{digits}f} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
