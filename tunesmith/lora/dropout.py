@@ -72,7 +72,12 @@ def scratch(name: str, count: int, dtype: torch.dtype, device: torch.device) -> 
     return buffer[:nbytes].view(dtype)
 
 
-@fused_cpu_kernel
+def _probe_mask_words() -> tuple[torch.Tensor, int, int]:
+    """Arguments of a `_mask_words` call that covers whole vector blocks and a tail, with a wrapping seed."""
+    return torch.empty(4099, dtype=torch.int64), 2**63 - 12345, 819
+
+
+@fused_cpu_kernel(probe=_probe_mask_words)
 def _mask_words(out: torch.Tensor, seed: int, threshold: int, *, device: torch.device) -> torch.Tensor:
     """Fills `out` with 64-bit words of four 16-bit lanes: 0x4000 (bf16's 2.0) where a lane is kept, else 0."""
     words = torch.arange(out.numel(), dtype=torch.int64, device=device) * _GOLDEN + seed  # seed + i·φ

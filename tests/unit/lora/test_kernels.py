@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunesmith.lora import kernels
-from tunesmith.lora.dropout import _mask_words
+from tunesmith.lora.dropout import _mask_words, keep_mask
 
 CPU = torch.device("cpu")
 DEVICES = [CPU] + ([torch.device("cuda")] if torch.cuda.is_available() else [])  # CUDA: on a GPU machine
@@ -36,7 +36,7 @@ def test_falls_back_to_the_eager_ops_with_a_warning_when_compiling_fails(
     monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     monkeypatch.setattr(inductor_config, "force_disable_caches", True)
 
-    @kernels.fused_cpu_kernel
+    @kernels.fused_cpu_kernel(probe=lambda: (7,))
     def odd_numbers(count: int, *, device: torch.device) -> torch.Tensor:
         return torch.arange(count, device=device) * 2 + 1
 
@@ -47,3 +47,22 @@ def test_falls_back_to_the_eager_ops_with_a_warning_when_compiling_fails(
         warnings.simplefilter("error")  # no second warning: compiling is not tried again
         assert odd_numbers(3, device=CPU).tolist() == [1, 3, 5]
     assert len(kernels._FAILED) == 1
+
+
+def test_masks_drawn_with_one_thread_are_exact() -> None:
+    # torch 2.13's inductor built this kernel wrong with one thread (NaN losses with LoRA dropout on a
+    # one-thread run); whatever the compiler does, the masks must be the eager ops' masks.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the wrong kernel is reported, then set aside
+            for count in (100, 4099, 146_448):
+                words = _mask_words(torch.empty(count, dtype=torch.int64), 99, 819, device=CPU)
+                eager = _mask_words.__wrapped__(torch.empty(count, dtype=torch.int64), 99, 819, device=CPU)  # type: ignore[attr-defined]
+                assert torch.equal(words, eager)
+            keep = keep_mask((4, 1000), 819, 5, torch.bfloat16, CPU)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(keep.float().unique().tolist()) == {0.0, 2.0}
+    assert abs(float((keep == 0).float().mean()) - 0.05) < 0.02
