@@ -40,7 +40,9 @@ def _train(url: str, run_id: str) -> int:
     registry = Registry(url).connect()
     registry.record_event(run_id, "created", "created", {"config": {"model": "tiny"}}, "2026-01-01T00:00:00")
     for step in range(ROWS):
-        registry.record_event(run_id, "metrics", f"step {step}", {"train_loss": 1.0 / (step + 1)}, "2026-01-01")
+        registry.record_event(
+            run_id, "metrics", f"step {step}", {"train_loss": 1.0 / (step + 1)}, "2026-01-01"
+        )
     return ROWS + 1
 
 
