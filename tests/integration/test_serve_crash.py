@@ -42,7 +42,9 @@ def _start(model: Path, url: str, home: Path) -> tuple[subprocess.Popen[bytes], 
     raise AssertionError("the server did not start")
 
 
-def test_sigkill_under_load_loses_no_acknowledged_row(tiny_model_dir: Path, database_url: str, tmp_path: Path) -> None:
+def test_sigkill_under_load_loses_no_acknowledged_row(
+    tiny_model_dir: Path, database_url: str, tmp_path: Path
+) -> None:
     Registry(database_url).connect()
     process, base = _start(tiny_model_dir, database_url, tmp_path)
     responses: list[str] = []  # ids of responses a client received
