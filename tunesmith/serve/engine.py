@@ -266,8 +266,9 @@ class GenerationEngine:
                     self.adapters.ensure(job.adapter, job.adapter_path, pinned)
                 except ValueError as error:  # a bad adapter fails its own requests, not the batch
                     logger.warning("cannot load adapter %s: %s", job.adapter, error)
-                    # the reason, with the server's path to the adapter replaced by its name
+                    # the reason, with the server's paths (the adapter's, the base's) replaced by names
                     reason = str(error).replace(str(job.adapter_path), job.adapter)
+                    reason = reason.replace(self.adapters.base_path, "the served base model")
                     failed[job.adapter] = AdapterLoadError(
                         f"adapter {job.adapter} cannot be served: {reason}"
                     )
