@@ -76,14 +76,16 @@ def prepare(model: str, home: Path) -> tuple[str, dict[str, str]]:
     return url, keys
 
 
-def start_server(model: str, url: str, home: Path, clients: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model: str, url: str, home: Path, clients: int, threads: int | None
+) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     per_tenant = -(-clients // len(TENANTS))  # a well-behaved tenant never hits its own limit
     command = [sys.executable, "-m", "tunesmith", "serve", "--model", model, "--port", str(port),
                "--max-batch-size", "16", "--max-loaded-adapters", "2", "--max-queued", "256",
-               "--tenant-max-concurrent", str(per_tenant)]  # fmt: skip
+               "--tenant-max-concurrent", str(per_tenant), *(["--threads", str(threads)] if threads else [])]  # fmt: skip
     env = {**os.environ, "TUNESMITH_DATABASE_URL": url, "TUNESMITH_HOME": str(home)}
     log = (home / "server.log").open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -283,13 +285,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=12)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="The server's torch threads (1 on a busy CPU)."
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         model = args.model or str(build_tiny_model(home / "tiny-model"))
         url, keys = prepare(model, home)
-        process, base = start_server(model, url, home, args.clients)
+        process, base = start_server(model, url, home, args.clients, args.threads)
         try:
             figures = asyncio.run(run(base, keys, process.pid, args))
         finally:
