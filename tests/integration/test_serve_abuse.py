@@ -240,7 +240,7 @@ def test_internal_failures_reach_the_client_only_as_a_request_id(
 
     def locked(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError(
-            "SELECT secret FROM api_keys WHERE key_hash = ?", {"key_hash": "abc"}, Exception()
+            "SELECT secret FROM api_keys WHERE key_hash = ?", {"key_hash": "k3y-h4sh-s3cr3t"}, Exception()
         )
 
     monkeypatch.setattr(server.store, "find_adapter", locked)
