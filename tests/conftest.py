@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -113,3 +114,26 @@ def start_uvicorn(app: Any, host: str, port: int) -> tuple[uvicorn.Server, threa
 def write_jsonl(path: Path, rows: list[object]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Any:
+    """A throwaway PostgreSQL server for the session (skipped only where its binaries are absent)."""
+    from tests.postgres import INSTALL_HINT, postgres_bin, postgres_server
+
+    if postgres_bin() is None:
+        if os.environ.get("TUNESMITH_REQUIRE_POSTGRES"):  # CI (.ci/run) must run these tests
+            pytest.fail(INSTALL_HINT)
+        pytest.skip(INSTALL_HINT)
+    with postgres_server(free_port()) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty registry database: SQLite in tmp_path, or a new database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    from tests.postgres import create_database
+
+    return create_database(request.getfixturevalue("postgres_server_url"))

@@ -60,6 +60,9 @@ class Precision(StrEnum):
     fp32 = "fp32"
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # where a server without auth may listen
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -273,7 +276,37 @@ class ServeSpec(_Spec):
     max_tokens_limit: int = Field(1024, gt=0, description="Largest `max_tokens` a request may ask for.")
     default_max_tokens: int = Field(256, gt=0, description="`max_tokens` when a request leaves it out.")
     max_request_bytes: int = Field(1_000_000, gt=0, description="Largest request body accepted.")
-    max_n: int = Field(8, gt=0, description="Largest `n` (choices per request).")
+    max_n: int = Field(
+        8, gt=0, description="Most choices per request (`n`, times the prompts of a completion)."
+    )
+    max_queued: int = Field(
+        256,
+        gt=0,
+        description="Most generations waiting for a batch row; beyond it requests get a 503 with Retry-After.",
+    )
+    max_queue_wait_s: float = Field(
+        60.0, gt=0, description="Seconds a generation may wait for a batch row before its request gets a 503."
+    )
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds a request may take in all; then it is cancelled with a 503."
+    )
+    tenant_max_concurrent: int | None = Field(
+        None, gt=0, description="Requests one tenant may have in flight (more get a 429); None: no limit."
+    )
+    tenant_tokens_per_minute: int | None = Field(
+        None,
+        gt=0,
+        description="Prompt plus `max_tokens` tokens one tenant may reserve per minute (more get a 429 with "
+        "Retry-After); None: no limit.",
+    )
+    auth_failures_per_minute: int = Field(
+        20, gt=0, description="Failed API keys one client address may send per minute before it gets 429s."
+    )
+    health_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="`/health` reports 503 once the worker has had work this long without progress.",
+    )
     log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
     threads: int | None = Field(
         None,
@@ -281,6 +314,15 @@ class ServeSpec(_Spec):
         description="CPU threads for torch (default: one per core). On a busy, shared CPU, 1 avoids threads "
         "waiting on each other (benchmarks/RESULTS.md).",
     )
+
+    @model_validator(mode="after")
+    def _check_open_only_on_loopback(self) -> ServeSpec:
+        if not self.auth and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"auth: off (--no-auth) lets anyone who can reach the port call; only with host on this "
+                f"machine ({', '.join(sorted(LOOPBACK_HOSTS))}), not host {self.host}"
+            )
+        return self
 
 
 class PrepareSpec(_Spec):

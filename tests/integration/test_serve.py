@@ -280,7 +280,7 @@ def test_client_disconnect_mid_stream_frees_its_slot(server: Server) -> None:
         time.sleep(0.05)
     health = http.get("/health").json()
     assert health["running"] == 0 and health["queued"] == 0
-    metrics = http.get("/metrics").text
+    metrics = server.http("admin").get("/metrics").text
     assert 'tunesmith_requests_total{endpoint="chat",status="200",variant="voice@1"}' in metrics
     assert 'tunesmith_requests_total{endpoint="chat",status="499",variant="voice@1"} 1.0' in metrics
     assert (

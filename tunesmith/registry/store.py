@@ -1,7 +1,8 @@
 """The registry store: record and query datasets, runs, events, adapters and evaluations. No torch.
 
 Owns: sessions and the queries the CLI needs, and the listener that mirrors a run's events into the
-database as they happen. Does not own: the schema (see `models`) or the run folder.
+database as they happen. Does not own: the schema (see `models`), the connection and migrations
+(see `database`) or the run folder.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.config import ConfigError, tunesmith_home
-from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base` for create_all)
+from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base`)
+from tunesmith.registry.database import create_registry_engine, migrate
 from tunesmith.registry.models import (
     AdapterRecord,
-    Base,
     DatasetRecord,
     EvaluationRecord,
     RunEventRecord,
@@ -31,18 +32,17 @@ _STATUS_EVENTS = {"created", "validating_data", "running", "succeeded", "failed"
 
 
 class Registry:
-    """A registry database: SQLite by default, any SQLAlchemy URL otherwise."""
+    """A registry database: SQLite by default, PostgreSQL (or another SQLAlchemy URL) otherwise."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     def connect(self) -> Registry:
-        """Create the database and tables if missing; returns self."""
+        """Create the database if missing and migrate it to the newest schema; returns self."""
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self._engine: Engine = create_engine(self.url)
-        Base.metadata.create_all(self._engine)
-        _add_missing_columns(self._engine)
+        self._engine: Engine = create_registry_engine(self.url)
+        migrate(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         return self
 
@@ -240,27 +240,6 @@ class Registry:
             session.add(record)
             session.flush()
             return record.id
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring a registry written by an older tunesmith up to date: add the nullable columns it lacks.
-
-    The schema only ever grows by nullable columns and new tables (create_all adds those), so this
-    additive step is the whole migration; a non-nullable column missing from an old table is a bug here.
-    """
-    existing = inspect(engine)
-    with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            present = {column["name"] for column in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                if not column.nullable:
-                    raise ConfigError(
-                        f"registry {engine.url}: table {table.name} lacks required column {column.name}"
-                    )
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _run_dict(run: RunRecord) -> dict[str, Any]:

@@ -107,6 +107,13 @@ def verify_adapter(adapter_dir: Path, base_path: str, shapes: dict[str, tuple[in
                     f"{adapter_dir}: '{key}' has size {actual} where the base model's '{module_name}' "
                     f"has {expected} (trained on a different model)"
                 )
+            if key.endswith("lora_A.weight"):  # A (r, in) and B (out, r) must share the rank r
+                b_shape = weights.get_slice(key.replace(".lora_A.", ".lora_B.")).get_shape()
+                if len(shape) != 2 or len(b_shape) != 2 or shape[0] != b_shape[1]:
+                    raise AdapterMismatchError(
+                        f"{adapter_dir}: '{key}' has shape {list(shape)} and its B {list(b_shape)}: the "
+                        "ranks differ (a damaged adapter)"
+                    )
 
 
 class AdapterCache:

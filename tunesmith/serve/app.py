@@ -1,9 +1,10 @@
 """The serving composition root: `create_app(spec)` builds the app, `run_server(spec)` serves it.
 
 Owns: loading the base model and tokenizer once, registering and verifying the adapters named at
-start (a mismatch stops the start with the reason), wiring engine, store, service and routes, the
-request-size limit, and the lifespan (start the worker; on shutdown finish in-flight requests).
-Does not own: any request logic.
+start (a mismatch stops the start with the reason), wiring engine, store, service, limits and
+routes, the request-size limit, request ids, the Host check of a server without auth (so a web page
+cannot reach it through DNS rebinding), API docs only without auth, and the lifespan (start the
+worker; on shutdown finish in-flight requests). Does not own: any request logic.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tunesmith.config import ServeSpec, default_database_url
+from tunesmith.config import LOOPBACK_HOSTS, ServeSpec, default_database_url
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -29,7 +31,8 @@ from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.adapters import AdapterCache
 from tunesmith.serve.engine import GenerationEngine
-from tunesmith.serve.errors import APIError, error_response, install_error_handlers
+from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
+from tunesmith.serve.limits import AuthFailureLimit, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.routes import admin, feedback, openai, ops
 from tunesmith.serve.service import ServingService
@@ -67,10 +70,14 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         max_batch_size=spec.max_batch_size,
         max_wait_s=spec.max_wait_ms / 1000,
         metrics=metrics,
+        max_queued=spec.max_queued,
+        max_queue_wait_s=spec.max_queue_wait_s,
     )
+    limits = TenantLimits(spec.tenant_max_concurrent, spec.tenant_tokens_per_minute)
     service = ServingService(
         engine, store, tokenizer, metrics, context_length=context_length, max_tokens_limit=spec.max_tokens_limit,
         default_max_tokens=spec.default_max_tokens, max_n=spec.max_n, log_requests=spec.log_requests,
+        limits=limits, request_timeout_s=spec.request_timeout_s,
     )  # fmt: skip
 
     @asynccontextmanager
@@ -79,8 +86,15 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         yield
         engine.close()  # uvicorn has let in-flight responses finish; this drains anything still queued
 
-    app = FastAPI(title="tunesmith", summary="OpenAI-compatible multi-LoRA server", lifespan=lifespan)
+    app = FastAPI(
+        title="tunesmith", summary="OpenAI-compatible multi-LoRA server", lifespan=lifespan,
+        # with auth on, the API docs would be the one page open to anyone: served only without auth
+        docs_url=None if spec.auth else "/docs", redoc_url=None if spec.auth else "/redoc",
+        openapi_url=None if spec.auth else "/openapi.json",
+    )  # fmt: skip
     app.state.auth = spec.auth
+    app.state.auth_failures = AuthFailureLimit(spec.auth_failures_per_minute, window_s=60)
+    app.state.health_stall_s = spec.health_stall_s
     app.state.store = store
     app.state.service = service
     app.state.metrics = metrics
@@ -88,6 +102,9 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     for router in (openai.router, feedback.router, admin.router, ops.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=spec.max_request_bytes)
+    if not spec.auth:  # open only to this machine: refuse other Host names (DNS rebinding)
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, "[::1]"])
+    app.add_middleware(RequestId)  # outermost: every response, refusals included, carries an id
     return app
 
 

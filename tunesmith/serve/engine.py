@@ -1,12 +1,16 @@
 """The generation engine: one worker thread owns the model and decodes dynamic batches.
 
-Owns: the queue of generation jobs; continuous batching (a batch starts with up to `max_batch_size`
+Owns: the bounded queue of generation jobs (full: `EngineBusyError`; a job queued too long fails with
+`QueueTimeoutError`); continuous batching (a batch starts with up to `max_batch_size`
 jobs, the first waiting at most `max_wait_s` for company, and queued jobs join free rows at every
 decode step, their KV cache merged in left-padded); at most as many distinct adapters per batch as
-the adapter cache holds; a hand decode loop with a KV cache over a mixed-adapter batch (each row
+the adapter cache holds, taken in arrival order with no overtaking across that limit (so a job for
+an adapter that is not loaded waits only until one in use drains, never forever); a hand decode loop with a KV cache over a mixed-adapter batch (each row
 through its adapter's slot of the stacked LoRA layers, see `lora`); per-row sampling and stop
-strings; streaming text deltas to each job's sink; dropping finished or cancelled rows; draining on
-close. Does not own: the job and batch state (see
+strings; streaming text deltas to each job's sink; dropping finished or cancelled rows (and the left
+padding no row needs, so memory follows the live rows); failing one job alone for its own fault (its
+adapter, its seed, its row's sampling) and every live job only when the batch itself fails; a
+heartbeat for health checks; draining on close. Does not own: the job and batch state (see
 `jobs`), HTTP, tokenizing prompts, auth, or which adapter a request maps to (see `service`).
 """
 
@@ -24,15 +28,27 @@ import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from tunesmith.serve.adapters import AdapterCache
-from tunesmith.serve.jobs import Batch, GenerationJob, JobEvent, Row
+from tunesmith.serve.jobs import (
+    AdapterLoadError,
+    Batch,
+    GenerationJob,
+    JobEvent,
+    QueueTimeoutError,
+    Row,
+    RowError,
+)
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.sampling import sample_next
+from tunesmith.serve.sampling import SamplingError, sample_next
 
 logger = logging.getLogger(__name__)
 
 
 class EngineClosedError(RuntimeError):
     """The engine is shutting down and takes no new jobs."""
+
+
+class EngineBusyError(RuntimeError):
+    """The queue is full; try again later."""
 
 
 class GenerationEngine:
@@ -46,12 +62,18 @@ class GenerationEngine:
         max_batch_size: int,
         max_wait_s: float,
         metrics: ServeMetrics,
+        max_queued: int = 1024,
+        max_queue_wait_s: float | None = None,
     ) -> None:
         self.adapters = adapters
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.metrics = metrics
+        self.max_queued = max_queued
+        self.max_queue_wait_s = max_queue_wait_s
+        self.columns = 0  # key positions per row of the batch decoding now (0: none)
+        self.heartbeat = time.monotonic()  # the worker's last sign of progress
         eos = adapters.model.generation_config.eos_token_id
         self.eos = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self._pending: deque[GenerationJob] = deque()
@@ -60,6 +82,7 @@ class GenerationEngine:
         self._closing = False
         self._running = 0
         self._live: list[GenerationJob] = []  # jobs with a row in the current batch (to fail on a crash)
+        self._busy = False  # running a control call
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ any thread
@@ -69,12 +92,28 @@ class GenerationEngine:
         self._thread.start()
 
     def submit(self, job: GenerationJob) -> None:
+        self.submit_all([job])
+
+    def submit_all(self, jobs: list[GenerationJob]) -> None:
+        """Queue all of `jobs` or none: EngineBusyError if they would overfill the queue."""
         with self._cond:
             if self._closing:
                 raise EngineClosedError("the server is shutting down")
-            self._pending.append(job)
+            if len(self._pending) + len(jobs) > self.max_queued:
+                raise EngineBusyError(f"the server is busy ({len(self._pending)} generations queued)")
+            self._pending.extend(jobs)
             self.metrics.queued.set(len(self._pending))
             self._cond.notify()
+
+    def stalled_for(self) -> float:
+        """Seconds the worker has had work (or been in a call) without progress: 0 when idle, inf if dead."""
+        if self._thread is None:
+            return 0.0
+        if not self._thread.is_alive():
+            return float("inf") if not self._closing else 0.0
+        if not self._running and not self._pending and not self._busy:
+            return 0.0
+        return time.monotonic() - self.heartbeat
 
     def call(self, function: Callable[[], Any]) -> Future[Any]:
         """Run `function` on the worker thread between batches (it owns the model)."""
@@ -105,29 +144,37 @@ class GenerationEngine:
     def _work(self) -> None:
         while True:
             batch, control = self._next_work()
+            self.heartbeat = time.monotonic()
             if control is not None:
                 function, future = control
+                self._busy = True
                 try:
                     future.set_result(function())
                 except Exception as error:  # the caller gets it from the future
                     future.set_exception(error)
+                finally:
+                    self._busy = False
+                    self.heartbeat = time.monotonic()
                 continue
             if batch is None:
                 return
             try:
                 self._serve(batch)
-            except Exception as error:
-                logger.exception("decoding failed")
-                for job in [*batch, *self._live]:
+            except Exception as error:  # the batch itself failed (e.g. out of memory): its jobs fail
+                failed = list(dict.fromkeys([*batch, *self._live]))
+                logger.exception("decoding failed; requests %s", ", ".join(job.request_id for job in failed))
+                for job in failed:
                     job.sink(JobEvent("error", error=error))
             with self._cond:
                 self._running = 0
                 self._live = []
+                self.columns = 0
 
     def _next_work(self) -> tuple[list[GenerationJob] | None, tuple[Callable[[], Any], Future[Any]] | None]:
         with self._cond:
             while not self._pending and not self._controls and not self._closing:
-                self._cond.wait()
+                self.heartbeat = time.monotonic()
+                self._cond.wait(1.0)
             if self._controls:
                 return None, self._controls.popleft()
             if not self._pending:
@@ -142,24 +189,40 @@ class GenerationEngine:
 
     def _take_jobs(self, limit: int, adapters: set[str]) -> list[GenerationJob]:
         """Up to `limit` queued jobs in FIFO order, keeping the distinct adapters (with `adapters`, those
-        already decoding) within what the adapter cache holds. Call with the lock held."""
+        already decoding) within what the adapter cache holds. Call with the lock held.
+
+        At the first job whose adapter does not fit, taking stops: jobs behind it do not overtake it,
+        so the adapters in use drain and its adapter gets a slot (fair, if less packed, batches).
+        Jobs queued longer than `max_queue_wait_s` fail with `QueueTimeoutError`.
+        """
+        self._expire_queued()
         taken: list[GenerationJob] = []
         adapters = set(adapters)
-        skipped: list[GenerationJob] = []
         while self._pending and len(taken) < limit:
-            job = self._pending.popleft()
+            job = self._pending[0]
             if job.cancelled:
+                self._pending.popleft()
                 job.sink(JobEvent("done", finish_reason="cancelled"))
                 continue
             if job.adapter is not None and job.adapter not in adapters:
                 if len(adapters) >= self.adapters.capacity:
-                    skipped.append(job)
-                    continue
+                    break
                 adapters.add(job.adapter)
-            taken.append(job)
-        self._pending.extendleft(reversed(skipped))
+            taken.append(self._pending.popleft())
         self.metrics.queued.set(len(self._pending))
         return taken
+
+    def _expire_queued(self) -> None:
+        if self.max_queue_wait_s is None:
+            return
+        oldest = time.monotonic() - self.max_queue_wait_s
+        expired = [job for job in self._pending if job.enqueued_at < oldest]
+        if not expired:
+            return
+        self._pending = deque(job for job in self._pending if job.enqueued_at >= oldest)
+        self.metrics.limits_hit.labels("queue_timeout").inc(len(expired))
+        for job in expired:
+            job.sink(JobEvent("error", error=QueueTimeoutError("the request waited too long in the queue")))
 
     def _serve(self, jobs: list[GenerationJob]) -> None:
         """Decode `jobs`, letting queued jobs join free rows at every step, until no row is left.
@@ -184,6 +247,8 @@ class GenerationEngine:
                 return
             self._live = [row.job for row in batch.rows]
             self._running = len(batch.rows)
+            self.columns = batch.columns + 1
+            self.heartbeat = time.monotonic()
             batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=-1)
             batch.position = batch.position + 1
             logits = self._forward(batch.rows, batch.next_ids, batch.mask, batch.position, batch.cache)
@@ -199,9 +264,17 @@ class GenerationEngine:
                 assert job.adapter_path is not None
                 try:
                     self.adapters.ensure(job.adapter, job.adapter_path, pinned)
-                except Exception as error:  # a bad adapter fails its own requests, not the batch
+                except ValueError as error:  # a bad adapter fails its own requests, not the batch
                     logger.warning("cannot load adapter %s: %s", job.adapter, error)
-                    failed[job.adapter] = error
+                    # the reason, with the server's paths (the adapter's, the base's) replaced by names
+                    reason = str(error).replace(str(job.adapter_path), job.adapter)
+                    reason = reason.replace(self.adapters.base_path, "the served base model")
+                    failed[job.adapter] = AdapterLoadError(
+                        f"adapter {job.adapter} cannot be served: {reason}"
+                    )
+                except Exception:
+                    logger.exception("cannot load adapter %s (request %s)", job.adapter, job.request_id)
+                    failed[job.adapter] = AdapterLoadError(f"adapter {job.adapter} could not be loaded")
             if job.adapter in failed:
                 job.sink(JobEvent("error", error=failed[job.adapter]))
             else:
@@ -212,10 +285,18 @@ class GenerationEngine:
     @torch.inference_mode()
     def _prefill(self, jobs: list[GenerationJob]) -> Batch | None:
         """Run the prompts of `jobs` (left-padded) and sample their first tokens; None without jobs."""
+        device = next(self.adapters.model.parameters()).device
+        rows = []
+        for job in jobs:
+            try:
+                rows.append(Row(job, self.tokenizer, self.eos, device))
+            except Exception as error:  # e.g. a seed the generator refuses: this job fails alone
+                logger.warning("request %s cannot start: %s", job.request_id, error)
+                job.sink(JobEvent("error", error=RowError(f"the request cannot start: {error}")))
+        jobs = [row.job for row in rows]
         if not jobs:
             return None
         self._live = [*self._live, *jobs]
-        device = next(self.adapters.model.parameters()).device
         width = max(len(job.prompt_ids) for job in jobs)
         ids = torch.full((len(jobs), width), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
         mask = torch.zeros((len(jobs), width), dtype=torch.long)  # (B, T), 0 on the left padding
@@ -224,7 +305,6 @@ class GenerationEngine:
             mask[index, width - len(job.prompt_ids) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         position = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        rows = [Row(job, self.tokenizer, self.eos, device) for job in jobs]
         cache = DynamicCache()
         logits = self._forward(rows, ids, mask, position, cache)
         batch = Batch(rows, cache, mask, position[:, -1:], ids[:, -1:])
@@ -261,8 +341,12 @@ class GenerationEngine:
         for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             if row.job.cancelled:
                 row.job.sink(JobEvent("done", finish_reason="cancelled", completion_tokens=len(row.ids)))
+            elif isinstance(token, SamplingError):  # this row alone fails; the others go on
+                logger.warning("request %s: %s", row.job.request_id, token)
+                row.job.sink(JobEvent("error", error=RowError(str(token))))
             elif row.step(token):
                 keep.append(index)
-        batch.next_ids = torch.tensor(tokens, device=batch.mask.device).view(-1, 1)
+        next_ids = [token if isinstance(token, int) else 0 for token in tokens]
+        batch.next_ids = torch.tensor(next_ids, device=batch.mask.device).view(-1, 1)
         batch.keep(keep)
         self.metrics.observe_step(len(rows), len({row.job.adapter for row in rows}), len(tokens))

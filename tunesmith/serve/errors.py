@@ -1,17 +1,24 @@
 """OpenAI-style errors: `{"error": {"message", "type", "param", "code"}}` with a 4xx/5xx status.
 
 Owns: the `APIError` exception routes raise and the handlers that turn it, validation errors,
-malformed JSON and HTTP errors into that body. Does not own: deciding what is an error.
+malformed JSON and HTTP errors into that body; the request id every response carries
+(`x-request-id`), which a 5xx names instead of its cause (the cause goes to the server log with the
+same id). Error metrics are labelled by route template, never the raw path (an unknown path is
+`unmatched`), so callers cannot create metric series. Does not own: deciding what is an error.
 """
 
 from __future__ import annotations
 
 import logging
+from uuid import uuid4
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +28,10 @@ class APIError(Exception):
 
     def __init__(
         self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-        code: str | None = None,
+        code: str | None = None, headers: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(message)
+        self.headers = headers or {}
         self.status = status
         self.message = message
         self.type = type_
@@ -33,13 +41,28 @@ class APIError(Exception):
 
 def error_response(error: APIError) -> JSONResponse:
     body = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
-    return JSONResponse(body, status_code=error.status)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def request_id(request: Request) -> str:
+    """This request's id (set by `RequestId`), for log lines and 5xx messages."""
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+def internal_error(request_id: str, what: str = "internal error") -> APIError:
+    """A 5xx that names the request id, never the cause (which is in the server log)."""
+    return APIError(
+        500, f"{what}; the server log has the details under request id {request_id}", type_="server_error",
+        code="internal_error",
+    )  # fmt: skip
 
 
 def _counted(request: Request, response: JSONResponse) -> JSONResponse:
     """Count an error response in the app's request metrics (variant `-`: none answered)."""
-    metrics = request.app.state.metrics
-    metrics.requests.labels(request.url.path, "-", str(response.status_code)).inc()
+    route = request.scope.get("route")
+    endpoint = getattr(route, "path", None) or "unmatched"  # a route template, never the raw path
+    request.app.state.metrics.requests.labels(endpoint, "-", str(response.status_code)).inc()
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
     return response
 
 
@@ -72,12 +95,33 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s", request.url.path)
-        return _counted(
-            request, error_response(APIError(500, f"internal error: {error}", type_="server_error"))
-        )
+        rid = request_id(request)
+        logger.error("unhandled error on %s (request id %s)", request.url.path, rid, exc_info=error)
+        return _counted(request, error_response(internal_error(rid)))
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class RequestId:
+    """Give every HTTP request an id (`request.state.request_id`) and send it back in `x-request-id`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != REQUEST_ID_HEADER.encode()]
+                message["headers"] = [*headers, (REQUEST_ID_HEADER.encode(), rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

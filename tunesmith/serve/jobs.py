@@ -1,9 +1,10 @@
 """Generation jobs and the state of a decoding batch. Torch, but no model.
 
-Owns: what a job asks for (`GenerationJob`) and hears back (`JobEvent`); a row's decoded text,
-stop strings and what is safe to stream (`Row`); a batch's KV cache, mask and positions, with
-dropping rows and merging a newly prefilled batch in, left-padded (`Batch`). Does not own: running
-the model or the queue (see `engine`).
+Owns: what a job asks for (`GenerationJob`) and hears back (`JobEvent`), and the errors that fail one
+job alone (`JobError` and its kinds); a row's decoded text, stop strings and what is safe to stream
+(`Row`); a batch's KV cache, mask and positions, with dropping rows, trimming the left padding no row
+needs any more, and merging a newly prefilled batch in, left-padded (`Batch`). Does not own: running
+the model or the queue (see `engine`), or what an error looks like over HTTP (see `service`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,22 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
+
+
+class JobError(RuntimeError):
+    """A failure of one job alone; its message is safe to show the client (no paths, no internals)."""
+
+
+class AdapterLoadError(JobError):
+    """The job's adapter cannot be loaded; the message says why (the adapter named by key, not path)."""
+
+
+class RowError(JobError):
+    """The job's row failed while decoding (e.g. its distribution could not be sampled)."""
+
+
+class QueueTimeoutError(JobError):
+    """The job waited in the queue longer than the server allows."""
 
 
 @dataclass
@@ -44,6 +61,7 @@ class GenerationJob:
     stop: list[str]
     sink: Callable[[JobEvent], None]
     label: str = "base"  # the variant, for metrics
+    request_id: str = "-"  # the HTTP request's id, so the server log can tell which request failed
     cancelled: bool = False  # set by the caller when its client goes away; the row is dropped
     enqueued_at: float = field(default_factory=time.monotonic)
 
@@ -59,6 +77,8 @@ class Row:
         self.eos = eos
         self.ids: list[int] = []
         self.sent = 0  # characters of the decoded text already emitted
+        self.scanned = 0  # characters of the decoded text already searched for stop strings
+        self.longest_stop = max((len(stop) for stop in job.stop), default=0)
         self.generator = None if job.seed is None else torch.Generator(device).manual_seed(job.seed)
 
     def step(self, token: int) -> bool:
@@ -67,10 +87,13 @@ class Row:
             return self._finish(self._text(), "stop")
         self.ids.append(token)
         text = self._text()
-        for stop in self.job.stop:
-            at = text.find(stop)
-            if at >= 0:
-                return self._finish(text[:at], "stop")
+        # only the new text and a stop string's length before it can hold a new match: each token
+        # costs the stop strings' length, not the whole text's
+        start = max(0, self.scanned - self.longest_stop)
+        self.scanned = len(text)
+        matches = [at for at in (text.find(stop, start) for stop in self.job.stop) if at >= 0]
+        if matches:
+            return self._finish(text[: min(matches)], "stop")
         if len(self.ids) >= self.job.max_tokens:
             return self._finish(text, "length")
         safe = len(text) - held_back(text, self.job.stop)
@@ -123,6 +146,28 @@ class Batch:
             self.next_ids[selected],
         )
         self.rows = [self.rows[index] for index in indices]
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the left columns that no row attends to (padding for rows that have left).
+
+        Without this a batch kept alive by staggered requests grows by one column per step forever;
+        with it the cache is as wide as its longest live row.
+        """
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        if start == 0:
+            return
+        for layer in self.cache.layers:
+            assert isinstance(layer, DynamicLayer)
+            assert layer.keys is not None and layer.values is not None
+            layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+        self.mask = self.mask[:, start:]
+
+    @property
+    def columns(self) -> int:
+        """Key positions per row in the cache (the width every decode step attends over)."""
+        return int(self.mask.shape[1])
 
     def merge(self, other: Batch) -> Batch:
         """Both batches' rows in one, their caches and masks left-padded to the same length."""

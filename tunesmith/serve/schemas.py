@@ -11,6 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_STOP_LENGTH = 64  # characters of one stop string: every generated token is checked against them
+MAX_PROMPTS = 64  # prompts in one completion request (each is tokenized, and multiplied by `n`)
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,7 +47,7 @@ class SamplingFields(_Body):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int | None = Field(None, gt=0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="A 64-bit signed integer.")
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -58,6 +61,8 @@ class SamplingFields(_Body):
     def _check_stop(self) -> SamplingFields:
         if len(self.stop_list()) > 4:
             raise ValueError("stop: at most 4 stop sequences")
+        if any(len(stop) > MAX_STOP_LENGTH for stop in self.stop_list()):
+            raise ValueError(f"stop: each stop sequence at most {MAX_STOP_LENGTH} characters")
         return self
 
 
@@ -73,12 +78,16 @@ class ChatCompletionCreate(SamplingFields):
 
 
 class CompletionCreate(SamplingFields):
-    prompt: str | list[str]
+    prompt: str | list[str] = Field(
+        description=f"One prompt or a list of at most {MAX_PROMPTS} (each answered `n` times)."
+    )
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
         if not prompts or any(not prompt for prompt in prompts):
             raise ValueError("prompt: must be a non-empty string or list of non-empty strings")
+        if len(prompts) > MAX_PROMPTS:
+            raise ValueError(f"prompt: at most {MAX_PROMPTS} prompts per request, got {len(prompts)}")
         return prompts
 
 

@@ -2,8 +2,11 @@
 
 Owns: resolving a request's `model` for a caller (`base`, an adapter `name[@version]`, or a
 deployment whose variant is chosen per user), turning messages into prompt tokens with the base
-model's chat template, checking lengths against the limits, submitting the `n` generation jobs and
-collecting their events, and recording the finished request (metrics and the registry log).
+model's chat template (refusing chat special tokens inside message text), checking lengths against
+the limits, admitting the request under its tenant's limits, submitting the generation jobs (a full
+queue is a 503 with `Retry-After`) and collecting their events within the request timeout, turning
+a job's failure into a client-safe error, and recording the finished request (metrics and the
+registry log; a log that cannot be written is counted and logged, never the client's problem).
 Does not own: HTTP shapes (see `routes/`) or decoding (see `engine`).
 """
 
@@ -13,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +32,15 @@ from tunesmith.registry.serving_store import (
     choose_variant,
     parse_model_ref,
 )
-from tunesmith.serve.engine import EngineClosedError, GenerationEngine
-from tunesmith.serve.errors import APIError
-from tunesmith.serve.jobs import GenerationJob, JobEvent
+from tunesmith.serve.engine import EngineBusyError, EngineClosedError, GenerationEngine
+from tunesmith.serve.errors import APIError, internal_error
+from tunesmith.serve.jobs import AdapterLoadError, GenerationJob, JobEvent, QueueTimeoutError, RowError
+from tunesmith.serve.limits import LimitError, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import ChatMessage, ModelPublic, SamplingFields
 
 request_logger = logging.getLogger("tunesmith.serve.requests")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,36 +60,79 @@ class Generation:
     prompt_tokens: int
     jobs: list[GenerationJob]
     queue: asyncio.Queue[tuple[int, JobEvent]]
+    request_id: str
+    deadline: float  # monotonic time by which the last event must have come
+    release: Callable[[int], None]  # frees the tenant's slot; takes the tokens used
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     outputs: list[str] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     completion_tokens: int = 0
 
+    released: bool = False
+
     def cancel(self) -> None:
         for job in self.jobs:
             job.cancelled = True
 
+    def close(self) -> None:
+        """Cancel what is left and free the tenant's slot (once; safe to call again)."""
+        self.cancel()
+        if not self.released:
+            self.released = True
+            self.release(self.prompt_tokens + self.completion_tokens)
+
     async def events(self) -> AsyncIterator[tuple[int, JobEvent]]:
-        """Events until every job is done; raises APIError if a job failed."""
+        """Events until every job is done; raises APIError if a job failed or time ran out."""
         self.outputs = [""] * len(self.jobs)
         self.finish_reasons = [""] * len(self.jobs)
         remaining = len(self.jobs)
-        while remaining:
-            index, event = await self.queue.get()
-            if event.kind == "error":
-                self.cancel()
-                assert event.error is not None
-                raise APIError(400, str(event.error), code="adapter_unavailable") from event.error
-            if self.first_token_at is None:
-                self.first_token_at = time.monotonic()
-            if event.kind == "done":
-                remaining -= 1
-                self.finish_reasons[index] = event.finish_reason or "stop"
-                self.completion_tokens += event.completion_tokens
-            else:
-                self.outputs[index] += event.text
-            yield index, event
+        try:
+            while remaining:
+                try:
+                    async with asyncio.timeout(self.deadline - time.monotonic()):
+                        index, event = await self.queue.get()
+                except TimeoutError:
+                    raise APIError(
+                        503, "the request took longer than this server allows; try again later",
+                        type_="server_error", code="request_timeout", headers={"Retry-After": "5"},
+                    ) from None  # fmt: skip
+                if event.kind == "error":
+                    assert event.error is not None
+                    raise _job_error(event.error, self.request_id) from None
+                remaining -= self._take(index, event)
+                yield index, event
+        finally:
+            self.close()
+
+    def _take(self, index: int, event: JobEvent) -> int:
+        """Record an event; 1 if it ended its job."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        if event.kind == "done":
+            self.finish_reasons[index] = event.finish_reason or "stop"
+            self.completion_tokens += event.completion_tokens
+            return 1
+        self.outputs[index] += event.text
+        return 0
+
+
+def _job_error(error: Exception, request_id: str) -> APIError:
+    """What the client hears of a failed job: its own fault named, anything else only by request id."""
+    if isinstance(error, AdapterLoadError):
+        return APIError(400, str(error), param="model", code="adapter_unavailable")
+    if isinstance(error, QueueTimeoutError):
+        return APIError(
+            503, "the server is busy: the request waited too long for a free row; try again later",
+            type_="server_error", code="queue_timeout", headers={"Retry-After": "5"},
+        )  # fmt: skip
+    logger.error("request %s failed: %s", request_id, error, exc_info=error)
+    if isinstance(error, RowError):  # this request's row alone failed
+        return internal_error(request_id, "the generation failed")
+    return APIError(  # the batch failed (e.g. out of memory): every request in it, none's fault
+        503, f"the generation engine failed; try again later (request id {request_id})", type_="server_error",
+        code="engine_error", headers={"Retry-After": "5"},
+    )  # fmt: skip
 
 
 class ServingService:
@@ -102,6 +150,8 @@ class ServingService:
         default_max_tokens: int,
         max_n: int,
         log_requests: bool,
+        limits: TenantLimits,
+        request_timeout_s: float,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -112,6 +162,11 @@ class ServingService:
         self.default_max_tokens = default_max_tokens
         self.max_n = max_n
         self.log_requests = log_requests
+        self.limits = limits
+        self.request_timeout_s = request_timeout_s
+        self.special_tokens = sorted(
+            {*tokenizer.all_special_tokens, *(str(t) for t in tokenizer.added_tokens_decoder.values())}
+        )
 
     # ------------------------------------------------------------------ what answers
 
@@ -158,6 +213,19 @@ class ServingService:
     # ------------------------------------------------------------------ prompts and limits
 
     def chat_prompt(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt tokens of `messages`; a 400 if a message's text holds a special token.
+
+        The rendered prompt is tokenized with special-token parsing (the template's own markers must
+        become their tokens), so `<|im_start|>system` inside a user's text would forge a turn.
+        """
+        for index, message in enumerate(messages):
+            text = message.text()
+            for token in self.special_tokens:
+                if token and token in text:
+                    raise APIError(
+                        400, f"messages[{index}].content: holds the special token {token!r}, which only the "
+                        "chat template may write", param=f"messages.{index}.content", code="special_token",
+                    )  # fmt: skip
         rendered = self.tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.text()} for m in messages],
             tokenize=False,
@@ -168,10 +236,19 @@ class ServingService:
     def text_prompt(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
 
-    def max_tokens(self, body: SamplingFields, requested: int | None, prompt_tokens: int) -> int:
+    def check_choices(self, n: int, prompts: int) -> None:
+        """A 400 unless `prompts × n` choices fit the per-request limit (check before tokenizing)."""
+        if n * prompts > self.max_n:
+            raise APIError(
+                400, f"n: at most {self.max_n} choices per request (prompts × n), got {prompts} × {n}",
+                param="n",
+            )  # fmt: skip
+
+    def max_tokens(
+        self, body: SamplingFields, requested: int | None, prompt_tokens: int, prompts: int = 1
+    ) -> int:
         """The completion budget, or a 400 naming the limit broken."""
-        if body.n > self.max_n:
-            raise APIError(400, f"n: at most {self.max_n} choices per request, got {body.n}", param="n")
+        self.check_choices(body.n, prompts)
         if requested is not None and requested > self.max_tokens_limit:
             raise APIError(
                 400, f"max_tokens: {requested} is over this server's limit of {self.max_tokens_limit}",
@@ -190,9 +267,39 @@ class ServingService:
     # ------------------------------------------------------------------ running
 
     def start(
-        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int
-    ) -> Generation:
-        """Queue `n` jobs per prompt; choice `p * n + i` is prompt p's i-th, with seed `seed + i`."""
+        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, *,
+        tenant: str | None, request_id: str,
+    ) -> Generation:  # fmt: skip
+        """Queue `n` jobs per prompt; choice `p * n + i` is prompt p's i-th, with seed `seed + i`.
+
+        The tenant's limits admit the request first (a 429 with `Retry-After` if not); a full queue
+        is a 503 with `Retry-After`.
+        """
+        prompt_tokens = sum(len(prompt) for prompt in prompts)
+        reserved = prompt_tokens + len(prompts) * body.n * max_tokens
+        tenant_key = tenant or "-"
+        try:
+            self.limits.admit(tenant_key, reserved)
+        except LimitError as error:
+            self.metrics.limits_hit.labels(error.limit).inc()
+            raise APIError(
+                429, error.message, type_="rate_limit_error", code="rate_limit_exceeded",
+                headers={"Retry-After": str(error.retry_after)},
+            ) from None  # fmt: skip
+
+        def release(used: int) -> None:
+            self.limits.release(tenant_key, reserved - used)
+
+        try:
+            return self._submit(target, prompts, body, max_tokens, request_id, release)
+        except BaseException:
+            release(0)
+            raise
+
+    def _submit(
+        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, request_id: str,
+        release: Callable[[int], None],
+    ) -> Generation:  # fmt: skip
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
         jobs = []
@@ -214,14 +321,23 @@ class ServingService:
                     stop=body.stop_list(),
                     sink=sink,
                     label=target.variant,
+                    request_id=request_id,
                 )
             )
         try:
-            for job in jobs:
-                self.engine.submit(job)
+            self.engine.submit_all(jobs)
         except EngineClosedError as error:
             raise APIError(503, str(error), type_="server_error", code="shutting_down") from error
-        return Generation(target, sum(len(prompt) for prompt in prompts), jobs, queue)
+        except EngineBusyError as error:
+            self.metrics.limits_hit.labels("queue_full").inc()
+            raise APIError(
+                503, f"{error}; try again later", type_="server_error", code="server_busy",
+                headers={"Retry-After": "2"},
+            ) from None  # fmt: skip
+        deadline = time.monotonic() + self.request_timeout_s
+        return Generation(
+            target, sum(len(prompt) for prompt in prompts), jobs, queue, request_id, deadline, release
+        )
 
     async def finish(
         self, generation: Generation, *, response_id: str, endpoint: str, caller: Caller, requested_model: str,
@@ -248,8 +364,13 @@ class ServingService:
             "latency_ms": latency * 1000, "ttft_ms": None if ttft is None else ttft * 1000,
         }  # fmt: skip
         request_logger.info(json.dumps({"event": "request", **fields}))
-        if self.log_requests:
+        if not self.log_requests:
+            return
+        try:
             await run_in_threadpool(
                 self.store.log_request, prompt=prompt, outputs=generation.outputs,
                 finish_reasons=generation.finish_reasons, **fields,
             )  # fmt: skip
+        except Exception:  # the client has its answer; a locked or broken registry must not take it away
+            self.metrics.request_log_failures.inc()
+            logger.exception("could not log response %s (request id %s)", response_id, generation.request_id)

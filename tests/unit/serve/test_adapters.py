@@ -86,3 +86,20 @@ def test_cache_keeps_at_most_capacity_evicting_least_recent_but_not_pinned(
     assert not any(isinstance(module, StackedLoRALinear) for module in cache.model.modules())  # the bare base
     cache.ensure("a@1", adapter_dirs[0], pinned=set())  # and loadable again
     assert cache.loaded == ["a@1"]
+
+
+def test_adapter_with_mismatched_ranks_is_refused_before_it_touches_the_cache(
+    tiny_model_dir: Path, adapter_dirs: list[Path], tmp_path: Path
+) -> None:
+    broken = shutil.copytree(adapter_dirs[1], tmp_path / "broken")
+    tensors = load_file(broken / "adapter_model.safetensors")
+    key = next(k for k in tensors if k.endswith("lora_A.weight"))
+    tensors[key] = tensors[key][:-1].contiguous()  # rank 3 where its B has rank 4
+    save_file(tensors, broken / "adapter_model.safetensors")
+    cache = AdapterCache(_bare_model(tiny_model_dir), str(tiny_model_dir), capacity=1)
+    cache.ensure("good@1", adapter_dirs[0], pinned=set())
+    size = cache.memory_bytes()
+    for _ in range(3):
+        with pytest.raises(AdapterMismatchError, match="ranks differ"):
+            cache.ensure("broken@1", broken, pinned=set())
+    assert cache.loaded == ["good@1"] and cache.memory_bytes() == size  # nothing evicted, nothing grown

@@ -24,6 +24,7 @@ class Collector:
         self.tokens = 0
         self.cancel_after = cancel_after
         self.job: GenerationJob | None = None
+        self.error: Exception | None = None
 
     def __call__(self, event: JobEvent) -> None:
         if event.kind == "delta":
@@ -33,6 +34,7 @@ class Collector:
                 self.job.cancelled = True
         else:
             self.finish_reason, self.tokens = event.finish_reason, event.completion_tokens
+            self.error = event.error
             self.done.set()
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.serve.deps import CallerDep, ServiceDep
-from tunesmith.serve.errors import APIError
+from tunesmith.serve.errors import APIError, request_id
 from tunesmith.serve.jobs import JobEvent
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import (
@@ -49,10 +49,12 @@ async def create_chat_completion(
     body: ChatCompletionCreate, request: Request, caller: CallerDep, service: ServiceDep
 ) -> Response:
     target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
-    prompt_ids = service.chat_prompt(body.messages)
+    prompt_ids = await run_in_threadpool(service.chat_prompt, body.messages)  # off the event loop
     max_tokens = service.max_tokens(body, body.max_completion_tokens or body.max_tokens, len(prompt_ids))
     prompt = {"messages": [message.model_dump(exclude_none=True) for message in body.messages]}
-    return await _respond(request, service.start(target, [prompt_ids], body, max_tokens), body, "chat", prompt,
+    generation = service.start(target, [prompt_ids], body, max_tokens, tenant=caller.tenant,
+                               request_id=request_id(request))  # fmt: skip
+    return await _respond(request, generation, body, "chat", prompt,
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
 
 
@@ -65,10 +67,12 @@ async def create_completion(
     except ValueError as error:
         raise APIError(400, str(error), param="prompt") from error
     target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
-    prompt_ids = [service.text_prompt(prompt) for prompt in prompts]
-    max_tokens = service.max_tokens(body, body.max_tokens, max(len(ids) for ids in prompt_ids))
-    return await _respond(request, service.start(target, prompt_ids, body, max_tokens), body, "completion",
-                          {"prompt": prompts},
+    service.check_choices(body.n, len(prompts))  # before tokenizing anything
+    prompt_ids = await run_in_threadpool(lambda: [service.text_prompt(prompt) for prompt in prompts])
+    max_tokens = service.max_tokens(body, body.max_tokens, max(len(ids) for ids in prompt_ids), len(prompts))
+    generation = service.start(target, prompt_ids, body, max_tokens, tenant=caller.tenant,
+                               request_id=request_id(request))  # fmt: skip
+    return await _respond(request, generation, body, "completion", {"prompt": prompts},
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
 
 
@@ -84,7 +88,7 @@ async def _respond(
         try:  # wait for the first event so a failure (e.g. an adapter that does not fit) is still a 4xx
             first = await anext(events)
         except BaseException:
-            generation.cancel()
+            generation.close()
             raise
         metrics = request.app.state.metrics
         stream = _stream(events, first, generation, body, endpoint, response_id, record, metrics)
@@ -95,6 +99,7 @@ async def _respond(
             pass
     finally:
         watcher.cancel()
+        generation.close()
     await record()
     choices = [
         _choice(endpoint, index, text, reason)
@@ -135,7 +140,7 @@ async def _stream(
         return
     finally:
         if not completed:  # the client went away (or the job failed): free the batch rows
-            generation.cancel()
+            generation.close()
             metrics.requests.labels(endpoint, target.variant, "499").inc()  # 499: client closed request
     await record()
     if body.stream_options is not None and body.stream_options.include_usage:

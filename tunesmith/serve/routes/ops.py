@@ -1,28 +1,35 @@
-"""Operations: `GET /health` (liveness and load) and `GET /metrics` (Prometheus text format)."""
+"""Operations: `GET /health` (liveness and load) and `GET /metrics` (Prometheus text format).
+
+`/health` is open to anyone, so it says only whether the worker makes progress and how loaded it is
+(503 once the worker has had work without progress for `health_stall_s`, or has died); which adapters
+are loaded is for admins (`/admin/adapters`). `/metrics` names variants and their traffic: it needs an
+admin key when auth is on.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tunesmith.serve.deps import ServiceDep
+from tunesmith.serve.deps import AdminDep, ServiceDep
 
 router = APIRouter()
 
 
-@router.get("/health")
-async def health(service: ServiceDep) -> dict[str, Any]:
+@router.get("/health", response_model=None)
+async def health(request: Request, service: ServiceDep) -> dict[str, Any] | JSONResponse:
     engine = service.engine
-    return {
-        "status": "ok",
-        "queued": engine.queued,
-        "running": engine.running,
-        "loaded_adapters": engine.adapters.loaded,
-    }
+    stalled = engine.stalled_for()
+    body: dict[str, Any] = {"status": "ok", "queued": engine.queued, "running": engine.running}
+    if stalled > request.app.state.health_stall_s:
+        body["status"] = "stalled"
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return body
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, caller: AdminDep) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
