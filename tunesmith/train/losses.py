@@ -130,16 +130,17 @@ class _LinearTokenLogProbs(torch.autograd.Function):
             chunk = hidden[start : start + chunk_size].to(compute_dtype)  # (C, H)
             chunk_targets = targets[start : start + chunk_size]
             logits = chunk @ weight_c.T  # (C, V)
-            if grad_hidden is None:
-                log_probs[start : start + chunk_size] = _target_log_probs(logits, chunk_targets)
-                continue
+            # One formula with and without gradients, so that the reference (computed without) and the
+            # policy at step 0 (with) agree to the bit: log-sum-exp read off the stored softmax, as in
+            # _LinearCrossEntropy, and the target's logit in fp32.
             probabilities = torch.softmax(logits, dim=-1)
             rows = torch.arange(chunk.shape[0], device=chunk.device)
-            # log-sum-exp read off the stored softmax, as in _LinearCrossEntropy
             top, top_index = logits.max(dim=-1)
             log_norm = top.float() - probabilities[rows, top_index].float().log()
             log_probs[start : start + chunk_size] = logits[rows, chunk_targets].float() - log_norm
             del logits
+            if grad_hidden is None:
+                continue
             # d log p(target) / d hidden = W[target] - softmax @ W
             grad_hidden[start : start + chunk_size] = (weight_c[chunk_targets] - probabilities @ weight_c).to(
                 hidden.dtype

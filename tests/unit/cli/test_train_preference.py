@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from tests.conftest import DEMO
+from tests.unit.train.test_preference import _pairs
+from tunesmith.cli import app
+from tunesmith.config import default_database_url
+from tunesmith.registry.models import AdapterRecord
+from tunesmith.registry.store import Registry
+
+runner = CliRunner()
+
+
+def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--name",
+        "acme",
+        "--json",
+    ]
+    sft = runner.invoke(app, ["train", "--data", str(DEMO / "val.jsonl"), *common])
+    assert sft.exit_code == 0, sft.output
+    sft_run = json.loads(sft.stdout)["run_id"]
+    pairs = str(_pairs(tmp_path / "pairs.jsonl", 6))
+    dpo = runner.invoke(
+        app, ["train", "--method", "dpo", "--data", pairs, "--val-data", pairs, "--beta", "0.2",
+              "--init-adapter", sft_run, *common],
+    )  # fmt: skip
+    assert dpo.exit_code == 0, dpo.output
+    summary = json.loads(dpo.stdout)
+    assert summary["status"] == "succeeded" and summary["method"] == "lora"
+    config = (Path(summary["run_dir"]) / "config.yaml").read_text()
+    assert "method: dpo" in config and "beta: 0.2" in config and f"{sft_run}/adapter" in config
+    events = (Path(summary["run_dir"]) / "events.jsonl").read_text()
+    assert "reference log-probabilities from the starting adapter" in events
+    with Registry(default_database_url()).connect().session() as session:
+        records = session.scalars(select(AdapterRecord).where(AdapterRecord.name == "acme")).all()
+        assert {(record.version, record.run_id) for record in records} == {
+            (1, sft_run),
+            (2, summary["run_id"]),
+        }
+
+
+def test_an_unknown_init_adapter_run_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pairs = str(_pairs(tmp_path / "pairs.jsonl", 2))
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--method",
+            "dpo",
+            "--data",
+            pairs,
+            "--model",
+            str(tiny_model_dir),
+            "--init-adapter",
+            "run-nope",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "run-nope: no such run" in str(result.exception)
