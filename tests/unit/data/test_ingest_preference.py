@@ -98,3 +98,23 @@ def test_prepare_keeps_chat_prompts_of_pairs(tiny_model_dir: Path, tmp_path: Pat
     assert written[0]["prompt"][0] == SYSTEM and written[0]["rejected"] == "Dunno."
     loaded, digest = load_training_records(tmp_path / "out", "train", PreferenceExample)
     assert digest and len(loaded) == len(written) and loaded[0].prompt[0] == SYSTEM
+
+
+def test_prepare_keeps_the_labels_of_rated_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rated = [
+        {"prompt": f"Question number {i} about the opening hours?", "completion": f"We open at {i} am.", "label": i % 2 == 0}
+        for i in range(1, 21)
+    ]  # fmt: skip
+    source = write_jsonl(tmp_path / "rated.jsonl", rated)
+    spec = PrepareSpec(
+        inputs=[source],
+        out=tmp_path / "out",
+        model=str(tiny_model_dir),
+        calibrate=False,
+        near_dup_threshold=None,
+    )
+    prepare_data(spec)
+    loaded, _ = load_training_records(tmp_path / "out", "train", RatedCompletion)
+    written = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    assert {row["label"] for row in written} == {True, False} and len(loaded) == len(written)
+    assert written[0]["prompt"].startswith("Question number")
