@@ -34,6 +34,9 @@ class PrepRow:
     source: str
     roles: tuple[str, ...] = ()  # chat turns' roles; preference and rated: the prompt turns' roles
     desirable: bool | None = None  # rated: the label
+    source_ids: dict[str, Any] | None = (
+        None  # the row's `source_ids`, kept unchanged (e.g. request and feedback ids)
+    )
     instruction: str = ""  # classification: the instruction the text is rendered under
     group: str | None = None  # --group-by value: rows of one group land in one split
 
@@ -78,7 +81,11 @@ class PrepRow:
         return self.texts[1] if self.kind is RowKind.classification else None
 
     def output(self, default_instruction: str) -> dict[str, Any]:
-        """The normalised row written to `<split>.jsonl`."""
+        """The normalised row written to `<split>.jsonl`, with its `source_ids` when it has them."""
+        row = self._output(default_instruction)
+        return row if self.source_ids is None else {**row, "source_ids": self.source_ids}
+
+    def _output(self, default_instruction: str) -> dict[str, Any]:
         if self.kind is RowKind.chat:
             return {"messages": self.messages()}
         if self.kind is RowKind.classification:
@@ -96,7 +103,13 @@ class PrepRow:
 
 
 def to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) -> PrepRow:
-    """A `PrepRow` from an ingested record and its (column-mapped) raw row."""
+    """A `PrepRow` from an ingested record and its (column-mapped) raw row (`source_ids` kept)."""
+    row = _to_prep_row(record, raw, instruction, group)
+    source_ids = raw.get("source_ids") if isinstance(raw, dict) else None
+    return row if not isinstance(source_ids, dict) else replace(row, source_ids=source_ids)
+
+
+def _to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) -> PrepRow:
     texts: tuple[str, ...]
     if isinstance(record, PreferenceExample | RatedCompletion):
         roles = tuple(message["role"] for message in record.prompt)
