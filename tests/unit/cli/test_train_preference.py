@@ -32,7 +32,7 @@ def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
     ]
     sft = runner.invoke(app, ["train", "--data", str(DEMO / "val.jsonl"), *common])
     assert sft.exit_code == 0, sft.output
-    sft_run = json.loads(sft.stdout)["run_id"]
+    sft_run, sft_dir = json.loads(sft.stdout)["run_id"], json.loads(sft.stdout)["run_dir"]
     pairs = str(_pairs(tmp_path / "pairs.jsonl", 6))
     dpo = runner.invoke(
         app, ["train", "--method", "dpo", "--data", pairs, "--val-data", pairs, "--beta", "0.2",
@@ -45,6 +45,12 @@ def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
     assert "method: dpo" in config and "beta: 0.2" in config and f"{sft_run}/adapter" in config
     events = (Path(summary["run_dir"]) / "events.jsonl").read_text()
     assert "reference log-probabilities from the starting adapter" in events
+    evaluated = runner.invoke(app, ["eval", "--model", summary["run_id"], "--data", pairs, "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["examples"] == 6 and report["reference"] == f"{Path(sft_dir) / 'adapter'}"
+    for metric in report["metrics"].values():
+        assert metric["ci_low"] <= metric["value"] <= metric["ci_high"]
     with Registry(default_database_url()).connect().session() as session:
         records = session.scalars(select(AdapterRecord).where(AdapterRecord.name == "acme")).all()
         assert {(record.version, record.run_id) for record in records} == {
