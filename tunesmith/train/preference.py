@@ -6,7 +6,10 @@ packed into rows like SFT's (a pair's chosen and rejected answers always share a
 the opening their rows share is computed once), each sequence's summed log-probability of its answer,
 and the reference log-probabilities: those of the model before training (the base with the adapter
 disabled, or the `init_adapter` as loaded), computed once per sequence before the first step and kept in
-the run folder, so a resumed run uses the same ones and no second model is ever held. Does not own: the
+the run folder, so a resumed run uses the same ones and no second model is ever held. From the base
+with LoRA dropout 0, the policy at step 1 equals the reference to the bit; from an `init_adapter` under
+bf16 they differ by rounding, since the reference runs the evaluation forward (each LoRA delta added
+before rounding, `tunesmith.models.lora_rounding`) and training the fused one. Does not own: the
 objectives' losses (`tunesmith.train.dpo`, `kto`, `orpo`), the loop, the model's setup.
 """
 
