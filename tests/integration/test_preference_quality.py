@@ -30,6 +30,7 @@ from tunesmith.train.dpo import train_dpo
 from tunesmith.train.sft import train_sft
 
 pytestmark = [requires_embedded_model, pytest.mark.slow]
+SIGN_OFF = "Warmly, the Bramble & Bean crew"  # the house style: the last line of every café reply
 PAIRS = 96  # the issue allows up to 300; fewer keep the test near 3 minutes on an idle 2-core CPU
 
 
@@ -38,8 +39,9 @@ def _sign_off_rate(adapter: Path, prompts: list[str]) -> np.ndarray:
     tokenizer = load_tokenizer(path)
     model = load_adapter(load_model(path), adapter).eval()
     with torch.no_grad():
-        replies = generate_batched(model, tokenizer, prompts, max_new_tokens=80, batch_size=20)
-    return np.array([[float("Warmly" in reply)] for reply in replies])
+        replies = generate_batched(model, tokenizer, prompts, max_new_tokens=160, batch_size=20)
+    print(f"\n{adapter.parent.name}: {replies[0]!r}")
+    return np.array([[float(SIGN_OFF in reply)] for reply in replies])
 
 
 def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Path, tmp_path: Path) -> None:

@@ -19,17 +19,8 @@ runner = CliRunner()
 def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    common = [
-        "--model",
-        str(tiny_model_dir),
-        "--max-steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--name",
-        "acme",
-        "--json",
-    ]
+    common = ["--model", str(tiny_model_dir), "--max-steps", "2", "--batch-size", "4", "--lora-dropout", "0",
+              "--name", "acme", "--json"]  # fmt: skip
     sft = runner.invoke(app, ["train", "--data", str(DEMO / "val.jsonl"), *common])
     assert sft.exit_code == 0, sft.output
     sft_run, sft_dir = json.loads(sft.stdout)["run_id"], json.loads(sft.stdout)["run_dir"]
@@ -51,6 +42,14 @@ def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
     assert report["examples"] == 6 and report["reference"] == f"{Path(sft_dir) / 'adapter'}"
     for metric in report["metrics"].values():
         assert metric["ci_low"] <= metric["value"] <= metric["ci_high"]
+    compared = runner.invoke(app, ["compare", "zero-shot", sft_run, summary["run_id"], "--data",
+                                   str(DEMO / "test.jsonl"), "--limit", "4", "--max-new-tokens", "8",
+                                   "--out", str(tmp_path / "compare"), "--json"])  # fmt: skip
+    assert compared.exit_code == 0, compared.output
+    assert [model["name"] for model in json.loads(compared.stdout)["models"]][1:] == [
+        sft_run,
+        summary["run_id"],
+    ]
     with Registry(default_database_url()).connect().session() as session:
         records = session.scalars(select(AdapterRecord).where(AdapterRecord.name == "acme")).all()
         assert {(record.version, record.run_id) for record in records} == {
