@@ -1,7 +1,8 @@
 """Quality of DPO on a task with a known preference, on the real embedded model (slow).
 
-The café's replies signed off in its house style are preferred over the same replies without
-(scripts/make_style_pairs.py). An SFT adapter trained on unsigned replies rarely signs off; DPO from
+The café's replies signed off in its house style are preferred over the same replies signed off
+generically (scripts/make_style_pairs.py). An SFT adapter trained on generically signed replies never
+uses the house sign-off; DPO from
 that adapter on 96 pairs (one epoch) must reach >= 90% held-out preference accuracy and sign off in >= 80% of
 greedy generations on held-out prompts, significantly more often than the SFT adapter (paired
 approximate-randomization test on the same prompts). Rates are printed with 95% bootstrap intervals.
@@ -52,7 +53,7 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
     sft = train_sft(
         TrainSpec(
             data=data / "sft.jsonl",
-            max_steps=8,
+            max_steps=20,
             batch_size=8,
             lr=1e-3,
             out=tmp_path / "sft",
@@ -64,7 +65,7 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
     dpo = train_dpo(
         TrainSpec(
             method="dpo", data=data / "pairs_train.jsonl", val_data=data / "pairs_val.jsonl", epochs=1,
-            batch_size=8, lr=5e-4, beta=0.1, init_adapter=Path(sft.artifact_dir), eval_every=PAIRS // 8,
+            batch_size=8, lr=2e-4, beta=0.1, init_adapter=Path(sft.artifact_dir), eval_every=PAIRS // 8,
             out=tmp_path / "dpo", lora={"dropout": 0.0}, **common,
         ),
         progress=False,
