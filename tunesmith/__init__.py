@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
     from tunesmith.serve.app import create_app
+    from tunesmith.train.dpo import train_dpo
+    from tunesmith.train.kto import train_kto
+    from tunesmith.train.orpo import train_orpo
     from tunesmith.train.records import TrainResult
     from tunesmith.train.sft import train_sft
 
@@ -48,6 +51,9 @@ _EXPORTS = {
     "prepare_data": "tunesmith.data.prepare",
     "resolve_model": "tunesmith.models.loading",
     "run_quickstart": "tunesmith.quickstart",
+    "train_dpo": "tunesmith.train.dpo",
+    "train_kto": "tunesmith.train.kto",
+    "train_orpo": "tunesmith.train.orpo",
     "train_sft": "tunesmith.train.sft",
 }
 
@@ -73,6 +79,9 @@ __all__ = [
     "prepare_data",
     "resolve_model",
     "run_quickstart",
+    "train_dpo",
+    "train_kto",
+    "train_orpo",
     "train_sft",
 ]
 

@@ -41,14 +41,16 @@ def default_database_url() -> str:
 
 
 class DataFormat(StrEnum):
-    """The example forms tunesmith reads; all but preference pairs and plain text become chat messages."""
+    """The example forms tunesmith reads; all but preference pairs, rated answers and plain text become chat."""
 
     alpaca = "alpaca"  # instruction / input / output
     chat = "chat"  # messages: [{role, content}, ...] (OpenAI style)
     sharegpt = "sharegpt"  # conversations: [{from, value}, ...]
     prompt_completion = "prompt_completion"  # prompt / completion
     classification = "classification"  # text / label, rendered to chat with an instruction
-    preference = "preference"  # prompt / chosen / rejected (preference pairs, not chat)
+    preference = "preference"  # prompt / chosen / rejected, chat-style chosen / rejected message lists, or
+    #   OpenAI's input / preferred_output / non_preferred_output (preference pairs, not chat)
+    rated = "rated"  # prompt / completion / label (true: a good answer, false: a bad one), for KTO
     text = "text"  # text only: documents for continued pretraining (not chat)
 
 
@@ -80,7 +82,7 @@ class LoraSpec(_Spec):
 
 
 class TrainSpec(_Spec):
-    """One supervised fine-tuning job."""
+    """One training job: supervised fine-tuning or preference tuning (DPO, KTO, ORPO)."""
 
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
@@ -94,16 +96,41 @@ class TrainSpec(_Spec):
         None, description="Validation data; enables val loss, early stopping and picking the best checkpoint."
     )
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
-    method: Literal["lora", "full"] = Field(
-        "lora", description="lora: train a LoRA adapter; full: train every weight."
+    method: Literal["sft", "dpo", "kto", "orpo"] = Field(
+        "sft",
+        description="Objective: sft (next-token loss on the answers), dpo (prompt/chosen/rejected pairs, against "
+        "a frozen reference), kto (prompt/completion/label rows, thumbs up or down), orpo (pairs, no reference). "
+        "The older values lora and full still mean sft with that tuning.",
+    )
+    tuning: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a LoRA adapter; full: train every weight (sft only)."
     )
     lora: LoraSpec = Field(default_factory=LoraSpec)
+    init_adapter: Path | None = Field(
+        None,
+        description="Continue from this LoRA adapter (a run id or an adapter folder) instead of a fresh one; it "
+        "must have been trained on the same base model, and its own rank and targets apply. DPO and KTO take "
+        "it, as it was before training, as the reference.",
+    )
+    beta: float = Field(
+        0.1, gt=0, description="dpo, kto: how far the policy may move from the reference (higher: less far)."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="dpo: the share of pairs assumed mislabelled (conservative DPO)."
+    )
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the thumbs-up rows' loss.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the thumbs-down rows' loss.")
+    orpo_lambda: float = Field(
+        0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen answers' loss."
+    )
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     batch_size: int = Field(8, gt=0, description="Examples per batch, packed into rows (no padding waste).")
     grad_accum: int = Field(1, gt=0, description="Batches per optimizer step.")
     lr: float | None = Field(
-        None, gt=0, description="Peak learning rate; default 2e-4 for LoRA, 2e-5 for full."
+        None,
+        gt=0,
+        description="Peak learning rate; default 2e-4 for LoRA (5e-5 for dpo, kto, orpo), 2e-5 for full.",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the LR.")
@@ -172,6 +199,31 @@ class TrainSpec(_Spec):
     name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
     out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_method_names_tuning(cls, data: Any) -> Any:
+        """`method: lora|full` (the older spelling) is SFT with that tuning."""
+        if not isinstance(data, dict) or data.get("method") not in ("lora", "full"):
+            return data
+        if data.get("tuning", data["method"]) != data["method"]:
+            raise ValueError(
+                f"method {data['method']!r} contradicts tuning {data['tuning']!r}; set tuning only"
+            )
+        return {**data, "method": "sft", "tuning": data["method"]}
+
+    @model_validator(mode="after")
+    def _preference_trains_an_adapter(self) -> TrainSpec:
+        if self.method != "sft" and self.tuning != "lora":
+            raise ValueError(
+                f"method {self.method} trains a LoRA adapter (its reference is the model without it); "
+                "set tuning: lora"
+            )
+        if self.init_adapter is not None and self.tuning != "lora":
+            raise ValueError("init_adapter continues a LoRA adapter; set tuning: lora")
+        if self.method != "sft" and self.eval_metrics:
+            raise ValueError(f"eval_metrics score generations during sft; method {self.method} logs its own")
+        return self
+
     @model_validator(mode="after")
     def _select_by_is_measured(self) -> TrainSpec:
         if self.select_by != "val_loss" and self.select_by not in (self.eval_metrics or []):
@@ -182,7 +234,9 @@ class TrainSpec(_Spec):
         """The learning rate this job uses."""
         if self.lr is not None:
             return self.lr
-        return 2e-4 if self.method == "lora" else 2e-5
+        if self.tuning == "full":
+            return 2e-5
+        return 2e-4 if self.method == "sft" else 5e-5
 
 
 class EvalTask(StrEnum):

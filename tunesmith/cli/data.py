@@ -1,4 +1,5 @@
-"""`tunesmith data`: prepare raw data into a versioned dataset, inspect it, and look at one example."""
+"""`tunesmith data`: prepare raw data (or served answers' feedback) into a versioned dataset, inspect it,
+and look at one example."""
 
 from __future__ import annotations
 
@@ -58,6 +59,74 @@ def prepare(
         print_json(summary)
         return
     _print_summary(summary)
+
+
+@app.command("from-feedback")
+def from_feedback(
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for the datasets: sft/, dpo/, kto/ as there are rows."
+    ),
+    deployment: str | None = typer.Option(
+        None, "--deployment", help="Feedback on what this deployment served."
+    ),
+    adapter: str | None = typer.Option(
+        None, "--adapter", help="Feedback on answers of any version of this adapter."
+    ),
+    good_rating: int = typer.Option(
+        4, "--good-rating", help="Ratings at or above this are good (KTO label true)."
+    ),
+    bad_rating: int = typer.Option(
+        2, "--bad-rating", help="Ratings at or below this are bad (KTO label false)."
+    ),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="Target model: its tokenizer counts tokens."
+    ),
+    pii: str = typer.Option(
+        "redact", "--pii", help="Personal data: report, redact or drop (as data prepare)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Build versioned datasets from the request log and its feedback: DPO pairs, SFT rows, KTO rows.
+
+    A preference between two answers becomes a DPO pair; a correction an SFT row and a DPO pair (the
+    correction over the answer); thumbs and ratings KTO rows. Each kind is prepared as `data prepare`
+    does (PII, dedupe, a split grouped by request) into OUT/dpo, OUT/sft, OUT/kto, and every row keeps
+    the request and feedback ids it came from (`source_ids`).
+
+    Examples:
+      tunesmith data from-feedback --deployment support --out data/feedback-1
+      tunesmith train --method dpo --data data/feedback-1/dpo --init-adapter RUN_ID --name support
+    """
+    from tunesmith.config import default_database_url
+    from tunesmith.data.feedback import feedback_rows, prepare_feedback_dataset
+    from tunesmith.registry.serving_store import ServingStore
+    from tunesmith.registry.store import Registry
+
+    if (deployment is None) == (adapter is None):
+        raise UsageError("give one of --deployment NAME or --adapter NAME")
+    registry = Registry(default_database_url()).connect()
+    requests, feedback = ServingStore(registry).feedback_with_requests(deployment=deployment, adapter=adapter)
+    if not feedback:
+        raise UsageError(
+            f"no feedback on {'deployment ' + deployment if deployment else 'adapter ' + str(adapter)}"
+        )
+    rows = feedback_rows(requests, feedback, good_rating=good_rating, bad_rating=bad_rating)
+    with err_console.status("preparing"):
+        results = prepare_feedback_dataset(rows, out, model=model, pii=pii, registry=registry)
+    summary = {
+        "feedback": len(feedback),
+        "datasets": {
+            kind: {"out": str(r.out), "hash": r.hash, "splits": r.splits} for kind, r in results.items()
+        },
+        "unused": rows.unused,
+    }
+    if json_output:
+        print_json(summary)
+        return
+    for kind, result in results.items():
+        console.print(f"[bold]{kind}[/] {result.out}: {result.splits} (hash {result.hash[:12]})")
+    for line in rows.unused:
+        err_console.print(f"[yellow]unused:[/] {line}", highlight=False)
 
 
 @app.command("inspect")

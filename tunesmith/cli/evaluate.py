@@ -10,11 +10,12 @@ import typer
 import yaml
 from rich.table import Table
 
-from tunesmith.cli.common import console, err_console, print_json
+from tunesmith.cli.common import UsageError, console, err_console, print_json
 from tunesmith.cli.options import EVAL_FLAGS, spec_flags
 from tunesmith.config import ConfigError, EvalSpec, build_spec, load_config_file
 
 if TYPE_CHECKING:
+    from tunesmith.data.records import PreferenceExample
     from tunesmith.eval.evaluate import Candidate
     from tunesmith.registry.store import Registry
 
@@ -51,6 +52,12 @@ def evaluate(
     spec = build_spec(EvalSpec, load_config_file(config).eval if config else None, flags)
     registry = Registry(default_database_url()).connect()
     run = maybe_run(model, registry)
+    pairs = preference_pairs(spec)
+    if pairs is not None:  # preference data: the adapter's preferences against its reference
+        if run is None:
+            raise UsageError("preference pairs score a run's adapter against its reference: give --model RUN")
+        _evaluate_preferences(run, pairs, out or run["run_dir"] / "eval", json_output)
+        return
     base = run["base_model"] if run else model
     candidates = []
     if run is None or spec.baselines:
@@ -63,6 +70,50 @@ def evaluate(
     )
     registry.record_evaluation(run["run_id"] if run else None, report, out_dir)
     print_report(report, out_dir, f"evaluation on {spec.data.name}", json_output)
+
+
+def preference_pairs(spec: EvalSpec) -> list[PreferenceExample] | None:
+    """The evaluation data's preference pairs (a prepared folder's test split), or None for other data."""
+    from tunesmith.data.ingest import MANIFEST, load_records
+    from tunesmith.data.records import PreferenceExample
+
+    path = spec.data / "test.jsonl" if (spec.data / MANIFEST).is_file() else spec.data
+    records = load_records(path, spec.format)
+    pairs = [record for record in records if isinstance(record, PreferenceExample)]
+    return pairs[: spec.limit] if len(pairs) == len(records) else None
+
+
+def _evaluate_preferences(
+    run: dict[str, Any], pairs: list[PreferenceExample], out: Path, json_output: bool
+) -> None:
+    import json
+
+    from tunesmith.eval.preference import evaluate_preferences
+
+    config = run["config"]
+    if run["candidate"].adapter_dir is None:
+        raise UsageError(
+            f"run {run['run_id']} trained every weight; preference evaluation scores a LoRA adapter"
+        )
+    init = config.get("init_adapter")
+    report = evaluate_preferences(
+        run["base_model"], run["candidate"].adapter_dir, pairs, beta=config.get("beta", 0.1),
+        reference_adapter=Path(init) if init else None, max_seq_len=config.get("max_seq_len", 1024),
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preference_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if json_output:
+        print_json(report)
+        return
+    table = Table(
+        title=f"{run['run_id']} on {len(pairs)} preference pairs (reference: {report['reference']})"
+    )
+    table.add_column("metric")
+    table.add_column("value [95% interval]", justify="right")
+    for name, metric in report["metrics"].items():
+        table.add_row(name, f"{metric['value']:.4f} [{metric['ci_low']:.4f}, {metric['ci_high']:.4f}]")
+    console.print(table)
+    console.print(f"report: {out / 'preference_report.json'}")
 
 
 def print_report(report: dict[str, Any], out: Path, title: str, json_output: bool) -> None:
@@ -130,7 +181,7 @@ def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
     else:
         candidate = Candidate(run_id, model=str(artifact))
     return {"run_id": run_id, "run_dir": run_dir, "base_model": summary["base_model"],
-            "train_data": Path(config["data"]), "candidate": candidate}  # fmt: skip
+            "train_data": Path(config["data"]), "candidate": candidate, "config": config}  # fmt: skip
 
 
 def print_report_table(report: dict[str, Any], title: str) -> None:

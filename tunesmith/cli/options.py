@@ -189,8 +189,9 @@ def _value(flag: Flag, raw: Any) -> Any:
 # The spec fields each command takes as flags, in --help order. A field's flag is named after it unless
 # the table says otherwise; a repeatable flag is singular (--eval-metric sets eval_metrics).
 TRAIN_FLAGS = (
-    Flag("data"), Flag("val_data"), Flag("model", short="-m"), Flag("method"), Flag("epochs"),
-    Flag("max_steps"), Flag("batch_size"), Flag("grad_accum"), Flag("lr"), Flag("lora.r"),
+    Flag("data"), Flag("val_data"), Flag("model", short="-m"), Flag("method"), Flag("tuning"),
+    Flag("init_adapter"), Flag("beta"), Flag("label_smoothing"), Flag("desirable_weight"),
+    Flag("undesirable_weight"), Flag("orpo_lambda"), Flag("epochs"), Flag("max_steps"), Flag("batch_size"), Flag("grad_accum"), Flag("lr"), Flag("lora.r"),
     Flag("lora.alpha"), Flag("lora.dropout"), Flag("max_seq_len"), Flag("eval_every"), Flag("save_every"),
     Flag("precision"), Flag("memory_limit_gb"), Flag("micro_batch_tokens"), Flag("gradient_checkpointing"),
     Flag("seed"), Flag("eval_metrics", "--eval-metric"), Flag("select_by"), Flag("name"),

@@ -1,4 +1,4 @@
-"""`tunesmith train`: supervised fine-tuning from a config file and/or flags."""
+"""`tunesmith train`: supervised fine-tuning or preference tuning from a config file and/or flags."""
 
 from __future__ import annotations
 
@@ -38,21 +38,28 @@ def train(
     *,
     flags: dict[str, Any],
 ) -> None:
-    """Fine-tune a base model on your data (LoRA by default) and record the run.
+    """Fine-tune a base model on your data (LoRA by default), or preference-tune it, and record the run.
 
-    Loss is taken only on assistant tokens. Each run gets a folder with its config, events.jsonl,
-    metrics.jsonl, loss_curve.png, checkpoints and the adapter with a model card; the registry records it.
+    sft takes its loss on assistant tokens only; dpo and orpo train on preference pairs, kto on answers
+    rated good or bad. Each run gets a folder with its config, events.jsonl, metrics.jsonl,
+    loss_curve.png, checkpoints and the adapter with a model card; the registry records it.
 
     Examples:
       tunesmith train --data train.jsonl --val-data val.jsonl --epochs 2
       tunesmith train --config configs/quickstart.yaml --max-steps 20 --json
       tunesmith train --resume run-20261123-182501-3fa9
-      tunesmith train --data train.jsonl --method full --dry-run   # will it fit, how long?
+      tunesmith train --data train.jsonl --tuning full --dry-run   # will it fit, how long?
+      tunesmith train --method dpo --data pairs.jsonl --init-adapter run-20261123-182501-3fa9
     """
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
+    from tunesmith.train.dpo import train_dpo
+    from tunesmith.train.kto import train_kto
+    from tunesmith.train.orpo import train_orpo
     from tunesmith.train.rundir import EventType, RunEvent
     from tunesmith.train.sft import train_sft
+
+    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
 
     registry = Registry(default_database_url()).connect()
     given = [key for key, value in flags.items() if value is not None]
@@ -68,6 +75,8 @@ def train(
     else:
         section = load_config_file(config).train if config else None
         spec = build_spec(TrainSpec, section, flags)
+        if spec.init_adapter is not None and not spec.init_adapter.is_dir():  # a run id: its adapter
+            spec.init_adapter = registry.find_run_dir(str(spec.init_adapter)) / "adapter"
     if dry_run:
         _print_plan(spec, registry, json_output)
         return
@@ -78,7 +87,7 @@ def train(
         if event.type in (EventType.warning, EventType.early_stopped):  # e.g. truncated examples
             err_console.print(f"[yellow]{event.type.value}:[/] {event.message}", highlight=False)
 
-    result = train_sft(spec, listener=listen, resume=resume_dir, progress=True)
+    result = trainers[spec.method](spec, listener=listen, resume=resume_dir, progress=True)
     if json_output:
         print_json(result.to_dict())
         return

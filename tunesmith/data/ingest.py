@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tunesmith.config import DataFormat
 from tunesmith.data.readers import RecordRow, is_hf_dataset, read_documents, read_rows
@@ -24,11 +24,13 @@ from tunesmith.data.records import (
     Example,
     Message,
     PreferenceExample,
+    RatedCompletion,
     Record,
 )
 
 DEFAULT_INSTRUCTION = "Classify the following text. Answer with the label only."
 MANIFEST = "dataset.json"  # marks a folder written by `tunesmith data prepare`
+RecordT = TypeVar("RecordT", PreferenceExample, RatedCompletion)
 _SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
@@ -37,9 +39,15 @@ _SHAREGPT_ROLES = {
     "assistant": "assistant",
 }
 _NOT_CHAT = {
-    PreferenceExample: "preference pairs (prompt/chosen/rejected); preference training (DPO) is not "
-    "implemented yet, so they cannot be used as chat examples",
+    PreferenceExample: "preference pairs (prompt/chosen/rejected), for --method dpo or orpo, not chat examples",
+    RatedCompletion: "rated answers (prompt/completion/label), for --method kto, not chat examples",
     Document: "plain-text documents (continued pretraining), not chat examples",
+}
+_KINDS = {
+    Example: "chat examples",
+    PreferenceExample: "preference pairs (prompt/chosen/rejected)",
+    RatedCompletion: "rated answers (prompt/completion/label)",
+    Document: "plain-text documents",
 }
 
 
@@ -110,6 +118,28 @@ def load_split(
     return load_examples(split_file), str(digest)
 
 
+def load_training_records(
+    path: Path, split: str, kind: type[RecordT], data_format: DataFormat | None = None
+) -> tuple[list[RecordT], str | None]:
+    """Records of one kind (preference pairs, rated answers) in `path`, as `load_split` reads examples.
+
+    A prepared dataset folder gives its `<split>.jsonl` and the manifest's content hash; any other path
+    is read whole and gives no hash. Raises `DataError` naming the file when it holds another kind.
+    """
+    digest: str | None = None
+    if (path / MANIFEST).is_file():
+        digest = str(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["hash"])
+        path = path / f"{split}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path.parent}: prepared dataset has no '{split}' split ({path.name})")
+    records = load_records(path, data_format)
+    for record in records:
+        if not isinstance(record, kind):
+            problem = f"{path} holds {_KINDS[type(record)]}; this objective trains on {_KINDS[kind]}"
+            raise DataError([DataProblem(record.source, problem)])
+    return [record for record in records if isinstance(record, kind)], digest
+
+
 def iter_records(
     path: Path,
     data_format: DataFormat | None = None,
@@ -154,6 +184,8 @@ def _parse(data_format: DataFormat, row: Any, location: str, instruction: str) -
             return Example(messages=messages, source=location, label=label)
         if data_format is DataFormat.preference:
             return _parse_preference(row, location)
+        if data_format is DataFormat.rated:
+            return _parse_rated(row, location)
         if data_format is DataFormat.text:
             return Document(text=_text(_require_object(row), "text"), source=location)
         return Example(messages=_PARSERS[data_format](row), source=location)
@@ -182,8 +214,10 @@ def detect_format(row: Any, location: str) -> DataFormat:
         return DataFormat.sharegpt
     if {"instruction", "output"} <= keys:
         return DataFormat.alpaca
-    if {"prompt", "chosen", "rejected"} <= keys:
+    if {"chosen", "rejected"} <= keys or {"input", "preferred_output", "non_preferred_output"} <= keys:
         return DataFormat.preference
+    if {"prompt", "completion", "label"} <= keys:
+        return DataFormat.rated
     if {"prompt", "completion"} <= keys:
         return DataFormat.prompt_completion
     if {"text", "label"} <= keys:
@@ -195,8 +229,9 @@ def detect_format(row: Any, location: str) -> DataFormat:
             DataProblem(
                 location,
                 f"cannot tell the example form from keys {sorted(keys)}; expected 'messages', 'conversations', "
-                "'instruction'+'output', 'prompt'+'completion', 'prompt'+'chosen'+'rejected', 'text'+'label' "
-                "or 'text' (rename columns with --map, or pass --format)",
+                "'instruction'+'output', 'prompt'+'completion', 'prompt'+'chosen'+'rejected', 'prompt'+'completion'"
+                "+'label', 'input'+'preferred_output'+'non_preferred_output', 'text'+'label' or 'text' (rename "
+                "columns with --map, or pass --format)",
             )
         ]
     )
@@ -316,13 +351,74 @@ def _parse_classification(row: Any, default_instruction: str) -> tuple[list[Mess
 
 
 def _parse_preference(row: Any, location: str) -> PreferenceExample:
+    """`prompt`/`chosen`/`rejected` as strings or message lists (a chosen/rejected pair of whole
+    conversations shares its prompt), or OpenAI's `input`/`preferred_output`/`non_preferred_output`."""
     row = _require_object(row)
-    return PreferenceExample(
-        prompt=_text(row, "prompt"),
-        chosen=_text(row, "chosen"),
-        rejected=_text(row, "rejected"),
-        source=location,
+    if "preferred_output" in row:
+        prompt = _prompt(_require_object(row.get("input", {})).get("messages"), "input.messages")
+        chosen = _answer(row.get("preferred_output"), "preferred_output")
+        rejected = _answer(row.get("non_preferred_output"), "non_preferred_output")
+    elif "prompt" in row:
+        prompt = _prompt(row.get("prompt"), "prompt")
+        chosen, rejected = _answer(row.get("chosen"), "chosen"), _answer(row.get("rejected"), "rejected")
+    else:  # whole conversations: the prompt is what both say before their last (assistant) turn
+        chosen_turns = _messages(row.get("chosen"), "chosen")
+        rejected_turns = _messages(row.get("rejected"), "rejected")
+        if chosen_turns[:-1] != rejected_turns[:-1]:
+            raise ValueError("chosen and rejected conversations differ before their last turn")
+        prompt = _prompt(chosen_turns[:-1], "chosen")
+        chosen, rejected = _answer(chosen_turns, "chosen"), _answer(rejected_turns, "rejected")
+    if chosen.strip() == rejected.strip():
+        raise ValueError("chosen and rejected are the same answer: the pair prefers nothing")
+    return PreferenceExample(prompt=prompt, chosen=chosen, rejected=rejected, source=location)
+
+
+def _parse_rated(row: Any, location: str) -> RatedCompletion:
+    row = _require_object(row)
+    label = row.get("label")
+    if not isinstance(label, bool):
+        raise ValueError(f"field 'label' must be true (a good answer) or false (a bad one), got {label!r}")
+    return RatedCompletion(
+        _prompt(row.get("prompt"), "prompt"), _answer(row.get("completion"), "completion"), label, location
     )
+
+
+def _prompt(value: Any, key: str) -> list[Message]:
+    """A prompt as a string (one user turn) or a message list that ends with a user turn."""
+    if isinstance(value, str) or value is None:
+        return [{"role": "user", "content": _text({key: value}, key)}]
+    messages = _messages(value, key) if value != [] else []
+    if not any(message["role"] == "user" for message in messages):
+        raise ValueError(f"{key} has no user turn: nothing asks for the answers")
+    if messages[-1]["role"] != "user":
+        raise ValueError(f"{key} ends with a {messages[-1]['role']} turn; it must end with the user's turn")
+    return messages
+
+
+def _answer(value: Any, key: str) -> str:
+    """An answer as a string, or a message list whose last turn is the assistant's answer."""
+    if isinstance(value, str) or value is None:
+        return _text({key: value}, key)
+    messages = _messages(value, key)
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(f"{key} must end with an assistant turn, not a {messages[-1]['role']} turn")
+    return messages[-1]["content"]
+
+
+def _messages(value: Any, key: str) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"field '{key}' must be a non-empty string or list of messages")
+    messages: list[Message] = []
+    for index, turn in enumerate(value):
+        if not isinstance(turn, dict):
+            raise ValueError(f"{key}[{index}] must be an object with 'role' and 'content'")
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ROLES:
+            raise ValueError(f"{key}[{index}].role is {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError(f"{key}[{index}].content must be a non-empty string")
+        messages.append({"role": role, "content": content})
+    return messages
 
 
 _PARSERS: dict[DataFormat, Callable[[Any], list[Message]]] = {

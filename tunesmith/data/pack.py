@@ -26,6 +26,7 @@ class PackedBatch:
     num_tokens: int  # real (non-padding) tokens
     num_loss_tokens: int  # tokens that carry loss
     row_tokens: list[int]  # real tokens per row: rows sliced apart need no padding past their own
+    row_examples: list[list[int]]  # the examples (indices into the packed list) of each row, in order
 
     def width(self, rows: slice) -> int:
         """Columns that `rows` need: their longest real length (the rest is padding for other rows)."""
@@ -133,4 +134,4 @@ def pack_batch(examples: list[RenderedExample], row_len: int, pad_id: int) -> Pa
         # Padding forms its own short "sequence" (positions restart at 0): it attends only to itself.
         position_ids[row_index, cursor:] = torch.arange(width - cursor)
     num_loss_tokens = sum(example.num_loss_tokens for example in examples)
-    return PackedBatch(input_ids, position_ids, targets, sum(row_tokens), num_loss_tokens, row_tokens)
+    return PackedBatch(input_ids, position_ids, targets, sum(row_tokens), num_loss_tokens, row_tokens, rows)

@@ -172,8 +172,8 @@ def _boilerplate_mask(row: PrepRow) -> list[bool]:
     """
     if row.kind is RowKind.chat:
         return [role == "assistant" for role in row.roles]
-    if row.kind is RowKind.preference:
-        return [False, True, True]
+    if row.kind in (RowKind.preference, RowKind.rated):  # the prompt turns, then the answers
+        return [index >= len(row.roles) for index in range(len(row.texts))]
     return [row.kind is RowKind.text] * len(row.texts)
 
 

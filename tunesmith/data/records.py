@@ -1,7 +1,7 @@
 """Plain records for examples and data problems. No torch, no tokenizer.
 
 Owns: the normalised example (a list of chat messages with its source location), the preference
-pair and the plain-text document (continued pretraining), the data error that lists problems by file
+pair (DPO, ORPO), the rated completion (KTO), the plain-text document (continued pretraining), the data error that lists problems by file
 and line, and the dataset content hash. Does not own: reading files
 (ingest) or tokenising (render).
 """
@@ -43,11 +43,21 @@ class Example:
 
 @dataclass(frozen=True)
 class PreferenceExample:
-    """A preference pair (`prompt`/`chosen`/`rejected`) for preference training (DPO, not implemented yet)."""
+    """A preference pair for DPO and ORPO: two answers to one prompt, the first preferred."""
 
-    prompt: str
+    prompt: list[Message]  # the conversation so far, ending with a user turn
     chosen: str
     rejected: str
+    source: str
+
+
+@dataclass(frozen=True)
+class RatedCompletion:
+    """One answer rated good or bad on its own (a thumb), for KTO."""
+
+    prompt: list[Message]  # the conversation so far, ending with a user turn
+    completion: str
+    desirable: bool
     source: str
 
 
@@ -59,7 +69,7 @@ class Document:
     source: str
 
 
-Record = Example | PreferenceExample | Document
+Record = Example | PreferenceExample | RatedCompletion | Document
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,16 @@ class DataError(ValueError):
         if self.total > len(shown):
             lines.append(f"  ... and {self.total - len(shown)} more")
         return "\n".join(lines)
+
+
+def records_hash(records: Iterable[PreferenceExample | RatedCompletion]) -> str:
+    """Content hash of preference pairs or rated completions (their source locations left out)."""
+    digest = hashlib.sha256()
+    for record in records:
+        fields = {key: value for key, value in vars(record).items() if key != "source"}
+        digest.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def dataset_hash(examples: Iterable[Example]) -> str:

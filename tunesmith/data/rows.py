@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from tunesmith.data.records import Document, Example, Message, PreferenceExample, Record
+from tunesmith.data.records import Document, Example, Message, PreferenceExample, RatedCompletion, Record
 
 
 class RowKind(StrEnum):
@@ -20,6 +20,7 @@ class RowKind(StrEnum):
     chat = "chat"  # messages
     classification = "classification"  # text / label (rendered to chat with an instruction)
     preference = "preference"  # prompt / chosen / rejected
+    rated = "rated"  # prompt / completion / label (KTO)
     text = "text"  # documents for continued pretraining
 
 
@@ -28,10 +29,14 @@ class PrepRow:
     """One row: its editable texts in a fixed order per kind, and where it came from."""
 
     kind: RowKind
-    texts: tuple[str, ...]  # chat: turn contents; classification: text, label; preference: prompt,
-    #   chosen, rejected; text: the document
+    texts: tuple[str, ...]  # chat: turn contents; classification: text, label; preference: prompt turns,
+    #   chosen, rejected; rated: prompt turns, completion; text: the document
     source: str
-    roles: tuple[str, ...] = ()  # chat turns' roles
+    roles: tuple[str, ...] = ()  # chat turns' roles; preference and rated: the prompt turns' roles
+    desirable: bool | None = None  # rated: the label
+    source_ids: dict[str, Any] | None = (
+        None  # the row's `source_ids`, kept unchanged (e.g. request and feedback ids)
+    )
     instruction: str = ""  # classification: the instruction the text is rendered under
     group: str | None = None  # --group-by value: rows of one group land in one split
 
@@ -47,12 +52,13 @@ class PrepRow:
                 {"role": "user", "content": f"{self.instruction}\n\n{self.texts[0]}"},
                 {"role": "assistant", "content": self.texts[1]},
             ]
-        if self.kind is RowKind.preference:
-            return [
-                {"role": "user", "content": self.texts[0]},
-                {"role": "assistant", "content": self.texts[1]},
-            ]
+        if self.kind in (RowKind.preference, RowKind.rated):
+            answer = self.texts[len(self.roles)]
+            return [*self._prompt(), {"role": "assistant", "content": answer}]
         return []
+
+    def _prompt(self) -> list[Message]:
+        return [{"role": r, "content": t} for r, t in zip(self.roles, self.texts, strict=False)]
 
     def full_text(self) -> str:
         """Everything the row says, roles included: what deduplication compares."""
@@ -67,13 +73,19 @@ class PrepRow:
             return "\n".join(
                 f"{r}: {t}" for r, t in zip(self.roles[:last_answer], self.texts[:last_answer], strict=True)
             )
+        if self.kind in (RowKind.preference, RowKind.rated):
+            return "\n".join(f"{m['role']}: {m['content']}" for m in self._prompt())
         return self.texts[0]
 
     def label(self) -> str | None:
         return self.texts[1] if self.kind is RowKind.classification else None
 
     def output(self, default_instruction: str) -> dict[str, Any]:
-        """The normalised row written to `<split>.jsonl`."""
+        """The normalised row written to `<split>.jsonl`, with its `source_ids` when it has them."""
+        row = self._output(default_instruction)
+        return row if self.source_ids is None else {**row, "source_ids": self.source_ids}
+
+    def _output(self, default_instruction: str) -> dict[str, Any]:
         if self.kind is RowKind.chat:
             return {"messages": self.messages()}
         if self.kind is RowKind.classification:
@@ -81,17 +93,32 @@ class PrepRow:
             return (
                 row if self.instruction == default_instruction else {**row, "instruction": self.instruction}
             )
-        if self.kind is RowKind.preference:
-            return dict(zip(("prompt", "chosen", "rejected"), self.texts, strict=True))
+        if self.kind in (RowKind.preference, RowKind.rated):
+            prompt = self._prompt()
+            written: dict[str, Any] = {"prompt": prompt[0]["content"] if self.roles == ("user",) else prompt}
+            names = ("chosen", "rejected") if self.kind is RowKind.preference else ("completion",)
+            written |= dict(zip(names, self.texts[len(self.roles) :], strict=True))
+            return written if self.desirable is None else {**written, "label": self.desirable}
         return {"text": self.texts[0]}
 
 
 def to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) -> PrepRow:
-    """A `PrepRow` from an ingested record and its (column-mapped) raw row."""
+    """A `PrepRow` from an ingested record and its (column-mapped) raw row (`source_ids` kept)."""
+    row = _to_prep_row(record, raw, instruction, group)
+    source_ids = raw.get("source_ids") if isinstance(raw, dict) else None
+    return row if not isinstance(source_ids, dict) else replace(row, source_ids=source_ids)
+
+
+def _to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) -> PrepRow:
     texts: tuple[str, ...]
-    if isinstance(record, PreferenceExample):
-        texts = (record.prompt, record.chosen, record.rejected)
-        return PrepRow(RowKind.preference, texts, record.source, group=group)
+    if isinstance(record, PreferenceExample | RatedCompletion):
+        roles = tuple(message["role"] for message in record.prompt)
+        prompt = tuple(message["content"] for message in record.prompt)
+        if isinstance(record, PreferenceExample):
+            texts = (*prompt, record.chosen, record.rejected)
+            return PrepRow(RowKind.preference, texts, record.source, roles=roles, group=group)
+        texts = (*prompt, record.completion)
+        return PrepRow(RowKind.rated, texts, record.source, roles, desirable=record.desirable, group=group)
     if isinstance(record, Document):
         return PrepRow(RowKind.text, (record.text,), record.source, group=group)
     assert isinstance(record, Example)

@@ -7,6 +7,7 @@ Does not own: training.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,19 @@ def add_lora(
 def load_adapter(model: PreTrainedModel, adapter_dir: Path, name: str = "default") -> PeftModel:
     """Attach a saved adapter to `model` for inference."""
     return PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=name, is_trainable=False)
+
+
+def load_trainable_adapter(model: PreTrainedModel, adapter_dir: Path) -> PeftModel:
+    """Attach a saved adapter to `model` to train it further (its own rank, targets and dropout)."""
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
+def adapter_base_model(adapter_dir: Path) -> str:
+    """The base model a saved adapter was trained on, as peft recorded it (`base_model_name_or_path`)."""
+    config_file = adapter_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{adapter_dir}: not an adapter folder (no adapter_config.json)")
+    return str(json.loads(config_file.read_text(encoding="utf-8"))["base_model_name_or_path"])
 
 
 def save_artifact(

@@ -355,6 +355,27 @@ class ServingStore:
             session.flush()
             return record.id
 
+    def feedback_with_requests(
+        self, *, deployment: str | None = None, adapter: str | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Feedback on requests served by `deployment`, or answered by any version of `adapter`, with
+        those requests and the ones a preference compares them with."""
+        with self._session() as session:
+            query = select(RequestLogRecord)
+            if deployment is not None:
+                query = query.where(RequestLogRecord.deployment == deployment)
+            if adapter is not None:
+                query = query.where(RequestLogRecord.variant.startswith(f"{adapter}@"))
+            requests = {record.id: _request_dict(record) for record in session.scalars(query)}
+            feedback = [item for item in self.list_feedback() if item["response_id"] in requests]
+            for item in feedback:
+                other = item["preferred_over"]
+                if other is not None and other not in requests:
+                    record = session.get(RequestLogRecord, other)
+                    assert record is not None  # a foreign key
+                    requests[other] = _request_dict(record)
+            return list(requests.values()), feedback
+
     def list_feedback(self, response_id: str | None = None) -> list[dict[str, Any]]:
         with self._session() as session:
             query = select(FeedbackRecord).order_by(FeedbackRecord.id)

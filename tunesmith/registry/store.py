@@ -83,7 +83,7 @@ class Registry:
                 run = RunRecord(
                     id=run_id,
                     status=type_,
-                    method=config.get("method", "lora"),
+                    method=config.get("tuning", config.get("method", "lora")),  # runs before `tuning`: method
                     base_model=config.get("model", ""),
                     run_dir=str(data.get("run_dir", "")),
                     config=config,

@@ -8,6 +8,11 @@ softmax are held in the compute dtype (softmax and log-softmax compute in fp32 i
 bf16, a loss without gradients (validation) is each token's log-softmax rounded to bf16 (relative
 error <= 2**-8); with gradients it is read off the stored softmax (absolute error <= 2**-8 per token,
 which saves a vocabulary-sized pass). Both are finer than the error the bf16 logits already carry.
+
+`sequence_log_probs` is its sibling for preference objectives: each sequence's summed log-probability of
+its targets, from the same hidden states and embedding, with the same chunking and the gradient of each
+token's log-probability with respect to its hidden state taken in the forward pass. The output
+embedding must be frozen there (LoRA), which is what makes that gradient a per-token vector.
 """
 
 from __future__ import annotations
@@ -105,3 +110,86 @@ def linear_cross_entropy(
             selected_hidden, weight, selected_targets, chunk_size, dtype
         )
     return loss, int(selected_targets.numel())
+
+
+class _LinearTokenLogProbs(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,  # (N, H) loss-bearing positions only
+        weight: torch.Tensor,  # (V, H), frozen
+        targets: torch.Tensor,  # (N,)
+        chunk_size: int,
+        compute_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        if ctx.needs_input_grad[1]:
+            raise ValueError("sequence_log_probs needs a frozen output embedding (train LoRA adapters)")
+        weight_c = weight.to(compute_dtype)
+        log_probs = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        for start in range(0, hidden.shape[0], chunk_size):
+            chunk = hidden[start : start + chunk_size].to(compute_dtype)  # (C, H)
+            chunk_targets = targets[start : start + chunk_size]
+            logits = chunk @ weight_c.T  # (C, V)
+            # One formula with and without gradients, so that the reference (computed without) and the
+            # policy at step 0 (with) agree to the bit: log-sum-exp read off the stored softmax, as in
+            # _LinearCrossEntropy, and the target's logit in fp32.
+            probabilities = torch.softmax(logits, dim=-1)
+            rows = torch.arange(chunk.shape[0], device=chunk.device)
+            top, top_index = logits.max(dim=-1)
+            log_norm = top.float() - probabilities[rows, top_index].float().log()
+            log_probs[start : start + chunk_size] = logits[rows, chunk_targets].float() - log_norm
+            del logits
+            if grad_hidden is None:
+                continue
+            # d log p(target) / d hidden = W[target] - softmax @ W
+            grad_hidden[start : start + chunk_size] = (weight_c[chunk_targets] - probabilities @ weight_c).to(
+                hidden.dtype
+            )
+        ctx.save_for_backward(grad_hidden)
+        return log_probs
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad_hidden,) = ctx.saved_tensors
+        hidden_grad = (
+            grad_hidden * grad_output[:, None].to(grad_hidden.dtype) if grad_hidden is not None else None
+        )
+        return hidden_grad, None, None, None, None
+
+
+def sequence_log_probs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    sequence_ids: torch.Tensor,
+    num_sequences: int,
+    *,
+    chunk_size: int = 1024,
+    compute_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Each sequence's summed log-probability of its targets (positions not IGNORE_INDEX).
+
+    Args:
+        hidden: final hidden states, `(B, T, H)` or `(N, H)`.
+        weight: output embedding `(V, H)`; frozen.
+        targets: `(B, T)` or `(N,)` token ids, IGNORE_INDEX where no loss is taken.
+        sequence_ids: `(L,)` the sequence of each loss-bearing position, in the order they appear in
+            `targets` read row by row.
+        num_sequences: S, the number of sequences.
+        chunk_size: positions per logits chunk; bounds the `(chunk, V)` buffer.
+        compute_dtype: matmul dtype (bf16 for speed); defaults to `hidden`'s dtype.
+
+    Returns:
+        `(S,)` fp32 sums of log-probabilities, differentiable with respect to `hidden`.
+    """
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets.reshape(-1)
+    keep = flat_targets != IGNORE_INDEX
+    dtype = compute_dtype or hidden.dtype
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        token_log_probs: torch.Tensor = _LinearTokenLogProbs.apply(  # type: ignore[no-untyped-call]
+            flat_hidden[keep], weight, flat_targets[keep], chunk_size, dtype
+        )
+    sums = torch.zeros(num_sequences, dtype=torch.float32, device=hidden.device)
+    return sums.index_add(0, sequence_ids.to(hidden.device), token_log_probs)

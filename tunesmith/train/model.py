@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from tunesmith.data.pack import PackedBatch, share_prefix
 from tunesmith.lora import use_lora_forwards
-from tunesmith.models.adapters import add_lora
+from tunesmith.models.adapters import add_lora, load_trainable_adapter
 from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
 
@@ -87,13 +88,20 @@ def prepare_training_model(
     packed_attention: bool,
     gradient_checkpointing: bool,
     compile_decoder: bool,
+    init_adapter: Path | None = None,
 ) -> TrainingModel:
-    """Load `model_path` for training: LoRA adapters when `lora` is given, else every weight trainable."""
+    """Load `model_path` for training: LoRA adapters when `lora` is given, else every weight trainable.
+
+    With `init_adapter`, that saved adapter is trained further in place of fresh LoRA adapters.
+    """
     # LoRA: the frozen base can live in bf16 (half the memory, no per-step casts); adapters stay fp32.
     # Full fine-tuning keeps fp32 master weights and runs the matmuls under bf16 autocast.
     model: Any = load_model(model_path, dtype=torch.bfloat16 if bf16 and lora else torch.float32)
-    if lora is not None:
+    if init_adapter is not None:
+        model = load_trainable_adapter(model, init_adapter)
+    elif lora is not None:
         model = add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets)
+    if init_adapter is not None or lora is not None:
         # Which forward each layer runs, in training and in validation: the table in tunesmith.lora.
         # CUDA's native dropout is already one fused kernel; a CPU's draws its mask slowly (benchmarks/RESULTS.md).
         use_lora_forwards(model, fused=fused_layers, fast_dropout=device == "cpu")

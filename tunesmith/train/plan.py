@@ -277,7 +277,7 @@ def plan_step_layout(
     best: StepLayout | None = None
     for fused in fused_layer_choices(device, spec.compile, spec.fused_layers, spec.lora.dropout):
         layout = choose_step_layout(
-            shape, spec.method, bf16, device, row_len, rows, budget, spec.gradient_checkpointing,
+            shape, spec.tuning, bf16, device, row_len, rows, budget, spec.gradient_checkpointing,
             spec.micro_batch_tokens, span, fused,
         )  # fmt: skip
         if best is None:
@@ -442,22 +442,22 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
     precision = "bf16" if bf16 else "fp32"
-    shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
+    shape = model_shape(model_path, spec.tuning, spec.lora.r, spec.lora.target_modules)
     layout = plan_step_layout(spec, shape, bf16, device, lengths)
     steps_per_epoch, steps = step_counts(len(rendered), spec)
     total_tokens = round(sum(lengths) * steps / steps_per_epoch)
     throughput = estimate_throughput(
-        shape, spec.method, bf16, device, measured(spec.model, spec.method, device, precision)
+        shape, spec.tuning, bf16, device, measured(spec.model, spec.tuning, device, precision)
     )
     job = estimate_training(
-        total_tokens, shape.parameters, spec.method, throughput, [],
+        total_tokens, shape.parameters, spec.tuning, throughput, [],
         gradient_checkpointing=layout.gradient_checkpointing,
     )  # fmt: skip
     assert job.throughput is not None and job.seconds is not None  # a dry run always has a throughput
     truncated = sum(length >= spec.max_seq_len for length in lengths)
     return TrainPlan(
         model=spec.model,
-        method=spec.method,
+        method=spec.tuning,
         device=device,
         precision=precision,
         parameters=shape.parameters,
@@ -485,8 +485,8 @@ def _suggestions(
             f"estimated peak {layout.memory.total / GB:.1f} GB exceeds the {layout.budget / GB:.1f} GB limit: "
             "lower --max-seq-len (rows get shorter)"
             + (
-                ", or train a LoRA adapter (--method lora) instead of every weight"
-                if spec.method == "full"
+                ", or train a LoRA adapter (--tuning lora) instead of every weight"
+                if spec.tuning == "full"
                 else ""
             )
             + ", or pick a smaller model"

@@ -66,7 +66,7 @@ def train_sft(
 
 
 def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) -> TrainResult:
-    _seed_everything(spec.seed)
+    seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
@@ -82,12 +82,12 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     # ------------------------------------------------------------------ model
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
-    plan = _step_plan(run, spec, model_path, bf16, device, train_examples, resuming)
+    plan = choose_step_plan(run, spec, model_path, bf16, device, train_examples, resuming)
     lora = spec.lora
     trained = prepare_training_model(
         model_path,
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules)
-        if spec.method == "lora"
+        if spec.tuning == "lora"
         else None,
         bf16=bf16,
         device=device,
@@ -110,7 +110,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     score: Score | None = None
     if spec.eval_metrics:  # task metrics on a validation sample, beside the loss
         score = partial(evaluate_during_training, trained.model, tokenizer, val_sample, spec.eval_metrics)
-    settings = _loop_settings(spec, len(train_examples))
+    settings = loop_settings(spec, len(train_examples))
     started = (
         f"training {settings.total_steps} steps on {device} ({'bf16' if bf16 else 'fp32'}), passes of "
         f"{plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
@@ -125,7 +125,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     data = TrainedData(train_hash, val_hash, len(train_examples), len(val_examples))
     return finish_run(
         run, trained, tokenizer, outcome,
-        method=spec.method, base_model=spec.model, hyperparameters=_hyperparameters(spec), data=data, plan=plan,
+        method=spec.tuning, base_model=spec.model, hyperparameters=hyperparameters(spec), data=data, plan=plan,
     )  # fmt: skip
 
 
@@ -186,7 +186,7 @@ def _pass(batch: PackedBatch, rows: slice) -> SFTPass:
 # ---------------------------------------------------------------------- helpers
 
 
-def _loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
+def loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
     _, total_steps = step_counts(num_examples, spec)
     return LoopSettings(
         num_examples=num_examples,
@@ -206,7 +206,7 @@ def _loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
     )
 
 
-def _step_plan(
+def choose_step_plan(
     run: RunDir,
     spec: TrainSpec,
     model_path: str,
@@ -218,7 +218,7 @@ def _step_plan(
     """Tokens per pass and checkpointing, chosen once per run (plan.json) so a resumed run steps the same."""
     if resuming and (run.path / "plan.json").is_file():
         return read_step_plan(run.path / "plan.json")
-    shape = model_shape(model_path, spec.method, spec.lora.r, spec.lora.target_modules)
+    shape = model_shape(model_path, spec.tuning, spec.lora.r, spec.lora.target_modules)
     plan = step_plan(plan_step_layout(spec, shape, bf16, device, [len(e.input_ids) for e in examples]))
     run.write_json("plan.json", plan.to_record())
     if not plan.fits:
@@ -268,9 +268,9 @@ def _render_split(
     return rendered, prepared_hash or dataset_hash(examples), examples
 
 
-def _hyperparameters(spec: TrainSpec) -> dict[str, Any]:
+def hyperparameters(spec: TrainSpec) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "method": spec.method,
+        "method": spec.tuning,
         "epochs": spec.epochs,
         "max_steps": spec.max_steps,
         "batch_size": spec.batch_size,
@@ -280,12 +280,12 @@ def _hyperparameters(spec: TrainSpec) -> dict[str, Any]:
         "max_seq_len": spec.max_seq_len,
         "seed": spec.seed,
     }
-    if spec.method == "lora":
+    if spec.tuning == "lora":
         values |= {"lora_r": spec.lora.r, "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout}
     return values
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -31,4 +31,4 @@ def test_dry_run_that_cannot_fit_says_what_to_change_and_exits_1(tiny_model_dir:
          "--memory-limit-gb", "0.001", "--dry-run"],
     )  # fmt: skip
     assert result.exit_code == 1
-    assert "exceeds" in result.stderr and "--method lora" in result.stderr
+    assert "exceeds" in result.stderr and "--tuning lora" in result.stderr

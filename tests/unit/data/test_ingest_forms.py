@@ -33,7 +33,8 @@ def test_classification_rows_without_a_label_are_reported(tmp_path: Path) -> Non
 
 def test_preference_pairs_load_as_records_but_not_as_chat_examples(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
-    assert load_records(path) == [PreferenceExample("Hi", "Hello!", "Go away.", "p.jsonl:1")]
+    prompt = [{"role": "user", "content": "Hi"}]
+    assert load_records(path) == [PreferenceExample(prompt, "Hello!", "Go away.", "p.jsonl:1")]
     with pytest.raises(DataError, match="preference pairs"):
         load_examples(path)
 
