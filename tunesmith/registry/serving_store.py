@@ -360,6 +360,7 @@ class ServingStore:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Feedback on requests served by `deployment`, or answered by any version of `adapter`, with
         those requests and the ones a preference compares them with."""
+        every_feedback = self.list_feedback()  # its own session: SQLite sessions hold the write lock
         with self._session() as session:
             query = select(RequestLogRecord)
             if deployment is not None:
@@ -367,7 +368,7 @@ class ServingStore:
             if adapter is not None:
                 query = query.where(RequestLogRecord.variant.startswith(f"{adapter}@"))
             requests = {record.id: _request_dict(record) for record in session.scalars(query)}
-            feedback = [item for item in self.list_feedback() if item["response_id"] in requests]
+            feedback = [item for item in every_feedback if item["response_id"] in requests]
             for item in feedback:
                 other = item["preferred_over"]
                 if other is not None and other not in requests:
