@@ -51,7 +51,6 @@ def _sign_off_rate(adapter: Path, prompts: list[str]) -> np.ndarray:
     return np.array([[float(SIGN_OFF in reply)] for reply in replies])
 
 
-@pytest.mark.xfail(reason=NOT_MET, strict=False)
 def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Path, tmp_path: Path) -> None:
     data = tmp_path / "style"
     script = REPO / "scripts" / "make_style_pairs.py"
@@ -79,6 +78,7 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
     )  # fmt: skip
     lines = (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()
     accuracy = [json.loads(line) for line in lines if "val_loss" in line][-1]["val_preference_accuracy"]
+    assert accuracy >= 0.9  # met: a regression here fails the test
 
     tokenizer = load_tokenizer(resolve_model("smollm2-135m-instruct"))
     prompts = [render_prompt(tokenizer, example) for example in load_examples(data / "test.jsonl")]
@@ -96,6 +96,5 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
         + f"; difference {compared.difference:+.3f} [{compared.ci_low:+.3f}, {compared.ci_high:+.3f}], "
         f"p = {compared.p_value:.4f}"
     )
-    assert accuracy >= 0.9
-    assert dpo_rate.mean() >= 0.8
-    assert compared.p_value < 0.05 and compared.difference > 0
+    if not (dpo_rate.mean() >= 0.8 and compared.p_value < 0.05 and compared.difference > 0):
+        pytest.xfail(NOT_MET)  # the generation goal only: the test passes once it is met
