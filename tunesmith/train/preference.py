@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from rich.console import Console
+from rich.progress import track
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
@@ -127,7 +129,7 @@ def answer_lengths(sequences: SequencePass) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_log_probs(
-    model: TrainingModel, sequences: Sequences, *, adapter_disabled: bool
+    model: TrainingModel, sequences: Sequences, *, adapter_disabled: bool, show_progress: bool = False
 ) -> torch.Tensor:
     """`(N, k)` log-probabilities of every sequence under the model as it stands, in evaluation mode.
 
@@ -139,7 +141,10 @@ def reference_log_probs(
     values = torch.zeros(len(sequences.groups), len(sequences.groups[0]) if sequences.groups else 0)
     model.model.eval()
     with context:
-        for sequence_pass in sequences.passes(range(len(sequences.groups))):
+        passes = sequences.passes(range(len(sequences.groups)))
+        for sequence_pass in track(
+            passes, "reference log-probs", console=Console(stderr=True), disable=not show_progress
+        ):  # one forward per pass of the data: minutes on a CPU for a few hundred pairs
             values[sequence_pass.examples] = pass_log_probs(model, sequence_pass).float().cpu()
     model.model.train()
     return values
@@ -218,7 +223,9 @@ def _train(
     train = Sequences(train_groups, None, train_labels, spec.pack_len, pad_id, plan.pass_tokens)
     val = Sequences(val_groups, None, val_labels, spec.pack_len, pad_id, plan.pass_tokens)
     if spec.method != "orpo":
-        train, val = _with_reference(run, trained, train, val, resuming, spec.init_adapter is None)
+        train, val = _with_reference(
+            run, trained, train, val, resuming, spec.init_adapter is None, show_progress
+        )
 
     # ------------------------------------------------------------------ loop
     objective = build(spec, trained, train, val)
@@ -256,7 +263,13 @@ def check_init_adapter(adapter_dir: Path, model: str, model_path: str) -> None:
 
 
 def _with_reference(
-    run: RunDir, trained: TrainingModel, train: Sequences, val: Sequences, resuming: bool, from_base: bool
+    run: RunDir,
+    trained: TrainingModel,
+    train: Sequences,
+    val: Sequences,
+    resuming: bool,
+    from_base: bool,
+    show_progress: bool,
 ) -> tuple[Sequences, Sequences]:
     """The splits with their reference log-probabilities: computed now, or a resumed run's saved ones."""
     path = run.path / REFERENCE_FILE
@@ -266,9 +279,17 @@ def _with_reference(
     else:
         source = "the base model (adapter disabled)" if from_base else "the starting adapter"
         run.emit(EventType.validating_data, f"reference log-probabilities from {source}")
-        train_reference = reference_log_probs(trained, train, adapter_disabled=from_base)
-        val_reference = reference_log_probs(trained, val, adapter_disabled=from_base)
-        save_file({"train": train_reference, "val": val_reference}, str(path))
+        train_reference = reference_log_probs(
+            trained, train, adapter_disabled=from_base, show_progress=show_progress
+        )
+        val_reference = reference_log_probs(
+            trained, val, adapter_disabled=from_base, show_progress=show_progress
+        )
+        staged = path.with_name(
+            f".{path.name}.tmp"
+        )  # a kill mid-write must not leave a torn file to resume from
+        save_file({"train": train_reference, "val": val_reference}, str(staged))
+        staged.replace(path)
     return replace(train, reference=train_reference), replace(val, reference=val_reference)
 
 
