@@ -199,6 +199,17 @@ def test_feedback_round_trips_into_the_registry(server: Server) -> None:
         == 404
     )
     assert http.post("/v1/feedback", json={"response_id": good.id}).status_code == 400  # nothing given
+    ranked = {"response_id": good.id, "ranking": [good.id, bad.id]}
+    assert http.post("/v1/feedback", json=ranked).status_code == 201
+    assert server.store.list_feedback(good.id)[-1]["ranking"] == [good.id, bad.id]
+    for ranking in ([good.id, good.id], [bad.id, "chatcmpl-other"]):
+        refused = http.post("/v1/feedback", json={"response_id": good.id, "ranking": ranking})
+        assert refused.status_code == 400 and "ranking" in refused.json()["error"]["message"]
+    foreign = server.client("globex").chat.completions.create(model="base", messages=HELLO, max_tokens=2)
+    assert (
+        http.post("/v1/feedback", json={"response_id": good.id, "ranking": [good.id, foreign.id]}).status_code
+        == 404
+    )
 
 
 def test_tenants_cannot_see_or_call_each_others_models(server: Server) -> None:

@@ -3,7 +3,7 @@
 Owns: turning logged requests and their feedback (plain dicts, as the serving registry lists them)
 into rows in the forms `tunesmith data prepare` reads, each carrying the request and feedback ids it
 came from (`source_ids`, kept through preparation): a preference between two answers to the same prompt
-→ a DPO pair; a correction → an SFT conversation and a DPO pair (the correction chosen over the
+→ a DPO pair; a ranking of several answers to one prompt → every implied pair; a correction → an SFT conversation and a DPO pair (the correction chosen over the
 answer); thumbs and ratings → KTO rows (good at or above `good_rating`, bad at or below `bad_rating`).
 Feedback that yields no row (a comment alone, a middling rating, answers to different prompts) is
 listed with the reason, never dropped silently. Then `prepare_feedback_dataset` writes each kind through
@@ -61,6 +61,8 @@ def feedback_rows(
                 _pair(
                     rows, item, prompt, answer, other["outputs"][0], ids | {"other_request_id": other["id"]}
                 )
+        if item.get("ranking"):
+            _ranking(rows, item, prompt, by_id, ids)
         if item.get("correction"):
             correction = item["correction"]
             rows.sft.append(
@@ -75,7 +77,9 @@ def feedback_rows(
                 f"feedback {item['id']}: rating {item['rating']} is neither good (>= {good_rating}) nor bad "
                 f"(<= {bad_rating})"
             )
-        if all(item.get(key) is None for key in ("preferred_over", "correction", "rating", "thumbs")):
+        if all(
+            item.get(key) is None for key in ("preferred_over", "ranking", "correction", "rating", "thumbs")
+        ):
             rows.unused.append(f"feedback {item['id']}: a comment only, no rating, correction or preference")
     return rows
 
@@ -118,6 +122,25 @@ def _pair(
         rows.unused.append(f"feedback {item['id']}: the preferred answer is the same as the other")
     else:
         rows.dpo.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, **_ids(ids)})
+
+
+def _ranking(
+    rows: FeedbackRows,
+    item: dict[str, Any],
+    prompt: list[Message],
+    by_id: dict[str, dict[str, Any]],
+    ids: dict[str, Any],
+) -> None:
+    """Every pair a ranking implies (best first), when all its answers were to the same prompt."""
+    ranked = [by_id.get(response) for response in item["ranking"]]
+    if any(request is None or _prompt(request) != prompt for request in ranked):
+        rows.unused.append(f"feedback {item['id']}: the ranked answers were not all to the same prompt")
+        return
+    for better, chosen in enumerate(ranked):
+        for rejected in ranked[better + 1 :]:
+            assert chosen is not None and rejected is not None
+            links = ids | {"chosen_request_id": chosen["id"], "rejected_request_id": rejected["id"]}
+            _pair(rows, item, prompt, chosen["outputs"][0], rejected["outputs"][0], links)
 
 
 def _ids(ids: dict[str, Any]) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class RequestLogRecord(Base):
 
 
 class FeedbackRecord(Base):
-    """A rating, comment, correction or preference on a logged response."""
+    """A rating, comment, correction, preference or ranking on a logged response."""
 
     __tablename__ = "feedback"
 
@@ -107,4 +107,5 @@ class FeedbackRecord(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     preferred_over: Mapped[str | None] = mapped_column(ForeignKey("request_log.id"), nullable=True)
+    ranking: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # response ids, best first
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

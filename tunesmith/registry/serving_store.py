@@ -346,7 +346,7 @@ class ServingStore:
 
     def record_feedback(self, caller: Caller, response_id: str, **fields: Any) -> int:
         """Store feedback on a response the caller may see; NotFoundError otherwise."""
-        for response in (response_id, fields.get("preferred_over")):
+        for response in (response_id, fields.get("preferred_over"), *(fields.get("ranking") or ())):
             if response is not None and self.get_request(caller, response) is None:
                 raise NotFoundError(f"no response with id {response}")
         with self._session() as session, session.begin():
@@ -359,7 +359,7 @@ class ServingStore:
         self, *, deployment: str | None = None, adapter: str | None = None
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Feedback on requests served by `deployment`, or answered by any version of `adapter`, with
-        those requests and the ones a preference compares them with."""
+        those requests and the ones a preference or ranking compares them with."""
         every_feedback = self.list_feedback()  # its own session: SQLite sessions hold the write lock
         with self._session() as session:
             query = select(RequestLogRecord)
@@ -370,11 +370,11 @@ class ServingStore:
             requests = {record.id: _request_dict(record) for record in session.scalars(query)}
             feedback = [item for item in every_feedback if item["response_id"] in requests]
             for item in feedback:
-                other = item["preferred_over"]
-                if other is not None and other not in requests:
-                    record = session.get(RequestLogRecord, other)
-                    assert record is not None  # a foreign key
-                    requests[other] = _request_dict(record)
+                for other in (item["preferred_over"], *(item["ranking"] or ())):
+                    if other is not None and other not in requests:
+                        record = session.get(RequestLogRecord, other)
+                        if record is not None:  # ranking ids are checked when stored, not foreign keys
+                            requests[other] = _request_dict(record)
             return list(requests.values()), feedback
 
     def list_feedback(self, response_id: str | None = None) -> list[dict[str, Any]]:
@@ -392,6 +392,7 @@ class ServingStore:
                     "comment": f.comment,
                     "correction": f.correction,
                     "preferred_over": f.preferred_over,
+                    "ranking": f.ranking,
                 }
                 for f in session.scalars(query)
             ]

@@ -98,7 +98,7 @@ class Usage(BaseModel):
 
 
 class FeedbackCreate(_Body):
-    """Feedback on a response: a rating (1-5 or thumbs), comment, corrected text, or a preference."""
+    """Feedback on a response: a rating (1-5 or thumbs), comment, corrected text, a preference or a ranking."""
 
     response_id: str = Field(min_length=1, description="The `id` of the response being rated.")
     rating: int | None = Field(None, ge=1, le=5, description="1 (bad) to 5 (good).")
@@ -108,12 +108,26 @@ class FeedbackCreate(_Body):
     preferred_over: str | None = Field(
         None, description="Another response id that this response was preferred to (a preference pair)."
     )
+    ranking: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        description="Response ids to the same prompt, best first, this one among them: every implied pair "
+        "becomes a preference pair.",
+    )
 
     @model_validator(mode="after")
     def _check_something(self) -> FeedbackCreate:
-        given = (self.rating, self.thumbs, self.comment, self.correction, self.preferred_over)
+        given = (self.rating, self.thumbs, self.comment, self.correction, self.preferred_over, self.ranking)
         if all(value is None for value in given):
-            raise ValueError("give at least one of rating, thumbs, comment, correction, preferred_over")
+            raise ValueError(
+                "give at least one of rating, thumbs, comment, correction, preferred_over, ranking"
+            )
+        if self.ranking is not None:
+            if len(set(self.ranking)) != len(self.ranking):
+                raise ValueError("ranking: a response id appears twice")
+            if self.response_id not in self.ranking:
+                raise ValueError("ranking: it must include response_id, the response this feedback is on")
         return self
 
 

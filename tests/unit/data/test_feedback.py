@@ -61,3 +61,23 @@ def test_feedback_that_gives_no_row_is_listed_with_why() -> None:
         "feedback 3: rating 3 is neither good (>= 5) nor bad (<= 1)",
         "feedback 4: a comment only, no rating, correction or preference",
     ]
+
+
+def test_a_ranking_becomes_every_pair_it_implies_best_first() -> None:
+    requests = [_request("a", "Hello!"), _request("b", "Hi."), _request("c", "What.")]
+    rows = feedback_rows(requests, [_feedback(1, "b", ranking=["a", "b", "c"])])
+    pairs = [(row["chosen"], row["rejected"], row["source_ids"]) for row in rows.dpo]
+    links = {"request_id": "b", "feedback_id": 1}
+    assert pairs == [
+        ("Hello!", "Hi.", links | {"chosen_request_id": "a", "rejected_request_id": "b"}),
+        ("Hello!", "What.", links | {"chosen_request_id": "a", "rejected_request_id": "c"}),
+        ("Hi.", "What.", links | {"chosen_request_id": "b", "rejected_request_id": "c"}),
+    ]
+    assert rows.unused == []
+
+
+def test_a_ranking_across_prompts_gives_no_pair_and_says_why() -> None:
+    requests = [_request("a", "Hello!"), _request("c", "Ho", {"prompt": "other"})]
+    rows = feedback_rows(requests, [_feedback(1, "a", ranking=["a", "c"])])
+    assert rows.dpo == []
+    assert rows.unused == ["feedback 1: the ranked answers were not all to the same prompt"]

@@ -1,4 +1,4 @@
-"""`POST /v1/feedback`: a rating, comment, correction or preference on a response the caller got."""
+"""`POST /v1/feedback`: a rating, comment, correction, preference or ranking on a response the caller got."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def create_feedback(body: FeedbackCreate, caller: CallerDep, store: StoreD
     try:
         feedback_id = await run_in_threadpool(
             store.record_feedback, caller, body.response_id, rating=rating, thumbs=body.thumbs,
-            comment=body.comment, correction=body.correction, preferred_over=body.preferred_over,
+            comment=body.comment, correction=body.correction, preferred_over=body.preferred_over, ranking=body.ranking,
         )  # fmt: skip
     except NotFoundError as error:
         raise APIError(404, str(error), param="response_id", code="response_not_found") from error
