@@ -56,7 +56,9 @@ def evaluate(
     if pairs is not None:  # preference data: the adapter's preferences against its reference
         if run is None:
             raise UsageError("preference pairs score a run's adapter against its reference: give --model RUN")
-        _evaluate_preferences(run, pairs, out or run["run_dir"] / "eval", json_output)
+        out_dir = out or run["run_dir"] / "eval"
+        report = _evaluate_preferences(run, pairs, spec.data, out_dir, json_output)
+        registry.record_evaluation(run["run_id"], report, out_dir)
         return
     base = run["base_model"] if run else model
     candidates = []
@@ -84,10 +86,11 @@ def preference_pairs(spec: EvalSpec) -> list[PreferenceExample] | None:
 
 
 def _evaluate_preferences(
-    run: dict[str, Any], pairs: list[PreferenceExample], out: Path, json_output: bool
-) -> None:
+    run: dict[str, Any], pairs: list[PreferenceExample], data: Path, out: Path, json_output: bool
+) -> dict[str, Any]:
     import json
 
+    from tunesmith.data.records import pairs_hash
     from tunesmith.eval.preference import evaluate_preferences
 
     config = run["config"]
@@ -100,11 +103,12 @@ def _evaluate_preferences(
         run["base_model"], run["candidate"].adapter_dir, pairs, beta=config.get("beta", 0.1),
         reference_adapter=Path(init) if init else None, max_seq_len=config.get("max_seq_len", 1024),
     )  # fmt: skip
+    report["data"] = {"path": str(data), "hash": pairs_hash(pairs), "examples": len(pairs)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "preference_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if json_output:
         print_json(report)
-        return
+        return report
     table = Table(
         title=f"{run['run_id']} on {len(pairs)} preference pairs (reference: {report['reference']})"
     )
@@ -114,6 +118,7 @@ def _evaluate_preferences(
         table.add_row(name, f"{metric['value']:.4f} [{metric['ci_low']:.4f}, {metric['ci_high']:.4f}]")
     console.print(table)
     console.print(f"report: {out / 'preference_report.json'}")
+    return report
 
 
 def print_report(report: dict[str, Any], out: Path, title: str, json_output: bool) -> None:

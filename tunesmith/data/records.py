@@ -110,6 +110,15 @@ def records_hash(records: Iterable[PreferenceExample | RatedCompletion]) -> str:
     return digest.hexdigest()
 
 
+def pairs_hash(pairs: Iterable[PreferenceExample]) -> str:
+    """Content hash of preference pairs, as `dataset_hash` is of examples."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        fields = [pair.prompt, pair.chosen, pair.rejected]
+        digest.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
 def dataset_hash(examples: Iterable[Example]) -> str:
     """Content hash of normalised examples: the same data in another file format hashes the same."""
     digest = hashlib.sha256()

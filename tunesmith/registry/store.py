@@ -190,7 +190,13 @@ class Registry:
             result["adapters"] = [{"name": a.name, "version": a.version, "path": a.path} for a in adapters]
             evaluations = session.scalars(select(EvaluationRecord).where(EvaluationRecord.run_id == run.id))
             result["evaluations"] = [
-                {"id": e.id, "out_dir": e.out_dir, "models": e.report.get("models", [])} for e in evaluations
+                {
+                    "id": e.id,
+                    "out_dir": e.out_dir,
+                    "task": e.report["task"],
+                    "models": e.report.get("models", []),
+                }
+                for e in evaluations
             ]
             return result
 

@@ -42,6 +42,8 @@ def test_sft_then_dpo_from_its_adapter_by_run_id_registers_the_next_version(
     assert report["examples"] == 6 and report["reference"] == f"{Path(sft_dir) / 'adapter'}"
     for metric in report["metrics"].values():
         assert metric["ci_low"] <= metric["value"] <= metric["ci_high"]
+    recorded = Registry(default_database_url()).connect().get_run(summary["run_id"])
+    assert recorded is not None and [e["task"] for e in recorded["evaluations"]] == ["preference"]
     compared = runner.invoke(app, ["compare", "zero-shot", sft_run, summary["run_id"], "--data",
                                    str(DEMO / "test.jsonl"), "--limit", "4", "--max-new-tokens", "8",
                                    "--out", str(tmp_path / "compare"), "--json"])  # fmt: skip
