@@ -118,6 +118,12 @@ class TrainSpec(_Spec):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="dpo: the share of pairs assumed mislabelled (conservative DPO)."
     )
+    rpo_alpha: float = Field(
+        0.0,
+        ge=0,
+        description="dpo: weight of the chosen answers' per-token loss added to DPO's (RPO; TRL's rpo_alpha): "
+        "keeps preferred answers likely where a pair differs in a few tokens.",
+    )
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the thumbs-up rows' loss.")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the thumbs-down rows' loss.")
     orpo_lambda: float = Field(

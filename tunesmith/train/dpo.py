@@ -8,14 +8,20 @@ own: the recipe, the loop, the loss formula.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from tunesmith.config import TrainSpec
 from tunesmith.train.model import TrainingModel
-from tunesmith.train.preference import SequencePass, Sequences, pass_log_probs, train_preference
+from tunesmith.train.preference import (
+    SequencePass,
+    Sequences,
+    answer_lengths,
+    pass_log_probs,
+    train_preference,
+)
 from tunesmith.train.preference_losses import PairLosses, dpo_losses
 from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import EventListener
@@ -33,7 +39,7 @@ def train_dpo(
 
 
 def _build(spec: TrainSpec, model: TrainingModel, train: Sequences, val: Sequences) -> DPOObjective:
-    return DPOObjective(model, train, val, spec.beta, spec.label_smoothing)
+    return DPOObjective(model, train, val, spec.beta, spec.label_smoothing, spec.rpo_alpha)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class DPOObjective:
     val: Sequences
     beta: float
     label_smoothing: float
+    rpo_alpha: float
 
     def step_batches(self, examples: list[int]) -> list[SequencePass]:
         return self.train.passes(examples)
@@ -70,6 +77,9 @@ class DPOObjective:
             policy[:, 0], policy[:, 1], reference[:, 0], reference[:, 1],
             beta=self.beta, label_smoothing=self.label_smoothing,
         )  # fmt: skip
+        if self.rpo_alpha:
+            chosen_mean = policy[:, 0] / answer_lengths(batch)[:, 0].to(policy.device)
+            losses = replace(losses, losses=losses.losses - self.rpo_alpha * chosen_mean)
         return losses, policy.detach()
 
 
