@@ -291,14 +291,14 @@ class ServingService:
             self.limits.release(tenant_key, reserved - used)
 
         try:
-            return self._submit(target, prompts, body, max_tokens, request_id, release)
+            return self._submit(target, prompts, body, max_tokens, tenant_key, request_id, release)
         except BaseException:
             release(0)
             raise
 
     def _submit(
-        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, request_id: str,
-        release: Callable[[int], None],
+        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, tenant: str,
+        request_id: str, release: Callable[[int], None],
     ) -> Generation:  # fmt: skip
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
@@ -321,6 +321,7 @@ class ServingService:
                     stop=body.stop_list(),
                     sink=sink,
                     label=target.variant,
+                    tenant=tenant,
                     request_id=request_id,
                 )
             )
