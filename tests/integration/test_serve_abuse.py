@@ -25,7 +25,7 @@ from tunesmith.config import ServeSpec
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.app import create_app
-from tunesmith.serve.limits import AuthFailureLimit, LimitError, TenantLimits
+from tunesmith.serve.limits import AuthFailureLimit, LimitError, TenantLimits, TooManyTokensError
 
 HELLO = [{"role": "user", "content": "hello"}]
 CHAT = "/v1/chat/completions"
@@ -193,6 +193,8 @@ def test_tenant_token_rate_refunds_what_was_not_generated() -> None:
     limits.admit("globex", 900)  # another tenant has its own bucket
     limits.release("acme", unused_tokens=800)  # it generated far less than it reserved
     limits.admit("acme", 800)
+    with pytest.raises(TooManyTokensError, match="more than the 1000 per minute"):
+        limits.admit("initech", 1001)  # a fresh bucket, yet it could never pass: no Retry-After to give
 
 
 def test_anonymous_callers_cannot_grow_metrics_or_list_adapters(server: Server) -> None:

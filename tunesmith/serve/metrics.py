@@ -61,7 +61,7 @@ class ServeMetrics:
         self.loaded_adapters = Gauge("tunesmith_loaded_adapters", "Adapters in memory.", registry=registry)
         self.limits_hit = Counter(
             "tunesmith_limits_hit", "Requests refused or failed by a limit (queue_full, tenant_concurrency, "
-            "tenant_tokens, queue_timeout, auth_failures).", ["limit"], registry=registry,
+            "tenant_tokens, queue_timeout, request_timeout, auth_failures).", ["limit"], registry=registry,
         )  # fmt: skip
         self.request_log_failures = Counter(
             "tunesmith_request_log_failures", "Finished requests the registry could not log (served anyway).",
