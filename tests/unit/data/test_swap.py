@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, synced_before
 from tunesmith.data import swap
 from tunesmith.data.ingest import is_prepared_dataset, load_split
 from tunesmith.data.output import write_dataset
@@ -137,3 +137,24 @@ def test_exchange_swaps_two_folders_in_one_step_and_the_fallback_matches(
     assert (second / "name").read_text(encoding="utf-8") == "second"
     assert (first / "name").read_text(encoding="utf-8") == "first"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["first", "second"]
+
+
+def test_the_new_folder_is_on_disk_before_it_takes_the_name(
+    tmp_path: Path, disk_log: list[tuple[str, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every staged file, then the staged folder, is fsynced before the exchange; the parent folder after."""
+    out = tmp_path / "out"
+    write_version(out, 1)
+    real_exchange = swap.exchange
+
+    def logged_exchange(first: Path, second: Path) -> None:
+        real_exchange(first, second)
+        disk_log.append(("exchange", str(first), str(second)))
+
+    monkeypatch.setattr(swap, "exchange", logged_exchange)
+    write_version(out, 2)
+    exchanged = next(entry for entry in disk_log if entry[0] == "exchange")
+    staging = Path(exchanged[1])
+    assert exchanged[2] == str(out) and _version(out) == 2
+    assert {str(staging / name) for name in FILES} | {str(staging)} <= synced_before(disk_log, exchanged)
+    assert ("fsync", str(tmp_path)) in disk_log[disk_log.index(exchanged) :]
