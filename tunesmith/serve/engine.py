@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -186,15 +186,16 @@ class GenerationEngine:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            return self._take_jobs(self.max_batch_size, set()), None
+            return self._take_jobs(self.max_batch_size, Counter()), None
 
-    def _take_jobs(self, limit: int, adapters: set[str]) -> list[GenerationJob]:
+    def _take_jobs(self, limit: int, active: Counter[str]) -> list[GenerationJob]:
         """Up to `limit` queued jobs, tenants and adapters in turn, keeping the distinct adapters (with
-        `adapters`, those already decoding) within what the adapter cache holds (see `PendingJobs.take`).
-        Call with the lock held. Jobs queued longer than `max_queue_wait_s` fail with `QueueTimeoutError`.
+        `active`, those decoding and their rows) within what the adapter cache holds (see
+        `PendingJobs.take`). Call with the lock held. Jobs queued longer than `max_queue_wait_s` fail
+        with `QueueTimeoutError`.
         """
         self._expire_queued()
-        taken, cancelled = self._pending.take(limit, adapters, self.adapters.capacity)
+        taken, cancelled = self._pending.take(limit, active, self.adapters.capacity)
         for job in cancelled:
             job.sink(JobEvent("done", finish_reason="cancelled"))
         self.metrics.queued.set(len(self._pending))
@@ -221,9 +222,13 @@ class GenerationEngine:
             with self._cond:
                 joining = []
                 if not self._controls and (batch is None or len(batch.rows) < self.max_batch_size):
-                    active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
+                    rows = (
+                        Counter()
+                        if batch is None
+                        else Counter(r.job.adapter for r in batch.rows if r.job.adapter)
+                    )
                     room = self.max_batch_size - (0 if batch is None else len(batch.rows))
-                    joining = self._take_jobs(room, active)
+                    joining = self._take_jobs(room, rows)
             if joining:
                 active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
                 newcomers = self._prefill(self._load_adapters(joining, active))
@@ -249,6 +254,8 @@ class GenerationEngine:
             if job.adapter is not None and job.adapter not in failed:
                 assert job.adapter_path is not None
                 try:
+                    if job.adapter not in self.adapters.loaded:
+                        self.metrics.adapter_loads.inc()
                     self.adapters.ensure(job.adapter, job.adapter_path, pinned)
                 except ValueError as error:  # a bad adapter fails its own requests, not the batch
                     logger.warning("cannot load adapter %s: %s", job.adapter, error)

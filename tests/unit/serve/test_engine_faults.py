@@ -113,6 +113,7 @@ def test_an_adapter_waiting_for_a_slot_is_not_starved(tiny_model_dir: Path, adap
         engine.submit(_job(engine, ("b@1", adapter_dirs[1]), "hello", waiting, max_tokens=4))
         assert waiting.done.wait(60) and waiting.error is None
         assert len(chain) < 30 or not chain[-1].done.is_set()  # it ran while the chain was still going
+        assert engine.metrics.registry.get_sample_value("tunesmith_adapter_loads_total") >= 2
     finally:
         engine.close(timeout=60)
 
