@@ -3,12 +3,13 @@
 Owns: the order jobs leave the queue in: round-robin over tenants (the tenant served least recently
 goes first, so one tenant's flood cannot push another's request to the back), within a tenant
 round-robin over its adapters (the base model counts as one; so one hot adapter cannot starve another),
-and first come first served within one tenant's adapter; the loaded-adapter limit without starvation:
-the first turn whose adapter does not fit waits, and the adapter that has held its slot longest takes
-no new rows until it has drained and freed the slot, while every other turn goes on (so the batch
-stays full, the waiting adapter's turn comes once that adapter's rows finish, and adapters take the
-slots in turn); dropping cancelled jobs and expiring jobs that waited too long. Does not own: the lock (the engine's), the queue bound, or telling
-a job what happened (see `engine`).
+and first come first served within one tenant's adapter. And the loaded-adapter limit without
+starvation: the first turn whose adapter does not fit waits; the adapter that took its slot first,
+once it has had `rows_per_slot` rows since, takes no new rows until it has drained and freed the slot;
+every other turn goes on meanwhile. So the batch stays full, adapters take the slots in turn (each
+fills up to `rows_per_slot` rows per turn instead of being swapped out after one), and the waiting
+turn comes once those rows finish. Also: dropping cancelled jobs, expiring jobs that waited too long.
+Does not own: the lock (the engine's), the queue bound, or telling a job what happened (see `engine`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from tunesmith.serve.jobs import GenerationJob
 class PendingJobs:
     """Queued jobs by tenant, then adapter; not thread-safe (the engine calls it under its lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows_per_slot: int) -> None:
+        self.rows_per_slot = rows_per_slot  # rows an adapter takes after getting a slot before it may drain
         # tenant -> adapter (None: the base model) -> jobs in arrival order. Both levels are in turn
         # order: the first key is served next, a served key moves to the end, an emptied one leaves.
         self._queues: dict[str, dict[str | None, deque[GenerationJob]]] = {}
         self._count = 0
-        # adapters with rows in the batch, in the order they took their slots (the first drains first)
-        self._slots: dict[str, None] = {}
+        # adapters with rows in the batch, in the order they took their slots (the first drains first),
+        # and the rows each has taken since
+        self._slots: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -49,16 +52,15 @@ class PendingJobs:
 
         `active` holds the adapters with rows in the batch and how many each; with the jobs taken, the
         distinct adapters stay within `capacity`. When a turn's adapter does not fit, that turn keeps
-        its place and the active adapter that took its slot first gets no new rows, so it drains; every
-        other turn is taken as usual meanwhile.
+        its place and the active adapter that took its slot first among those that have had
+        `rows_per_slot` rows since gets no new rows, so it drains; every other turn is taken as usual.
         """
         rows = Counter(active)
-        self._slots = {adapter: None for adapter in self._slots if adapter in rows}  # drained ones left
+        self._slots = {adapter: taken for adapter, taken in self._slots.items() if adapter in rows}
         taken: list[GenerationJob] = []
         cancelled: list[GenerationJob] = []
-        draining: str | None = None  # the adapter freeing its slot for a waiting turn
         while len(taken) < limit:
-            turn, draining = self._next_turn(rows, capacity, draining)
+            turn = self._next_turn(rows, capacity)
             if turn is None:
                 break
             tenant, adapter = turn
@@ -66,25 +68,29 @@ class PendingJobs:
                 cancelled.append(self._pop(tenant, adapter, served=False))
                 continue
             if adapter is not None:
-                self._slots.setdefault(adapter, None)
+                self._slots[adapter] = self._slots.get(adapter, 0) + 1
                 rows[adapter] += 1
             taken.append(self._pop(tenant, adapter, served=True))
         return taken, cancelled
 
-    def _next_turn(
-        self, rows: Mapping[str, int], capacity: int, draining: str | None
-    ) -> tuple[tuple[str, str | None] | None, str | None]:
-        """The first (tenant, adapter) turn that may take a row now, and the adapter draining (if any)."""
+    def _next_turn(self, rows: Mapping[str, int], capacity: int) -> tuple[str, str | None] | None:
+        """The first (tenant, adapter) turn that may take a row now, if any."""
+        waiting = False  # whether a turn before this one waits for a slot
+        draining: str | None = None  # the adapter giving its slot up to that turn (if one may yet)
         for tenant, queues in self._queues.items():
             for adapter in queues:
                 if adapter is None or (adapter in rows and adapter != draining):
-                    return (tenant, adapter), draining
+                    return tenant, adapter
                 if adapter not in rows:
                     if len(rows) < capacity:
-                        return (tenant, adapter), draining
-                    if draining is None:  # the first turn that does not fit waits for the oldest slot
-                        draining = next(name for name in self._slots if name in rows)
-        return None, draining
+                        return tenant, adapter
+                    if not waiting:
+                        waiting, draining = True, self._spent_slot()
+        return None
+
+    def _spent_slot(self) -> str | None:
+        """The adapter that took its slot first among those that have had their rows since, if any."""
+        return next((name for name, taken in self._slots.items() if taken >= self.rows_per_slot), None)
 
     def expire(self, queued_before: float) -> list[GenerationJob]:
         """Remove and return the jobs queued before `queued_before` (monotonic time)."""
