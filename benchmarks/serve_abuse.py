@@ -13,7 +13,8 @@ unknown paths without a key, wrong keys (from its own address family: 127.0.0.2)
 concurrent requests (its tenant's concurrency limit is hit). Figures: requests, failures of the
 well-behaved clients (the goal is 0), p50/p95/p99 latency and time to first token, the server's RSS
 sampled every 5 s (and after warm-up vs at the end), the attacker's status codes and the limits hit
-(`tunesmith_limits_hit_total`). See benchmarks/RESULTS.md, "Serving under abuse and load".
+(`tunesmith_limits_hit_total`), and how the engine packed its batches (decode steps, rows and adapters
+per step, adapters loaded from disk). See benchmarks/RESULTS.md, "Serving under abuse and load".
 """
 
 from __future__ import annotations
@@ -263,8 +264,20 @@ async def run(base: str, keys: dict[str, str], pid: int, args: argparse.Namespac
         for line in metrics.splitlines()
         if line.startswith("tunesmith_limits_hit_total{")
     }
+    totals = {
+        line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    steps = totals.get("tunesmith_batch_size_count", 0)
+    engine = {
+        "decode_steps": steps,
+        "rows_per_step": round(totals["tunesmith_batch_size_sum"] / steps, 2) if steps else None,
+        "adapters_per_step": round(totals["tunesmith_batch_adapters_sum"] / steps, 2) if steps else None,
+        "adapter_loads": totals.get("tunesmith_adapter_loads_total"),  # None: a server without the metric
+    }
     return {
-        **figures, "attacker_statuses": attacker, "wrong_key_statuses": guesses, "limits_hit": limits,
+        **figures, **engine, "attacker_statuses": attacker, "wrong_key_statuses": guesses, "limits_hit": limits,
         "rss_mb_over_time": [(t, round(b / 2**20)) for t, b in rss], "rss_mb_after_warmup": round(warm / 2**20),
         "rss_mb_at_end": round(rss[-1][1] / 2**20), "rss_end_vs_warmup": round(rss[-1][1] / warm, 3),
         "load_average": os.getloadavg(),

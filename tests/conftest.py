@@ -93,6 +93,34 @@ def embedded_model_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return home
 
 
+@pytest.fixture
+def disk_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """What is made durable or renamed, in order: `("fsync", path)`, `("rename", source, destination)`.
+
+    The order is what a power cut can undo: a file not fsynced before a rename publishes its folder may
+    be empty under the new name after a crash. (A kill alone loses nothing the kernel already has.)
+    """
+    log: list[tuple[str, ...]] = []
+    fsync, rename = os.fsync, os.rename
+
+    def logged_fsync(descriptor: int) -> None:
+        log.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        fsync(descriptor)
+
+    def logged_rename(source: Any, destination: Any, **options: Any) -> None:
+        rename(source, destination, **options)
+        log.append(("rename", str(source), str(destination)))
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "rename", logged_rename)
+    return log
+
+
+def synced_before(log: list[tuple[str, ...]], event: tuple[str, ...]) -> set[str]:
+    """The paths fsynced before `event` in a `disk_log`."""
+    return {entry[1] for entry in log[: log.index(event)] if entry[0] == "fsync"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

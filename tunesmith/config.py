@@ -348,7 +348,10 @@ class ServeSpec(_Spec):
         60.0, gt=0, description="Seconds a generation may wait for a batch row before its request gets a 503."
     )
     request_timeout_s: float = Field(
-        300.0, gt=0, description="Seconds a request may take in all; then it is cancelled with a 503."
+        300.0,
+        gt=0,
+        description="Seconds a request may take from being queued to its last token; then its rows are freed and "
+        "it gets a 503 (a stream already under way ends with an error event).",
     )
     tenant_max_concurrent: int | None = Field(
         None, gt=0, description="Requests one tenant may have in flight (more get a 429); None: no limit."

@@ -25,7 +25,7 @@ from tunesmith.config import ServeSpec
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.app import create_app
-from tunesmith.serve.limits import AuthFailureLimit, LimitError, TenantLimits
+from tunesmith.serve.limits import AuthFailureLimit, LimitError, TenantLimits, TooManyTokensError
 
 HELLO = [{"role": "user", "content": "hello"}]
 CHAT = "/v1/chat/completions"
@@ -139,6 +139,31 @@ def test_huge_requests_are_refused_before_any_work(server: Server) -> None:
     assert time.monotonic() - started < 5
 
 
+def test_tokenizing_a_prompt_never_holds_up_other_requests(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23.3: prompts are tokenized off the event loop: while one takes 2 s, /health answers at once."""
+    service = server.app.state.service
+    chat_prompt = service.chat_prompt
+
+    def slow_chat_prompt(messages: Any) -> Any:
+        time.sleep(2)  # a huge prompt on a slow tokenizer
+        return chat_prompt(messages)
+
+    def ask() -> None:
+        with server.http("acme") as http:
+            http.post(CHAT, json={"model": "acme-bot", "messages": HELLO, "max_tokens": 2})
+
+    monkeypatch.setattr(service, "chat_prompt", slow_chat_prompt)
+    slow = threading.Thread(target=ask)
+    slow.start()
+    time.sleep(0.3)  # it is tokenizing now
+    started = time.monotonic()
+    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert time.monotonic() - started < 1
+    slow.join(30)
+
+
 def test_overload_gets_429_and_503_with_retry_after_and_a_stuck_worker_shows(server: Server) -> None:
     """Issue 23.3: per-tenant concurrency (429), a bounded queue (503), /health when the worker is stuck."""
     engine = server.app.state.service.engine
@@ -193,6 +218,8 @@ def test_tenant_token_rate_refunds_what_was_not_generated() -> None:
     limits.admit("globex", 900)  # another tenant has its own bucket
     limits.release("acme", unused_tokens=800)  # it generated far less than it reserved
     limits.admit("acme", 800)
+    with pytest.raises(TooManyTokensError, match="more than the 1000 per minute"):
+        limits.admit("initech", 1001)  # a fresh bucket, yet it could never pass: no Retry-After to give
 
 
 def test_anonymous_callers_cannot_grow_metrics_or_list_adapters(server: Server) -> None:

@@ -204,13 +204,11 @@ def show(
     Tokens the model learns from (assistant turns, end-of-turn token included) are shown in green on a
     dark background; everything else is context the loss ignores.
     """
-    from tunesmith.data.ingest import MANIFEST, load_examples, load_split
+    from tunesmith.data.ingest import is_prepared_dataset, load_examples, load_split
     from tunesmith.data.render import IGNORE_INDEX, render_example
     from tunesmith.models.loading import load_tokenizer, resolve_model
 
-    examples = (
-        load_split(file, "train")[0] if (file / MANIFEST).is_file() else load_examples(file, data_format)
-    )
+    examples = load_split(file, "train")[0] if is_prepared_dataset(file) else load_examples(file, data_format)
     if not 0 <= index < len(examples):
         raise typer.BadParameter(f"--index must be in 0..{len(examples) - 1}")
     tokenizer = load_tokenizer(resolve_model(model))

@@ -76,10 +76,10 @@ def evaluate(
 
 def preference_pairs(spec: EvalSpec) -> list[PreferenceExample] | None:
     """The evaluation data's preference pairs (a prepared folder's test split), or None for other data."""
-    from tunesmith.data.ingest import MANIFEST, load_records
+    from tunesmith.data.ingest import is_prepared_dataset, load_records
     from tunesmith.data.records import PreferenceExample
 
-    path = spec.data / "test.jsonl" if (spec.data / MANIFEST).is_file() else spec.data
+    path = spec.data / "test.jsonl" if is_prepared_dataset(spec.data) else spec.data
     records = load_records(path, spec.format)
     pairs = [record for record in records if isinstance(record, PreferenceExample)]
     return pairs[: spec.limit] if len(pairs) == len(records) else None

@@ -27,6 +27,7 @@ from tunesmith.data.records import (
     RatedCompletion,
     Record,
 )
+from tunesmith.data.swap import recover_interrupted_swap
 
 DEFAULT_INSTRUCTION = "Classify the following text. Answer with the label only."
 MANIFEST = "dataset.json"  # marks a folder written by `tunesmith data prepare`
@@ -95,7 +96,11 @@ def load_records(
 
 
 def is_prepared_dataset(path: Path) -> bool:
-    """True for a folder written by `tunesmith data prepare` (it holds the `dataset.json` manifest)."""
+    """True for a folder written by `tunesmith data prepare` (it holds the `dataset.json` manifest).
+
+    A folder that a `data prepare` killed mid-swap left aside is put back first (see `swap`).
+    """
+    recover_interrupted_swap(path)
     return (path / MANIFEST).is_file()
 
 
@@ -109,7 +114,7 @@ def load_split(
     and gives no hash.
     """
     manifest = path / MANIFEST
-    if not manifest.is_file():
+    if not is_prepared_dataset(path):
         return load_examples(path, data_format), None
     split_file = path / f"{split}.jsonl"
     if not split_file.is_file():
@@ -127,7 +132,7 @@ def load_training_records(
     is read whole and gives no hash. Raises `DataError` naming the file when it holds another kind.
     """
     digest: str | None = None
-    if (path / MANIFEST).is_file():
+    if is_prepared_dataset(path):
         digest = str(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["hash"])
         path = path / f"{split}.jsonl"
         if not path.is_file():

@@ -2,7 +2,8 @@
 
 Owns: the folder layout (`train.jsonl`, `val.jsonl`, `test.jsonl`, `report.json`, `report.html`,
 `dataset.json`), per-split and dataset content hashes, input file hashes, and replacing an earlier
-prepared folder only once the new one is complete. Does not own: what goes into the rows or report.
+prepared folder only once the new one is complete (the swap itself: see `swap`). Does not own: what
+goes into the rows or report.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import ConfigError
-from tunesmith.data.ingest import MANIFEST
+from tunesmith.data.ingest import MANIFEST, is_prepared_dataset
 from tunesmith.data.split import SPLITS
+from tunesmith.data.swap import recover_interrupted_swap, swap_folder
 
 
 def file_sha256(path: Path) -> str:
@@ -51,9 +53,12 @@ def write_dataset(
 ) -> tuple[str, dict[str, int]]:
     """Write the folder in a staging directory, then swap it into place; returns (hash, rows per split).
 
+    A kill at any moment leaves `out` as it was or complete and new (see `swap`).
+
     The dataset hash covers every split's normalised rows (and which split each is in), so the same
     data prepared the same way hashes the same whatever the input file format.
     """
+    recover_interrupted_swap(out)
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -84,9 +89,9 @@ def write_dataset(
             "lineage": lineage,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        _swap_into_place(staging, out)
+        swap_folder(staging, out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # the old folder, after a swap
     return digest, {name: info["rows"] for name, info in splits.items()}
 
 
@@ -95,20 +100,9 @@ def _check_target(out: Path) -> None:
         raise ConfigError(f"{out}: exists and is not a prepared dataset; choose another --out")
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
-    if not out.exists():
-        staging.rename(out)
-        return
-    old = out.with_name(f".{out.name}-old")
-    shutil.rmtree(old, ignore_errors=True)
-    out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def inspect_dataset(path: Path) -> dict[str, Any]:
     """A summary of a prepared dataset folder: manifest, per-step counts, tokens and cost estimate."""
-    if not (path / MANIFEST).is_file():
+    if not is_prepared_dataset(path):
         raise FileNotFoundError(
             f"{path}: not a prepared dataset (no {MANIFEST}); see `tunesmith data prepare`"
         )

@@ -1,17 +1,17 @@
 """The generation engine: one worker thread owns the model and decodes dynamic batches.
 
 Owns: the bounded queue of generation jobs (full: `EngineBusyError`; a job queued too long fails with
-`QueueTimeoutError`); continuous batching (a batch starts with up to `max_batch_size`
-jobs, the first waiting at most `max_wait_s` for company, and queued jobs join free rows at every
-decode step, their KV cache merged in left-padded); at most as many distinct adapters per batch as
-the adapter cache holds, taken in arrival order with no overtaking across that limit (so a job for
-an adapter that is not loaded waits only until one in use drains, never forever); a hand decode loop with a KV cache over a mixed-adapter batch (each row
-through its adapter's slot of the stacked LoRA layers, see `lora`); per-row sampling and stop
-strings; streaming text deltas to each job's sink; dropping finished or cancelled rows (and the left
-padding no row needs, so memory follows the live rows); failing one job alone for its own fault (its
-adapter, its seed, its row's sampling) and every live job only when the batch itself fails; a
-heartbeat for health checks; draining on close. Does not own: the job and batch state (see
-`jobs`), HTTP, tokenizing prompts, auth, or which adapter a request maps to (see `service`).
+`QueueTimeoutError`); continuous batching (a batch starts with up to `max_batch_size` jobs, the first
+waiting at most `max_wait_s` for company, and queued jobs join free rows at every decode step, their
+KV cache merged in left-padded); at most as many distinct adapters per batch as the adapter cache
+holds; a hand decode loop with a KV cache over a mixed-adapter batch (each row through its adapter's
+slot of the stacked LoRA layers, see `lora`); per-row sampling and stop strings; streaming text deltas
+to each job's sink; dropping finished or cancelled rows (and the left padding no row needs, so memory
+follows the live rows); failing one job alone for its own fault (its adapter, its seed, its row's
+sampling) and every live job only when the batch itself fails; a heartbeat for health checks;
+draining on close. Does not own: which queued job gets a free row (fairly across tenants and
+adapters, see `pending`), the job and batch state (see `jobs`), HTTP, tokenizing prompts, auth, or
+which adapter a request maps to (see `service`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -38,6 +38,7 @@ from tunesmith.serve.jobs import (
     RowError,
 )
 from tunesmith.serve.metrics import ServeMetrics
+from tunesmith.serve.pending import PendingJobs
 from tunesmith.serve.sampling import SamplingError, sample_next
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class GenerationEngine:
         self.heartbeat = time.monotonic()  # the worker's last sign of progress
         eos = adapters.model.generation_config.eos_token_id
         self.eos = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
-        self._pending: deque[GenerationJob] = deque()
+        self._pending = PendingJobs(rows_per_slot=max_batch_size)
         self._controls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -101,7 +102,7 @@ class GenerationEngine:
                 raise EngineClosedError("the server is shutting down")
             if len(self._pending) + len(jobs) > self.max_queued:
                 raise EngineBusyError(f"the server is busy ({len(self._pending)} generations queued)")
-            self._pending.extend(jobs)
+            self._pending.add(jobs)
             self.metrics.queued.set(len(self._pending))
             self._cond.notify()
 
@@ -179,47 +180,33 @@ class GenerationEngine:
                 return None, self._controls.popleft()
             if not self._pending:
                 return None, None  # closing and drained
-            deadline = self._pending[0].enqueued_at + self.max_wait_s
+            deadline = self._pending.oldest() + self.max_wait_s
             while len(self._pending) < self.max_batch_size and not self._closing and not self._controls:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            return self._take_jobs(self.max_batch_size, set()), None
+            return self._take_jobs(self.max_batch_size, Counter()), None
 
-    def _take_jobs(self, limit: int, adapters: set[str]) -> list[GenerationJob]:
-        """Up to `limit` queued jobs in FIFO order, keeping the distinct adapters (with `adapters`, those
-        already decoding) within what the adapter cache holds. Call with the lock held.
-
-        At the first job whose adapter does not fit, taking stops: jobs behind it do not overtake it,
-        so the adapters in use drain and its adapter gets a slot (fair, if less packed, batches).
-        Jobs queued longer than `max_queue_wait_s` fail with `QueueTimeoutError`.
+    def _take_jobs(self, limit: int, active: Counter[str]) -> list[GenerationJob]:
+        """Up to `limit` queued jobs, tenants and adapters in turn, keeping the distinct adapters (with
+        `active`, those decoding and their rows) within what the adapter cache holds (see
+        `PendingJobs.take`). Call with the lock held. Jobs queued longer than `max_queue_wait_s` fail
+        with `QueueTimeoutError`.
         """
         self._expire_queued()
-        taken: list[GenerationJob] = []
-        adapters = set(adapters)
-        while self._pending and len(taken) < limit:
-            job = self._pending[0]
-            if job.cancelled:
-                self._pending.popleft()
-                job.sink(JobEvent("done", finish_reason="cancelled"))
-                continue
-            if job.adapter is not None and job.adapter not in adapters:
-                if len(adapters) >= self.adapters.capacity:
-                    break
-                adapters.add(job.adapter)
-            taken.append(self._pending.popleft())
+        taken, cancelled = self._pending.take(limit, active, self.adapters.capacity)
+        for job in cancelled:
+            job.sink(JobEvent("done", finish_reason="cancelled"))
         self.metrics.queued.set(len(self._pending))
         return taken
 
     def _expire_queued(self) -> None:
         if self.max_queue_wait_s is None:
             return
-        oldest = time.monotonic() - self.max_queue_wait_s
-        expired = [job for job in self._pending if job.enqueued_at < oldest]
+        expired = self._pending.expire(time.monotonic() - self.max_queue_wait_s)
         if not expired:
             return
-        self._pending = deque(job for job in self._pending if job.enqueued_at >= oldest)
         self.metrics.limits_hit.labels("queue_timeout").inc(len(expired))
         for job in expired:
             job.sink(JobEvent("error", error=QueueTimeoutError("the request waited too long in the queue")))
@@ -235,9 +222,13 @@ class GenerationEngine:
             with self._cond:
                 joining = []
                 if not self._controls and (batch is None or len(batch.rows) < self.max_batch_size):
-                    active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
+                    rows = (
+                        Counter()
+                        if batch is None
+                        else Counter(r.job.adapter for r in batch.rows if r.job.adapter)
+                    )
                     room = self.max_batch_size - (0 if batch is None else len(batch.rows))
-                    joining = self._take_jobs(room, active)
+                    joining = self._take_jobs(room, rows)
             if joining:
                 active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
                 newcomers = self._prefill(self._load_adapters(joining, active))
@@ -263,6 +254,8 @@ class GenerationEngine:
             if job.adapter is not None and job.adapter not in failed:
                 assert job.adapter_path is not None
                 try:
+                    if job.adapter not in self.adapters.loaded:
+                        self.metrics.adapter_loads.inc()
                     self.adapters.ensure(job.adapter, job.adapter_path, pinned)
                 except ValueError as error:  # a bad adapter fails its own requests, not the batch
                     logger.warning("cannot load adapter %s: %s", job.adapter, error)

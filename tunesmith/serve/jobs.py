@@ -61,6 +61,7 @@ class GenerationJob:
     stop: list[str]
     sink: Callable[[JobEvent], None]
     label: str = "base"  # the variant, for metrics
+    tenant: str = "-"  # whose request (`-`: no tenant, an admin key or no auth); tenants take turns
     request_id: str = "-"  # the HTTP request's id, so the server log can tell which request failed
     cancelled: bool = False  # set by the caller when its client goes away; the row is dropped
     enqueued_at: float = field(default_factory=time.monotonic)

@@ -3,8 +3,10 @@
 Owns: how many requests a tenant may have in flight, a token bucket of prompt and completion tokens
 per tenant per minute (a request reserves its prompt and its `max_tokens` on admission; what it did
 not generate is refunded when it finishes), and how many failed key checks a client address may make
-per window. Each refusal says how long to wait (`LimitError.retry_after`). Does not own: turning a
-refusal into a response (see `deps`, routes) or the queue bound (see `engine`).
+per window. Each refusal says how long to wait (`LimitError.retry_after`); a request that reserves
+more tokens than a whole minute's allowance could never pass, and says so (`TooManyTokensError`).
+Does not own: turning a refusal into a response (see `deps`, `service`) or the queue bound (see
+`engine`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class LimitError(Exception):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
+class TooManyTokensError(Exception):
+    """A request reserves more tokens than its tenant may use in a minute: waiting would not help."""
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -43,7 +49,15 @@ class TenantLimits:
         self._buckets: dict[str, _Bucket] = {}
 
     def admit(self, tenant: str, tokens: int) -> None:
-        """Take a slot and reserve `tokens` for `tenant`, or raise LimitError (nothing taken)."""
+        """Take a slot and reserve `tokens` for `tenant`, or raise LimitError (nothing taken).
+
+        Raises TooManyTokensError, whatever the tenant's state, if `tokens` is over the minute's allowance.
+        """
+        if self.tokens_per_minute is not None and tokens > self.tokens_per_minute:
+            raise TooManyTokensError(
+                f"this request reserves {tokens} tokens (prompt and max_tokens), more than the "
+                f"{self.tokens_per_minute} per minute its tenant may use; lower max_tokens or shorten the prompt"
+            )
         with self._lock:
             if self.max_concurrent is not None and self._in_flight.get(tenant, 0) >= self.max_concurrent:
                 raise LimitError(

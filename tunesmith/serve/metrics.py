@@ -59,9 +59,13 @@ class ServeMetrics:
         )  # fmt: skip
         self.queued = Gauge("tunesmith_queued_requests", "Jobs waiting for a batch.", registry=registry)
         self.loaded_adapters = Gauge("tunesmith_loaded_adapters", "Adapters in memory.", registry=registry)
+        self.adapter_loads = Counter(
+            "tunesmith_adapter_loads", "Adapters read from disk into a slot (often: more adapters in use than "
+            "max_loaded_adapters).", registry=registry,
+        )  # fmt: skip
         self.limits_hit = Counter(
             "tunesmith_limits_hit", "Requests refused or failed by a limit (queue_full, tenant_concurrency, "
-            "tenant_tokens, queue_timeout, auth_failures).", ["limit"], registry=registry,
+            "tenant_tokens, queue_timeout, request_timeout, auth_failures).", ["limit"], registry=registry,
         )  # fmt: skip
         self.request_log_failures = Counter(
             "tunesmith_request_log_failures", "Finished requests the registry could not log (served anyway).",

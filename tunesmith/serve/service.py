@@ -35,7 +35,7 @@ from tunesmith.registry.serving_store import (
 from tunesmith.serve.engine import EngineBusyError, EngineClosedError, GenerationEngine
 from tunesmith.serve.errors import APIError, internal_error
 from tunesmith.serve.jobs import AdapterLoadError, GenerationJob, JobEvent, QueueTimeoutError, RowError
-from tunesmith.serve.limits import LimitError, TenantLimits
+from tunesmith.serve.limits import LimitError, TenantLimits, TooManyTokensError
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import ChatMessage, ModelPublic, SamplingFields
 
@@ -61,8 +61,9 @@ class Generation:
     jobs: list[GenerationJob]
     queue: asyncio.Queue[tuple[int, JobEvent]]
     request_id: str
-    deadline: float  # monotonic time by which the last event must have come
+    timeout_s: float  # the request's last event must come within this many seconds of its start
     release: Callable[[int], None]  # frees the tenant's slot; takes the tokens used
+    metrics: ServeMetrics
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     outputs: list[str] = field(default_factory=list)
@@ -83,19 +84,26 @@ class Generation:
             self.release(self.prompt_tokens + self.completion_tokens)
 
     async def events(self) -> AsyncIterator[tuple[int, JobEvent]]:
-        """Events until every job is done; raises APIError if a job failed or time ran out."""
+        """Events until every job is done; raises APIError if a job failed or time ran out.
+
+        Whichever way it ends (the client's iteration stopped included), the jobs left are cancelled,
+        so their rows leave the batch (or the queue) at the worker's next step.
+        """
         self.outputs = [""] * len(self.jobs)
         self.finish_reasons = [""] * len(self.jobs)
         remaining = len(self.jobs)
         try:
             while remaining:
                 try:
-                    async with asyncio.timeout(self.deadline - time.monotonic()):
+                    async with asyncio.timeout(self.started + self.timeout_s - time.monotonic()):
                         index, event = await self.queue.get()
                 except TimeoutError:
+                    logger.warning("request %s timed out after %g s", self.request_id, self.timeout_s)
+                    self.metrics.limits_hit.labels("request_timeout").inc()
                     raise APIError(
-                        503, "the request took longer than this server allows; try again later",
-                        type_="server_error", code="request_timeout", headers={"Retry-After": "5"},
+                        503, f"the request took longer than this server's limit of {self.timeout_s:g} s and was "
+                        "stopped; try again later or ask for fewer tokens", type_="server_error",
+                        code="request_timeout", headers={"Retry-After": "5"},
                     ) from None  # fmt: skip
                 if event.kind == "error":
                     assert event.error is not None
@@ -272,8 +280,8 @@ class ServingService:
     ) -> Generation:  # fmt: skip
         """Queue `n` jobs per prompt; choice `p * n + i` is prompt p's i-th, with seed `seed + i`.
 
-        The tenant's limits admit the request first (a 429 with `Retry-After` if not); a full queue
-        is a 503 with `Retry-After`.
+        The tenant's limits admit the request first (a 429 with `Retry-After` if not, a 400 if the
+        request could never fit its token rate); a full queue is a 503 with `Retry-After`.
         """
         prompt_tokens = sum(len(prompt) for prompt in prompts)
         reserved = prompt_tokens + len(prompts) * body.n * max_tokens
@@ -286,19 +294,22 @@ class ServingService:
                 429, error.message, type_="rate_limit_error", code="rate_limit_exceeded",
                 headers={"Retry-After": str(error.retry_after)},
             ) from None  # fmt: skip
+        except TooManyTokensError as error:
+            self.metrics.limits_hit.labels("tenant_tokens").inc()
+            raise APIError(400, str(error), param="max_tokens", code="tokens_over_rate_limit") from None
 
         def release(used: int) -> None:
             self.limits.release(tenant_key, reserved - used)
 
         try:
-            return self._submit(target, prompts, body, max_tokens, request_id, release)
+            return self._submit(target, prompts, body, max_tokens, tenant_key, request_id, release)
         except BaseException:
             release(0)
             raise
 
     def _submit(
-        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, request_id: str,
-        release: Callable[[int], None],
+        self, target: Target, prompts: list[list[int]], body: SamplingFields, max_tokens: int, tenant: str,
+        request_id: str, release: Callable[[int], None],
     ) -> Generation:  # fmt: skip
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
@@ -321,6 +332,7 @@ class ServingService:
                     stop=body.stop_list(),
                     sink=sink,
                     label=target.variant,
+                    tenant=tenant,
                     request_id=request_id,
                 )
             )
@@ -334,10 +346,10 @@ class ServingService:
                 503, f"{error}; try again later", type_="server_error", code="server_busy",
                 headers={"Retry-After": "2"},
             ) from None  # fmt: skip
-        deadline = time.monotonic() + self.request_timeout_s
         return Generation(
-            target, sum(len(prompt) for prompt in prompts), jobs, queue, request_id, deadline, release
-        )
+            target, sum(len(prompt) for prompt in prompts), jobs, queue, request_id, self.request_timeout_s,
+            release, self.metrics,
+        )  # fmt: skip
 
     async def finish(
         self, generation: Generation, *, response_id: str, endpoint: str, caller: Caller, requested_model: str,

@@ -1,5 +1,5 @@
 """The engine under faults and load: a bad row fails alone, memory follows the live rows, the queue is
-bounded and fair, and a stuck worker shows."""
+bounded and fair (across tenants and adapters), and a stuck worker shows."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from tunesmith.serve.jobs import AdapterLoadError, QueueTimeoutError, RowError
 from tunesmith.serve.metrics import ServeMetrics
 
 
-def _engine(tiny_model_dir: Path, capacity: int = 4, **options: float) -> GenerationEngine:
+def _engine(
+    tiny_model_dir: Path, capacity: int = 4, max_batch_size: int = 8, **options: float
+) -> GenerationEngine:
     cache = AdapterCache(load_model(str(tiny_model_dir)).eval(), str(tiny_model_dir), capacity=capacity)
     return GenerationEngine(
-        cache, load_tokenizer(str(tiny_model_dir)), max_batch_size=8, max_wait_s=0.05, metrics=ServeMetrics(),
-        **options,  # type: ignore[arg-type]
+        cache, load_tokenizer(str(tiny_model_dir)), max_batch_size=max_batch_size, max_wait_s=0.05,
+        metrics=ServeMetrics(), **options,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -111,8 +113,44 @@ def test_an_adapter_waiting_for_a_slot_is_not_starved(tiny_model_dir: Path, adap
         engine.submit(_job(engine, ("b@1", adapter_dirs[1]), "hello", waiting, max_tokens=4))
         assert waiting.done.wait(60) and waiting.error is None
         assert len(chain) < 30 or not chain[-1].done.is_set()  # it ran while the chain was still going
+        assert engine.metrics.registry.get_sample_value("tunesmith_adapter_loads_total") >= 2
     finally:
         engine.close(timeout=60)
+
+
+def test_a_flooding_tenant_does_not_push_another_tenant_to_the_back(
+    tiny_model_dir: Path, adapter_dirs: list[Path]
+) -> None:
+    """Tenant A queues 12 requests (over a hot adapter and a cold one), then B one: with 2 rows, B's and
+    A's cold adapter's requests start in the first two batch slots after A's first, not after all of A's."""
+    engine = _engine(tiny_model_dir, max_batch_size=2)
+    engine.eos = set()
+    started: list[str] = []  # request ids in the order their rows started
+
+    class Recorder(Collector):
+        def __call__(self, event):  # type: ignore[no-untyped-def]
+            if not self.deltas and not self.done.is_set():
+                started.append(self.job.request_id)  # type: ignore[union-attr]
+            super().__call__(event)
+
+    hot, cold = ("hot@1", adapter_dirs[0]), ("cold@1", adapter_dirs[1])
+    jobs = [_job(engine, hot, "hello", Recorder(), max_tokens=6, tenant="acme", request_id=f"acme-hot{i}")
+            for i in range(11)]  # fmt: skip
+    jobs += [_job(engine, cold, "hello", Recorder(), max_tokens=6, tenant="acme", request_id="acme-cold")]
+    jobs += [_job(engine, None, "hello", Recorder(), max_tokens=6, tenant="globex", request_id="globex")]
+    release = threading.Event()
+    engine.start()
+    try:
+        engine.call(lambda: release.wait(30))  # everything queues before the first batch forms
+        engine.submit_all(jobs[:-1])
+        engine.submit(jobs[-1])
+        release.set()
+        _run(engine, [])
+        assert all(job.sink.done.wait(60) for job in jobs)  # type: ignore[attr-defined]
+    finally:
+        engine.close(timeout=60)
+    assert started.index("globex") <= 1 and started.index("acme-cold") <= 3, started
+    assert len(started) == 13
 
 
 def test_queued_too_long_fails_with_a_timeout_and_a_stuck_worker_shows(tiny_model_dir: Path) -> None:

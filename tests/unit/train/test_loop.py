@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import synced_before
 from tunesmith.train.loop import LoopSettings, fit, step_examples
 from tunesmith.train.rundir import RunDir
 
@@ -147,3 +148,16 @@ def test_resume_never_runs_code_from_a_checkpoint(tmp_path: Path, monkeypatch: p
     with pytest.raises(ValueError, match="no checkpoint could be read back"):
         _fit(killed, per_pass=3, resuming=True)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_checkpoint_is_on_disk_before_its_name_is(tmp_path: Path, disk_log: list[tuple[str, ...]]) -> None:
+    """Its files and staged folder are fsynced before the rename that names it, the parent folder after:
+    a power cut cannot leave a checkpoint whose name is there and whose files are empty."""
+    _fit(tmp_path / "run", per_pass=3)  # checkpoints at steps 4 and 8
+    checkpoints = tmp_path / "run" / "checkpoints"
+    staging, final = checkpoints / ".staging-00000004", checkpoints / "step-00000004"
+    named = ("rename", str(staging), str(final))
+    assert {str(staging / path.name) for path in final.iterdir()} | {str(staging)} <= synced_before(
+        disk_log, named
+    )
+    assert ("fsync", str(checkpoints)) in disk_log[disk_log.index(named) :]

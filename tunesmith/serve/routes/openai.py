@@ -118,6 +118,7 @@ async def _stream(
 ) -> AsyncIterator[str]:  # fmt: skip
     target = generation.target
     completed = False
+    status = "499"  # unless an error says otherwise, a stream that stops early lost its client
     try:
         if endpoint == "chat":
             opening = [
@@ -135,13 +136,14 @@ async def _stream(
                 choice = _choice(endpoint, index, event.text, reason)
             yield _sse(_envelope(endpoint, response_id, target, [choice], stream=True))
         completed = True
-    except APIError as error:
+    except APIError as error:  # after the 200 went out: the error is the stream's last event
+        status = str(error.status)
         yield _sse({"error": {"message": error.message, "type": error.type, "code": error.code}})
         return
     finally:
-        if not completed:  # the client went away (or the job failed): free the batch rows
+        if not completed:  # the client went away (or the job failed, or time ran out): free the batch rows
             generation.close()
-            metrics.requests.labels(endpoint, target.variant, "499").inc()  # 499: client closed request
+            metrics.requests.labels(endpoint, target.variant, status).inc()  # 499: client closed request
     await record()
     if body.stream_options is not None and body.stream_options.include_usage:
         final = _envelope(endpoint, response_id, target, [], stream=True)
