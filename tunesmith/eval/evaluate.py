@@ -139,7 +139,7 @@ def evaluate_models(
     labels = _label_set(examples, train_examples) if resolved == EvalTask.classification else None
     if any(c.shots for c in candidates) and not train_examples:
         raise ConfigError("a few-shot baseline needs training data to draw demonstrations from (train_data)")
-    references = [[example.reference()] for example in examples]
+    references = [example.all_references() for example in examples]
     scored: dict[str, ScoredModel] = {}
     progress = Progress(
         TextColumn("[bold]{task.description}"),

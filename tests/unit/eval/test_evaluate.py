@@ -129,3 +129,44 @@ def test_classification_during_training_and_unknown_metrics(
     assert set(values) == {"accuracy", "macro_f1"} and all(0 <= value <= 1 for value in values.values())
     with pytest.raises(ConfigError, match="do not apply to a classification task"):
         evaluate_during_training(model, load_tokenizer(str(tiny_model_dir)), examples, ["bleu"])
+
+
+def test_generation_is_scored_against_every_reference_as_sacrebleu_scores_them(
+    varied_model_dir: Path, tmp_path: Path
+) -> None:
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    from tunesmith.eval.evaluate import evaluate_generation
+
+    prompts = ["when do you open", "is there wifi", "any vegan cake?", "do you have oat milk", "decaf?"]
+    first = write_jsonl(tmp_path / "first.jsonl", [{"prompt": p, "completion": "x"} for p in prompts])
+    settings = {"max_new_tokens": 8, "samples": 100, "show_progress": False}
+    evaluate_generation(str(varied_model_dir), [Candidate("base")], first, tmp_path / "a", **settings)
+    lines = (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()
+    predictions = [json.loads(line)["prediction"] for line in lines]
+    assert all(predictions)
+
+    # The answer in `completion` shares nothing with the predictions; a second reference nearly equals each.
+    close = [" ".join(prediction.split()[:-1] + ["tail"]) for prediction in predictions]
+    rows = [
+        {"prompt": p, "completion": "nothing alike", "references": [c, "another answer"]}
+        for p, c in zip(prompts, close, strict=True)
+    ]
+    report = evaluate_generation(
+        str(varied_model_dir), [Candidate("base")], write_jsonl(tmp_path / "refs.jsonl", rows), tmp_path / "b",
+        **settings,
+    )  # fmt: skip
+    metrics = report["models"][0]["metrics"]
+    streams = [["nothing alike"] * len(rows), close, ["another answer"] * len(rows)]
+    assert metrics["bleu"]["value"] == pytest.approx(sacrebleu.corpus_bleu(predictions, streams).score)
+    assert metrics["chrf"]["value"] == pytest.approx(sacrebleu.corpus_chrf(predictions, streams).score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    best = [
+        max(scorer.score(ref, prediction)["rougeL"].fmeasure for ref in refs)
+        for prediction, refs in zip(predictions, zip(*streams, strict=True), strict=True)
+    ]
+    assert metrics["rouge_l"]["value"] == pytest.approx(sum(best) / len(best))
+    # Against the single answer alone (what was scored before references were kept) BLEU is far lower.
+    single = sacrebleu.corpus_bleu(predictions, streams[:1]).score
+    assert metrics["bleu"]["value"] > 20 > 1 > single
