@@ -297,12 +297,48 @@ class EvalSpec(_Spec):
     baselines: bool = Field(True, description="Score the base model zero-shot and few-shot as well.")
     shots: int = Field(5, ge=1, description="Demonstrations in the few-shot baseline prompt.")
     max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
+    num_beams: int = Field(
+        1,
+        gt=0,
+        description="Beam search with this many beams (transformers' generate); 1: greedy or sampling.",
+    )
+    length_penalty: float = Field(
+        1.0,
+        description="Beam search: a beam's score is its log-probability divided by length ** length_penalty "
+        "(above 0 favours longer answers, below 0 shorter ones).",
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="Never repeat an n-gram of this many tokens within an answer; 0: off."
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="Penalise tokens already in the prompt or answer (CTRL's penalty, > 1); 1: off.",
+    )
+    do_sample: bool = Field(
+        False, description="Sample answers (temperature, top_p, seed) instead of decoding greedily."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Sampling: keep the smallest set of tokens with this mass."
+    )
+    seed: int = Field(0, description="Sampling seed.")
     batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
     bootstrap_samples: int = Field(
         1000, ge=100, description="Resamples for confidence intervals and the paired test."
     )
     judge: JudgeSpec | None = Field(None, description="Optional LLM judge.")
+
+    @model_validator(mode="after")
+    def _decoding_settings_apply(self) -> EvalSpec:
+        if self.do_sample and self.num_beams > 1:
+            raise ValueError("do_sample and num_beams > 1: choose sampling or beam search")
+        if self.num_beams == 1 and self.length_penalty != 1.0:
+            raise ValueError("length_penalty applies to beam search; set num_beams above 1")
+        if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise ValueError("temperature and top_p apply to sampling; set do_sample")
+        return self
 
 
 class ServeSpec(_Spec):

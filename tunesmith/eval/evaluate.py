@@ -2,8 +2,8 @@
 
 Owns: loading each distinct model once (adapters switched on one base; the base itself is scored with
 adapters disabled, so no second copy is in memory), building each candidate's prompts (as is, or
-as a zero-/few-shot baseline), predicting (greedy batched generation, or label log-likelihood for
-classification), per-example statistics, and handing them to `report` for intervals, comparisons
+as a zero-/few-shot baseline), predicting (batched generation, greedy, beam search or sampled, or label
+log-likelihood for classification), per-example statistics, and handing them to `report` for intervals, comparisons
 and files. Does not own: the metric definitions, the statistics or the registry (the caller records
 the report).
 """
@@ -29,7 +29,7 @@ from tunesmith.data.render import render_text
 from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
 from tunesmith.eval.classify import score_labels
 from tunesmith.eval.coco import check_available
-from tunesmith.eval.generate import generate_batched
+from tunesmith.eval.generate import GREEDY, Decoding, generate_batched
 from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.records import DataInfo, EvalSettings, ScoredModel
 from tunesmith.eval.report import build_report, write_report
@@ -85,6 +85,7 @@ def evaluate_generation(
     task: EvalTask | None = None,
     metrics: list[str] | None = None,
     max_new_tokens: int = 128,
+    decoding: Decoding = GREEDY,
     batch_size: int = 16,
     limit: int | None = None,
     samples: int = 1000,
@@ -104,6 +105,7 @@ def evaluate_generation(
         task=task,
         metrics=metrics,
         max_new_tokens=max_new_tokens,
+        decoding=decoding,
         batch_size=batch_size,
         samples=samples,
         show_progress=show_progress,
@@ -121,6 +123,7 @@ def evaluate_models(
     task: EvalTask | None = None,
     metrics: list[str] | None = None,
     max_new_tokens: int = 128,
+    decoding: Decoding = GREEDY,
     batch_size: int = 16,
     samples: int = 1000,
     show_progress: bool = True,
@@ -128,8 +131,8 @@ def evaluate_models(
     """Score every candidate on `examples`, write the report files to `out`, return `report.json`'s payload.
 
     Classification takes its label set from `train_examples` (else from the test set) and predicts the
-    label with the highest log-likelihood; other tasks generate greedily. Few-shot candidates draw
-    their demonstrations from `train_examples`.
+    label with the highest log-likelihood; other tasks generate with `decoding` (greedy by default).
+    Few-shot candidates draw their demonstrations from `train_examples`.
     """
     if not examples:
         raise ValueError("no test examples to evaluate")
@@ -149,6 +152,7 @@ def evaluate_models(
         console=Console(stderr=True),
         disable=not show_progress,
     )
+    method = decoding.describe() if labels is None else "label log-likelihood"
     with progress:
         for model_name, group in _group_by_model(base_model, candidates).items():
             model_path = resolve_model(model_name)
@@ -185,6 +189,7 @@ def evaluate_models(
                             prompts,
                             max_new_tokens=max_new_tokens,
                             batch_size=batch_size,
+                            decoding=decoding,
                             on_batch=advance,
                         )
                         chosen = text_metrics(resolved, names)
@@ -198,6 +203,7 @@ def evaluate_models(
                     predictions=predictions,
                     statistics=statistics,
                     seconds=time.perf_counter() - started,
+                    decoding=method,
                 )
             del model
     ordered = [scored[candidate.name] for candidate in candidates]
@@ -205,7 +211,7 @@ def evaluate_models(
     settings = EvalSettings(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        decoding="greedy" if labels is None else "label log-likelihood",
+        decoding=method,
         bootstrap_samples=samples,
     )
     report = build_report(resolved, ordered, info, settings, labels)

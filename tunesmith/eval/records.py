@@ -31,6 +31,7 @@ class ScoredModel:
     predictions: list[str]
     statistics: dict[str, np.ndarray]  # metric -> (N, K)
     seconds: float
+    decoding: str  # how its answers were made: `Decoding.describe()`, or "label log-likelihood"
 
 
 class _Record(BaseModel):
@@ -60,6 +61,7 @@ class ModelScores(_Record):
     shots: int | None = None  # absent from reports written before baselines had shots
     metrics: dict[str, MetricInterval]
     examples_per_second: float
+    decoding: str | None = None  # how its answers were made; absent from reports written before beams
     per_class: dict[str, ClassScores] | None = None  # classification only
     confusion_matrix: list[list[int]] | None = None  # classification only: rows gold, columns predicted
 
@@ -86,7 +88,7 @@ class DataInfo(_Record):
 class EvalSettings(_Record):
     max_new_tokens: int
     batch_size: int
-    decoding: str  # "greedy", or "label log-likelihood" for classification
+    decoding: str  # this evaluation's `Decoding.describe()`, or "label log-likelihood" for classification
     bootstrap_samples: int
     confidence: float = 0.95  # of every interval
 

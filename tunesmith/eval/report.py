@@ -61,6 +61,7 @@ def build_report(
                 for name in names
             },
             examples_per_second=round(len(model.predictions) / max(model.seconds, 1e-9), 3),
+            decoding=model.decoding,
         )
         if task == EvalTask.classification and labels is not None:
             entry.per_class, entry.confusion_matrix = _classification_tables(
@@ -169,6 +170,7 @@ def read_scored(source: Path) -> tuple[EvalReport, list[ScoredModel], list[list[
                     name: np.array([row["statistics"][name] for row in group]) for name in entry.metrics
                 },
                 seconds=len(group) / entry.examples_per_second,
+                decoding=entry.decoding or report.settings.decoding,
             )
         )
     first = sorted(rows[report.models[0].name], key=lambda row: row["index"])
@@ -203,14 +205,16 @@ def render_markdown(report: EvalReport) -> str:
         f"Task: {report.task}. Data: `{data.path}` ({data.examples} examples, sha256 "
         f"`{data.hash[:12]}`). Intervals: 95% bootstrap, {report.settings.bootstrap_samples} resamples.",
         "",
-        "| model | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "| model | " + " | ".join(names) + " | decoding |",
+        "|---|" + "---|" * len(names) + "---|",
     ]
     for entry in report.models:
         cells = [
             format_interval(m.value, m.ci_low, m.ci_high) for m in (entry.metrics[name] for name in names)
         ]
-        lines.append(f"| {entry.name} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {entry.name} | " + " | ".join(cells) + f" | {entry.decoding or report.settings.decoding} |"
+        )
     if report.comparisons:
         lines += [
             "",

@@ -76,3 +76,20 @@ def test_meteor_without_java_is_a_one_line_error(
                str(DEMO / "test.jsonl"), "--limit", "2", "--max-new-tokens", "2", "--metric", "meteor"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ}, check=False)
     assert result.returncode == 2 and "Java runtime" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_with_beam_search_flags_reports_the_decoding_of_each_figure(
+    varied_model_dir: Path, tmp_path: Path
+) -> None:
+    args = ["eval", "-m", str(varied_model_dir), "--data", str(DEMO / "test.jsonl"), "--limit", "3",
+            "--max-new-tokens", "6", "--metric", "chrf", "--num-beams", "3", "--length-penalty", "1.5",
+            "--no-repeat-ngram-size", "2", "--out", str(tmp_path / "e")]  # fmt: skip
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = "beam search (3 beams, length penalty 1.5), no repeated 2-grams"
+    assert report["settings"]["decoding"] == expected
+    assert [m["decoding"] for m in report["models"]] == [expected]
+    assert f"| {expected} |" in (tmp_path / "e" / "report.md").read_text()
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "beam search" in table.output
