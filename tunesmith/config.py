@@ -325,6 +325,17 @@ class EvalSpec(_Spec):
     seed: int = Field(0, description="Sampling seed.")
     batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
+    out_of_scope_label: str | None = Field(
+        None,
+        description="Classification: the label of examples that belong to none of the classes (e.g. oos). A "
+        "prediction whose log-likelihood is below a threshold calibrated on calibration_data becomes this label; "
+        "in-scope accuracy and out-of-scope recall are reported.",
+    )
+    calibration_data: Path | None = Field(
+        None,
+        description="With out_of_scope_label: labelled validation examples, some of them out of scope, that each "
+        "model's threshold is calibrated on; default: the val split when data is a prepared dataset folder.",
+    )
     bootstrap_samples: int = Field(
         1000, ge=100, description="Resamples for confidence intervals and the paired test."
     )
@@ -338,6 +349,8 @@ class EvalSpec(_Spec):
             raise ValueError("length_penalty applies to beam search; set num_beams above 1")
         if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
             raise ValueError("temperature and top_p apply to sampling; set do_sample")
+        if self.calibration_data is not None and self.out_of_scope_label is None:
+            raise ValueError("calibration_data calibrates the out-of-scope threshold; set out_of_scope_label")
         return self
 
 

@@ -170,3 +170,42 @@ def test_generation_is_scored_against_every_reference_as_sacrebleu_scores_them(
     # Against the single answer alone (what was scored before references were kept) BLEU is far lower.
     single = sacrebleu.corpus_bleu(predictions, streams[:1]).score
     assert metrics["bleu"]["value"] > 20 > 1 > single
+
+
+OUT_OF_SCOPE = ["tell me a joke", "who won the match", "book a taxi", "translate hello", "what is my balance"]
+
+
+def test_out_of_scope_threshold_is_calibrated_per_model_and_reported(
+    tiny_model_dir: Path, classification_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tunesmith.eval.evaluate import OutOfScope
+
+    data, adapter = classification_run
+    train = load_examples(data)
+    rows = [{"text": text, "label": label} for label, texts in TEXTS.items() for text in texts[:2]]
+    calibration = load_examples(
+        write_jsonl(tmp_path / "cal.jsonl", rows + [{"text": t, "label": "oos"} for t in OUT_OF_SCOPE[:3]])
+    )
+    test = load_examples(
+        write_jsonl(tmp_path / "test.jsonl", rows + [{"text": t, "label": "oos"} for t in OUT_OF_SCOPE[3:]])
+    )
+    candidates = [Candidate("base zero-shot", shots=0), Candidate("tuned", adapter)]
+    report = evaluate_models(
+        str(tiny_model_dir), candidates, test, tmp_path / "e", train_examples=train,
+        out_of_scope=OutOfScope("oos", calibration), samples=200, show_progress=False,
+    )  # fmt: skip
+
+    assert report["labels"] == ["hours", "menu", "wifi", "oos"] and report["out_of_scope_label"] == "oos"
+    lines = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
+    for entry in report["models"]:
+        assert isinstance(entry["out_of_scope_threshold"], float)
+        mine = [line for line in lines if line["model"] == entry["name"]]
+        in_scope = [line["prediction"] == line["reference"] for line in mine if line["reference"] != "oos"]
+        caught = [line["prediction"] == "oos" for line in mine if line["reference"] == "oos"]
+        assert entry["metrics"]["in_scope_accuracy"]["value"] == pytest.approx(sum(in_scope) / len(in_scope))
+        assert entry["metrics"]["out_of_scope_recall"]["value"] == pytest.approx(sum(caught) / len(caught))
+        assert entry["confusion_matrix"][3] == [
+            sum(line["prediction"] == label for line in mine if line["reference"] == "oos")
+            for label in report["labels"]
+        ]
+    assert "Out of scope" in (tmp_path / "e" / "report.md").read_text()
