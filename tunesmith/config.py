@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -26,6 +27,26 @@ def _yaml_switch(value: Any) -> Any:
 
 
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def duration_seconds(value: Any) -> Any:
+    """`20m`, `1h30m`, `90s` or a plain number of seconds, as seconds (other values are left to the type)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    match = _DURATION.fullmatch(text)
+    if match is None or not any(match.groups()):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 20m, 1h30m, 90s or 1200") from None
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+Duration = Annotated[float, BeforeValidator(duration_seconds)]
 
 
 def tunesmith_home() -> Path:
@@ -95,6 +116,12 @@ class TrainSpec(_Spec):
     val_data: Path | None = Field(
         None, description="Validation data; enables val loss, early stopping and picking the best checkpoint."
     )
+    hold_out_val: bool = Field(
+        True,
+        description="Without validation data (val_data, or a prepared folder's val split), hold out a seeded "
+        "share of the training data for validation: a tenth, at least 32 examples (at most a fifth of the data), "
+        "at most 256, stratified by label for classification. --no-val trains on all of it, without validation.",
+    )
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
     method: Literal["sft", "dpo", "kto", "orpo"] = Field(
         "sft",
@@ -123,8 +150,25 @@ class TrainSpec(_Spec):
     orpo_lambda: float = Field(
         0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen answers' loss."
     )
-    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
+    epochs: float = Field(
+        3.0, gt=0, description="Passes over the training data (ignored with max_steps or a budget)."
+    )
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    time_budget: Duration | None = Field(
+        None,
+        gt=0,
+        description="Train for this long (20m, 1h30m, 90s; a number is seconds) instead of for epochs: the steps "
+        "that fit are planned from this machine's speed and planned again from each step's measured time, the "
+        "learning rate is scheduled over them, and the run stops at the budget keeping its best checkpoint. It "
+        "covers the training loop (steps, validation, checkpoints), not loading the model and data. max_steps "
+        "still caps it.",
+    )
+    token_budget: int | None = Field(
+        None,
+        gt=0,
+        description="Train on this many tokens (padding excluded) instead of for epochs: the steps that fit, the "
+        "learning rate scheduled over them. max_steps still caps it.",
+    )
     batch_size: int = Field(8, gt=0, description="Examples per batch, packed into rows (no padding waste).")
     grad_accum: int = Field(1, gt=0, description="Batches per optimizer step.")
     lr: float | None = Field(
