@@ -5,9 +5,10 @@ sees the same ones), the optimizer and learning-rate schedule, gradient clipping
 progress bar, validation, early stopping, best-checkpoint selection, resumable checkpoints and exact
 resume, and training to a time budget: after every step the steps that still fit are planned again from
 the measured time of steps, validations and checkpoints, the cosine schedule stretched over them, so the
-run ends (after a last validation) at the budget. The host syncs with the device only when it logs. Does not own: what a batch is or how its loss
-is computed (an `Objective`, e.g. `tunesmith.train.sft.SFTObjective`), the model's setup
-(`tunesmith.train.model`), the run folder's files (`tunesmith.train.rundir`) or the saved artifact.
+run ends (after a last validation) at the budget. The host syncs with the device only when it logs.
+Does not own: what a batch is or how its loss is computed (an `Objective`, e.g.
+`tunesmith.train.sft.SFTObjective`), the model's setup (`tunesmith.train.model`), the run folder's files
+(`tunesmith.train.rundir`), the saved artifact, or how many steps a job plans (`tunesmith.train.budget`).
 
 An objective cuts one step's examples into batches (memory-sized passes) and sums a loss over each;
 the loop divides every batch's sum by the count of the whole step (loss tokens for SFT, pairs for
