@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -26,6 +27,26 @@ def _yaml_switch(value: Any) -> Any:
 
 
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def duration_seconds(value: Any) -> Any:
+    """`20m`, `1h30m`, `90s` or a plain number of seconds, as seconds (other values are left to the type)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    match = _DURATION.fullmatch(text)
+    if match is None or not any(match.groups()):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 20m, 1h30m, 90s or 1200") from None
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+Duration = Annotated[float, BeforeValidator(duration_seconds)]
 
 
 def tunesmith_home() -> Path:
@@ -95,6 +116,12 @@ class TrainSpec(_Spec):
     val_data: Path | None = Field(
         None, description="Validation data; enables val loss, early stopping and picking the best checkpoint."
     )
+    hold_out_val: bool = Field(
+        True,
+        description="Without validation data (val_data, or a prepared folder's val split), hold out a seeded "
+        "share of the training data for validation: a tenth, at least 32 examples (at most a fifth of the data), "
+        "at most 256, stratified by label for classification. --no-val trains on all of it, without validation.",
+    )
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
     method: Literal["sft", "dpo", "kto", "orpo"] = Field(
         "sft",
@@ -129,8 +156,25 @@ class TrainSpec(_Spec):
     orpo_lambda: float = Field(
         0.1, gt=0, description="orpo: weight of the odds-ratio term beside the chosen answers' loss."
     )
-    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored with max_steps).")
+    epochs: float = Field(
+        3.0, gt=0, description="Passes over the training data (ignored with max_steps or a budget)."
+    )
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    time_budget: Duration | None = Field(
+        None,
+        gt=0,
+        description="Train for this long (20m, 1h30m, 90s; a number is seconds) instead of for epochs: the steps "
+        "that fit are planned from this machine's speed and planned again from each step's measured time, the "
+        "learning rate is scheduled over them, and the run stops at the budget keeping its best checkpoint. It "
+        "covers the training loop (steps, validation, checkpoints), not loading the model and data. max_steps "
+        "still caps it.",
+    )
+    token_budget: int | None = Field(
+        None,
+        gt=0,
+        description="Train on this many tokens (padding excluded) instead of for epochs: the steps that fit, the "
+        "learning rate scheduled over them. max_steps still caps it.",
+    )
     batch_size: int = Field(8, gt=0, description="Examples per batch, packed into rows (no padding waste).")
     grad_accum: int = Field(1, gt=0, description="Batches per optimizer step.")
     lr: float | None = Field(
@@ -303,12 +347,61 @@ class EvalSpec(_Spec):
     baselines: bool = Field(True, description="Score the base model zero-shot and few-shot as well.")
     shots: int = Field(5, ge=1, description="Demonstrations in the few-shot baseline prompt.")
     max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
+    num_beams: int = Field(
+        1,
+        gt=0,
+        description="Beam search with this many beams (transformers' generate); 1: greedy or sampling.",
+    )
+    length_penalty: float = Field(
+        1.0,
+        description="Beam search: a beam's score is its log-probability divided by length ** length_penalty "
+        "(above 0 favours longer answers, below 0 shorter ones).",
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, description="Never repeat an n-gram of this many tokens within an answer; 0: off."
+    )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="Penalise tokens already in the prompt or answer (CTRL's penalty, > 1); 1: off.",
+    )
+    do_sample: bool = Field(
+        False, description="Sample answers (temperature, top_p, seed) instead of decoding greedily."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="Sampling: keep the smallest set of tokens with this mass."
+    )
+    seed: int = Field(0, description="Sampling seed.")
     batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
+    out_of_scope_label: str | None = Field(
+        None,
+        description="Classification: the label of examples that belong to none of the classes (e.g. oos). A "
+        "prediction whose log-likelihood is below a threshold calibrated on calibration_data becomes this label; "
+        "in-scope accuracy and out-of-scope recall are reported.",
+    )
+    calibration_data: Path | None = Field(
+        None,
+        description="With out_of_scope_label: labelled validation examples, some of them out of scope, that each "
+        "model's threshold is calibrated on; default: the val split when data is a prepared dataset folder.",
+    )
     bootstrap_samples: int = Field(
         1000, ge=100, description="Resamples for confidence intervals and the paired test."
     )
     judge: JudgeSpec | None = Field(None, description="Optional LLM judge.")
+
+    @model_validator(mode="after")
+    def _decoding_settings_apply(self) -> EvalSpec:
+        if self.do_sample and self.num_beams > 1:
+            raise ValueError("do_sample and num_beams > 1: choose sampling or beam search")
+        if self.num_beams == 1 and self.length_penalty != 1.0:
+            raise ValueError("length_penalty applies to beam search; set num_beams above 1")
+        if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0):
+            raise ValueError("temperature and top_p apply to sampling; set do_sample")
+        if self.calibration_data is not None and self.out_of_scope_label is None:
+            raise ValueError("calibration_data calibrates the out-of-scope threshold; set out_of_scope_label")
+        return self
 
 
 class ServeSpec(_Spec):

@@ -40,7 +40,8 @@ def evaluate(
     """Score a fine-tune against the base model zero-shot and few-shot, on the same held-out examples.
 
     Classification data (text/label) is scored by label log-likelihood (accuracy, macro P/R/F1,
-    per-class table, confusion matrix); other data is generated greedily (ROUGE-1/2/L, BLEU, chrF,
+    per-class table, confusion matrix); other data is generated greedily, or with beam search
+    (`--num-beams 4 --length-penalty 1.0`) or sampling (`--sample`), and scored (ROUGE-1/2/L, BLEU, chrF,
     exact match; `--metric meteor` / `cider` with the `meteor` extra; QA and `####` numeric modes).
     Every metric gets a 95% bootstrap interval; every later model is compared with every earlier one
     (paired difference, interval, p-value, verdict). Writes report.json, report.md, report.html and
@@ -145,11 +146,18 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate, then judge when the spec asks for it."""
     from tunesmith.eval.evaluate import evaluate_generation, load_eval_examples
+    from tunesmith.eval.generate import Decoding
 
+    decoding = Decoding(
+        num_beams=spec.num_beams, length_penalty=spec.length_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+        repetition_penalty=spec.repetition_penalty, do_sample=spec.do_sample, temperature=spec.temperature,
+        top_p=spec.top_p, seed=spec.seed,
+    )  # fmt: skip
     report = evaluate_generation(
         base, candidates, spec.data, out, data_format=spec.format, train_data=train_data, task=spec.task,
-        metrics=spec.metrics, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, limit=spec.limit,
-        samples=spec.bootstrap_samples,
+        metrics=spec.metrics, max_new_tokens=spec.max_new_tokens, decoding=decoding,
+        out_of_scope_label=spec.out_of_scope_label, calibration_data=spec.calibration_data,
+        batch_size=spec.batch_size, limit=spec.limit, samples=spec.bootstrap_samples,
     )  # fmt: skip
     if spec.judge is None:
         return report
@@ -207,6 +215,7 @@ def print_report_table(report: dict[str, Any], title: str) -> None:
             text = format_interval(metric.value, metric.ci_low, metric.ci_high)
             cells.append(f"[bold]{text}[/]" if metric.value == best and len(models) > 1 else text)
         table.add_row(name, *cells)
+    table.add_row("decoding", *[f"[dim]{entry.decoding or typed.settings.decoding}[/]" for entry in models])
     console.print(table)
     if not typed.comparisons:
         return

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from tunesmith.cli.common import UsageError
-from tunesmith.config import EvalSpec, PrepareSpec, ServeSpec, TrainSpec
+from tunesmith.config import EvalSpec, PrepareSpec, ServeSpec, TrainSpec, duration_seconds
 from tunesmith.data.split import parse_fractions
 
 
@@ -66,6 +66,15 @@ def parse_pairs(flag: Flag, items: list[str]) -> dict[str, str]:
 def parse_split(flag: Flag, text: str) -> tuple[float, float, float]:
     """`--split 80/10/10` → fractions (the message of a bad one names --split)."""
     return parse_fractions(text)
+
+
+def parse_duration(flag: Flag, text: str) -> float:
+    """`--time-budget 20m` → seconds (the message of a bad one names the flag)."""
+    try:
+        seconds = float(duration_seconds(text))
+    except ValueError as error:
+        raise ValueError(f"{flag.long} {error}") from error
+    return seconds
 
 
 def field_info(spec_class: type[BaseModel], key: str) -> FieldInfo:
@@ -189,9 +198,11 @@ def _value(flag: Flag, raw: Any) -> Any:
 # The spec fields each command takes as flags, in --help order. A field's flag is named after it unless
 # the table says otherwise; a repeatable flag is singular (--eval-metric sets eval_metrics).
 TRAIN_FLAGS = (
-    Flag("data"), Flag("val_data"), Flag("model", short="-m"), Flag("method"), Flag("tuning"),
+    Flag("data"), Flag("val_data"), Flag("hold_out_val", "--val"), Flag("model", short="-m"), Flag("method"), Flag("tuning"),
     Flag("init_adapter"), Flag("beta"), Flag("label_smoothing"), Flag("desirable_weight"),
-    Flag("undesirable_weight"), Flag("orpo_lambda"), Flag("epochs"), Flag("max_steps"), Flag("batch_size"), Flag("grad_accum"), Flag("lr"), Flag("lora.r"),
+    Flag("undesirable_weight"), Flag("orpo_lambda"), Flag("epochs"), Flag("max_steps"),
+    Flag("time_budget", parse=parse_duration, metavar="DURATION"), Flag("token_budget"), Flag("batch_size"),
+    Flag("grad_accum"), Flag("lr"), Flag("lora.r"),
     Flag("lora.alpha"), Flag("lora.dropout"), Flag("max_seq_len"), Flag("eval_every"), Flag("save_every"),
     Flag("precision"), Flag("memory_limit_gb"), Flag("micro_batch_tokens"), Flag("gradient_checkpointing"),
     Flag("seed"), Flag("eval_metrics", "--eval-metric"), Flag("select_by"), Flag("name"),
@@ -199,7 +210,10 @@ TRAIN_FLAGS = (
 )  # fmt: skip
 COMPARE_FLAGS = (
     Flag("data"), Flag("train_data"), Flag("task"), Flag("metrics", "--metric"), Flag("shots"),
-    Flag("format"), Flag("max_new_tokens"), Flag("batch_size"), Flag("limit"), Flag("judge.model"),
+    Flag("format"), Flag("max_new_tokens"), Flag("num_beams"), Flag("length_penalty"),
+    Flag("no_repeat_ngram_size"), Flag("repetition_penalty"), Flag("do_sample", "--sample"), Flag("temperature"),
+    Flag("top_p"), Flag("seed"), Flag("out_of_scope_label"), Flag("calibration_data"), Flag("batch_size"),
+    Flag("limit"), Flag("judge.model"),
     Flag("judge.base_url", "--judge-url"),
 )  # fmt: skip
 EVAL_FLAGS = (*COMPARE_FLAGS, Flag("baselines"))

@@ -12,6 +12,7 @@ from rich.table import Table
 from tunesmith.cli.common import UsageError, console, err_console, print_json
 from tunesmith.cli.options import TRAIN_FLAGS, spec_flags
 from tunesmith.config import TrainSpec, build_spec, load_config_file
+from tunesmith.train.validation import ValidationSource
 
 if TYPE_CHECKING:
     from tunesmith.registry.store import Registry
@@ -84,7 +85,7 @@ def train(
 
     def listen(event: RunEvent) -> None:
         record(event)
-        if event.type in (EventType.warning, EventType.early_stopped):  # e.g. truncated examples
+        if event.type in (EventType.warning, EventType.early_stopped, EventType.budget_reached):
             err_console.print(f"[yellow]{event.type.value}:[/] {event.message}", highlight=False)
 
     result = trainers[spec.method](spec, listener=listen, resume=resume_dir, progress=True)
@@ -99,12 +100,31 @@ def train(
         f"train loss {result.train_loss:.4f}"
         + (f", val loss {result.val_loss:.4f}" if result.val_loss else "")
     )
+    console.print(_VALIDATED_ON[ValidationSource(result.validation)].format(count=result.num_val_examples))
     console.print(f"run folder: {result.run_dir}")
     err_console.print(f"next: tunesmith eval --model {result.run_id} --data TEST_FILE")
 
 
+# What a run validated on, as the summary says it.
+_VALIDATED_ON = {
+    ValidationSource.val_data: "validated on {count} examples of --val-data",
+    ValidationSource.prepared_split: "validated on the prepared dataset's val split ({count} examples)",
+    ValidationSource.held_out: "validated on {count} examples held out of the training data (--no-val trains on all)",
+    ValidationSource.none: "no validation, so no early stopping or best checkpoint: give --val-data",
+}
+
+
+# What a run will validate on, as the dry run says it.
+_PLANNED_VALIDATION = {
+    ValidationSource.val_data: "{count} examples of --val-data",
+    ValidationSource.prepared_split: "the prepared dataset's val split ({count} examples)",
+    ValidationSource.held_out: "{count} examples held out of the training data (--no-val trains on all)",
+    ValidationSource.none: "none: no early stopping or best checkpoint",
+}
+
+
 def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
-    from tunesmith.train.plan import plan_training
+    from tunesmith.train.dry_run import plan_training
 
     plan = plan_training(spec, registry.measured_throughput)
     if json_output:
@@ -117,7 +137,10 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
     table.add_row("parameters", f"{plan.parameters:,} ({plan.trainable_parameters:,} trainable)")
     table.add_row("data", f"{plan.examples:,} examples, {plan.tokens_per_epoch:,} tokens/epoch "
                   f"({plan.loss_tokens_per_epoch:,} with loss)")  # fmt: skip
-    table.add_row("steps", f"{plan.steps:,} ({plan.total_tokens:,} tokens)")
+    table.add_row("validation", _PLANNED_VALIDATION[ValidationSource(plan.validation)].format(
+        count=plan.validation_examples))  # fmt: skip
+    bought = f"{plan.budget} buys " if plan.budget else ""
+    table.add_row("steps", f"{bought}{plan.steps:,} ({plan.epochs:g} epochs, {plan.total_tokens:,} tokens)")
     table.add_row(
         "memory (GB)",
         f"{memory['total']} of {layout.budget_gb} allowed: weights {memory['weights']}, optimizer "

@@ -2,7 +2,8 @@
 
 Owns: readers for JSONL, JSON, CSV, Parquet, saved Hugging Face `datasets` folders and folders of
 .txt/.md documents, each keeping every row's location; column mapping; detection of the example form;
-per-form validation with one problem per bad row; and reading one split of a prepared dataset folder.
+per-form validation with one problem per bad row (a chat row's optional `references` list included);
+and reading one split of a prepared dataset folder.
 Does not own: tokenisation, cleaning or deduplication (see `prepare`). Every bad row is reported
 (file, line, problem); nothing is ever dropped silently.
 """
@@ -193,9 +194,19 @@ def _parse(data_format: DataFormat, row: Any, location: str, instruction: str) -
             return _parse_rated(row, location)
         if data_format is DataFormat.text:
             return Document(text=_text(_require_object(row), "text"), source=location)
-        return Example(messages=_PARSERS[data_format](row), source=location)
+        return Example(messages=_PARSERS[data_format](row), source=location, references=_references(row))
     except ValueError as error:
         return DataProblem(location, str(error))
+
+
+def _references(row: dict[str, Any]) -> tuple[str, ...]:
+    """A chat row's optional `references`: more acceptable answers, which evaluation scores against."""
+    value = row.get("references")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValueError("field 'references' must be a list of non-empty strings")
+    return tuple(value)
 
 
 def _apply_map(row: dict[str, Any], column_map: Mapping[str, str]) -> tuple[dict[str, Any], str]:

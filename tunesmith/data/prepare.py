@@ -170,8 +170,8 @@ def _boilerplate_mask(row: PrepRow) -> list[bool]:
 
     Prompts are left alone: an instruction repeated across rows ("Summarise the text below:") is content.
     """
-    if row.kind is RowKind.chat:
-        return [role == "assistant" for role in row.roles]
+    if row.kind is RowKind.chat:  # the turns, then the references (answers too)
+        return [role == "assistant" for role in row.roles] + [True] * len(row.references())
     if row.kind in (RowKind.preference, RowKind.rated):  # the prompt turns, then the answers
         return [index >= len(row.roles) for index in range(len(row.texts))]
     return [row.kind is RowKind.text] * len(row.texts)

@@ -19,7 +19,7 @@ Row = tuple[str, Any]  # (location, parsed row or a DataProblem)
 RecordRow = tuple[str, Any, Record | DataProblem]  # (location, raw row after mapping, record or problem)
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
-_JSON_COLUMNS = ("messages", "conversations")  # CSV cells that hold JSON lists
+_JSON_COLUMNS = ("messages", "conversations", "references")  # CSV cells that hold JSON lists
 
 
 def read_rows(path: Path) -> Iterator[Row]:

@@ -31,6 +31,8 @@ class Example:
     source: str  # "file.jsonl:12": where the example came from, for error messages
     # Classification examples (`text`/`label` rows) keep their label; the final assistant turn holds it too.
     label: str | None = None
+    # A row's `references` list: further acceptable answers, scored beside the final assistant turn.
+    references: tuple[str, ...] = ()
 
     def prompt_messages(self) -> list[Message]:
         """Every message before the final assistant turn (the model's input at evaluation)."""
@@ -39,6 +41,14 @@ class Example:
     def reference(self) -> str:
         """The final assistant turn (the expected answer at evaluation)."""
         return self.messages[-1]["content"]
+
+    def all_references(self) -> list[str]:
+        """What an answer is scored against: the final assistant turn, then each other `references` entry.
+
+        A reference listed twice is kept once: CIDEr averages over references, so a repeat would weigh it
+        twice (BLEU, chrF, ROUGE and METEOR take the best or clip by the most, where repeats change nothing).
+        """
+        return list(dict.fromkeys((self.reference(), *self.references)))
 
 
 @dataclass(frozen=True)
@@ -120,9 +130,15 @@ def pairs_hash(pairs: Iterable[PreferenceExample]) -> str:
 
 
 def dataset_hash(examples: Iterable[Example]) -> str:
-    """Content hash of normalised examples: the same data in another file format hashes the same."""
+    """Content hash of normalised examples: the same data in another file format hashes the same.
+
+    An example's `references`, when it has any, are part of its content (they change its scores).
+    """
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps(example.messages, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        content: object = example.messages
+        if example.references:
+            content = {"messages": example.messages, "references": list(example.references)}
+        digest.update(json.dumps(content, ensure_ascii=False, sort_keys=True).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()

@@ -29,10 +29,11 @@ class PrepRow:
     """One row: its editable texts in a fixed order per kind, and where it came from."""
 
     kind: RowKind
-    texts: tuple[str, ...]  # chat: turn contents; classification: text, label; preference: prompt turns,
-    #   chosen, rejected; rated: prompt turns, completion; text: the document
+    texts: tuple[str, ...]  # chat: turn contents, then its `references`; classification: text, label;
+    #   preference: prompt turns, chosen, rejected; rated: prompt turns, completion; text: the document
     source: str
-    roles: tuple[str, ...] = ()  # chat turns' roles; preference and rated: the prompt turns' roles
+    roles: tuple[str, ...] = ()  # chat turns' roles (the texts past them are references); preference and
+    #   rated: the prompt turns' roles
     desirable: bool | None = None  # rated: the label
     source_ids: dict[str, Any] | None = (
         None  # the row's `source_ids`, kept unchanged (e.g. request and feedback ids)
@@ -46,7 +47,7 @@ class PrepRow:
     def messages(self) -> list[Message]:
         """The conversation the model is trained on (preference: the chosen answer; text: none)."""
         if self.kind is RowKind.chat:
-            return [{"role": r, "content": t} for r, t in zip(self.roles, self.texts, strict=True)]
+            return [{"role": r, "content": t} for r, t in zip(self.roles, self.texts, strict=False)]
         if self.kind is RowKind.classification:
             return [
                 {"role": "user", "content": f"{self.instruction}\n\n{self.texts[0]}"},
@@ -57,13 +58,17 @@ class PrepRow:
             return [*self._prompt(), {"role": "assistant", "content": answer}]
         return []
 
+    def references(self) -> tuple[str, ...]:
+        """A chat row's `references` (more acceptable answers, for evaluation); none for other kinds."""
+        return self.texts[len(self.roles) :] if self.kind is RowKind.chat else ()
+
     def _prompt(self) -> list[Message]:
         return [{"role": r, "content": t} for r, t in zip(self.roles, self.texts, strict=False)]
 
     def full_text(self) -> str:
-        """Everything the row says, roles included: what deduplication compares."""
+        """Everything the row says, roles included: what deduplication compares (not its references)."""
         if self.kind is RowKind.chat:
-            return "\n".join(f"{r}: {t}" for r, t in zip(self.roles, self.texts, strict=True))
+            return "\n".join(f"{r}: {t}" for r, t in zip(self.roles, self.texts, strict=False))
         return "\n".join(self.texts)
 
     def prompt_text(self) -> str:
@@ -87,7 +92,8 @@ class PrepRow:
 
     def _output(self, default_instruction: str) -> dict[str, Any]:
         if self.kind is RowKind.chat:
-            return {"messages": self.messages()}
+            references = self.references()
+            return {"messages": self.messages()} | ({"references": list(references)} if references else {})
         if self.kind is RowKind.classification:
             row = {"text": self.texts[0], "label": self.texts[1]}
             return (
@@ -127,5 +133,5 @@ def _to_prep_row(record: Record, raw: Any, instruction: str, group: str | None) 
         texts = (str(raw["text"]), record.label)
         return PrepRow(RowKind.classification, texts, record.source, instruction=row_instruction, group=group)
     roles = tuple(message["role"] for message in record.messages)
-    texts = tuple(message["content"] for message in record.messages)
+    texts = (*(message["content"] for message in record.messages), *record.references)
     return PrepRow(RowKind.chat, texts, record.source, roles=roles, group=group)

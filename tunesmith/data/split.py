@@ -1,15 +1,26 @@
 """Deterministic train/val/test assignment: plain, stratified by label, or grouped by a key. Pure.
 
-Owns: turning split fractions into row counts and assigning every row to a split under a seed.
-Does not own: the leakage check across splits (see `prepare`) or writing the splits.
+Owns: turning split fractions into row counts and assigning every row to a split under a seed, and
+how much of a training set `tunesmith train` holds out for validation when it is given none. Does not
+own: the leakage check across splits (see `prepare`) or writing the splits.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
 SPLITS = ("train", "val", "test")
+
+# The validation split held out of training data given without one: about a tenth of it, but at least
+# VAL_FLOOR examples (a mean loss over fewer moves more between validations from which examples they are
+# than from training) as long as that is at most a fifth of the data, and at most VAL_CAP (more makes each
+# validation slower without changing which step is best). Under VAL_MIN there is no validation at all.
+VAL_SHARE = 0.1
+VAL_FLOOR, VAL_FLOOR_SHARE = 32, 0.2
+VAL_CAP = 256
+VAL_MIN = 4
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:
@@ -81,3 +92,28 @@ def _assign_groups(
         filled[choice] += len(members[group])
         for index in members[group]:
             assigned[index] = SPLITS[choice]
+
+
+def held_out_count(count: int) -> int:
+    """Examples to hold out for validation from `count` training examples (0: too few to spare any)."""
+    wanted = min(max(round(count * VAL_SHARE), min(VAL_FLOOR, int(count * VAL_FLOOR_SHARE))), VAL_CAP)
+    return wanted if wanted >= VAL_MIN else 0
+
+
+def min_examples_to_hold_out() -> int:
+    """The fewest training examples a validation split is held out of."""
+    return math.ceil(VAL_MIN / VAL_FLOOR_SHARE)
+
+
+def held_out_indices(count: int, seed: int, labels: Sequence[str] | None = None) -> list[int]:
+    """Which of `count` training examples to validate on: `held_out_count` of them, chosen under `seed`.
+
+    With `labels`, every label gives the same share (rounded per label, so the total may differ a little,
+    and a label's only example stays in training).
+    """
+    wanted = held_out_count(count)
+    if wanted == 0:
+        return []
+    share = wanted / count
+    assigned = assign_splits(count, (1 - share, share, 0.0), seed, labels=labels)
+    return [index for index, split in enumerate(assigned) if split == "val"]

@@ -6,8 +6,10 @@ holds the prompt once followed by every label; a 4D attention mask lets each lab
 prompt and to its own earlier tokens only, and position ids continue from the prompt for every label.
 So a batch costs one forward pass over (prompt + all labels) tokens, the prompt is never recomputed
 per label, and the output head runs only where a label token is predicted. Nothing is parsed: the
-prediction is the label with the highest summed log-probability. Does not own: prompts (see
-`baselines`) or metrics.
+prediction is the label with the highest summed log-probability. With an out-of-scope label, a
+prediction whose log-probability falls below a threshold becomes "none of these" instead; the
+threshold is calibrated on labelled validation examples (`calibrate_out_of_scope`). Does not own:
+prompts (see `baselines`) or metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -73,6 +76,47 @@ def score_labels(
         if on_batch is not None:
             on_batch(len(chunk))
     return scores
+
+
+def predict_labels(scores: torch.Tensor, threshold: float | None = None, out_of_scope: int = -1) -> list[int]:
+    """Each row's best label (index into the scored labels), or `out_of_scope` where its score is below
+    `threshold` (None: no threshold)."""
+    best, predicted = scores.max(dim=1)
+    if threshold is not None:
+        predicted = torch.where(best < threshold, out_of_scope, predicted)
+    return [int(index) for index in predicted]
+
+
+def calibrate_out_of_scope(scores: torch.Tensor, gold: Sequence[int], out_of_scope: int) -> float:
+    """The log-likelihood threshold below which a prediction is "none of these", from validation examples.
+
+    Args:
+        scores: (N, L) summed log-probabilities of the L scored labels after each validation prompt.
+        gold: each example's label index; `out_of_scope` for the examples that belong to none.
+        out_of_scope: the out-of-scope index: L when it is no scored label, else its index among them
+            (then a best label of `out_of_scope` is out of scope whatever its score).
+
+    The threshold maximises the mean of in-scope accuracy and out-of-scope recall on these examples, so
+    neither side's share of the data decides it (CLINC150's validation split holds 30 in-scope examples
+    per out-of-scope one). It lies halfway between the scores on either side of the cut; of equally good
+    cuts the lowest is taken (the fewest predictions turned away).
+    """
+    best, predicted = (tensor.numpy() for tensor in scores.max(dim=1))
+    gold_array = np.asarray(gold)
+    is_out = gold_array == out_of_scope
+    if is_out.all() or not is_out.any():
+        raise ValueError(
+            "calibrating the out-of-scope threshold needs validation examples both in and out of scope; "
+            f"these hold {int(is_out.sum())} out-of-scope and {int((~is_out).sum())} in-scope ones"
+        )
+    cuts = np.unique(best)  # a prediction is out of scope where its score is below the cut
+    right = np.sort(best[~is_out & (predicted == gold_array)])  # in-scope and right, above the cut
+    turned_away = np.sort(best[is_out & (predicted != out_of_scope)])  # out of scope only below the cut
+    in_scope_accuracy = (len(right) - np.searchsorted(right, cuts, side="left")) / (~is_out).sum()
+    caught = (is_out & (predicted == out_of_scope)).sum() + np.searchsorted(turned_away, cuts, side="left")
+    objective = (in_scope_accuracy + caught / is_out.sum()) / 2
+    index = int(np.argmax(objective))
+    return float(cuts[0] if index == 0 else (cuts[index - 1] + cuts[index]) / 2)
 
 
 @dataclass(frozen=True)

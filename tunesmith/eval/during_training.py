@@ -63,7 +63,7 @@ def evaluate_during_training(
         predictions = generate_batched(
             model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
-        references = [[example.reference()] for example in examples]
+        references = [example.all_references() for example in examples]
         return {
             name: metric.score(predictions, references)
             for name, metric in text_metrics(resolved, names).items()

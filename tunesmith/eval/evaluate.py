@@ -2,8 +2,9 @@
 
 Owns: loading each distinct model once (adapters switched on one base; the base itself is scored with
 adapters disabled, so no second copy is in memory), building each candidate's prompts (as is, or
-as a zero-/few-shot baseline), predicting (greedy batched generation, or label log-likelihood for
-classification), per-example statistics, and handing them to `report` for intervals, comparisons
+as a zero-/few-shot baseline), predicting (batched generation, greedy, beam search or sampled, or label
+log-likelihood for classification, with a "none of these" threshold calibrated per model when there is
+an out-of-scope label), per-example statistics, and handing them to `report` for intervals, comparisons
 and files. Does not own: the metric definitions, the statistics or the registry (the caller records
 the report).
 """
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from tunesmith.config import ConfigError, DataFormat, EvalTask
-from tunesmith.data.ingest import load_examples, load_split
+from tunesmith.data.ingest import is_prepared_dataset, load_examples, load_split
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import render_text
 from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
-from tunesmith.eval.classify import score_labels
+from tunesmith.eval.classify import calibrate_out_of_scope, predict_labels, score_labels
 from tunesmith.eval.coco import check_available
-from tunesmith.eval.generate import generate_batched
+from tunesmith.eval.generate import GREEDY, Decoding, generate_batched
 from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.records import DataInfo, EvalSettings, ScoredModel
 from tunesmith.eval.report import build_report, write_report
@@ -60,6 +62,15 @@ class Candidate:
     shots: int | None = None
 
 
+@dataclass(frozen=True)
+class OutOfScope:
+    """Classification's "none of these": the label it is written as, and the labelled validation
+    examples (some of them out of scope) each model's threshold is calibrated on."""
+
+    label: str
+    calibration: list[Example]
+
+
 def baseline_candidates(shots: int) -> list[Candidate]:
     """The base model zero-shot and k-shot."""
     return [Candidate("base zero-shot", shots=0), Candidate(f"base {shots}-shot", shots=shots)]
@@ -85,15 +96,31 @@ def evaluate_generation(
     task: EvalTask | None = None,
     metrics: list[str] | None = None,
     max_new_tokens: int = 128,
+    decoding: Decoding = GREEDY,
+    out_of_scope_label: str | None = None,
+    calibration_data: Path | None = None,
     batch_size: int = 16,
     limit: int | None = None,
     samples: int = 1000,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Read the test file (and the training file for few-shot and labels), then `evaluate_models`."""
+    """Read the test file (and the training file for few-shot and labels), then `evaluate_models`.
+
+    With `out_of_scope_label`, thresholds are calibrated on `calibration_data` (default: the val split of
+    `data` when it is a prepared dataset folder).
+    """
     examples, digest = load_eval_examples(data, data_format, "test")
     train = load_eval_examples(train_data, data_format, "train")[0] if train_data else None
     examples = examples[:limit]
+    out_of_scope = None
+    if out_of_scope_label is not None:
+        source = calibration_data or (data if is_prepared_dataset(data) else None)
+        if source is None:
+            raise ConfigError(
+                "eval.out_of_scope_label: the threshold is calibrated on labelled validation examples, some "
+                "of them out of scope; give calibration_data (--calibration-data)"
+            )
+        out_of_scope = OutOfScope(out_of_scope_label, load_eval_examples(source, data_format, "val")[0])
     return evaluate_models(
         base_model,
         candidates,
@@ -104,6 +131,8 @@ def evaluate_generation(
         task=task,
         metrics=metrics,
         max_new_tokens=max_new_tokens,
+        decoding=decoding,
+        out_of_scope=out_of_scope,
         batch_size=batch_size,
         samples=samples,
         show_progress=show_progress,
@@ -121,6 +150,8 @@ def evaluate_models(
     task: EvalTask | None = None,
     metrics: list[str] | None = None,
     max_new_tokens: int = 128,
+    decoding: Decoding = GREEDY,
+    out_of_scope: OutOfScope | None = None,
     batch_size: int = 16,
     samples: int = 1000,
     show_progress: bool = True,
@@ -128,18 +159,24 @@ def evaluate_models(
     """Score every candidate on `examples`, write the report files to `out`, return `report.json`'s payload.
 
     Classification takes its label set from `train_examples` (else from the test set) and predicts the
-    label with the highest log-likelihood; other tasks generate greedily. Few-shot candidates draw
-    their demonstrations from `train_examples`.
+    label with the highest log-likelihood; with `out_of_scope`, a prediction below the model's calibrated
+    threshold is its label instead (which need not be a training label). Other tasks generate with
+    `decoding` (greedy by default). Few-shot candidates draw their demonstrations from `train_examples`.
     """
     if not examples:
         raise ValueError("no test examples to evaluate")
     resolved = task or detect_task(examples)
-    names = metric_names(resolved, metrics)
+    if out_of_scope is not None and resolved != EvalTask.classification:
+        raise ConfigError(f"eval.out_of_scope_label applies to classification, not to a {resolved} task")
+    names = metric_names(resolved, metrics, out_of_scope=out_of_scope is not None)
     check_available(names)  # a missing Java runtime is reported before minutes of generation, not after
-    labels = _label_set(examples, train_examples) if resolved == EvalTask.classification else None
+    oos_label = out_of_scope.label if out_of_scope else None
+    labels = _label_set(examples, train_examples, oos_label) if resolved == EvalTask.classification else None
+    # Reported labels: the scored ones, and the out-of-scope label after them when it is not one of them.
+    report_labels = labels + [oos_label] if labels and oos_label and oos_label not in labels else labels
     if any(c.shots for c in candidates) and not train_examples:
         raise ConfigError("a few-shot baseline needs training data to draw demonstrations from (train_data)")
-    references = [[example.reference()] for example in examples]
+    references = [example.all_references() for example in examples]
     scored: dict[str, ScoredModel] = {}
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -149,6 +186,7 @@ def evaluate_models(
         console=Console(stderr=True),
         disable=not show_progress,
     )
+    method = decoding.describe() if labels is None else "label log-likelihood"
     with progress:
         for model_name, group in _group_by_model(base_model, candidates).items():
             model_path = resolve_model(model_name)
@@ -160,24 +198,21 @@ def evaluate_models(
                 def advance(count: int, bar: TaskID = bar) -> None:
                     progress.advance(bar, count)
 
-                shots = select_shots(train_examples or [], candidate.shots) if candidate.shots else []
-                instruction = (
-                    classification_instruction(labels)
-                    if labels is not None and candidate.shots is not None
-                    else None
-                )
-                prompts = [
-                    render_text(tokenizer, baseline_messages(e, shots, instruction), generation_prompt=True)
-                    if candidate.shots is not None
-                    else render_text(tokenizer, e.prompt_messages(), generation_prompt=True)
-                    for e in examples
-                ]
+                render = partial(_prompts, tokenizer, candidate, train_examples, labels)
+                prompts = render(examples)
                 started = time.perf_counter()
+                threshold = None
                 with _activate(model, candidate):
-                    if labels is not None:
+                    if labels is not None and report_labels is not None:
+                        if out_of_scope is not None:
+                            threshold = _calibrate(
+                                model, tokenizer, render(out_of_scope.calibration), out_of_scope, labels,
+                                report_labels, batch_size,
+                            )  # fmt: skip
                         predictions, statistics = _classify(
-                            model, tokenizer, prompts, examples, labels, names, batch_size, advance
-                        )
+                            model, tokenizer, prompts, examples, labels, report_labels, names, batch_size,
+                            advance, threshold, oos_label,
+                        )  # fmt: skip
                     else:
                         predictions = generate_batched(
                             model,
@@ -185,6 +220,7 @@ def evaluate_models(
                             prompts,
                             max_new_tokens=max_new_tokens,
                             batch_size=batch_size,
+                            decoding=decoding,
                             on_batch=advance,
                         )
                         chosen = text_metrics(resolved, names)
@@ -198,6 +234,8 @@ def evaluate_models(
                     predictions=predictions,
                     statistics=statistics,
                     seconds=time.perf_counter() - started,
+                    decoding=method,
+                    out_of_scope_threshold=threshold,
                 )
             del model
     ordered = [scored[candidate.name] for candidate in candidates]
@@ -205,24 +243,65 @@ def evaluate_models(
     settings = EvalSettings(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
-        decoding="greedy" if labels is None else "label log-likelihood",
+        decoding=method,
         bootstrap_samples=samples,
     )
-    report = build_report(resolved, ordered, info, settings, labels)
+    report = build_report(resolved, ordered, info, settings, report_labels, oos_label)
     write_report(report, ordered, references, [example.source for example in examples], out)
     return report.to_json()
 
 
-def _label_set(examples: Sequence[Example], train_examples: Sequence[Example] | None) -> list[str]:
-    """Sorted labels of the training data (the test data's when no training data is given)."""
-    pool = train_examples or examples
-    if any(example.label is None for example in pool):
+def _label_set(
+    examples: Sequence[Example], train_examples: Sequence[Example] | None, out_of_scope: str | None
+) -> list[str]:
+    """Sorted labels of the training data (the test data's when no training data is given).
+
+    The out-of-scope label is scored only where the training data teaches it; the test data may hold it.
+    """
+    pool = train_examples or [example for example in examples if example.label != out_of_scope]
+    if any(example.label is None for example in [*pool, *examples]):
         raise ConfigError("classification needs a label on every example (text/label rows)")
     labels = sorted({example.label for example in pool if example.label is not None})
-    unseen = sorted({e.label for e in examples if e.label is not None} - set(labels))
+    unseen = sorted({e.label for e in examples if e.label is not None} - set(labels) - {out_of_scope})
     if unseen:
         raise ConfigError(f"test labels never seen in the training data: {unseen[:10]}")
     return labels
+
+
+def _prompts(
+    tokenizer: Any,
+    candidate: Candidate,
+    train_examples: list[Example] | None,
+    labels: list[str] | None,
+    examples: list[Example],
+) -> list[str]:
+    """The candidate's rendered prompt for each example: as is, or as its zero- or few-shot baseline."""
+    if candidate.shots is None:
+        return [render_text(tokenizer, e.prompt_messages(), generation_prompt=True) for e in examples]
+    shots = select_shots(train_examples or [], candidate.shots) if candidate.shots else []
+    instruction = classification_instruction(labels) if labels is not None else None
+    return [
+        render_text(tokenizer, baseline_messages(e, shots, instruction), generation_prompt=True)
+        for e in examples
+    ]
+
+
+def _calibrate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    out_of_scope: OutOfScope,
+    labels: list[str],
+    report_labels: list[str],
+    batch_size: int,
+) -> float:
+    """This model's out-of-scope threshold, on the calibration examples."""
+    unknown = sorted({str(e.label) for e in out_of_scope.calibration} - set(report_labels))
+    if unknown:
+        raise ConfigError(f"calibration labels never seen in the training data: {unknown[:10]}")
+    scores = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
+    gold = [report_labels.index(str(example.label)) for example in out_of_scope.calibration]
+    return calibrate_out_of_scope(scores, gold, report_labels.index(out_of_scope.label))
 
 
 def _classify(
@@ -231,15 +310,20 @@ def _classify(
     prompts: list[str],
     examples: list[Example],
     labels: list[str],
+    report_labels: list[str],
     names: list[str],
     batch_size: int,
     advance: Callable[[int], None],
+    threshold: float | None,
+    out_of_scope: str | None,
 ) -> tuple[list[str], dict[str, Any]]:
+    """Each example's predicted label (out of scope below `threshold`), and its statistics per metric."""
     scores = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size, on_batch=advance)
-    predicted = scores.argmax(dim=1).tolist()
-    gold = [labels.index(example.label) for example in examples if example.label is not None]
+    oos_index = report_labels.index(out_of_scope) if out_of_scope is not None else -1
+    predicted = predict_labels(scores, threshold, oos_index)
+    gold = [report_labels.index(example.label) for example in examples if example.label is not None]
     stats = classification_statistics(gold, predicted)
-    return [labels[index] for index in predicted], {name: stats for name in names}
+    return [report_labels[index] for index in predicted], {name: stats for name in names}
 
 
 def _group_by_model(base_model: str, candidates: list[Candidate]) -> dict[str, list[Candidate]]:

@@ -3,7 +3,7 @@
 Owns: ROUGE-1/2/L (rouge-score, the Google Research implementation), corpus BLEU and chrF
 (sacrebleu), exact match, SQuAD-style normalised exact match and token F1, the numeric-answer match
 (`#### 42`), and the classification metrics (accuracy, macro precision/recall/F1, per-class table,
-confusion matrix). Every metric is split in two: `statistics` gives one row of sufficient
+confusion matrix; with an out-of-scope label, in-scope accuracy and out-of-scope recall). Every metric is split in two: `statistics` gives one row of sufficient
 statistics per example, `aggregate` turns any subset of rows into the metric. That split is what lets
 `stats` resample examples for confidence intervals and paired tests, corpus metrics (BLEU, chrF)
 included. Scales follow each metric's convention: ROUGE, F1, accuracy and matches in [0, 1], BLEU and
@@ -257,3 +257,22 @@ def classification_metrics(num_labels: int) -> dict[str, Callable[[np.ndarray], 
         "macro_recall": macro("recall"),
         "macro_f1": macro("f1"),
     }
+
+
+def out_of_scope_metrics(out_of_scope: int) -> dict[str, Callable[[np.ndarray], float]]:
+    """In-scope accuracy and out-of-scope recall over (gold, predicted) rows, as the CLINC150 paper reports.
+
+    In-scope accuracy: of the examples whose gold label is a class, the share predicted as that class (an
+    out-of-scope prediction is wrong). Out-of-scope recall: of the examples whose gold label is
+    `out_of_scope` (an index), the share predicted out of scope. 0 over rows that hold none of them.
+    """
+
+    def in_scope_accuracy(stats: np.ndarray) -> float:
+        rows = stats[stats[:, 0] != out_of_scope]
+        return float((rows[:, 0] == rows[:, 1]).mean()) if len(rows) else 0.0
+
+    def out_of_scope_recall(stats: np.ndarray) -> float:
+        rows = stats[stats[:, 0] == out_of_scope]
+        return float((rows[:, 1] == out_of_scope).mean()) if len(rows) else 0.0
+
+    return {"in_scope_accuracy": in_scope_accuracy, "out_of_scope_recall": out_of_scope_recall}

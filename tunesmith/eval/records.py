@@ -31,6 +31,8 @@ class ScoredModel:
     predictions: list[str]
     statistics: dict[str, np.ndarray]  # metric -> (N, K)
     seconds: float
+    decoding: str  # how its answers were made: `Decoding.describe()`, or "label log-likelihood"
+    out_of_scope_threshold: float | None = None  # classification: log-likelihood below which "none of these"
 
 
 class _Record(BaseModel):
@@ -60,8 +62,10 @@ class ModelScores(_Record):
     shots: int | None = None  # absent from reports written before baselines had shots
     metrics: dict[str, MetricInterval]
     examples_per_second: float
+    decoding: str | None = None  # how its answers were made; absent from reports written before beams
     per_class: dict[str, ClassScores] | None = None  # classification only
     confusion_matrix: list[list[int]] | None = None  # classification only: rows gold, columns predicted
+    out_of_scope_threshold: float | None = None  # classification with an out-of-scope label only
 
 
 class Comparison(_Record):
@@ -86,7 +90,7 @@ class DataInfo(_Record):
 class EvalSettings(_Record):
     max_new_tokens: int
     batch_size: int
-    decoding: str  # "greedy", or "label log-likelihood" for classification
+    decoding: str  # this evaluation's `Decoding.describe()`, or "label log-likelihood" for classification
     bootstrap_samples: int
     confidence: float = 0.95  # of every interval
 
@@ -101,6 +105,7 @@ class EvalReport(_Record):
     models: list[ModelScores]
     comparisons: list[Comparison]
     labels: list[str] | None = None  # classification only
+    out_of_scope_label: str | None = None  # classification: the label predicted below a model's threshold
     judge: dict[str, Any] | None = None  # added by `judge.judge_evaluation`; its shape is the judge's
 
     @property
@@ -111,11 +116,11 @@ class EvalReport(_Record):
     def to_json(self) -> dict[str, Any]:
         """The report.json payload: sections a report lacks (labels, judge, per-class) are left out."""
         payload = self.model_dump(mode="json", exclude_none=False)
-        for key in ("labels", "judge"):
+        for key in ("labels", "out_of_scope_label", "judge"):
             if payload[key] is None:
                 del payload[key]
         for model in payload["models"]:
-            for key in ("per_class", "confusion_matrix"):
+            for key in ("per_class", "confusion_matrix", "out_of_scope_threshold"):
                 if model[key] is None:
                     del model[key]
         return payload

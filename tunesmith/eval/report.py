@@ -42,10 +42,15 @@ def build_report(
     data: DataInfo,
     settings: EvalSettings,
     labels: list[str] | None,
+    out_of_scope_label: str | None = None,
 ) -> EvalReport:
-    """Every metric with its bootstrap interval, and every later model compared with every earlier one."""
+    """Every metric with its bootstrap interval, and every later model compared with every earlier one.
+
+    `out_of_scope_label`: classification's "none of these" label, one of `labels`, when it has one.
+    """
     names = list(scored[0].statistics)
-    table = aggregates(task, names, len(labels or []))
+    out_of_scope = labels.index(out_of_scope_label) if labels and out_of_scope_label else None
+    table = aggregates(task, names, len(labels or []), out_of_scope)
     indices = resample_indices(len(scored[0].predictions), settings.bootstrap_samples)
     models = []
     for model in scored:
@@ -61,6 +66,8 @@ def build_report(
                 for name in names
             },
             examples_per_second=round(len(model.predictions) / max(model.seconds, 1e-9), 3),
+            decoding=model.decoding,
+            out_of_scope_threshold=model.out_of_scope_threshold,
         )
         if task == EvalTask.classification and labels is not None:
             entry.per_class, entry.confusion_matrix = _classification_tables(
@@ -94,6 +101,7 @@ def build_report(
         models=models,
         comparisons=comparisons,
         labels=labels,
+        out_of_scope_label=out_of_scope_label,
     )
 
 
@@ -169,6 +177,8 @@ def read_scored(source: Path) -> tuple[EvalReport, list[ScoredModel], list[list[
                     name: np.array([row["statistics"][name] for row in group]) for name in entry.metrics
                 },
                 seconds=len(group) / entry.examples_per_second,
+                decoding=entry.decoding or report.settings.decoding,
+                out_of_scope_threshold=entry.out_of_scope_threshold,
             )
         )
     first = sorted(rows[report.models[0].name], key=lambda row: row["index"])
@@ -188,7 +198,11 @@ def combine_reports(sources: list[Path], out: Path) -> dict[str, Any]:
         raise ValueError("cannot combine evaluations of different tasks")
     last = reports[-1]
     scored = [model for part in parts for model in part[1]]
-    report = build_report(EvalTask(last.task), scored, last.data, last.settings, last.labels)
+    if len({report.out_of_scope_label for report in reports}) != 1:
+        raise ValueError("cannot combine evaluations with different out-of-scope labels")
+    report = build_report(
+        EvalTask(last.task), scored, last.data, last.settings, last.labels, last.out_of_scope_label
+    )
     write_report(report, scored, parts[-1][2], parts[-1][3], out)
     return report.to_json()
 
@@ -203,14 +217,23 @@ def render_markdown(report: EvalReport) -> str:
         f"Task: {report.task}. Data: `{data.path}` ({data.examples} examples, sha256 "
         f"`{data.hash[:12]}`). Intervals: 95% bootstrap, {report.settings.bootstrap_samples} resamples.",
         "",
-        "| model | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "| model | " + " | ".join(names) + " | decoding |",
+        "|---|" + "---|" * len(names) + "---|",
     ]
+    if report.out_of_scope_label is not None:
+        thresholds = ", ".join(f"{m.name} {m.out_of_scope_threshold:.3f}" for m in report.models)
+        lines[-2:-2] = [
+            f"Out of scope: a prediction whose log-likelihood is below the model's threshold, calibrated on "
+            f"validation examples, is `{report.out_of_scope_label}` ({thresholds}).",
+            "",
+        ]
     for entry in report.models:
         cells = [
             format_interval(m.value, m.ci_low, m.ci_high) for m in (entry.metrics[name] for name in names)
         ]
-        lines.append(f"| {entry.name} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {entry.name} | " + " | ".join(cells) + f" | {entry.decoding or report.settings.decoding} |"
+        )
     if report.comparisons:
         lines += [
             "",

@@ -64,8 +64,9 @@ def _metrics_table(report: EvalReport, names: list[str]) -> str:
             f"<td>{format_interval(m.value, m.ci_low, m.ci_high)}</td>"
             for m in (entry.metrics[name] for name in names)
         )
-        rows.append(f"<tr><td>{html.escape(entry.name)}</td>{cells}</tr>")
-    return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+        decoding = html.escape(entry.decoding or report.settings.decoding)
+        rows.append(f"<tr><td>{html.escape(entry.name)}</td>{cells}<td>{decoding}</td></tr>")
+    return f"<table><tr><th>model</th>{head}<th>decoding</th></tr>{''.join(rows)}</table>"
 
 
 def _comparisons(report: EvalReport) -> str:

@@ -20,6 +20,7 @@ from tunesmith.eval.metrics import (
     Metric,
     classification_metrics,
     is_numeric_reference,
+    out_of_scope_metrics,
 )
 from tunesmith.eval.stats import Aggregate
 
@@ -45,11 +46,19 @@ def detect_task(examples: Sequence[Example]) -> EvalTask:
     return EvalTask.generation
 
 
-def metric_names(task: EvalTask, requested: Sequence[str] | None) -> list[str]:
-    """The metrics to compute: the task's defaults, or the requested ones after checking they apply."""
+_OUT_OF_SCOPE = ["in_scope_accuracy", "out_of_scope_recall"]  # classification with an out-of-scope label
+
+
+def metric_names(task: EvalTask, requested: Sequence[str] | None, *, out_of_scope: bool = False) -> list[str]:
+    """The metrics to compute: the task's defaults, or the requested ones after checking they apply.
+
+    `out_of_scope`: classification with an out-of-scope label, which adds in-scope accuracy and
+    out-of-scope recall.
+    """
+    extra = _OUT_OF_SCOPE if out_of_scope and task == EvalTask.classification else []
     if requested is None:
-        return list(_DEFAULTS[task])
-    known = list(_DEFAULTS[task]) if task == EvalTask.classification else list(_TEXT_METRICS[task])
+        return list(_DEFAULTS[task]) + extra
+    known = list(_DEFAULTS[task]) + extra if task == EvalTask.classification else list(_TEXT_METRICS[task])
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise ConfigError(f"eval.metrics: {unknown} do not apply to a {task} task; choose from {known}")
@@ -61,9 +70,16 @@ def text_metrics(task: EvalTask, names: Sequence[str]) -> dict[str, Metric]:
     return {name: _TEXT_METRICS[task][name] for name in names}
 
 
-def aggregates(task: EvalTask, names: Sequence[str], num_labels: int) -> dict[str, Aggregate]:
-    """How to turn each metric's per-example statistics into its value."""
+def aggregates(
+    task: EvalTask, names: Sequence[str], num_labels: int, out_of_scope: int | None = None
+) -> dict[str, Aggregate]:
+    """How to turn each metric's per-example statistics into its value.
+
+    `out_of_scope`: classification's out-of-scope label, by index, when it has one.
+    """
     if task == EvalTask.classification:
         table = classification_metrics(num_labels)
+        if out_of_scope is not None:
+            table |= out_of_scope_metrics(out_of_scope)
         return {name: table[name] for name in names}
     return {name: metric.aggregate for name, metric in text_metrics(task, names).items()}

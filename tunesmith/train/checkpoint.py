@@ -36,6 +36,7 @@ class LoopState:
     best_score: float | None = None  # the selection criterion at the best step, lower is better
     best_step: int | None = None
     evals_without_improvement: int = 0
+    planned_steps: int = 0  # the steps the schedule spans, re-planned under a time budget (0: not recorded)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from tunesmith.train.plan import GB, peak_memory_bytes
 from tunesmith.train.plots import plot_loss_curve
 from tunesmith.train.records import StepPlan, TrainResult
 from tunesmith.train.rundir import EventType, RunDir, RunStatus
+from tunesmith.train.validation import ValidationSource
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,10 @@ class TrainedData:
     """What a run trained and validated on, for its card and result."""
 
     data_hash: str
-    val_data_hash: str | None
+    val_data_hash: str | None  # None for held-out validation examples: they are part of `data_hash`'s data
     num_examples: int
     num_val_examples: int
+    validation: ValidationSource
 
 
 def finish_run(
@@ -89,6 +91,7 @@ def finish_run(
         peak_memory_gb=round(peak_memory_bytes(trained.device) / GB, 2),
         micro_batch_tokens=plan.pass_tokens,
         gradient_checkpointing=plan.gradient_checkpointing,
+        validation=data.validation.value,
     )
     run.write_json("run.json", result.to_dict())
     run.emit(EventType.succeeded, f"saved to {artifact_dir}", **result.to_dict())

@@ -3,9 +3,12 @@
 Owns: which examples each optimizer step trains on (a pure function of (seed, step), so a resumed run
 sees the same ones), the optimizer and learning-rate schedule, gradient clipping, metrics lines and the
 progress bar, validation, early stopping, best-checkpoint selection, resumable checkpoints and exact
-resume. The host syncs with the device only when it logs. Does not own: what a batch is or how its loss
-is computed (an `Objective`, e.g. `tunesmith.train.sft.SFTObjective`), the model's setup
-(`tunesmith.train.model`), the run folder's files (`tunesmith.train.rundir`) or the saved artifact.
+resume, and training to a time budget: after every step the steps that still fit are planned again from
+the measured time of steps, validations and checkpoints, the cosine schedule stretched over them, so the
+run ends (after a last validation) at the budget. The host syncs with the device only when it logs.
+Does not own: what a batch is or how its loss is computed (an `Objective`, e.g.
+`tunesmith.train.sft.SFTObjective`), the model's setup (`tunesmith.train.model`), the run folder's files
+(`tunesmith.train.rundir`), the saved artifact, or how many steps a job plans (`tunesmith.train.budget`).
 
 An objective cuts one step's examples into batches (memory-sized passes) and sums a loss over each;
 the loop divides every batch's sum by the count of the whole step (loss tokens for SFT, pairs for
@@ -15,14 +18,15 @@ preference objectives), so the gradient is that of the step's mean, however the 
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import get_cosine_schedule_with_warmup
 
 from tunesmith.train.checkpoint import (
     LoopState,
@@ -72,11 +76,11 @@ class LoopSettings:
 
     num_examples: int
     examples_per_step: int
-    total_steps: int
+    total_steps: int  # the steps planned (with a time budget: planned again after every step)
     seed: int
     lr: float
     weight_decay: float
-    warmup_steps: int
+    warmup_ratio: float  # share of the planned steps spent warming the learning rate up
     max_grad_norm: float
     log_every: int
     eval_every: int
@@ -84,6 +88,8 @@ class LoopSettings:
     keep_checkpoints: int
     early_stopping_patience: int | None
     select_by: str  # "val_loss", or a task metric `score` returns (higher is better)
+    time_budget: float | None  # seconds the loop may run, validation and checkpoints included; None: no limit
+    max_steps: int | None  # the most steps a time budget may plan (None: as many as fit)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -102,10 +108,50 @@ Score = Callable[[], dict[str, float]]  # task metrics of the model as it stands
 def step_examples(settings: LoopSettings, step: int) -> list[int]:
     """The training examples of optimizer step `step`: a shuffle per epoch, seeded by (seed, epoch)."""
     epoch, index_in_epoch = divmod(step, settings.steps_per_epoch)
-    generator = torch.Generator().manual_seed(settings.seed + epoch)
-    order = torch.randperm(settings.num_examples, generator=generator).tolist()
+    order = _epoch_order(settings.num_examples, settings.seed, epoch)
     per_step = settings.examples_per_step
     return order[index_in_epoch * per_step : (index_in_epoch + 1) * per_step]
+
+
+def steps_within_tokens(budget: int, lengths: Sequence[int], examples_per_step: int, seed: int) -> int:
+    """How many optimizer steps, in `step_examples`' order, train on at most `budget` tokens in all.
+
+    `lengths`: each training example's tokens (what its passes count as `num_tokens`).
+    """
+    used, steps, epoch = 0, 0, 0
+    while True:
+        order = _epoch_order(len(lengths), seed, epoch)
+        for start in range(0, len(order), examples_per_step):
+            tokens = sum(lengths[index] for index in order[start : start + examples_per_step])
+            if used + tokens > budget:
+                return steps
+            used, steps = used + tokens, steps + 1
+        epoch += 1
+
+
+def _epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(num_examples, generator=generator).tolist()
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate at `step` as a share of the peak: linear warm-up, then a cosine down to 0.
+
+    The same values as transformers' `get_cosine_schedule_with_warmup`.
+    """
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class _Timing:
+    """What a time budget plans with: recent step times, the last validation's and checkpoint's."""
+
+    steps: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=16))  # (seconds, tokens)
+    validation: float | None = None  # None until the first validation ran
+    checkpoint: float = 0.0
 
 
 def fit(
@@ -130,11 +176,16 @@ def fit(
     optimizer = torch.optim.AdamW(  # CUDA: one fused kernel for all parameters, not a few launches each
         parameters, lr=settings.lr, weight_decay=settings.weight_decay, fused=device.startswith("cuda")
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.total_steps)
-    state = LoopState()
+    state = LoopState(planned_steps=settings.total_steps)
+
+    def schedule(step: int) -> float:  # reads the plan as it stands: resumed, or planned again under a budget
+        return lr_factor(step, round(settings.warmup_ratio * state.planned_steps), state.planned_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoints = list_checkpoints(run.checkpoints_path)
     if resuming and checkpoints:
         state, skipped = load_latest_checkpoint(checkpoints, model, optimizer, scheduler)
+        state.planned_steps = state.planned_steps or settings.total_steps  # earlier builds recorded no plan
         for reason in skipped:
             run.emit(EventType.warning, f"skipped a checkpoint that does not read back whole ({reason})")
         run.truncate_metrics(state.step)
@@ -150,14 +201,16 @@ def fit(
     train_loss: float | None = None
     last_val_loss: float | None = None
     validation = objective.validation_batches()
-    progress = TrainProgress(settings.total_steps, enabled=show_progress)
+    timing = _Timing()
+    progress = TrainProgress(state.planned_steps, enabled=show_progress)
     progress.start(state.step)
     model.train()
-    while state.step < settings.total_steps:
+    while state.step < state.planned_steps:
         step_start = time.perf_counter()
         batches = objective.step_batches(step_examples(settings, state.step))
         step_count = sum(batch.count for batch in batches)
         step_loss = torch.zeros((), device=device)
+        step_tokens = sum(batch.num_tokens for batch in batches)
         for batch in batches:  # memory-sized passes; the same sum of gradients as one
             loss_sum = objective.loss(batch)
             (loss_sum / step_count).backward()
@@ -174,8 +227,14 @@ def fit(
         window_seconds += step_seconds
         window_loss += step_loss / step_count
         epoch = round(state.step / settings.steps_per_epoch, 4)
+        if settings.time_budget is not None:
+            timing.steps.append((step_seconds, step_tokens))
+            elapsed = state.loop_seconds + time.perf_counter() - loop_start
+            state.planned_steps = _plan_again(state.step, elapsed, timing, settings, validation)
+            progress.set_total(state.planned_steps)
+        last = state.step >= state.planned_steps
 
-        if state.step % settings.log_every == 0 or state.step == settings.total_steps:
+        if state.step % settings.log_every == 0 or last:
             steps_in_window = (state.step - 1) % settings.log_every + 1
             train_loss = float(window_loss) / steps_in_window  # the only host sync of the step
             tokens_per_second = window_tokens / window_seconds
@@ -193,17 +252,20 @@ def fit(
             window_loss, window_tokens, window_seconds = torch.zeros((), device=device), 0, 0.0
 
         stop = False
-        if validation and (state.step % settings.eval_every == 0 or state.step == settings.total_steps):
+        if validation and (state.step % settings.eval_every == 0 or last):
+            validation_start = time.perf_counter()
             last_val_loss = _validation_loss(model, objective, validation)
             scores = {f"val_{name}": round(value, 6) for name, value in (score() if score else {}).items()}
+            timing.validation = time.perf_counter() - validation_start
             run.log_metrics(
                 {"step": state.step, "epoch": epoch, "val_loss": round(last_val_loss, 6)} | scores
             )
             progress.note_val(last_val_loss)
             stop = _select(run, model, state, settings, last_val_loss, scores, train_loss)
-        if state.step % settings.save_every == 0 and state.step < settings.total_steps and not stop:
-            state.loop_seconds += time.perf_counter() - loop_start
-            loop_start = time.perf_counter()
+        if state.step % settings.save_every == 0 and not last and not stop:
+            checkpoint_start = time.perf_counter()
+            state.loop_seconds += checkpoint_start - loop_start
+            loop_start = checkpoint_start
             path = save_checkpoint(
                 run.checkpoints_path, model, optimizer, scheduler, state, settings.keep_checkpoints
             )
@@ -216,16 +278,50 @@ def fit(
                 val_loss=last_val_loss,
             )
             plot_loss_curve(run.read_metrics(), run.path / "loss_curve.png", title=run.run_id)
+            timing.checkpoint = time.perf_counter() - checkpoint_start
         if stop:
             break
     progress.stop()
     state.loop_seconds += time.perf_counter() - loop_start
+    if settings.time_budget is not None and not stop:
+        run.emit(
+            EventType.budget_reached,
+            f"time budget of {settings.time_budget:.0f}s reached after {state.step} steps "
+            f"({state.loop_seconds:.1f}s)",
+            step=state.step,
+            seconds=round(state.loop_seconds, 3),
+        )
 
     # ------------------------------------------------------------------ the best weights
     if state.best_step is not None and state.best_step != state.step:
         load_trainable_state(model, load_file(str(run.path / "best" / "trainable.safetensors")))
         run.emit(EventType.warning, f"keeping the best checkpoint (step {state.best_step}) over the last")
     return LoopOutcome(state=state, train_loss=train_loss)
+
+
+def _plan_again(
+    step: int, elapsed: float, timing: _Timing, settings: LoopSettings, validation: list[Any]
+) -> int:
+    """The steps that fit the time budget, `step` done in `elapsed` seconds: a validation every
+    `eval_every` steps and a checkpoint every `save_every` are paid for, and a last validation kept time for.
+
+    Step time is the median of recent steps (the first ones pay warm-up). Before the first validation its
+    time is estimated as a forward pass over the validation tokens: a third of a training step's per token.
+    """
+    assert settings.time_budget is not None
+    step_seconds = statistics.median(seconds for seconds, _ in timing.steps)
+    validation_seconds = 0.0
+    if validation and timing.validation is not None:
+        validation_seconds = timing.validation
+    elif validation:
+        seconds_per_token = sum(s for s, _ in timing.steps) / max(1, sum(t for _, t in timing.steps))
+        validation_seconds = sum(batch.num_tokens for batch in validation) * seconds_per_token / 3
+    per_step = (
+        step_seconds + validation_seconds / settings.eval_every + timing.checkpoint / settings.save_every
+    )
+    remaining = settings.time_budget - elapsed - validation_seconds
+    planned = step + max(0, math.floor(remaining / per_step))
+    return min(planned, settings.max_steps) if settings.max_steps is not None else planned
 
 
 @torch.no_grad()

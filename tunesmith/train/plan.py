@@ -1,10 +1,11 @@
-"""Before a step runs: will it fit, how should it run, and how long will the job take.
+"""Before a step runs: will it fit, how should it run, and how fast will it go.
 
 Owns: the memory estimate of a training step (weights, trainable state, saved activations, loss
 buffers, allocator overhead), the choice of tokens per forward/backward pass and of gradient
 checkpointing from that estimate and a memory budget, and the throughput behind the time estimate
-(earlier runs' median, else a matmul probe). Does not own: reading data, running a step, or the time
-and cost arithmetic (`data.estimate.estimate_training`, shared with `data prepare`).
+(earlier runs' median, else a matmul probe). Does not own: reading data, running a step, how many steps
+a job runs (`budget`), the dry run's report (`dry_run`), or the time and cost arithmetic
+(`data.estimate.estimate_training`, shared with `data prepare`).
 
 The activation constant is measured, not derived: `benchmarks/train_throughput.py` prints the estimate
 beside the measured peak for every run, so a drift shows up there.
@@ -15,21 +16,18 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunesmith.config import Precision, TrainSpec
-from tunesmith.data.estimate import Throughput, estimate_training, median_throughput
-from tunesmith.data.ingest import load_split
+from tunesmith.data.estimate import Throughput, median_throughput
 from tunesmith.data.pack import pack_rows
-from tunesmith.data.render import render_example
 from tunesmith.models.attention import EXPLICIT_MAX_LEN
-from tunesmith.models.loading import default_device, load_tokenizer, resolve_model, supports_fast_bf16
+from tunesmith.models.loading import supports_fast_bf16
 from tunesmith.train.records import StepPlan
 
 # Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
@@ -399,106 +397,3 @@ def _kind(device: str) -> str:
 def _synchronize(device: str) -> None:
     if _kind(device) == "cuda":
         torch.cuda.synchronize()
-
-
-@dataclass(frozen=True)
-class TrainPlan:
-    """What `tunesmith train --dry-run` reports: size, memory, layout and time of a job before it runs."""
-
-    model: str
-    method: str
-    device: str
-    precision: str
-    parameters: int
-    trainable_parameters: int
-    examples: int
-    truncated_examples: int
-    tokens_per_epoch: int
-    loss_tokens_per_epoch: int
-    steps: int
-    total_tokens: int
-    layout: StepPlan
-    tokens_per_second: float
-    throughput_source: str
-    estimated_seconds: float
-    suggestions: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list[float]]) -> TrainPlan:
-    """Estimate `spec` without training: tokens, steps, memory, the step layout and minutes.
-
-    Args:
-        spec: the job.
-        measured: `(base_model, method, device, precision) -> tokens/s of earlier runs` (the registry's).
-    """
-    model_path = resolve_model(spec.model)
-    tokenizer = load_tokenizer(model_path)
-    examples, _ = load_split(spec.data, "train", spec.format)
-    rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
-    lengths = [len(example.input_ids) for example in rendered]
-    device = default_device()
-    bf16 = uses_bf16(spec.precision, device)
-    precision = "bf16" if bf16 else "fp32"
-    shape = model_shape(model_path, spec.tuning, spec.lora.r, spec.lora.target_modules)
-    layout = plan_step_layout(spec, shape, bf16, device, lengths)
-    steps_per_epoch, steps = step_counts(len(rendered), spec)
-    total_tokens = round(sum(lengths) * steps / steps_per_epoch)
-    throughput = estimate_throughput(
-        shape, spec.tuning, bf16, device, measured(spec.model, spec.tuning, device, precision)
-    )
-    job = estimate_training(
-        total_tokens, shape.parameters, spec.tuning, throughput, [],
-        gradient_checkpointing=layout.gradient_checkpointing,
-    )  # fmt: skip
-    assert job.throughput is not None and job.seconds is not None  # a dry run always has a throughput
-    truncated = sum(length >= spec.max_seq_len for length in lengths)
-    return TrainPlan(
-        model=spec.model,
-        method=spec.tuning,
-        device=device,
-        precision=precision,
-        parameters=shape.parameters,
-        trainable_parameters=shape.trainable,
-        examples=len(rendered),
-        truncated_examples=truncated,
-        tokens_per_epoch=sum(lengths),
-        loss_tokens_per_epoch=sum(example.num_loss_tokens for example in rendered),
-        steps=steps,
-        total_tokens=total_tokens,
-        layout=step_plan(layout),
-        tokens_per_second=round(job.throughput.tokens_per_second, 1),
-        throughput_source=job.throughput.source,
-        estimated_seconds=round(job.seconds, 1),
-        suggestions=_suggestions(spec, layout, truncated, job.seconds, device),
-    )
-
-
-def _suggestions(
-    spec: TrainSpec, layout: StepLayout, truncated: int, seconds: float, device: str
-) -> list[str]:
-    tips: list[str] = []
-    if not layout.fits:
-        tips.append(
-            f"estimated peak {layout.memory.total / GB:.1f} GB exceeds the {layout.budget / GB:.1f} GB limit: "
-            "lower --max-seq-len (rows get shorter)"
-            + (
-                ", or train a LoRA adapter (--tuning lora) instead of every weight"
-                if spec.tuning == "full"
-                else ""
-            )
-            + ", or pick a smaller model"
-        )
-    elif layout.gradient_checkpointing:
-        tips.append(
-            "gradient checkpointing is needed to fit; a shorter --max-seq-len or more memory avoids it"
-        )
-    if truncated:
-        tips.append(f"{truncated} example(s) reach --max-seq-len {spec.max_seq_len} and will be truncated")
-    if _kind(device) == "cpu" and seconds > 3600:
-        tips.append(
-            f"about {seconds / 3600:.1f} h on this CPU: try --max-steps for a first look, or a GPU machine"
-        )
-    return tips

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import ConfigError, TrainSpec, tunesmith_home
-from tunesmith.data.ingest import is_prepared_dataset, load_training_records
+from tunesmith.data.ingest import load_training_records
 from tunesmith.data.pack import PackedBatch, pack_batch
 from tunesmith.data.records import (
     DataError,
@@ -42,6 +42,7 @@ from tunesmith.data.records import (
 from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.models.adapters import adapter_base_model
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
+from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
 from tunesmith.train.loop import Objective, fit
 from tunesmith.train.losses import sequence_log_probs
@@ -49,7 +50,14 @@ from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_
 from tunesmith.train.plan import uses_bf16, uses_packed_attention
 from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
-from tunesmith.train.sft import choose_step_plan, hyperparameters, loop_settings, seed_everything
+from tunesmith.train.sft import (
+    choose_step_plan,
+    hyperparameters,
+    loop_settings,
+    seed_everything,
+    steps_message,
+)
+from tunesmith.train.validation import ValidationSource, hold_out, validation_file
 
 REFERENCE_FILE = "reference_log_probs.safetensors"
 
@@ -195,10 +203,18 @@ def _train(
         check_init_adapter(spec.init_adapter, spec.model, model_path)
     tokenizer = load_tokenizer(model_path)
     train_groups, train_labels, train_hash = _render_split(run, tokenizer, spec, spec.data, "train")
-    val_source = spec.val_data or (spec.data if is_prepared_dataset(spec.data) else None)
-    val_groups, val_labels, val_hash = (
-        _render_split(run, tokenizer, spec, val_source, "val") if val_source else ([], None, None)
-    )
+    val_path, validation = validation_file(spec)
+    val_groups: list[Group] = []
+    val_labels: torch.Tensor | None = None
+    val_hash: str | None = None
+    if val_path is not None:
+        val_groups, val_labels, val_hash = _render_split(run, tokenizer, spec, val_path, "val")
+    elif validation is ValidationSource.held_out:  # KTO holds out thumbs up and down alike
+        strata = [str(value) for value in train_labels.tolist()] if train_labels is not None else None
+        kept, held, validation = hold_out(run, list(range(len(train_groups))), strata, spec.seed)
+        train_groups, val_groups = [train_groups[i] for i in kept], [train_groups[i] for i in held]
+        if train_labels is not None:
+            train_labels, val_labels = train_labels[kept], train_labels[held]
 
     # ------------------------------------------------------------------ model
     device = default_device()
@@ -229,11 +245,16 @@ def _train(
 
     # ------------------------------------------------------------------ loop
     objective = build(spec, trained, train, val)
-    settings = loop_settings(spec, len(train_groups))
+    lengths = [sum(len(sequence.input_ids) for sequence in group) for group in train_groups]
+    speed = budget_speed(spec, model_path, bf16, device, plan)
+    val_tokens = sum(len(sequence.input_ids) for group in val_groups for sequence in group)
+    steps = planned_steps(spec, lengths, val_tokens, speed)
+    settings = loop_settings(spec, len(train_groups), steps)
     started = (
-        f"{spec.method} for {settings.total_steps} steps on {device} ({'bf16' if bf16 else 'fp32'}), passes "
-        f"of {plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
-        {"layout": plan.to_dict()},
+        f"{spec.method} for {steps_message(spec, steps, speed)} on {device} ({'bf16' if bf16 else 'fp32'}), "
+        f"passes of {plan.pass_tokens} tokens, gradient checkpointing "
+        f"{'on' if plan.gradient_checkpointing else 'off'}",
+        {"layout": plan.to_dict(), "planned_steps": steps},
     )
     score = objective.validation_metrics if val_groups else None
     outcome = fit(
@@ -242,7 +263,7 @@ def _train(
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
-    data = TrainedData(train_hash, val_hash, len(train_groups), len(val_groups))
+    data = TrainedData(train_hash, val_hash, len(train_groups), len(val_groups), validation)
     return finish_run(
         run, trained, tokenizer, outcome,
         method=spec.tuning, base_model=spec.model, hyperparameters=_hyperparameters(spec), data=data, plan=plan,

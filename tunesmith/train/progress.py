@@ -52,6 +52,12 @@ class TrainProgress:
                 speed=f"{tokens_per_second:,.0f}",
             )
 
+    def set_total(self, total_steps: int) -> None:
+        """A new plan of steps (training to a time budget plans again as it goes)."""
+        self.total_steps = total_steps
+        if self._progress is not None:
+            self._progress.update(self._task, total=total_steps)
+
     def note_val(self, val_loss: float) -> None:
         self._val = f"{val_loss:.4f}"
         if self._progress is not None:

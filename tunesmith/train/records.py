@@ -80,6 +80,7 @@ class TrainResult:
     peak_memory_gb: float  # CUDA allocator peak on GPU, process peak RSS on CPU
     micro_batch_tokens: int
     gradient_checkpointing: bool
+    validation: str  # what it validated on: a `tunesmith.train.validation.ValidationSource` value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,6 +42,7 @@ class EventType(StrEnum):
     metrics = "metrics"
     checkpoint = "checkpoint"
     early_stopped = "early_stopped"
+    budget_reached = "budget_reached"
     warning = "warning"
     succeeded = "succeeded"
     failed = "failed"

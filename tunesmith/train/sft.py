@@ -22,13 +22,14 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import ConfigError, TrainSpec, tunesmith_home
-from tunesmith.data.ingest import is_prepared_dataset, load_split
+from tunesmith.data.ingest import load_split
 from tunesmith.data.pack import PackedBatch, pack_batch
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import IGNORE_INDEX, RenderedExample, render_example
 from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
+from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
 from tunesmith.train.loop import LoopSettings, Score, fit
 from tunesmith.train.losses import linear_cross_entropy
@@ -36,13 +37,13 @@ from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_
 from tunesmith.train.plan import (
     model_shape,
     plan_step_layout,
-    step_counts,
     step_plan,
     uses_bf16,
     uses_packed_attention,
 )
 from tunesmith.train.records import StepPlan, TrainResult, read_step_plan
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
+from tunesmith.train.validation import ValidationSource, hold_out, validation_file
 
 
 def train_sft(
@@ -71,12 +72,9 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    train_examples, train_hash, _ = _render_split(run, tokenizer, spec.data, "train", spec)
-    # A prepared dataset folder brings its own validation split.
-    val_source = spec.val_data or (spec.data if is_prepared_dataset(spec.data) else None)
-    val_examples, val_hash, val_raw = (
-        _render_split(run, tokenizer, val_source, "val", spec) if val_source else ([], None, [])
-    )
+    train_raw, train_hash, val_raw, val_hash, validation = _read_splits(run, spec)
+    train_examples = _render(run, tokenizer, train_raw, spec)
+    val_examples = _render(run, tokenizer, val_raw, spec)
     val_sample = _metric_sample(spec, val_raw)
 
     # ------------------------------------------------------------------ model
@@ -110,11 +108,14 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     score: Score | None = None
     if spec.eval_metrics:  # task metrics on a validation sample, beside the loss
         score = partial(evaluate_during_training, trained.model, tokenizer, val_sample, spec.eval_metrics)
-    settings = loop_settings(spec, len(train_examples))
+    lengths = [len(example.input_ids) for example in train_examples]
+    speed = budget_speed(spec, model_path, bf16, device, plan)
+    steps = planned_steps(spec, lengths, sum(len(example.input_ids) for example in val_examples), speed)
+    settings = loop_settings(spec, len(train_examples), steps)
     started = (
-        f"training {settings.total_steps} steps on {device} ({'bf16' if bf16 else 'fp32'}), passes of "
+        f"training {steps_message(spec, steps, speed)} on {device} ({'bf16' if bf16 else 'fp32'}), passes of "
         f"{plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
-        {"layout": plan.to_dict()},
+        {"layout": plan.to_dict(), "planned_steps": steps},
     )
     outcome = fit(
         trained.model, objective, settings, run,
@@ -122,7 +123,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
-    data = TrainedData(train_hash, val_hash, len(train_examples), len(val_examples))
+    data = TrainedData(train_hash, val_hash, len(train_examples), len(val_examples), validation)
     return finish_run(
         run, trained, tokenizer, outcome,
         method=spec.tuning, base_model=spec.model, hyperparameters=hyperparameters(spec), data=data, plan=plan,
@@ -186,8 +187,7 @@ def _pass(batch: PackedBatch, rows: slice) -> SFTPass:
 # ---------------------------------------------------------------------- helpers
 
 
-def loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
-    _, total_steps = step_counts(num_examples, spec)
+def loop_settings(spec: TrainSpec, num_examples: int, total_steps: int) -> LoopSettings:
     return LoopSettings(
         num_examples=num_examples,
         examples_per_step=spec.batch_size * spec.grad_accum,
@@ -195,7 +195,7 @@ def loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
         seed=spec.seed,
         lr=spec.resolved_lr(),
         weight_decay=spec.weight_decay,
-        warmup_steps=round(spec.warmup_ratio * total_steps),
+        warmup_ratio=spec.warmup_ratio,
         max_grad_norm=spec.max_grad_norm,
         log_every=spec.log_every,
         eval_every=spec.eval_every,
@@ -203,7 +203,22 @@ def loop_settings(spec: TrainSpec, num_examples: int) -> LoopSettings:
         keep_checkpoints=spec.keep_checkpoints,
         early_stopping_patience=spec.early_stopping_patience,
         select_by=spec.select_by,
+        time_budget=spec.time_budget,
+        max_steps=spec.max_steps,
     )
+
+
+def steps_message(spec: TrainSpec, steps: int, speed: float | None) -> str:
+    """What the `running` event says of the steps: their count, and what a budget made of them."""
+    if spec.time_budget is not None:
+        assert speed is not None
+        return (
+            f"to a {spec.time_budget:.0f}s budget (about {steps} steps at an estimated {speed:,.0f} tokens/s; "
+            "planned again from each step's time)"
+        )
+    if spec.token_budget is not None:
+        return f"{steps} steps (a budget of {spec.token_budget:,} tokens)"
+    return f"{steps} steps"
 
 
 def choose_step_plan(
@@ -235,19 +250,43 @@ def _metric_sample(spec: TrainSpec, val_examples: list[Example]) -> list[Example
     if not spec.eval_metrics:
         return []
     if not val_examples:
-        raise ConfigError("train.eval_metrics: task metrics during training need validation data (val_data)")
+        raise ConfigError(
+            "train.eval_metrics: task metrics during training need validation data (val_data, or the examples "
+            "held out of the training data unless --no-val)"
+        )
     sample = val_examples[: spec.eval_samples]
     # Unknown or inapplicable metric names fail here, before training, not at the first validation.
     metric_names(detect_task(sample), spec.eval_metrics)
     return sample
 
 
-def _render_split(
-    run: RunDir, tokenizer: PreTrainedTokenizerBase, path: Path, split: str, spec: TrainSpec
-) -> tuple[list[RenderedExample], str, list[Example]]:
-    """Rendered examples of a data file (or a prepared folder's split), the data's content hash, and
-    the examples as read (for task metrics)."""
-    examples, prepared_hash = load_split(path, split, spec.format)
+def _read_splits(
+    run: RunDir, spec: TrainSpec
+) -> tuple[list[Example], str, list[Example], str | None, ValidationSource]:
+    """The training and validation examples, each file's content hash, and where validation came from.
+
+    Without validation data, a share of the training examples is held out (stratified by label) unless
+    `hold_out_val` is off.
+    """
+    train, prepared_hash = load_split(spec.data, "train", spec.format)
+    train_hash = prepared_hash or dataset_hash(train)
+    val_path, validation = validation_file(spec)
+    if val_path is not None:
+        val, prepared_val_hash = load_split(val_path, "val", spec.format)
+        return train, train_hash, val, prepared_val_hash or dataset_hash(val), validation
+    if validation is ValidationSource.held_out:
+        labels = [example.label for example in train if example.label is not None]
+        train, val, validation = hold_out(
+            run, train, labels if len(labels) == len(train) else None, spec.seed
+        )
+        return train, train_hash, val, None, validation
+    return train, train_hash, [], None, validation
+
+
+def _render(
+    run: RunDir, tokenizer: PreTrainedTokenizerBase, examples: list[Example], spec: TrainSpec
+) -> list[RenderedExample]:
+    """The examples rendered for training, with a warning for those truncated to `max_seq_len`."""
     rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
     truncated = [
         r.source for r, e in zip(rendered, examples, strict=True) if len(r.input_ids) >= spec.max_seq_len
@@ -265,7 +304,7 @@ def _render_split(
             f"{len(empty)} example(s) keep no assistant tokens after truncation to "
             f"{spec.max_seq_len}: {', '.join(empty[:20])}; raise max_seq_len"
         )
-    return rendered, prepared_hash or dataset_hash(examples), examples
+    return rendered
 
 
 def hyperparameters(spec: TrainSpec) -> dict[str, Any]:
@@ -273,6 +312,8 @@ def hyperparameters(spec: TrainSpec) -> dict[str, Any]:
         "method": spec.tuning,
         "epochs": spec.epochs,
         "max_steps": spec.max_steps,
+        "time_budget": spec.time_budget,
+        "token_budget": spec.token_budget,
         "batch_size": spec.batch_size,
         "grad_accum": spec.grad_accum,
         "lr": spec.resolved_lr(),

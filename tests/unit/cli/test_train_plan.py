@@ -16,7 +16,7 @@ def test_dry_run_plans_without_training(tiny_model_dir: Path, isolated_home: Pat
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert plan["examples"] == 200 and plan["layout"]["fits"]
+    assert plan["examples"] == 168 and plan["validation_examples"] == 32 and plan["layout"]["fits"]
     assert plan["estimated_seconds"] > 0 and plan["parameters"] > plan["trainable_parameters"] > 0
     assert not (isolated_home / "runs").exists()  # nothing was trained
 
@@ -32,3 +32,21 @@ def test_dry_run_that_cannot_fit_says_what_to_change_and_exits_1(tiny_model_dir:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "exceeds" in result.stderr and "--tuning lora" in result.stderr
+
+
+def test_dry_run_says_what_a_budget_buys_and_no_val_trains_on_everything(tiny_model_dir: Path) -> None:
+    args = ["train", "--data", str(DEMO / "train.jsonl"), "--model", str(tiny_model_dir), "--dry-run"]
+    plain = json.loads(runner.invoke(app, [*args, "--no-val", "--json"]).stdout)
+    assert plain["examples"] == 200 and plain["validation"] == "none" and plain["steps"] == 75  # 3 epochs
+    tokens = json.loads(runner.invoke(app, [*args, "--no-val", "--token-budget", "20000", "--json"]).stdout)
+    assert tokens["budget"] == "20,000 tokens" and 0 < tokens["total_tokens"] <= 20000 < plain["total_tokens"]
+    assert tokens["epochs"] == round(tokens["steps"] / 25, 2)
+    timed = runner.invoke(app, [*args, "--time-budget", "1h", "--json"])
+    assert timed.exit_code == 0, timed.output
+    hour = json.loads(timed.stdout)
+    assert hour["budget"] == "60m00s" and hour["steps"] > plain["steps"]  # a budget, not 3 epochs, decides
+    assert hour["estimated_seconds"] < 3600
+    table = runner.invoke(app, [*args, "--time-budget", "1h"])
+    assert "60m00s buys" in table.stdout and "held out" in table.stdout
+    bad = runner.invoke(app, [*args, "--time-budget", "soon"])
+    assert bad.exit_code != 0 and "--time-budget" in str(bad.exception)

@@ -76,3 +76,26 @@ def test_split_is_seeded_stratified_and_grouped() -> None:
 def test_a_text_that_is_only_boilerplate_is_kept() -> None:
     footer = "Sent from my phone, please excuse typos."
     assert clean.remove_lines(footer, {footer}) == footer
+
+
+def test_validation_held_out_of_training_data_has_a_floor_a_cap_and_keeps_label_shares() -> None:
+    from collections import Counter
+
+    from tunesmith.data.split import held_out_count, held_out_indices, min_examples_to_hold_out
+
+    assert [held_out_count(n) for n in (10, 19, 20, 40, 100, 320, 1000, 15000)] == [
+        0,
+        0,
+        4,
+        8,
+        20,
+        32,
+        100,
+        256,
+    ]
+    assert min_examples_to_hold_out() == 20 and held_out_count(min_examples_to_hold_out()) > 0
+    chosen = held_out_indices(1000, seed=7)
+    assert len(chosen) == 100 and chosen == held_out_indices(1000, seed=7) != held_out_indices(1000, seed=8)
+    labels = ["a"] * 600 + ["b"] * 300 + ["c"] * 100
+    shares = Counter(labels[index] for index in held_out_indices(1000, seed=7, labels=labels))
+    assert shares == {"a": 60, "b": 30, "c": 10}

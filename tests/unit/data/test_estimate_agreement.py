@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import DEMO
 from tunesmith.config import PrepareSpec, TrainSpec
 from tunesmith.data.prepare import prepare_data
-from tunesmith.train.plan import plan_training
+from tunesmith.train.dry_run import plan_training
 
 # An even number of earlier runs: the middle two differ, so a different median rule would show.
 SPEEDS = (1000.0, 3000.0)

@@ -77,3 +77,63 @@ def test_load_split_reads_a_prepared_folder_or_a_plain_file(tmp_path: Path) -> N
     assert len(examples) == 2 and digest == "abc"
     with pytest.raises(FileNotFoundError, match="no 'test' split"):
         load_split(prepared, "test")
+
+
+def test_references_are_kept_in_every_chat_form_and_file_type(tmp_path: Path) -> None:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    references = ["Open at eight.", "We open at 8 am."]
+    rows = {
+        "alpaca.jsonl": {"instruction": "When do you open?", "output": "At 8.", "references": references},
+        "prompt.json": {"prompt": "When do you open?", "completion": "At 8.", "references": references},
+        "sharegpt.parquet": {
+            "conversations": [
+                {"from": "human", "value": "When do you open?"},
+                {"from": "gpt", "value": "At 8."},
+            ],
+            "references": references,
+        },
+        "chat.csv": {
+            "messages": json.dumps(
+                [{"role": "user", "content": "When do you open?"}, {"role": "assistant", "content": "At 8."}]
+            ),
+            "references": json.dumps(references),
+        },
+    }
+    for name, row in rows.items():
+        path = tmp_path / name
+        if name.endswith(".jsonl"):
+            write_jsonl(path, [row])
+        elif name.endswith(".json"):
+            path.write_text(json.dumps([row]), encoding="utf-8")
+        elif name.endswith(".parquet"):
+            pq.write_table(pa.Table.from_pylist([row]), path)
+        else:
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(row))
+                writer.writeheader()
+                writer.writerow(row)
+        (example,) = load_examples(path)
+        assert example.references == tuple(references), name
+        assert example.all_references() == ["At 8.", *references], name
+    # the answer listed among the references again is scored once
+    (again,) = load_examples(
+        write_jsonl(tmp_path / "again.jsonl", [{"prompt": "q", "completion": "a", "references": ["a", "b"]}])
+    )
+    assert again.all_references() == ["a", "b"]
+
+
+def test_references_that_are_not_a_list_of_texts_are_reported(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"prompt": "q", "completion": "a", "references": "b"},
+            {"prompt": "q", "completion": "a", "references": [""]},
+        ],
+    )
+    with pytest.raises(DataError, match=r"r.jsonl:1: field 'references' must be a list") as caught:
+        load_examples(path)
+    assert "r.jsonl:2" in str(caught.value)

@@ -297,3 +297,23 @@ def test_preference_pairs_and_documents_keep_their_form(tmp_path: Path, tiny_mod
                 [tmp_path / "p.jsonl", write_jsonl(tmp_path / "c.jsonl", _distinct_rows(2))],
             )
         )
+
+
+def test_references_are_cleaned_redacted_and_written_with_their_row(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    rows = [
+        _chat(
+            row["messages"][0]["content"],
+            row["messages"][1]["content"],
+            references=[f"<b>ref {i}</b>", "b@x.io"],
+        )
+        for i, row in enumerate(_distinct_rows(20))
+    ]
+    result = prepare_data(_spec(tmp_path, tiny_model_dir, [write_jsonl(tmp_path / "d.jsonl", rows)]))
+    written = [row for split in _split_rows(result.out).values() for row in split]
+    assert len(written) == 20
+    assert sorted(row["references"][0] for row in written) == sorted(f"ref {i}" for i in range(20))
+    assert all(row["references"][1] == "[EMAIL]" for row in written)
+    examples, _ = load_split(result.out, "test")
+    assert examples and all(len(example.all_references()) == 3 for example in examples)

@@ -64,3 +64,33 @@ def test_baseline_prompt_adds_instruction_and_demonstrations_before_the_question
         "nothing else: a, b.",
     }
     assert [m["content"] for m in messages[1:]] == ["x", "a", "hello"]
+
+
+def test_out_of_scope_threshold_maximises_mean_of_in_scope_accuracy_and_out_of_scope_recall() -> None:
+    from tunesmith.eval.classify import calibrate_out_of_scope, predict_labels
+
+    # Two scored labels (0, 1); out of scope is index 2. Best scores: in scope and right -1, -2, -3;
+    # in scope but wrong -1.5; out of scope -2.5, -4, -0.5.
+    best = [-1.0, -2.0, -3.0, -1.5, -2.5, -4.0, -0.5]
+    predicted = [0, 1, 0, 0, 1, 0, 1]
+    gold = [0, 1, 0, 1, 2, 2, 2]
+    scores = torch.full((7, 2), -50.0)
+    scores[range(7), predicted] = torch.tensor(best)
+    threshold = calibrate_out_of_scope(scores, gold, out_of_scope=2)
+    # A prediction is out of scope below the cut. Below -4: in scope 3/4 right, 0/3 caught (mean 3/8);
+    # between -4 and -3: 3/4, 1/3 (13/24); between -3 and -2.5: 2/4, 1/3; between -2.5 and -2: 2/4, 2/3
+    # (7/12, the best); higher cuts lose more in scope than they catch. Brute force agrees:
+
+    def objective(cut: float) -> float:
+        outcome = predict_labels(scores, cut, out_of_scope=2)
+        in_scope = [o == g for o, g in zip(outcome, gold, strict=True) if g != 2]
+        caught = [o == 2 for o, g in zip(outcome, gold, strict=True) if g == 2]
+        return (sum(in_scope) / len(in_scope) + sum(caught) / len(caught)) / 2
+
+    cuts = [value + 0.25 for value in [-4.5, *sorted(best)]]
+    assert objective(threshold) == pytest.approx(max(objective(cut) for cut in cuts)) == pytest.approx(7 / 12)
+    assert threshold == pytest.approx(-2.25)  # halfway between -2.5 and -2
+    assert predict_labels(scores, threshold, out_of_scope=2) == [0, 1, 2, 0, 2, 2, 1]
+    assert predict_labels(scores) == predicted
+    with pytest.raises(ValueError, match="both in and out of scope"):
+        calibrate_out_of_scope(scores[:4], gold[:4], out_of_scope=2)

@@ -76,3 +76,43 @@ def test_meteor_without_java_is_a_one_line_error(
                str(DEMO / "test.jsonl"), "--limit", "2", "--max-new-tokens", "2", "--metric", "meteor"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ}, check=False)
     assert result.returncode == 2 and "Java runtime" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_with_beam_search_flags_reports_the_decoding_of_each_figure(
+    varied_model_dir: Path, tmp_path: Path
+) -> None:
+    args = ["eval", "-m", str(varied_model_dir), "--data", str(DEMO / "test.jsonl"), "--limit", "3",
+            "--max-new-tokens", "6", "--metric", "chrf", "--num-beams", "3", "--length-penalty", "1.5",
+            "--no-repeat-ngram-size", "2", "--out", str(tmp_path / "e")]  # fmt: skip
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    expected = "beam search (3 beams, length penalty 1.5), no repeated 2-grams"
+    assert report["settings"]["decoding"] == expected
+    assert [m["decoding"] for m in report["models"]] == [expected]
+    assert f"| {expected} |" in (tmp_path / "e" / "report.md").read_text()
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "beam search" in table.output
+
+
+def test_eval_with_an_out_of_scope_label_needs_calibration_data_and_reports_its_metrics(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import write_jsonl
+
+    rows = [{"text": f"{word} please", "label": label} for label in ("hours", "menu") for word in "abcd"]
+    outside = [{"text": f"joke {word}", "label": "oos"} for word in "abcd"]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    calibration = write_jsonl(tmp_path / "cal.jsonl", rows[::2] + outside[:2])
+    test = write_jsonl(tmp_path / "test.jsonl", rows[1::2] + outside[2:])
+    args = ["eval", "-m", str(tiny_model_dir), "--data", str(test), "--train-data", str(train), "--shots", "2",
+            "--out-of-scope-label", "oos", "--out", str(tmp_path / "e"), "--json"]  # fmt: skip
+    missing = runner.invoke(app, args)
+    assert missing.exit_code != 0 and "calibration_data" in str(missing.exception)
+    result = runner.invoke(app, [*args, "--calibration-data", str(calibration)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["labels"] == ["hours", "menu", "oos"]
+    for entry in report["models"]:
+        assert {"in_scope_accuracy", "out_of_scope_recall"} <= set(entry["metrics"])
+        assert entry["out_of_scope_threshold"] is not None

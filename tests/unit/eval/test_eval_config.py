@@ -21,3 +21,13 @@ def test_bad_eval_keys_are_named() -> None:
         build_spec(EvalSpec, {"data": "t.jsonl", "shots": 0}, {})
     with pytest.raises(ConfigError, match=r"eval\.judge\.model"):
         build_spec(EvalSpec, {"data": "t.jsonl", "judge": {"pairwise": True}}, {})
+
+
+def test_decoding_settings_must_apply_to_the_decoding_chosen() -> None:
+    assert build_spec(EvalSpec, {"data": "t.jsonl", "num_beams": 4, "length_penalty": 0.8}, {}).num_beams == 4
+    with pytest.raises(ConfigError, match="choose sampling or beam search"):
+        build_spec(EvalSpec, {"data": "t.jsonl"}, {"num_beams": 4, "do_sample": True})
+    with pytest.raises(ConfigError, match="length_penalty applies to beam search"):
+        build_spec(EvalSpec, {"data": "t.jsonl", "length_penalty": 2.0}, {})
+    with pytest.raises(ConfigError, match="temperature and top_p apply to sampling"):
+        build_spec(EvalSpec, {"data": "t.jsonl", "temperature": 0.7}, {})

@@ -129,3 +129,83 @@ def test_classification_during_training_and_unknown_metrics(
     assert set(values) == {"accuracy", "macro_f1"} and all(0 <= value <= 1 for value in values.values())
     with pytest.raises(ConfigError, match="do not apply to a classification task"):
         evaluate_during_training(model, load_tokenizer(str(tiny_model_dir)), examples, ["bleu"])
+
+
+def test_generation_is_scored_against_every_reference_as_sacrebleu_scores_them(
+    varied_model_dir: Path, tmp_path: Path
+) -> None:
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    from tunesmith.eval.evaluate import evaluate_generation
+
+    prompts = ["when do you open", "is there wifi", "any vegan cake?", "do you have oat milk", "decaf?"]
+    first = write_jsonl(tmp_path / "first.jsonl", [{"prompt": p, "completion": "x"} for p in prompts])
+    settings = {"max_new_tokens": 8, "samples": 100, "show_progress": False}
+    evaluate_generation(str(varied_model_dir), [Candidate("base")], first, tmp_path / "a", **settings)
+    lines = (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()
+    predictions = [json.loads(line)["prediction"] for line in lines]
+    assert all(predictions)
+
+    # The answer in `completion` shares nothing with the predictions; a second reference nearly equals each.
+    close = [" ".join(prediction.split()[:-1] + ["tail"]) for prediction in predictions]
+    rows = [
+        {"prompt": p, "completion": "nothing alike", "references": [c, "another answer"]}
+        for p, c in zip(prompts, close, strict=True)
+    ]
+    report = evaluate_generation(
+        str(varied_model_dir), [Candidate("base")], write_jsonl(tmp_path / "refs.jsonl", rows), tmp_path / "b",
+        **settings,
+    )  # fmt: skip
+    metrics = report["models"][0]["metrics"]
+    streams = [["nothing alike"] * len(rows), close, ["another answer"] * len(rows)]
+    assert metrics["bleu"]["value"] == pytest.approx(sacrebleu.corpus_bleu(predictions, streams).score)
+    assert metrics["chrf"]["value"] == pytest.approx(sacrebleu.corpus_chrf(predictions, streams).score)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    best = [
+        max(scorer.score(ref, prediction)["rougeL"].fmeasure for ref in refs)
+        for prediction, refs in zip(predictions, zip(*streams, strict=True), strict=True)
+    ]
+    assert metrics["rouge_l"]["value"] == pytest.approx(sum(best) / len(best))
+    # Against the single answer alone (what was scored before references were kept) BLEU is far lower.
+    single = sacrebleu.corpus_bleu(predictions, streams[:1]).score
+    assert metrics["bleu"]["value"] > 20 > 1 > single
+
+
+OUT_OF_SCOPE = ["tell me a joke", "who won the match", "book a taxi", "translate hello", "what is my balance"]
+
+
+def test_out_of_scope_threshold_is_calibrated_per_model_and_reported(
+    tiny_model_dir: Path, classification_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tunesmith.eval.evaluate import OutOfScope
+
+    data, adapter = classification_run
+    train = load_examples(data)
+    rows = [{"text": text, "label": label} for label, texts in TEXTS.items() for text in texts[:2]]
+    calibration = load_examples(
+        write_jsonl(tmp_path / "cal.jsonl", rows + [{"text": t, "label": "oos"} for t in OUT_OF_SCOPE[:3]])
+    )
+    test = load_examples(
+        write_jsonl(tmp_path / "test.jsonl", rows + [{"text": t, "label": "oos"} for t in OUT_OF_SCOPE[3:]])
+    )
+    candidates = [Candidate("base zero-shot", shots=0), Candidate("tuned", adapter)]
+    report = evaluate_models(
+        str(tiny_model_dir), candidates, test, tmp_path / "e", train_examples=train,
+        out_of_scope=OutOfScope("oos", calibration), samples=200, show_progress=False,
+    )  # fmt: skip
+
+    assert report["labels"] == ["hours", "menu", "wifi", "oos"] and report["out_of_scope_label"] == "oos"
+    lines = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
+    for entry in report["models"]:
+        assert isinstance(entry["out_of_scope_threshold"], float)
+        mine = [line for line in lines if line["model"] == entry["name"]]
+        in_scope = [line["prediction"] == line["reference"] for line in mine if line["reference"] != "oos"]
+        caught = [line["prediction"] == "oos" for line in mine if line["reference"] == "oos"]
+        assert entry["metrics"]["in_scope_accuracy"]["value"] == pytest.approx(sum(in_scope) / len(in_scope))
+        assert entry["metrics"]["out_of_scope_recall"]["value"] == pytest.approx(sum(caught) / len(caught))
+        assert entry["confusion_matrix"][3] == [
+            sum(line["prediction"] == label for line in mine if line["reference"] == "oos")
+            for label in report["labels"]
+        ]
+    assert "Out of scope" in (tmp_path / "e" / "report.md").read_text()

@@ -103,3 +103,15 @@ def test_mismatched_lengths_are_an_error() -> None:
     with pytest.raises(ValueError, match="at least one reference"):
         GENERATION_METRICS["bleu"].statistics(["a"], [[]])
     assert np.array_equal(classification_statistics([1], [2]), np.array([[1, 2]]))
+
+
+def test_in_scope_accuracy_and_out_of_scope_recall_hand_computed() -> None:
+    from tunesmith.eval.metrics import out_of_scope_metrics
+
+    # Out of scope is label 2. In scope: gold 0 0 1 predicted 0 2 1 (2 of 3 right; the out-of-scope
+    # prediction is wrong). Out of scope: gold 2 2 predicted 2 0 (1 of 2 caught).
+    stats = classification_statistics([0, 0, 1, 2, 2], [0, 2, 1, 2, 0])
+    table = out_of_scope_metrics(2)
+    assert table["in_scope_accuracy"](stats) == pytest.approx(2 / 3)
+    assert table["out_of_scope_recall"](stats) == pytest.approx(1 / 2)
+    assert table["out_of_scope_recall"](stats[:3]) == 0.0  # a resample without out-of-scope rows

@@ -52,9 +52,9 @@ class Regression:
 
 
 SETTINGS = LoopSettings(
-    num_examples=20, examples_per_step=6, total_steps=8, seed=3, lr=0.05, weight_decay=0.0, warmup_steps=0,
+    num_examples=20, examples_per_step=6, total_steps=8, seed=3, lr=0.05, weight_decay=0.0, warmup_ratio=0.0,
     max_grad_norm=100.0, log_every=1, eval_every=2, save_every=4, keep_checkpoints=2,
-    early_stopping_patience=None, select_by="val_loss",
+    early_stopping_patience=None, select_by="val_loss", time_budget=None, max_steps=None,
 )  # fmt: skip
 
 
@@ -161,3 +161,14 @@ def test_a_checkpoint_is_on_disk_before_its_name_is(tmp_path: Path, disk_log: li
         disk_log, named
     )
     assert ("fsync", str(checkpoints)) in disk_log[disk_log.index(named) :]
+
+
+def test_the_schedule_is_transformers_cosine_with_warmup() -> None:
+    from transformers import get_cosine_schedule_with_warmup
+
+    from tunesmith.train.loop import lr_factor
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=20)
+    expected = [reference.lr_lambdas[0](step) for step in range(25)]
+    assert [lr_factor(step, 3, 20) for step in range(25)] == expected

@@ -12,6 +12,7 @@ from tests.conftest import DEMO
 from tunesmith.config import TrainSpec
 from tunesmith.models.adapters import add_lora
 from tunesmith.models.loading import load_model
+from tunesmith.train.dry_run import plan_training
 from tunesmith.train.plan import (
     GB,
     ModelShape,
@@ -22,7 +23,6 @@ from tunesmith.train.plan import (
     fused_layer_choices,
     model_shape,
     plan_step_layout,
-    plan_training,
 )
 from tunesmith.train.sft import train_sft
 
@@ -158,7 +158,9 @@ def test_split_passes_train_exactly_like_one_pass(tiny_model_dir: Path, tmp_path
 def test_plan_counts_the_data_and_estimates_time(tiny_model_dir: Path) -> None:
     spec = TrainSpec(model=str(tiny_model_dir), data=DEMO / "train.jsonl", epochs=2, batch_size=8)
     plan = plan_training(spec, lambda *key: [1000.0, 3000.0, 2000.0])
-    assert plan.examples == 200 and plan.steps == 50
+    # 32 of the 200 examples are held out for validation (no validation data given): 21 steps an epoch
+    assert plan.examples == 168 and plan.validation == "held_out" and plan.validation_examples == 32
+    assert plan.steps == 42 and plan.epochs == 2.0 and plan.budget is None
     assert plan.total_tokens == 2 * plan.tokens_per_epoch
     assert plan.tokens_per_second == 2000.0  # the median of earlier runs
     assert plan.estimated_seconds == pytest.approx(plan.total_tokens / 2000, abs=0.1)

@@ -185,3 +185,16 @@ def test_preference_methods_train_lora_and_older_method_names_still_mean_sft() -
         TrainSpec(data=Path("x"), method="dpo", tuning="full")
     with pytest.raises(ValueError, match="method 'full' contradicts tuning 'lora'"):
         TrainSpec(data=Path("x"), method="full", tuning="lora")
+
+
+def test_kto_without_validation_data_holds_out_thumbs_up_and_down_alike(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = _rated(tmp_path / "rated.jsonl", limit=20)
+    events: list[Any] = []
+    spec = _spec(tiny_model_dir, tmp_path, "kto", data, val_data=None, max_steps=2, eval_every=2)
+    result = train_kto(spec, listener=events.append, progress=False)
+    assert result.validation == "held_out" and result.num_val_examples == 4 and result.num_examples == 16
+    held = next(event for event in events if "holding out" in event.message)
+    assert held.data == {"held_out": 4, "stratified": True}
+    assert [m["step"] for m in _metrics(tmp_path / "run") if "val_loss" in m] == [2]

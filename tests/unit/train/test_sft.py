@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -158,7 +159,9 @@ def test_task_metrics_need_validation_data_and_select_by_must_be_one_of_them(tin
 
     with pytest.raises(ValueError, match="select_by"):
         TrainSpec(data=DEMO / "val.jsonl", eval_metrics=["rouge_l"], select_by="bleu")
-    spec = TrainSpec(model=str(tiny_model_dir), data=DEMO / "val.jsonl", eval_metrics=["rouge_l"])
+    spec = TrainSpec(
+        model=str(tiny_model_dir), data=DEMO / "val.jsonl", eval_metrics=["rouge_l"], hold_out_val=False
+    )
     with pytest.raises(ConfigError, match="need validation data"):
         train_sft(spec, progress=False)
     with pytest.raises(ConfigError, match="accuracy"):
@@ -166,3 +169,68 @@ def test_task_metrics_need_validation_data_and_select_by_must_be_one_of_them(tin
             spec.model_copy(update={"val_data": DEMO / "test.jsonl", "eval_metrics": ["accuracy"]}),
             progress=False,
         )
+
+
+def test_a_run_without_validation_data_holds_some_out_early_stops_and_keeps_the_best(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from tunesmith.data.split import held_out_indices
+
+    # The examples the run will hold out (seeded) get their answers reversed word by word, as in the early
+    # stopping test above: fitting the training voice then makes them worse, so validation must stop the run.
+    rows = [json.loads(line) for line in (DEMO / "val.jsonl").read_text().splitlines()]
+    held = held_out_indices(len(rows), seed=42)
+    for index in held:
+        answer = rows[index]["messages"][-1]
+        answer["content"] = " ".join(reversed(answer["content"].split()))
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    events = []
+    spec = _spec(tiny_model_dir, tmp_path / "run", data=data, val_data=None, method="full", lr=3e-3,
+                 max_steps=60, eval_every=2, save_every=100, early_stopping_patience=2)  # fmt: skip
+    result = train_sft(spec, listener=events.append, progress=False)
+
+    assert result.validation == "held_out" and result.num_val_examples == len(held) == 8
+    assert result.num_examples == len(rows) - len(held)
+    assert any("holding out 8 of 40 training examples" in event.message for event in events)
+    assert "early_stopped" in [event.type.value for event in events] and result.steps < 60
+    metrics = map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    val_losses = {m["step"]: m["val_loss"] for m in metrics if "val_loss" in m}
+    assert result.best_step == min(val_losses, key=val_losses.get) < result.steps
+    assert result.val_loss == pytest.approx(min(val_losses.values()), abs=1e-5)  # the best weights were kept
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["validation"] == "held_out"
+
+    no_val = train_sft(
+        spec.model_copy(update={"hold_out_val": False, "max_steps": 2, "out": tmp_path / "no-val"}),
+        progress=False,
+    )
+    assert no_val.validation == "none" and no_val.num_val_examples == 0 and no_val.num_examples == len(rows)
+    assert no_val.best_step is None
+
+
+def test_a_time_budget_ends_within_five_percent_of_it_with_the_schedule_run_down(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    events = []
+    budget = 6.0
+    spec = _spec(tiny_model_dir, tmp_path / "run", data=DEMO / "train.jsonl", val_data=None, max_steps=None,
+                 time_budget=budget, eval_every=10, save_every=25, lora={"dropout": 0.0})  # fmt: skip
+    result = train_sft(spec, listener=events.append, progress=False)
+    assert budget * 0.95 <= result.wall_seconds <= budget * 1.05, result.wall_seconds
+    assert "budget_reached" in [event.type.value for event in events]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = [m["lr"] for m in metrics if "lr" in m]
+    assert max(rates) == pytest.approx(5e-3, rel=0.05) and rates[-1] < 5e-3 * 0.05  # warmed up, then run down
+    assert result.best_step is not None and result.validation == "held_out"
+    assert metrics[-1]["step"] == result.steps and "val_loss" in metrics[-1]  # a last validation at the end
+
+
+def test_a_token_budget_trains_the_steps_whose_tokens_fit_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_model_dir, tmp_path / "run", max_steps=None, token_budget=3000, hold_out_val=False,
+                 val_data=None, warmup_ratio=0.0)  # fmt: skip
+    result = train_sft(spec, progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    step_tokens = [
+        later["trained_tokens"] - earlier["trained_tokens"] for earlier, later in itertools.pairwise(metrics)
+    ]
+    assert 3000 - max(step_tokens) < result.trained_tokens <= 3000
+    assert metrics[-1]["lr"] == 0.0  # the cosine ran down over exactly the planned steps
