@@ -228,6 +228,7 @@ def load_project(root: Path) -> Project:
         ConfigError: an unreadable file, an unknown or invalid key, a data file that is not there, or a
             metric the task does not compute.
     """
+    root = root.resolve()  # the run's config, the registry and the reports name absolute paths
     path = root / PROJECT_FILE
     if not path.is_file():
         raise ConfigError(

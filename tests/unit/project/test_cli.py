@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tests.unit.project.conftest import edit_project, shrink
@@ -28,6 +29,11 @@ def test_init_run_run_again_and_status(
     assert first.exit_code == 0, first.output
     assert "before / after on 4 held-out examples" in first.stdout and "fine-tuned" in first.stdout
     assert "✓ deploy" in first.stderr and "shop -> shop@1 (100% of traffic)" in first.stderr
+    run_dir = Path(
+        json.loads(Path(".tunesmith/stages.json").read_text())["stages"]["train"]["outputs"]["run_dir"]
+    )
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+    assert config["data"] == str(tmp_path / "shop" / ".tunesmith" / "prepared")  # not relative to the cwd
     second = runner.invoke(app, ["run"])
     assert second.exit_code == 0 and "everything is up to date" in second.stdout
     assert "= up to date train" in second.stderr
