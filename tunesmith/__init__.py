@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from tunesmith.eval.during_training import evaluate_during_training
     from tunesmith.eval.evaluate import Candidate, evaluate_generation, evaluate_models
     from tunesmith.models.loading import resolve_model
+    from tunesmith.project.pipeline import project_status, run_project
+    from tunesmith.project.spec import ProjectSpec
+    from tunesmith.project.templates import init_project
     from tunesmith.quickstart import run_quickstart
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
@@ -38,6 +41,7 @@ _EXPORTS = {
     "Example": "tunesmith.data.records",
     "LoraSpec": "tunesmith.config",
     "PrepareSpec": "tunesmith.config",
+    "ProjectSpec": "tunesmith.project.spec",
     "Registry": "tunesmith.registry.store",
     "ServeSpec": "tunesmith.config",
     "ServingStore": "tunesmith.registry.serving_store",
@@ -47,9 +51,12 @@ _EXPORTS = {
     "evaluate_during_training": "tunesmith.eval.during_training",
     "evaluate_generation": "tunesmith.eval.evaluate",
     "evaluate_models": "tunesmith.eval.evaluate",
+    "init_project": "tunesmith.project.templates",
     "load_examples": "tunesmith.data.ingest",
     "prepare_data": "tunesmith.data.prepare",
+    "project_status": "tunesmith.project.pipeline",
     "resolve_model": "tunesmith.models.loading",
+    "run_project": "tunesmith.project.pipeline",
     "run_quickstart": "tunesmith.quickstart",
     "train_dpo": "tunesmith.train.dpo",
     "train_kto": "tunesmith.train.kto",
@@ -66,6 +73,7 @@ __all__ = [
     "Example",
     "LoraSpec",
     "PrepareSpec",
+    "ProjectSpec",
     "Registry",
     "ServeSpec",
     "ServingStore",
@@ -75,9 +83,12 @@ __all__ = [
     "evaluate_during_training",
     "evaluate_generation",
     "evaluate_models",
+    "init_project",
     "load_examples",
     "prepare_data",
+    "project_status",
     "resolve_model",
+    "run_project",
     "run_quickstart",
     "train_dpo",
     "train_kto",

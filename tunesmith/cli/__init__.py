@@ -19,6 +19,7 @@ from tunesmith.cli import (
     evaluate,
     keys,
     models,
+    project,
     quickstart,
     runs,
     serve,
@@ -44,6 +45,9 @@ app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
+app.command("init")(project.init)
+app.command("run")(project.run)
+app.command("status")(project.status)
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """`tunesmith config`: the reference of every config-file key, with its flag, default and description.
 
-Owns: rendering that reference (Markdown) from the specs and the flag tables in `cli/options.py`; the
-README's "Configuration reference" is this command's output, and a test keeps the two equal. Does not
-own: the keys or their descriptions (`tunesmith.config`), or which of them are flags (`cli/options.py`).
+Owns: rendering that reference (Markdown) from the specs, the project file's spec and the flag tables in
+`cli/options.py`; the README's "Configuration reference" is this command's output, and a test keeps the
+two equal. Does not own: the keys or their descriptions (`tunesmith.config`, `tunesmith.project.spec`),
+or which of them are flags (`cli/options.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from tunesmith.cli.options import COMMAND_FLAGS, Flag, field_info, flag_names, format_default, spec_keys
 from tunesmith.config import SECTIONS
+from tunesmith.project.spec import ProjectSpec
 
 app = typer.Typer(help="The keys a config file takes.")
 
@@ -34,14 +36,21 @@ def config_reference() -> str:
         parts.append(f"### `{section}:` ({', '.join(commands[spec_class])})\n\n")
         parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
         for key in spec_keys(spec_class):
-            field = field_info(spec_class, key)
-            flag = _flag_text(spec_class, flags[spec_class].get(key))
-            shown = format_default(field)
-            default = "required" if field.is_required() else f"`{shown}`" if shown else ""
-            description = (field.description or "").replace("|", "\\|")
-            parts.append(f"| `{key}` | {flag} | {default} | {description} |\n")
+            parts.append(_row(spec_class, key, _flag_text(spec_class, flags[spec_class].get(key))))
         parts.append("\n")
+    parts.append("### `tunesmith.yaml` (`tunesmith run`, `tunesmith status`; no flags)\n\n")
+    parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
+    parts += [_row(ProjectSpec, key, "") for key in spec_keys(ProjectSpec)]
+    parts.append("\n")
     return "".join(parts)
+
+
+def _row(spec_class: type[BaseModel], key: str, flag: str) -> str:
+    field = field_info(spec_class, key)
+    shown = format_default(field)
+    default = "required" if field.is_required() else f"`{shown}`" if shown else ""
+    description = (field.description or "").replace("|", "\\|")
+    return f"| `{key}` | {flag} | {default} | {description} |\n"
 
 
 def _flag_text(spec_class: type[BaseModel], flag: Flag | None) -> str:

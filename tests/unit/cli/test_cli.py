@@ -27,6 +27,9 @@ runner = CliRunner()
         ["data", "show"],
         ["runs", "list"],
         ["runs", "show"],
+        ["init"],
+        ["run"],
+        ["status"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
