@@ -84,11 +84,13 @@ class DPOObjective:
 
 
 def pair_metrics(results: list[tuple[PairLosses, torch.Tensor]]) -> dict[str, float]:
-    """Validation metrics of a pair objective: mean reward margin, preference accuracy, log-probs."""
+    """Validation metrics of a pair objective: loss per pair, mean reward margin, preference accuracy,
+    log-probs."""
     chosen = torch.cat([losses.chosen_rewards for losses, _ in results])
     rejected = torch.cat([losses.rejected_rewards for losses, _ in results])
     policy = torch.cat([log_probs for _, log_probs in results])
     return {
+        "loss": float(torch.cat([losses.losses for losses, _ in results]).mean()),
         "reward_margin": float((chosen - rejected).mean()),
         "preference_accuracy": float((chosen > rejected).float().mean()),
         "chosen_log_prob": float(policy[:, 0].mean()),

@@ -92,6 +92,7 @@ class KTOObjective:
         log_probs = torch.cat([log_probs for _, _, log_probs, _ in results])
         desirable = torch.cat([desirable for _, _, _, desirable in results])
         return {
+            "loss": float(torch.cat([losses for losses, _, _, _ in results]).mean()),
             "reward_margin": float(rewards[desirable].mean() - rewards[~desirable].mean()),
             "preference_accuracy": float(((rewards > 0) == desirable).float().mean()),
             "chosen_log_prob": float(log_probs[desirable].mean()),

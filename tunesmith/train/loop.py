@@ -102,7 +102,9 @@ class LoopOutcome:
     train_loss: float | None  # mean over the last logging window
 
 
-Score = Callable[[], dict[str, float]]  # task metrics of the model as it stands, by name
+# Task metrics of the model as it stands, by name; with "loss" (the mean over validation units, as
+# `objective.loss` sums it), the loop takes that as the validation loss instead of computing it again.
+Score = Callable[[], dict[str, float]]
 
 
 def step_examples(settings: LoopSettings, step: int) -> list[int]:
@@ -254,8 +256,12 @@ def fit(
         stop = False
         if validation and (state.step % settings.eval_every == 0 or last):
             validation_start = time.perf_counter()
-            last_val_loss = _validation_loss(model, objective, validation)
-            scores = {f"val_{name}": round(value, 6) for name, value in (score() if score else {}).items()}
+            metrics = score() if score else {}
+            # A score that computed the validation loss with its metrics spares a second pass over the data.
+            last_val_loss = (
+                metrics.pop("loss") if "loss" in metrics else _validation_loss(model, objective, validation)
+            )
+            scores = {f"val_{name}": round(value, 6) for name, value in metrics.items()}
             timing.validation = time.perf_counter() - validation_start
             run.log_metrics(
                 {"step": state.step, "epoch": epoch, "val_loss": round(last_val_loss, 6)} | scores

@@ -172,3 +172,33 @@ def test_the_schedule_is_transformers_cosine_with_warmup() -> None:
     reference = get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=20)
     expected = [reference.lr_lambdas[0](step) for step in range(25)]
     assert [lr_factor(step, 3, 20) for step in range(25)] == expected
+
+
+def test_a_score_that_returns_the_loss_spares_the_loop_a_second_validation_pass(tmp_path: Path) -> None:
+    model = _model()
+    objective = Regression(model, per_pass=3)
+    validation = objective.validation_batches()
+    losses_seen: list[int] = []
+    loss = objective.loss
+
+    def counted(batch: Rows) -> torch.Tensor:
+        losses_seen.append(len(batch.indices))
+        return loss(batch)
+
+    objective.loss = counted  # type: ignore[method-assign]
+
+    def score() -> dict[str, float]:
+        with torch.no_grad():
+            mean = sum(float(loss(batch)) for batch in validation) / 4
+        return {"loss": mean, "margin": 1.0}
+
+    fit(
+        model, objective, SETTINGS, RunDir(tmp_path / "run", "run-test"),
+        device="cpu", resuming=False, started=("training", {}), score=score, show_progress=False,
+    )  # fmt: skip
+    assert losses_seen and 4 not in losses_seen  # training passes of 3 or fewer only: no validation pass of 4
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validations = [row for row in logged if "val_loss" in row]
+    assert len(validations) == 4 and all(
+        row["val_margin"] == 1.0 and "val_loss" in row for row in validations
+    )
