@@ -132,7 +132,8 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
         return
     layout, memory = plan.layout, plan.layout.memory_gb
     table = Table(
-        title=f"plan: {plan.method} on {plan.model} ({plan.device}, {plan.precision})", show_header=False
+        title=f"plan: {plan.objective} ({plan.method}) on {plan.model} ({plan.device}, {plan.precision})",
+        show_header=False,
     )
     table.add_row("parameters", f"{plan.parameters:,} ({plan.trainable_parameters:,} trainable)")
     table.add_row("data", f"{plan.examples:,} examples, {plan.tokens_per_epoch:,} tokens/epoch "
@@ -154,7 +155,12 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
         f"{'on' if layout.fused_layers else 'off'}",
     )
     table.add_row("speed", f"~{plan.tokens_per_second:,.0f} tokens/s ({plan.throughput_source})")
-    table.add_row("time", f"~{plan.estimated_seconds / 60:,.1f} min")
+    reference = (
+        f", of which {plan.reference_seconds / 60:,.1f} min scoring the reference"
+        if plan.reference_seconds
+        else ""
+    )
+    table.add_row("time", f"~{plan.estimated_seconds / 60:,.1f} min{reference}")
     console.print(table)
     for tip in plan.suggestions:
         err_console.print(f"[yellow]suggestion:[/] {tip}", highlight=False)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from transformers import PreTrainedTokenizerBase
+
 from tunesmith.config import TrainSpec
 from tunesmith.data.estimate import CHECKPOINTING_SLOWDOWN, estimate_training
 from tunesmith.data.ingest import load_split
@@ -29,6 +31,7 @@ from tunesmith.train.plan import (
     step_plan,
     uses_bf16,
 )
+from tunesmith.train.preference import Group, render_groups
 from tunesmith.train.records import StepPlan
 from tunesmith.train.validation import ValidationSource, validation_file
 
@@ -38,7 +41,8 @@ class TrainPlan:
     """What `tunesmith train --dry-run` reports: size, memory, layout and time of a job before it runs."""
 
     model: str
-    method: str
+    objective: str  # sft, dpo, kto, orpo
+    method: str  # lora, full
     device: str
     precision: str
     parameters: int
@@ -56,7 +60,8 @@ class TrainPlan:
     layout: StepPlan
     tokens_per_second: float
     throughput_source: str
-    estimated_seconds: float
+    reference_seconds: float  # dpo, kto: scoring the data under the reference before training (0 otherwise)
+    estimated_seconds: float  # the whole job, the reference pass included
     suggestions: list[str]
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,10 +78,8 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     """
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
-    examples, val_examples, validation = _splits(spec)
-    rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
-    lengths = [len(example.input_ids) for example in rendered]
-    val_tokens = sum(len(render_example(tokenizer, e, spec.max_seq_len).input_ids) for e in val_examples)
+    data = _sft_data(spec, tokenizer) if spec.method == "sft" else _preference_data(spec, tokenizer)
+    lengths, val_tokens = data.lengths, data.val_tokens
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
     precision = "bf16" if bf16 else "fp32"
@@ -87,27 +90,36 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     )
     slowdown = CHECKPOINTING_SLOWDOWN if layout.gradient_checkpointing else 1.0
     steps = planned_steps(spec, lengths, val_tokens, throughput.tokens_per_second * slowdown)
-    steps_per_epoch, _ = step_counts(len(rendered), spec)
+    steps_per_epoch, _ = step_counts(len(lengths), spec)
     total_tokens = round(sum(lengths) * steps / steps_per_epoch)
     job = estimate_training(
         total_tokens, shape.parameters, spec.tuning, throughput, [],
         gradient_checkpointing=layout.gradient_checkpointing,
     )  # fmt: skip
     assert job.throughput is not None and job.seconds is not None  # a dry run always has a throughput
-    truncated = sum(length >= spec.max_seq_len for length in lengths)
+    # DPO and KTO score every sequence once under the reference first: a forward pass, about a third of
+    # a training pass (forward and backward) over the same tokens.
+    reference_seconds = (
+        (sum(lengths) + val_tokens) / (3 * job.throughput.tokens_per_second)
+        if spec.method in ("dpo", "kto")
+        else 0.0
+    )
+    seconds = job.seconds + reference_seconds
+    truncated = data.truncated
     return TrainPlan(
         model=spec.model,
+        objective=spec.method,
         method=spec.tuning,
         device=device,
         precision=precision,
         parameters=shape.parameters,
         trainable_parameters=shape.trainable,
-        examples=len(rendered),
+        examples=len(lengths),
         truncated_examples=truncated,
         tokens_per_epoch=sum(lengths),
-        loss_tokens_per_epoch=sum(example.num_loss_tokens for example in rendered),
-        validation=validation.value,
-        validation_examples=len(val_examples),
+        loss_tokens_per_epoch=data.loss_tokens,
+        validation=data.validation.value,
+        validation_examples=data.val_examples,
         budget=_budget_text(spec),
         steps=steps,
         epochs=round(steps / steps_per_epoch, 2),
@@ -115,8 +127,57 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         layout=step_plan(layout),
         tokens_per_second=round(job.throughput.tokens_per_second, 1),
         throughput_source=job.throughput.source,
-        estimated_seconds=round(job.seconds, 1),
-        suggestions=_suggestions(spec, layout, truncated, job.seconds, device),
+        reference_seconds=round(reference_seconds, 3),
+        estimated_seconds=round(seconds, 3),
+        suggestions=_suggestions(spec, layout, truncated, seconds, device),
+    )
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What the plan needs of the data: tokens per training example (a preference example's sequences
+    together), loss tokens, validation size, examples cut at max_seq_len."""
+
+    lengths: list[int]
+    loss_tokens: int
+    val_tokens: int
+    val_examples: int
+    validation: ValidationSource
+    truncated: int
+
+
+def _sft_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> _Data:
+    examples, val_examples, validation = _splits(spec)
+    rendered = [render_example(tokenizer, example, spec.max_seq_len) for example in examples]
+    lengths = [len(example.input_ids) for example in rendered]
+    val_tokens = sum(len(render_example(tokenizer, e, spec.max_seq_len).input_ids) for e in val_examples)
+    return _Data(
+        lengths, sum(example.num_loss_tokens for example in rendered), val_tokens, len(val_examples),
+        validation, sum(length >= spec.max_seq_len for length in lengths),
+    )  # fmt: skip
+
+
+def _preference_data(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> _Data:
+    """As the preference recipe reads it (`render_groups`), with the same held-out split."""
+    groups, labels, _ = render_groups(tokenizer, spec, spec.data, "train")
+    val_path, validation = validation_file(spec)
+    val_groups: list[Group] = []
+    if val_path is not None:
+        val_groups = render_groups(tokenizer, spec, val_path, "val")[0]
+    elif validation is ValidationSource.held_out:
+        strata = [str(value) for value in labels.tolist()] if labels is not None else None
+        held = set(held_out_indices(len(groups), spec.seed, strata))
+        val_groups = [group for index, group in enumerate(groups) if index in held]
+        groups = [group for index, group in enumerate(groups) if index not in held]
+        validation = validation if held else ValidationSource.none
+    trained = groups if spec.method != "kto" else [group[:1] for group in groups]  # KTO's KL pass: no grad
+    return _Data(
+        [sum(len(sequence.input_ids) for sequence in group) for group in groups],
+        sum(sequence.num_loss_tokens for group in trained for sequence in group),
+        sum(len(sequence.input_ids) for group in val_groups for sequence in group),
+        len(val_groups),
+        validation,
+        sum(any(len(s.input_ids) >= spec.max_seq_len for s in group) for group in groups),
     )
 
 

@@ -317,6 +317,21 @@ def _with_reference(
 def _render_split(
     run: RunDir, tokenizer: PreTrainedTokenizerBase, spec: TrainSpec, path: Path, split: str
 ) -> tuple[list[Group], torch.Tensor | None, str]:
+    """`render_groups`, with a warning on the run for answers cut at `max_seq_len`."""
+    groups, labels, digest = render_groups(tokenizer, spec, path, split)
+    truncated = sorted({s.source for group in groups for s in group if len(s.input_ids) >= spec.max_seq_len})
+    if truncated:
+        run.emit(
+            EventType.warning,
+            f"{len(truncated)} example(s) truncated to {spec.max_seq_len} tokens, e.g. {', '.join(truncated[:5])}",
+            sources=truncated[:20],
+        )
+    return groups, labels, digest
+
+
+def render_groups(
+    tokenizer: PreTrainedTokenizerBase, spec: TrainSpec, path: Path, split: str
+) -> tuple[list[Group], torch.Tensor | None, str]:
     """A split's examples as sequence groups, KTO's labels (None for pairs), and the data's content hash."""
     labels: torch.Tensor | None = None
     if spec.method == "kto":
@@ -335,13 +350,6 @@ def _render_split(
             for pair in pairs
         ]
         records_digest = digest or records_hash(pairs)
-    truncated = sorted({s.source for group in groups for s in group if len(s.input_ids) >= spec.max_seq_len})
-    if truncated:
-        run.emit(
-            EventType.warning,
-            f"{len(truncated)} example(s) truncated to {spec.max_seq_len} tokens, e.g. {', '.join(truncated[:5])}",
-            sources=truncated[:20],
-        )
     empty = sorted({s.source for group in groups for s in group if s.num_loss_tokens == 0})
     if empty:
         raise ValueError(

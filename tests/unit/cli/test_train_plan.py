@@ -50,3 +50,26 @@ def test_dry_run_says_what_a_budget_buys_and_no_val_trains_on_everything(tiny_mo
     assert "60m00s buys" in table.stdout and "held out" in table.stdout
     bad = runner.invoke(app, [*args, "--time-budget", "soon"])
     assert bad.exit_code != 0 and "--time-budget" in str(bad.exception)
+
+
+def test_dry_run_plans_preference_runs_with_their_reference_pass(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from tests.unit.train.test_preference import _pairs, _rated
+
+    plans = {}
+    for method, data in (("dpo", _pairs(tmp_path / "pairs.jsonl", 40)), ("orpo", tmp_path / "pairs.jsonl"),
+                         ("kto", _rated(tmp_path / "rated.jsonl", 40))):  # fmt: skip
+        args = ["train", "--method", method, "--data", str(data), "--model", str(tiny_model_dir), "--dry-run"]
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        plans[method] = json.loads(result.stdout)
+    dpo, orpo, kto = plans["dpo"], plans["orpo"], plans["kto"]
+    assert dpo["objective"] == "dpo" and dpo["examples"] + dpo["validation_examples"] == 40
+    assert dpo["validation"] == "held_out" and dpo["validation_examples"] > 0
+    assert dpo["reference_seconds"] > 0 and orpo["reference_seconds"] == 0 and kto["reference_seconds"] > 0
+    assert dpo["tokens_per_epoch"] == orpo["tokens_per_epoch"] > 0  # both answers of every pair
+    assert dpo["estimated_seconds"] > orpo["estimated_seconds"]
+    table = runner.invoke(app, ["train", "--method", "dpo", "--data", str(tmp_path / "pairs.jsonl"), "--model",
+                                str(tiny_model_dir), "--dry-run"])  # fmt: skip
+    assert table.exit_code == 0 and "scoring the reference" in table.stdout
