@@ -3,9 +3,14 @@
 The café's replies signed off in its house style are preferred over the same replies signed off
 generically (scripts/make_style_pairs.py). An SFT adapter trained on generically signed replies never
 uses the house sign-off; DPO from
-that adapter on 96 pairs (one epoch) must reach >= 90% held-out preference accuracy and sign off in >= 80% of
-greedy generations on held-out prompts, significantly more often than the SFT adapter (paired
+that adapter on 96 pairs (two epochs) must reach >= 90% held-out preference accuracy and sign off in >= 80%
+of greedy generations on held-out prompts, significantly more often than the SFT adapter (paired
 approximate-randomization test on the same prompts). Rates are printed with 95% bootstrap intervals.
+
+The pairs differ in their sign-off only. Plain DPO then lowers the chosen answers' likelihood along with
+the rejected ones' (the margin grows, the answers degrade) and greedy replies took the house sign-off in
+0 of 20 prompts at lr 2e-4 or 5e-5; with the chosen answers' NLL beside it (`rpo_alpha` 1), 16/20 after
+one epoch and 20/20 after two.
 """
 
 from __future__ import annotations
@@ -31,12 +36,6 @@ from tunesmith.train.dpo import train_dpo
 from tunesmith.train.sft import train_sft
 
 pytestmark = [requires_embedded_model, pytest.mark.slow]
-NOT_MET = (
-    "not met yet (2026-12-01): held-out preference accuracy 1.000 (40 pairs), but greedy generations after "
-    "DPO repeat a sentence until max_new_tokens and never reach a sign-off (DPO 0/40, SFT 0/40); with "
-    "lr 5e-4 (unsigned rejected) and 2e-4 (generic sign-off rejected) alike: over-optimised (train loss "
-    "0.01); to try: a lower lr or fewer steps, or an NLL term on the chosen answers"
-)
 SIGN_OFF = "Warmly, the Bramble & Bean crew"  # the house style: the last line of every café reply
 PAIRS = 96  # the issue allows up to 300; fewer keep the test near 3 minutes on an idle 2-core CPU
 
@@ -70,8 +69,8 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
     )
     dpo = train_dpo(
         TrainSpec(
-            method="dpo", data=data / "pairs_train.jsonl", val_data=data / "pairs_val.jsonl", epochs=1,
-            batch_size=8, lr=2e-4, beta=0.1, init_adapter=Path(sft.artifact_dir), eval_every=PAIRS // 8,
+            method="dpo", data=data / "pairs_train.jsonl", val_data=data / "pairs_val.jsonl", epochs=2,
+            batch_size=8, lr=2e-4, beta=0.1, rpo_alpha=1.0, init_adapter=Path(sft.artifact_dir), eval_every=PAIRS // 8,
             out=tmp_path / "dpo", lora={"dropout": 0.0}, **common,
         ),
         progress=False,
@@ -96,5 +95,4 @@ def test_dpo_teaches_the_house_sign_off_that_sft_did_not(embedded_model_home: Pa
         + f"; difference {compared.difference:+.3f} [{compared.ci_low:+.3f}, {compared.ci_high:+.3f}], "
         f"p = {compared.p_value:.4f}"
     )
-    if not (dpo_rate.mean() >= 0.8 and compared.p_value < 0.05 and compared.difference > 0):
-        pytest.xfail(NOT_MET)  # the generation goal only: the test passes once it is met
+    assert dpo_rate.mean() >= 0.8 and compared.p_value < 0.05 and compared.difference > 0
