@@ -20,6 +20,7 @@ from tunesmith.cli import (
     evaluate,
     keys,
     models,
+    monitor,
     project,
     quickstart,
     runs,
@@ -42,6 +43,7 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(config.app, name="config")
 app.add_typer(ab.app, name="ab")
+app.add_typer(monitor.app, name="monitor")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

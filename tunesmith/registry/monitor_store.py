@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from tunesmith.registry.models import AdapterRecord
 from tunesmith.registry.serving import (
     FeedbackRecord,
     MonitorAlertRecord,
@@ -59,7 +60,7 @@ class MonitorStore:
             ]
 
     def deployment_traffic(self, deployment: str) -> list[dict[str, Any]]:
-        """Every request the deployment served, oldest first, as `{"id", "variant", "created_at",
+        """Every request the deployment served, oldest first, as `{"id", "variant", "prompt", "created_at",
         "latency_ms", "outputs", "finish_reasons", "completion_tokens", "feedback": [...],
         "outcomes": [...]}` (feedback items carry rating, thumbs, preferred_over, ranking)."""
         with self.registry.session() as session:
@@ -72,6 +73,7 @@ class MonitorStore:
                 r.id: {
                     "id": r.id,
                     "variant": r.variant,
+                    "prompt": r.prompt,
                     "created_at": r.created_at.isoformat(),
                     "latency_ms": r.latency_ms,
                     "outputs": list(r.outputs),
@@ -95,12 +97,31 @@ class MonitorStore:
                     traffic[o.response_id]["outcomes"].append({"name": o.name, "value": o.value})
             return list(traffic.values())
 
+    def adapter_run_id(self, name: str, version: int) -> str | None:
+        """The run that trained adapter `name@version` (None when it was registered from a folder)."""
+        with self.registry.session() as session:
+            return session.scalar(
+                select(AdapterRecord.run_id).where(
+                    AdapterRecord.name == name, AdapterRecord.version == version
+                )
+            )
+
     def record_alert(self, deployment: str, kind: str, message: str, data: dict[str, Any]) -> int:
         with self.registry.session() as session, session.begin():
             record = MonitorAlertRecord(deployment=deployment, kind=kind, message=message, data=data)
             session.add(record)
             session.flush()
             return record.id
+
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        """How many alerts each (deployment, kind) has raised: what `/metrics` exports."""
+        with self.registry.session() as session:
+            rows = session.execute(
+                select(MonitorAlertRecord.deployment, MonitorAlertRecord.kind, func.count()).group_by(
+                    MonitorAlertRecord.deployment, MonitorAlertRecord.kind
+                )
+            ).all()
+            return {(deployment, kind): int(count) for deployment, kind, count in rows}
 
     def list_alerts(self, deployment: str | None = None) -> list[dict[str, Any]]:
         with self.registry.session() as session:

@@ -33,7 +33,9 @@ def _simulate(rate_a: float, rate_b: float, experiments: int, looks: int, seed: 
 
 def test_peeking_every_50_events_keeps_false_positives_under_alpha() -> None:
     stopped = _simulate(0.6, 0.6, experiments=1000, looks=80, seed=0)
-    assert (stopped > 0).mean() <= 0.05  # a z-test read at every look rejects far more (benchmarks/RESULTS.md)
+    assert (
+        stopped > 0
+    ).mean() <= 0.05  # a z-test read at every look rejects far more (benchmarks/RESULTS.md)
 
 
 def test_a_real_lift_is_found_and_the_sequence_excludes_zero_exactly_then() -> None:

@@ -12,7 +12,7 @@ from tunesmith.registry.serving_store import Caller, NotFoundError, ServingStore
 from tunesmith.serve.errors import install_error_handlers
 from tunesmith.serve.limits import AuthFailureLimit
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.routes import events
+from tunesmith.serve.routes import events, ops
 
 ACME = Caller(tenant="acme", is_admin=False)
 
@@ -35,6 +35,7 @@ def client(store: ServingStore) -> tuple[TestClient, ServingStore, dict[str, str
     app.state.monitor_store = MonitorStore(store.registry)
     install_error_handlers(app)
     app.include_router(events.router)
+    app.include_router(ops.router)
     keys = {tenant: store.create_key(tenant, admin=False) for tenant in ("acme", "globex")}
     return TestClient(app), store, keys
 
@@ -77,3 +78,11 @@ def test_deployment_traffic_joins_feedback_and_outcomes(store: ServingStore) -> 
     assert monitor.deployment_traffic("nothing") == []
     with pytest.raises(NotFoundError):
         monitor.record_outcome(Caller(tenant="globex", is_admin=False), "r1", "click", None)
+
+
+def test_metrics_export_stored_alerts(client: tuple[TestClient, ServingStore, dict[str, str]]) -> None:
+    http, store, _ = client
+    MonitorStore(store.registry).record_alert("voice", "input_drift", "prompts moved", {})
+    admin = {"Authorization": f"Bearer {store.create_key(None, admin=True)}"}
+    text = http.get("/metrics", headers=admin).text
+    assert 'tunesmith_monitor_alerts{deployment="voice",kind="input_drift"} 1.0' in text

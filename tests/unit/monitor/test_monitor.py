@@ -1,0 +1,82 @@
+"""Drift and output signals (pure), and `tunesmith monitor check/alerts` on a registry with traffic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.config import default_database_url
+from tunesmith.monitor.drift import hashed_bag_of_words, permutation_drift_test
+from tunesmith.monitor.signals import compare_windows, is_refusal, is_repetitive, window_signals
+from tunesmith.registry.monitor_store import MonitorStore
+from tunesmith.registry.serving_store import NotFoundError, ServingStore
+from tunesmith.registry.store import Registry
+
+runner = CliRunner()
+
+
+def test_the_permutation_test_is_calibrated_and_sees_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    p_values = [
+        permutation_drift_test(rng.normal(size=(200, 8)), rng.normal(size=(50, 8)), permutations=99, seed=i)[
+            0
+        ]
+        for i in range(200)
+    ]
+    assert 0.01 <= np.mean(np.asarray(p_values) < 0.05) <= 0.10  # exact test: 5% in expectation
+    shifted = rng.normal(size=(50, 8)) + np.eye(8)[0] * 1.0
+    assert permutation_drift_test(rng.normal(size=(200, 8)), shifted)[0] < 0.05
+    rows = hashed_bag_of_words(["Hello hello world", ""], dim=64)
+    assert np.isclose(np.linalg.norm(rows[0]), 1) and not rows[1].any()
+
+
+def test_output_signals_and_a_rise_between_windows() -> None:
+    assert is_refusal("I'm sorry, but I can't help with that") and not is_refusal("Sure, here it is")
+    assert is_repetitive("the cat sat " * 10) and not is_repetitive("one two three four five six seven")
+
+    def request(answer: str, reason: str = "stop") -> dict[str, object]:
+        return {"outputs": [answer], "finish_reasons": [reason], "feedback": [], "latency_ms": 10.0,
+                "completion_tokens": len(answer.split())}  # fmt: skip
+
+    before = window_signals([request("a fine answer")] * 200)
+    after = window_signals(
+        [request("a fine answer")] * 150 + [request("")] * 30 + [request("cut", "length")] * 20
+    )
+    assert after["rates"]["empty"]["rate"] == 0.15 and after["rates"]["truncated"]["count"] == 20
+    kinds = {alert["kind"] for alert in compare_windows(after, before)}
+    assert kinds == {"empty_rate", "truncated_rate"}
+    assert compare_windows(before, before) == []
+
+
+def _log(store: ServingStore, i: int, question: str, answer: str) -> None:
+    store.log_request(
+        id=f"r{i}", tenant=None, endpoint="chat", requested_model="cafe", deployment="cafe", variant="base",
+        user=None, prompt={"messages": [{"role": "user", "content": question}]}, outputs=[answer],
+        finish_reasons=["stop"], prompt_tokens=3, completion_tokens=3, latency_ms=20.0,
+    )  # fmt: skip
+
+
+def test_monitor_check_stores_alerts_that_monitor_alerts_lists() -> None:
+    store = ServingStore(Registry(default_database_url()).connect())
+    store.create_deployment("cafe", [{"model": "base", "weight": 1.0}], tenant=None)
+    quiet = runner.invoke(app, ["monitor", "check", "cafe", "--window", "50", "--json"])
+    assert quiet.exit_code == 0 and json.loads(quiet.output)["alerts"] == []  # no traffic: nothing to say
+    coffee = ["do you have oat milk", "what time do you open", "is there wifi", "how much is a latte"]
+    taxes = ["how do I file my tax return", "what is the deadline for taxes", "can I deduct my car"]
+    for i in range(60):
+        _log(store, i, coffee[i % 4], "yes we do")
+    for i in range(60, 120):
+        _log(store, i, taxes[i % 3], "")
+    result = runner.invoke(app, ["monitor", "check", "cafe", "--window", "60", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert {alert["kind"] for alert in report["alerts"]} == {"input_drift", "empty_rate"}
+    listed = json.loads(runner.invoke(app, ["monitor", "alerts", "cafe", "--json"]).output)
+    assert [alert["kind"] for alert in listed] == [alert["kind"] for alert in report["alerts"]]
+    assert MonitorStore(store.registry).alert_counts()[("cafe", "input_drift")] == 1
+    assert "alert" in runner.invoke(app, ["monitor", "check", "cafe", "--window", "60"]).output
+    missing = runner.invoke(app, ["monitor", "check", "nothing"])
+    assert isinstance(missing.exception, NotFoundError)  # `main` prints it as one line, exit code 2
