@@ -28,20 +28,26 @@ def check(
     window: Annotated[
         int, typer.Option("--window", help="Requests per window (the latest, and the one before).")
     ] = 1000,
+    embeddings: Annotated[
+        bool,
+        typer.Option("--embeddings", help="Also test drift on the base model's hidden states (loads it)."),
+    ] = False,
     json_output: _Json = False,
 ) -> None:
     """Compare the latest window of requests with the adapter's training prompts and the window before
     (drift test calibrated to 5% false alarms at any window size); store and print the alerts."""
     from tunesmith.monitor.check import monitor_deployment
 
-    report = monitor_deployment(_registry(), deployment, window)
+    report = monitor_deployment(_registry(), deployment, window, embeddings)
     if json_output:
         print_json(report)
         return
     console.print(f"[bold]{deployment}[/]  latest {report['requests']} requests", highlight=False)
     for test in report["drift"]:
         flag = "[red]drift[/]" if test["alarm"] else "no drift"
-        console.print(f"  input vs {test['against']}: p={test['p_value']:.3g}  {flag}", highlight=False)
+        console.print(
+            f"  input ({test['test']}) vs {test['against']}: p={test['p_value']:.3g}  {flag}", highlight=False
+        )
     signals = report.get("signals")
     if signals:
         rates = "  ".join(

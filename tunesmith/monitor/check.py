@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith.config import ConfigError
 from tunesmith.data.readers import read_rows
 from tunesmith.monitor.drift import DRIFT_ALARM, hashed_bag_of_words, permutation_drift_test
 from tunesmith.monitor.signals import compare_windows, window_signals
@@ -60,12 +61,42 @@ def _training_prompts(registry: Registry, model: str) -> tuple[list[str], str | 
 
 def _drift(reference: list[str], window: list[str], against: str) -> dict[str, Any]:
     p_value, statistic = permutation_drift_test(hashed_bag_of_words(reference), hashed_bag_of_words(window))
-    return {"against": against, "p_value": p_value, "statistic": statistic, "alarm": p_value < DRIFT_ALARM}
+    return {"test": "words", "against": against, "p_value": p_value, "statistic": statistic,
+            "alarm": p_value < DRIFT_ALARM}  # fmt: skip
 
 
-def monitor_deployment(registry: Registry, name: str, window: int = 1000) -> dict[str, Any]:
+def _embedding_drift(
+    registry: Registry, variants: list[str], pairs: list[tuple[list[str], str]], window: list[str]
+) -> list[dict[str, Any]]:
+    """The same test on the base model's mean-pooled hidden states (loads the base model of the first
+    adapter variant; the base variant alone does not say which model that is)."""
+    from tunesmith.models.loading import load_model, load_tokenizer, resolve_model
+    from tunesmith.monitor.embed import embed_texts
+
+    adapters = [model for model in variants if model != "base"]
+    if not adapters:
+        raise ConfigError("--embeddings: the deployment has no adapter variant to name its base model")
+    adapter = ServingStore(registry).find_adapter(
+        Caller(tenant=None, is_admin=True), *parse_model_ref(adapters[0])
+    )
+    path = resolve_model(adapter.base_model)
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    model.eval()
+    current = embed_texts(model, tokenizer, window)
+    results = []
+    for reference, against in pairs:
+        p_value, statistic = permutation_drift_test(embed_texts(model, tokenizer, reference), current)
+        results.append({"test": "embeddings", "against": against, "p_value": p_value, "statistic": statistic,
+                        "alarm": p_value < DRIFT_ALARM})  # fmt: skip
+    return results
+
+
+def monitor_deployment(
+    registry: Registry, name: str, window: int = 1000, embeddings: bool = False
+) -> dict[str, Any]:
     """Signals of deployment `name`'s latest `window` requests against its training data and the window
-    before; every alert is stored (`tunesmith monitor alerts`) and returned."""
+    before; with `embeddings`, drift on the base model's hidden states too. Every alert is stored
+    (`tunesmith monitor alerts`) and returned."""
     if window < 10:
         raise ValueError(f"--window {window}: use at least 10 requests")
     deployment = ServingStore(registry).find_deployment(Caller(tenant=None, is_admin=True), name)
@@ -82,14 +113,20 @@ def monitor_deployment(registry: Registry, name: str, window: int = 1000) -> dic
     texts = [prompt_text(request["prompt"]) for request in current]
     heaviest = max(deployment["variants"], key=lambda variant: variant["weight"])["model"]
     reference, path = _training_prompts(registry, heaviest)
+    pairs = []
     if len(reference) >= 2:
-        report["drift"].append(_drift(reference, texts, f"training data of {heaviest} ({path})"))
+        pairs.append((reference, f"training data of {heaviest} ({path})"))
     if len(previous) >= 2:
-        report["drift"].append(_drift([prompt_text(r["prompt"]) for r in previous], texts, "previous window"))
+        pairs.append(([prompt_text(r["prompt"]) for r in previous], "previous window"))
+    report["drift"] = [_drift(reference, texts, against) for reference, against in pairs]
+    if embeddings and pairs:
+        models = [variant["model"] for variant in deployment["variants"]]
+        report["drift"] += _embedding_drift(registry, models, pairs, texts)
     report["signals"] = window_signals(current)
     alerts = compare_windows(report["signals"], window_signals(previous)) if previous else []
     alerts += [
-        {"kind": "input_drift", "message": f"prompts differ from the {test['against']} (p={test['p_value']:.3g})",
+        {"kind": "input_drift",
+         "message": f"prompts differ from the {test['against']} by {test['test']} (p={test['p_value']:.3g})",
          "data": test}
         for test in report["drift"] if test["alarm"]
     ]  # fmt: skip

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
-from tunesmith.config import default_database_url
+from tunesmith.config import ConfigError, default_database_url
+from tunesmith.monitor.check import monitor_deployment
 from tunesmith.monitor.drift import hashed_bag_of_words, permutation_drift_test
 from tunesmith.monitor.signals import compare_windows, is_refusal, is_repetitive, window_signals
 from tunesmith.registry.monitor_store import MonitorStore
@@ -51,9 +54,9 @@ def test_output_signals_and_a_rise_between_windows() -> None:
     assert compare_windows(before, before) == []
 
 
-def _log(store: ServingStore, i: int, question: str, answer: str) -> None:
+def _log(store: ServingStore, i: int, question: str, answer: str, deployment: str = "cafe") -> None:
     store.log_request(
-        id=f"r{i}", tenant=None, endpoint="chat", requested_model="cafe", deployment="cafe", variant="base",
+        id=f"r{i}", tenant=None, endpoint="chat", requested_model=deployment, deployment=deployment, variant="base",
         user=None, prompt={"messages": [{"role": "user", "content": question}]}, outputs=[answer],
         finish_reasons=["stop"], prompt_tokens=3, completion_tokens=3, latency_ms=20.0,
     )  # fmt: skip
@@ -80,3 +83,24 @@ def test_monitor_check_stores_alerts_that_monitor_alerts_lists() -> None:
     assert "alert" in runner.invoke(app, ["monitor", "check", "cafe", "--window", "60"]).output
     missing = runner.invoke(app, ["monitor", "check", "nothing"])
     assert isinstance(missing.exception, NotFoundError)  # `main` prints it as one line, exit code 2
+
+
+def test_embedding_drift_runs_on_the_adapters_base_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    registry = Registry(default_database_url()).connect()
+    store = ServingStore(registry)
+    store.register_adapter("cafe", tmp_path / "adapter", str(tiny_model_dir), tenant=None)
+    store.create_deployment("cafe", [{"model": "cafe@1", "weight": 1.0}], tenant=None)
+    store.create_deployment("plain", [{"model": "base", "weight": 1.0}], tenant=None)
+    for i in range(40):
+        _log(
+            store,
+            i,
+            ["is there wifi", "how much is a latte"][i % 2] if i < 20 else "file my tax return",
+            "ok",
+        )
+        _log(store, 100 + i, "hello", "ok", deployment="plain")
+    report = monitor_deployment(registry, "cafe", window=20, embeddings=True)
+    tests = {(test["test"], test["against"]) for test in report["drift"]}
+    assert tests == {("words", "previous window"), ("embeddings", "previous window")}
+    with pytest.raises(ConfigError, match="--embeddings"):
+        monitor_deployment(registry, "plain", window=20, embeddings=True)
