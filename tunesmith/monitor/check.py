@@ -3,7 +3,8 @@ signals, latency, and the alerts they raise, stored in the registry.
 
 Owns: choosing the windows (the latest `window` requests, the `window` before them) and the reference
 (the training prompts of the heaviest variant's adapter, when its run names a dataset), running the
-tests in `drift` and `signals`, and recording alerts. Does not own: the statistics or the queries.
+tests in `drift` and `signals`, reading the A/B verdict of a split deployment (`ab`), and recording
+alerts. Does not own: the statistics or the queries.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from tunesmith.config import ConfigError
 from tunesmith.data.readers import read_rows
+from tunesmith.monitor.ab import load_ab_report
 from tunesmith.monitor.drift import DRIFT_ALARM, hashed_bag_of_words, permutation_drift_test
 from tunesmith.monitor.signals import compare_windows, window_signals
 from tunesmith.registry.monitor_store import MonitorStore
@@ -91,6 +93,25 @@ def _embedding_drift(
     return results
 
 
+def _ab_alerts(registry: Registry, name: str) -> list[dict[str, Any]]:
+    """Alerts from the A/B report: a sample-ratio mismatch, and every metric on which a variant is
+    significantly worse than the control (the signal a canary is watched for)."""
+    report = load_ab_report(registry, name)
+    alerts = []
+    if report["sample_ratio"]["mismatch"]:
+        alerts.append({"kind": "sample_ratio_mismatch", "data": report["sample_ratio"],
+                       "message": f"traffic split does not match the weights (p={report['sample_ratio']['p_value']:.2g})"})  # fmt: skip
+    for variant in report["variants"]:
+        for metric, comparison in variant.get("versus_control", {}).items():
+            if comparison["verdict"] == "worse":
+                alerts.append({
+                    "kind": "ab_worse", "data": {"variant": variant["model"], "metric": metric, **comparison},
+                    "message": f"{variant['model']} is worse than {report['control']} on {metric} "
+                    f"({comparison['difference']:+.3f}, always-valid p={comparison['p_value']:.2g})",
+                })  # fmt: skip
+    return alerts
+
+
 def monitor_deployment(
     registry: Registry, name: str, window: int = 1000, embeddings: bool = False
 ) -> dict[str, Any]:
@@ -130,6 +151,8 @@ def monitor_deployment(
          "data": test}
         for test in report["drift"] if test["alarm"]
     ]  # fmt: skip
+    if len(deployment["variants"]) > 1:
+        alerts += _ab_alerts(registry, name)
     for alert in alerts:
         alert["id"] = monitor.record_alert(name, alert["kind"], alert["message"], alert["data"])
     report["alerts"] = alerts

@@ -15,7 +15,7 @@ from tunesmith.monitor.check import monitor_deployment
 from tunesmith.monitor.drift import hashed_bag_of_words, permutation_drift_test
 from tunesmith.monitor.signals import compare_windows, is_refusal, is_repetitive, window_signals
 from tunesmith.registry.monitor_store import MonitorStore
-from tunesmith.registry.serving_store import NotFoundError, ServingStore
+from tunesmith.registry.serving_store import Caller, NotFoundError, ServingStore
 from tunesmith.registry.store import Registry
 
 runner = CliRunner()
@@ -104,3 +104,26 @@ def test_embedding_drift_runs_on_the_adapters_base_model(tiny_model_dir: Path, t
     assert tests == {("words", "previous window"), ("embeddings", "previous window")}
     with pytest.raises(ConfigError, match="--embeddings"):
         monitor_deployment(registry, "plain", window=20, embeddings=True)
+
+
+def test_a_canary_worse_than_its_control_raises_an_alert(tmp_path: Path) -> None:
+    registry = Registry(default_database_url()).connect()
+    store = ServingStore(registry)
+    for version in (1, 2):
+        store.register_adapter("voice", tmp_path / f"v{version}", "base", tenant=None)
+    store.create_deployment("voice", [{"model": "voice@1", "weight": 50.0}, {"model": "voice@2", "weight": 50.0}],
+                            tenant=None)  # fmt: skip
+    admin = Caller(tenant=None, is_admin=True)
+    for i in range(300):
+        variant = ("voice@1", "voice@2")[i % 2]
+        store.log_request(
+            id=f"r{i}", tenant=None, endpoint="chat", requested_model="voice", deployment="voice", variant=variant,
+            user=None, prompt={"prompt": "hi"}, outputs=["ok"], finish_reasons=["stop"], prompt_tokens=1,
+            completion_tokens=1, latency_ms=5.0,
+        )  # fmt: skip
+        up = (i % 10 < 9) if variant == "voice@1" else (i % 10 < 3)
+        store.record_feedback(admin, f"r{i}", thumbs="up" if up else "down", rating=5 if up else 1)
+    report = monitor_deployment(registry, "voice", window=100)
+    worse = [alert for alert in report["alerts"] if alert["kind"] == "ab_worse"]
+    assert worse and worse[0]["data"]["variant"] == "voice@2" and worse[0]["data"]["metric"] == "thumbs"
+    assert "sample_ratio_mismatch" not in {alert["kind"] for alert in report["alerts"]}
