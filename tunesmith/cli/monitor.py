@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tunesmith.cli.common import console, print_json
+from tunesmith.cli.common import UsageError, console, print_json
 
 app = typer.Typer(
     help="Monitoring: input drift, output signals, feedback and latency; alerts in the registry."
@@ -32,13 +32,33 @@ def check(
         bool,
         typer.Option("--embeddings", help="Also test drift on the base model's hidden states (loads it)."),
     ] = False,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Repeat, e.g. 10m or 1h, until interrupted (default: once).")
+    ] = None,
     json_output: _Json = False,
 ) -> None:
     """Compare the latest window of requests with the adapter's training prompts and the window before
     (drift test calibrated to 5% false alarms at any window size); store and print the alerts."""
+    import time
+
+    from tunesmith.config import duration_seconds
     from tunesmith.monitor.check import monitor_deployment
 
-    report = monitor_deployment(_registry(), deployment, window, embeddings)
+    try:
+        pause = None if every is None else float(duration_seconds(every))
+    except ValueError as error:
+        raise UsageError(f"--every {error}") from error
+    if pause is not None and pause <= 0:
+        raise UsageError(f"--every {every}: give a positive duration, e.g. 10m")
+    registry = _registry()
+    while True:
+        _show(monitor_deployment(registry, deployment, window, embeddings), deployment, json_output)
+        if pause is None:
+            return
+        time.sleep(pause)
+
+
+def _show(report: dict[str, Any], deployment: str, json_output: bool) -> None:
     if json_output:
         print_json(report)
         return

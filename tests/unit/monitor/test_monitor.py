@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tunesmith.cli import app
+from tunesmith.cli.common import UsageError
 from tunesmith.config import ConfigError, default_database_url
 from tunesmith.monitor.check import monitor_deployment
 from tunesmith.monitor.drift import hashed_bag_of_words, permutation_drift_test
@@ -81,6 +82,9 @@ def test_monitor_check_stores_alerts_that_monitor_alerts_lists() -> None:
     assert [alert["kind"] for alert in listed] == [alert["kind"] for alert in report["alerts"]]
     assert MonitorStore(store.registry).alert_counts()[("cafe", "input_drift")] == 1
     assert "alert" in runner.invoke(app, ["monitor", "check", "cafe", "--window", "60"]).output
+    for bad in ("soon", "0"):
+        refused = runner.invoke(app, ["monitor", "check", "cafe", "--every", bad])
+        assert isinstance(refused.exception, UsageError) and "--every" in str(refused.exception)
     missing = runner.invoke(app, ["monitor", "check", "nothing"])
     assert isinstance(missing.exception, NotFoundError)  # `main` prints it as one line, exit code 2
 
