@@ -79,6 +79,14 @@ def _variant_of(traffic: list[dict[str, Any]]) -> dict[str, str]:
     return {request["id"]: request["variant"] for request in traffic}
 
 
+def _assignment_units(traffic: list[dict[str, Any]], model: str) -> int:
+    """How many times `model` was chosen: once per user (the choice is sticky per `user`), once per
+    request without one. Counting a regular's every request would make the split look lopsided."""
+    served = [request for request in traffic if request["variant"] == model]
+    users = {request["user"] for request in served if request["user"] is not None}
+    return len(users) + sum(request["user"] is None for request in served)
+
+
 def _pairwise(traffic: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Wins and losses per variant from preferences and rankings that compare two variants' answers."""
     variant = _variant_of(traffic)
@@ -154,7 +162,7 @@ def ab_report(
     if control not in models:
         raise NotFoundError(f"--control {control}: not a variant of this deployment ({', '.join(models)})")
     total_weight = sum(variant["weight"] for variant in variants)
-    counts = [sum(request["variant"] == model for request in traffic) for model in models]
+    counts = [_assignment_units(traffic, model) for model in models]
     srm_p = sample_ratio_mismatch(counts, [variant["weight"] for variant in variants])
     outcome_names = sorted({o["name"] for request in traffic for o in request["outcomes"]})
     pairwise = _pairwise(traffic)

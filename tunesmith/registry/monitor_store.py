@@ -60,7 +60,7 @@ class MonitorStore:
             ]
 
     def deployment_traffic(self, deployment: str) -> list[dict[str, Any]]:
-        """Every request the deployment served, oldest first, as `{"id", "variant", "prompt", "created_at",
+        """Every request the deployment served, oldest first, as `{"id", "variant", "user", "prompt", "created_at",
         "latency_ms", "outputs", "finish_reasons", "completion_tokens", "feedback": [...],
         "outcomes": [...]}` (feedback items carry rating, thumbs, preferred_over, ranking)."""
         with self.registry.session() as session:
@@ -73,6 +73,7 @@ class MonitorStore:
                 r.id: {
                     "id": r.id,
                     "variant": r.variant,
+                    "user": r.user,
                     "prompt": r.prompt,
                     "created_at": r.created_at.isoformat(),
                     "latency_ms": r.latency_ms,

@@ -28,7 +28,7 @@ def _traffic(rates: dict[str, float], requests: int, seed: int = 0) -> list[dict
         model = models[i % len(models)]
         up = bool(rng.random() < rates[model])
         traffic.append({
-            "id": f"r{i}", "variant": model, "created_at": "", "outputs": ["x"], "finish_reasons": ["stop"],
+            "id": f"r{i}", "variant": model, "user": None, "created_at": "", "outputs": ["x"], "finish_reasons": ["stop"],
             "feedback": [{"rating": 5 if up else 1, "thumbs": "up" if up else "down", "preferred_over": None,
                           "ranking": None}],
             "outcomes": [{"name": "click", "value": None}] if up else [],
@@ -101,3 +101,12 @@ def test_ab_report_command_reads_the_current_experiment(tmp_path: Path) -> None:
     assert load_ab_report(registry, "voice")["requests"] == 0  # a new split is a new experiment
     with pytest.raises(NotFoundError):
         load_ab_report(registry, "nothing")
+
+
+def test_the_sample_ratio_counts_users_not_a_regulars_every_request() -> None:
+    traffic = _traffic({"voice@1": 0.5, "voice@2": 0.5}, 200)
+    for request in traffic:
+        request["user"] = request["id"]
+    for i in range(300):  # one regular on voice@2 (sticky) sends many requests
+        traffic.append({**traffic[1], "id": f"regular{i}", "user": "regular"})
+    assert not ab_report(traffic, VARIANTS)["sample_ratio"]["mismatch"]
