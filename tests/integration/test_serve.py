@@ -20,6 +20,7 @@ import uvicorn
 from tests.conftest import free_port, start_uvicorn, write_jsonl
 from tests.unit.serve.conftest import make_adapter
 from tunesmith.config import ServeSpec, TrainSpec
+from tunesmith.monitor.ab import load_ab_report
 from tunesmith.registry.serving_store import Caller, ServingStore, choose_variant
 from tunesmith.registry.store import Registry
 from tunesmith.serve.app import create_app
@@ -210,6 +211,27 @@ def test_feedback_round_trips_into_the_registry(server: Server) -> None:
         http.post("/v1/feedback", json={"response_id": good.id, "ranking": [good.id, foreign.id]}).status_code
         == 404
     )
+
+
+def test_outcome_events_reach_the_ab_report(server: Server) -> None:
+    client, http = server.client("acme"), server.http("acme")
+    served = [
+        client.chat.completions.create(model="acme-voice", user=f"customer-{i}", messages=HELLO, max_tokens=2)
+        for i in range(8)
+    ]
+    for completion in served[:3]:
+        assert (
+            http.post("/v1/events", json={"response_id": completion.id, "name": "click"}).status_code == 201
+        )
+    assert http.post("/v1/feedback", json={"response_id": served[0].id, "thumbs": "up"}).status_code == 201
+    foreign = server.http("globex").post("/v1/events", json={"response_id": served[0].id, "name": "click"})
+    assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "response_not_found"
+    report = load_ab_report(server.store.registry, "acme-voice")
+    by_model = {variant["model"]: variant for variant in report["variants"]}
+    assert sum(variant["requests"] for variant in by_model.values()) >= 8  # earlier tests add their own
+    assert sum(variant["outcomes"]["click"]["n"] * variant["outcomes"]["click"]["rate"]
+               for variant in by_model.values()) == pytest.approx(3)  # fmt: skip
+    assert report["control"] == "voice@1" and "thumbs" in by_model["voice@2"]["versus_control"]
 
 
 def test_tenants_cannot_see_or_call_each_others_models(server: Server) -> None:

@@ -11,6 +11,7 @@ import warnings
 import typer
 
 from tunesmith.cli import (
+    ab,
     adapters,
     compare,
     config,
@@ -19,6 +20,7 @@ from tunesmith.cli import (
     evaluate,
     keys,
     models,
+    monitor,
     project,
     quickstart,
     runs,
@@ -40,6 +42,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(config.app, name="config")
+app.add_typer(ab.app, name="ab")
+app.add_typer(monitor.app, name="monitor")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

@@ -1,8 +1,8 @@
 """Registry tables for serving (SQLAlchemy 2.0 ORM, on the registry's `Base`). No torch.
 
 Owns: the schema for tenants, hashed API keys, which tenant owns which adapter name, deployments
-(their current variants and every change to them), the request/response log and feedback on
-responses. Does not own: queries (see `serving_store`) or adapter versions (the `adapters` table).
+(their current variants and every change to them), the request/response log, feedback and
+outcome events (clicks, conversions) on responses, and monitoring alerts. Does not own: queries (see `serving_store`) or adapter versions (the `adapters` table).
 """
 
 from __future__ import annotations
@@ -108,4 +108,30 @@ class FeedbackRecord(Base):
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     preferred_over: Mapped[str | None] = mapped_column(ForeignKey("request_log.id"), nullable=True)
     ranking: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # response ids, best first
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class OutcomeEventRecord(Base):
+    """A business outcome a client reports on a logged response: a click, a conversion, a named event."""
+
+    __tablename__ = "outcome_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    response_id: Mapped[str] = mapped_column(ForeignKey("request_log.id"), index=True)
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    name: Mapped[str] = mapped_column(String(64))  # "click", "conversion" or the client's own name
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # e.g. the order's amount
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class MonitorAlertRecord(Base):
+    """An alert a monitoring pass raised on a deployment (drift, an output signal, an A/B verdict)."""
+
+    __tablename__ = "monitor_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. "sample_ratio_mismatch", "input_drift"
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -27,6 +27,7 @@ from tunesmith.models.loading import (
     resolve_model,
     supports_fast_bf16,
 )
+from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.adapters import AdapterCache
@@ -34,7 +35,7 @@ from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
 from tunesmith.serve.limits import AuthFailureLimit, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
-from tunesmith.serve.routes import admin, feedback, openai, ops
+from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
 
 logger = logging.getLogger(__name__)
@@ -96,10 +97,11 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     app.state.auth_failures = AuthFailureLimit(spec.auth_failures_per_minute, window_s=60)
     app.state.health_stall_s = spec.health_stall_s
     app.state.store = store
+    app.state.monitor_store = MonitorStore(store.registry)
     app.state.service = service
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (openai.router, feedback.router, admin.router, ops.router):
+    for router in (openai.router, feedback.router, events.router, admin.router, ops.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=spec.max_request_bytes)
     if not spec.auth:  # open only to this machine: refuse other Host names (DNS rebinding)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_records import Caller
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.serve.errors import APIError
@@ -71,7 +72,13 @@ def get_store(request: Request) -> ServingStore:
     return store
 
 
+def get_monitor_store(request: Request) -> MonitorStore:
+    store: MonitorStore = request.app.state.monitor_store
+    return store
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
 ServiceDep = Annotated[ServingService, Depends(get_service)]
 StoreDep = Annotated[ServingStore, Depends(get_store)]
+MonitorStoreDep = Annotated[MonitorStore, Depends(get_monitor_store)]

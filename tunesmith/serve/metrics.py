@@ -71,6 +71,10 @@ class ServeMetrics:
             "tunesmith_request_log_failures", "Finished requests the registry could not log (served anyway).",
             registry=registry,
         )  # fmt: skip
+        self.monitor_alerts = Gauge(
+            "tunesmith_monitor_alerts", "Alerts raised by `tunesmith monitor check`, by deployment and kind.",
+            ["deployment", "kind"], registry=registry,
+        )  # fmt: skip
         self._window_tokens = 0
         self._window_start = time.monotonic()
 

@@ -137,6 +137,26 @@ class FeedbackPublic(BaseModel):
     object: Literal["feedback"] = "feedback"
 
 
+class OutcomeCreate(_Body):
+    """A business outcome of a response: the user clicked, converted, or an event the client names."""
+
+    response_id: str = Field(min_length=1, description="The `id` of the response the outcome follows.")
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+        description="`click`, `conversion`, or the client's own event name.",
+    )  # fmt: skip
+    value: float | None = Field(
+        None, allow_inf_nan=False, description="A number with it, e.g. the order's amount."
+    )
+
+
+class OutcomePublic(BaseModel):
+    id: int
+    response_id: str
+    name: str
+    object: Literal["event"] = "event"
+
+
 class Variant(_Body):
     model: str = Field(min_length=1, description="An adapter version, e.g. acme@3, or `base`.")
     weight: float = Field(ge=0, description="Share of traffic (weights need not sum to 100).")

@@ -30,6 +30,9 @@ runner = CliRunner()
         ["init"],
         ["run"],
         ["status"],
+        ["ab", "report"],
+        ["monitor", "check"],
+        ["monitor", "alerts"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:

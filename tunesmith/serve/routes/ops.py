@@ -3,7 +3,8 @@
 `/health` is open to anyone, so it says only whether the worker makes progress and how loaded it is
 (503 once the worker has had work without progress for `health_stall_s`, or has died); which adapters
 are loaded is for admins (`/admin/adapters`). `/metrics` names variants and their traffic: it needs an
-admin key when auth is on.
+admin key when auth is on; it also exports the count of stored monitoring alerts, read from the
+registry at each scrape (alerts are written by `tunesmith monitor check`, another process).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
-from tunesmith.serve.deps import AdminDep, ServiceDep
+from tunesmith.serve.deps import AdminDep, MonitorStoreDep, ServiceDep
 
 router = APIRouter()
 
@@ -31,5 +33,7 @@ async def health(request: Request, service: ServiceDep) -> dict[str, Any] | JSON
 
 
 @router.get("/metrics")
-async def metrics(request: Request, caller: AdminDep) -> Response:
+async def metrics(request: Request, caller: AdminDep, monitor: MonitorStoreDep) -> Response:
+    for (deployment, kind), count in (await run_in_threadpool(monitor.alert_counts)).items():
+        request.app.state.metrics.monitor_alerts.labels(deployment, kind).set(count)
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
