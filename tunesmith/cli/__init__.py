@@ -17,6 +17,7 @@ from tunesmith.cli import (
     data,
     deploy,
     evaluate,
+    export,
     keys,
     models,
     project,
@@ -43,6 +44,7 @@ app.add_typer(config.app, name="config")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
+app.command("export")(export.export)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
 app.command("init")(project.init)
