@@ -9,7 +9,7 @@ import typer
 
 from tunesmith.cli.common import console, print_json
 
-FORMAT_NAMES = ("merged", "gguf", "ollama", "vllm")  # tunesmith.export.FORMATS, without importing torch
+FORMAT_NAMES = ("merged", "gguf", "ollama", "vllm", "hub")  # core.FORMATS and hub, without importing torch
 
 
 def export(
@@ -26,6 +26,10 @@ def export(
     prompts: Path | None = typer.Option(
         None, "--prompts", help="JSONL chats ({'messages': [...]}) for the checks; default: the demo data."
     ),
+    repo_id: str | None = typer.Option(
+        None, "--repo-id", help="hub: the model repository, e.g. me/my-model."
+    ),
+    private: bool = typer.Option(False, "--private", help="hub: create the repository as private."),
     prompt_count: int = typer.Option(
         50, "--prompt-count", help="Prompts the logit and greedy-token checks use."
     ),
@@ -33,7 +37,7 @@ def export(
 ) -> None:
     """Export SOURCE as --format into --out; the parity checks run first and land in `parity.json`."""
     from tunesmith.config import default_database_url
-    from tunesmith.export.core import export_model, find_adapter
+    from tunesmith.export.core import export_model, export_to_hub, find_adapter
     from tunesmith.export.parity import demo_chats
     from tunesmith.registry.store import Registry
 
@@ -41,10 +45,18 @@ def export(
         raise typer.BadParameter(f"{fmt}: choose from {', '.join(FORMAT_NAMES)}", param_hint="--format")
     adapter = find_adapter(source, Registry(default_database_url()).connect().find_run_dir)
     chats = demo_chats() if prompts is None else _read_chats(prompts)
-    result = export_model(
-        adapter, fmt, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
-        quantization=quantization,
-    )  # fmt: skip
+    if fmt == "hub":
+        if repo_id is None:
+            raise typer.BadParameter("--format hub needs --repo-id", param_hint="--repo-id")
+        result = export_to_hub(
+            adapter, repo_id, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
+            token=None, private=private,
+        )  # fmt: skip
+    else:
+        result = export_model(
+            adapter, fmt, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
+            quantization=quantization,
+        )  # fmt: skip
     if json_output:
         print_json({"out": str(result.out), "format": fmt, "seconds": result.seconds, "bytes": result.bytes,
                     "parity": result.parity})  # fmt: skip

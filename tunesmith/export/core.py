@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.export.errors import ParityError
 from tunesmith.export.gguf import MINIMUM_AGREEMENT, is_bos_added, write_gguf
+from tunesmith.export.hub import push_to_hub
 from tunesmith.export.merged import export_merged
 from tunesmith.export.ollama import write_modelfile
 from tunesmith.export.parity import (
@@ -101,6 +102,20 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out=out, format=fmt, seconds=time.monotonic() - started, bytes=size, parity=parity)
+
+
+def export_to_hub(
+    source: Path, repo_id: str, out: Path, *, force: bool, chats: Sequence[Chat], prompt_count: int,
+    dtype: str, token: str | None, private: bool, endpoint: str | None = None,
+) -> ExportResult:  # fmt: skip
+    """The `merged` export into `out` (checked as usual), then `out` uploaded to the hub repository `repo_id`."""
+    result = export_model(
+        source, "merged", out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype
+    )
+    commit_url = push_to_hub(out, repo_id, token=token, private=private, endpoint=endpoint)
+    return ExportResult(
+        out, "hub", result.seconds, result.bytes, {**result.parity, "hub": {"commit": commit_url}}
+    )
 
 
 def _publish(staging: Path, out: Path) -> None:
