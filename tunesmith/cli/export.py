@@ -9,7 +9,14 @@ import typer
 
 from tunesmith.cli.common import console, print_json
 
-FORMAT_NAMES = ("merged", "gguf", "ollama", "vllm", "hub")  # core.FORMATS and hub, without importing torch
+FORMAT_NAMES = (
+    "merged",
+    "gguf",
+    "gguf-lora",
+    "ollama",
+    "vllm",
+    "hub",
+)  # core.FORMATS and hub, without importing torch
 
 
 def export(

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.export.errors import ParityError
 from tunesmith.export.gguf import MINIMUM_AGREEMENT, is_bos_added, write_gguf
+from tunesmith.export.gguf_lora import write_gguf_lora
 from tunesmith.export.hub import push_to_hub
 from tunesmith.export.merged import export_merged
 from tunesmith.export.ollama import write_modelfile
@@ -185,6 +186,10 @@ def _export_ollama(job: ExportJob, staging: Path) -> dict[str, Any]:
     return parity
 
 
+def _export_gguf_lora(job: ExportJob, staging: Path) -> dict[str, Any]:
+    return {"gguf_lora_read_back": write_gguf_lora(job.adapter_dir, staging / "adapter-f32.gguf")}
+
+
 def _export_vllm(job: ExportJob, staging: Path) -> dict[str, Any]:
     return write_vllm_layout(job.adapter_dir, job.base_model, staging)
 
@@ -192,6 +197,7 @@ def _export_vllm(job: ExportJob, staging: Path) -> dict[str, Any]:
 FORMATS: dict[str, Callable[[ExportJob, Path], dict[str, Any]]] = {
     "merged": _export_merged,
     "gguf": _export_gguf,
+    "gguf-lora": _export_gguf_lora,
     "ollama": _export_ollama,
     "vllm": _export_vllm,
 }

@@ -124,4 +124,26 @@ def test_cli_exports_a_run_adapter_and_refuses_an_existing_folder(
     again = CliRunner().invoke(app, arguments)
     assert isinstance(again.exception, FileExistsError)
     wrong = CliRunner().invoke(app, ["export", str(tiny_adapter_dir), "--format", "onnx", "--out", str(out)])
-    assert wrong.exit_code == 2 and "choose from merged, gguf, ollama, vllm" in wrong.output
+    assert wrong.exit_code == 2 and "onnx: choose from merged" in wrong.output
+
+
+def test_gguf_lora_names_and_permutes_like_llama_cpp(tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from tunesmith.export.gguf import _permute
+
+    _export(tiny_adapter_dir, "gguf-lora", tmp_path / "lora")
+    reader = gguf.GGUFReader(tmp_path / "lora" / "adapter-f32.gguf")
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.lora.alpha"].contents() == 8.0
+    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    assert len(tensors) == 2 * 7 * 2  # A and B of 7 linear layers in each of 2 blocks
+    source = load_file(str(tiny_adapter_dir / "adapter_model.safetensors"))
+    prefix = "base_model.model.model.layers.1.self_attn"
+    assert np.array_equal(tensors["blk.1.attn_q.weight.lora_a"], source[f"{prefix}.q_proj.lora_A.weight"])
+    assert np.array_equal(
+        tensors["blk.1.attn_k.weight.lora_b"], _permute(source[f"{prefix}.k_proj.lora_B.weight"], 2)
+    )
+    assert json.loads((tmp_path / "lora" / "parity.json").read_text())["gguf_lora_read_back"]["identical"]
