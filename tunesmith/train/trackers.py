@@ -54,6 +54,29 @@ def report_run(run_dir: Path, trackers: list[str]) -> dict[str, str]:
     return {name: TRACKERS[name](record, run_dir) for name in trackers}
 
 
+def report_evaluation(out_dir: Path, trackers: list[str]) -> dict[str, str]:
+    """Copy an evaluation report folder (`report.json` and its files) into each tracker."""
+    if not trackers:
+        return {}
+    report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
+    scores = {
+        f"eval/{model['name']}/{metric}": float(value["value"] if isinstance(value, dict) else value)
+        for model in report["models"]
+        for metric, value in model["metrics"].items()
+        if _is_number(value["value"] if isinstance(value, dict) else value)
+    }
+    files = ("report.md", "report.html", "predictions.jsonl")
+    record = RunRecord(
+        run_id=f"{out_dir.resolve().parent.name}-eval",
+        params={"models": ", ".join(model["name"] for model in report["models"])},
+        steps=[(0, scores)],
+        summary={},
+        images=[],
+        artifacts=[out_dir / name for name in files if (out_dir / name).is_file()],
+    )
+    return {name: TRACKERS[name](record, out_dir) for name in trackers}
+
+
 def read_run(run_dir: Path) -> RunRecord:
     """The run folder as a `RunRecord`."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
@@ -118,7 +141,8 @@ def _to_tensorboard(record: RunRecord, run_dir: Path) -> str:
     for path in record.images:
         writer.add_image(path.stem, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
     for path in record.artifacts:
-        writer.add_text("model_card", path.read_text(encoding="utf-8"))
+        if path.suffix == ".md":  # the model card, or an evaluation's report table
+            writer.add_text(path.stem, path.read_text(encoding="utf-8"))
     writer.close()
     return str(log_dir)
 
@@ -136,11 +160,12 @@ def _to_wandb(record: RunRecord, run_dir: Path) -> str:
         run.log({path.stem: wandb.Image(str(path))})
     run.summary.update({f"final/{k}": v for k, v in record.summary.items()})
     if record.artifacts:
-        artifact = wandb.Artifact(f"{record.run_id}-card", type="model-card")
+        artifact = wandb.Artifact(f"{record.run_id}-files", type="tunesmith-run")
         for path in record.artifacts:
             artifact.add_file(str(path))
         run.log_artifact(artifact)
     run.finish()
+    wandb.teardown()  # stops wandb's service process, which writes the offline run file asynchronously
     return str(run.dir)
 
 

@@ -86,7 +86,7 @@ def test_wandb_offline_run_is_written(run_dir: Path, monkeypatch: pytest.MonkeyP
     report_run(run_dir, ["wandb"])
     [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # what `wandb sync` uploads later
     records = log.read_bytes()  # protobuf records: the keys and JSON values appear as written
-    for text in (b"train_loss", b"val_loss", b"lora.rank", b"final/steps", b"run-1-card"):
+    for text in (b"train_loss", b"val_loss", b"lora.rank", b"final/steps", b"run-1-files"):
         assert text in records, text
     assert list(run_dir.glob("wandb/offline-run-*/files/media/images/loss_curve_*.png"))
 
@@ -114,3 +114,26 @@ def test_train_report_to_tensorboard_and_mlflow(
     assert (isolated_home / "mlflow.db").is_file() and list(
         isolated_home.glob("mlartifacts/*/artifacts/loss_curve.png")
     )
+
+
+def test_an_evaluation_report_goes_to_tensorboard_and_mlflow(tmp_path: Path, isolated_home: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tunesmith.train.trackers import report_evaluation
+
+    out = tmp_path / "run-7" / "eval"
+    out.mkdir(parents=True)
+    models = [
+        {"name": "base zero-shot", "metrics": {"rouge_l": {"value": 0.2, "ci_low": 0.1, "ci_high": 0.3}}},
+        {"name": "run-7", "metrics": {"rouge_l": {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5}}},
+    ]
+    (out / "report.json").write_text(json.dumps({"models": models}))
+    (out / "report.md").write_text("| model | rouge_l |\n")
+    report_evaluation(out, ["tensorboard", "mlflow"])
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert round(events.Scalars("eval/run-7/rouge_l")[0].value, 4) == 0.4
+    client = MlflowClient(tracking_uri=f"sqlite:///{isolated_home / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("tunesmith").experiment_id])
+    assert run.info.run_name == "run-7-eval" and run.data.metrics["eval/base zero-shot/rouge_l"] == 0.2
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.md"]
