@@ -9,14 +9,10 @@ import typer
 
 from tunesmith.cli.common import console, print_json
 
-FORMAT_NAMES = (
-    "merged",
-    "gguf",
-    "gguf-lora",
-    "ollama",
-    "vllm",
-    "hub",
-)  # core.FORMATS and hub, without importing torch
+# The library's tables (core.FORMATS and hub, merged.DTYPES, gguf.FILE_TYPES), named without importing torch.
+FORMAT_NAMES = ("merged", "gguf", "gguf-lora", "ollama", "vllm", "hub")
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+QUANTIZATION_NAMES = ("f16", "q8_0")
 
 
 def export(
@@ -48,8 +44,11 @@ def export(
     from tunesmith.export.parity import demo_chats
     from tunesmith.registry.store import Registry
 
-    if fmt not in FORMAT_NAMES:
-        raise typer.BadParameter(f"{fmt}: choose from {', '.join(FORMAT_NAMES)}", param_hint="--format")
+    choices = ((fmt, FORMAT_NAMES, "--format"), (dtype, DTYPE_NAMES, "--dtype"),
+               (quantization, QUANTIZATION_NAMES, "--quantization"))  # fmt: skip
+    for value, names, option in choices:
+        if value not in names:
+            raise typer.BadParameter(f"{value}: choose from {', '.join(names)}", param_hint=option)
     adapter = find_adapter(source, Registry(default_database_url()).connect().find_run_dir)
     chats = demo_chats() if prompts is None else _read_chats(prompts)
     if fmt == "hub":

@@ -147,3 +147,14 @@ def test_gguf_lora_names_and_permutes_like_llama_cpp(tiny_adapter_dir: Path, tmp
         tensors["blk.1.attn_k.weight.lora_b"], _permute(source[f"{prefix}.k_proj.lora_B.weight"], 2)
     )
     assert json.loads((tmp_path / "lora" / "parity.json").read_text())["gguf_lora_read_back"]["identical"]
+
+
+def test_cli_tables_match_the_library() -> None:
+    """The CLI names the library's choices without importing torch; the two lists must agree."""
+    from tunesmith.cli.export import DTYPE_NAMES, FORMAT_NAMES, QUANTIZATION_NAMES
+    from tunesmith.export.core import FORMATS
+    from tunesmith.export.gguf import FILE_TYPES
+    from tunesmith.export.merged import DTYPES
+
+    assert set(FORMAT_NAMES) == {*FORMATS, "hub"}
+    assert set(DTYPE_NAMES) == set(DTYPES) and set(QUANTIZATION_NAMES) == set(FILE_TYPES)
