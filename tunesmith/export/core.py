@@ -34,6 +34,7 @@ from tunesmith.export.parity import (
     encode_prompts,
     greedy_continuations,
     multi_turn_chats,
+    prompt_chats,
 )
 from tunesmith.export.vllm import write_vllm_layout
 from tunesmith.models.adapters import adapter_base_model, load_adapter
@@ -89,7 +90,7 @@ def export_model(
         raise FileExistsError(f"{out}: already exists; pass --force to replace it")
     job = ExportJob(
         adapter_dir=source, base_model=resolve_model(adapter_base_model(source)),
-        prompts=[chats[i % len(chats)][:-1] for i in range(prompt_count)],
+        prompts=prompt_chats(chats, prompt_count),
         chats=multi_turn_chats(chats, 50), dtype=dtype, quantization=quantization, new_tokens=new_tokens,
     )  # fmt: skip
     started = time.monotonic()

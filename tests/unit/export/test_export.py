@@ -158,3 +158,19 @@ def test_cli_tables_match_the_library() -> None:
 
     assert set(FORMAT_NAMES) == {*FORMATS, "hub"}
     assert set(DTYPE_NAMES) == set(DTYPES) and set(QUANTIZATION_NAMES) == set(FILE_TYPES)
+
+
+def test_a_missing_base_model_is_named(tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tunesmith.models.catalog import ModelNotFoundError
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter_dir, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(config | {"base_model_name_or_path": "/gone/model"})
+    )
+    with pytest.raises(ModelNotFoundError, match="/gone/model: no such model directory"):
+        _export(adapter, "merged", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
