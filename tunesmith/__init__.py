@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from tunesmith.data.records import DataError, Example
     from tunesmith.eval.during_training import evaluate_during_training
     from tunesmith.eval.evaluate import Candidate, evaluate_generation, evaluate_models
+    from tunesmith.export.core import export_model
+    from tunesmith.export.errors import ParityError
     from tunesmith.models.loading import resolve_model
     from tunesmith.project.pipeline import project_status, run_project
     from tunesmith.project.spec import ProjectSpec
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from tunesmith.train.orpo import train_orpo
     from tunesmith.train.records import TrainResult
     from tunesmith.train.sft import train_sft
+    from tunesmith.train.trackers import report_run
 
 __version__ = "0.1.0"
 
@@ -40,6 +43,7 @@ _EXPORTS = {
     "EvalTask": "tunesmith.config",
     "Example": "tunesmith.data.records",
     "LoraSpec": "tunesmith.config",
+    "ParityError": "tunesmith.export.errors",
     "PrepareSpec": "tunesmith.config",
     "ProjectSpec": "tunesmith.project.spec",
     "Registry": "tunesmith.registry.store",
@@ -51,10 +55,12 @@ _EXPORTS = {
     "evaluate_during_training": "tunesmith.eval.during_training",
     "evaluate_generation": "tunesmith.eval.evaluate",
     "evaluate_models": "tunesmith.eval.evaluate",
+    "export_model": "tunesmith.export.core",
     "init_project": "tunesmith.project.templates",
     "load_examples": "tunesmith.data.ingest",
     "prepare_data": "tunesmith.data.prepare",
     "project_status": "tunesmith.project.pipeline",
+    "report_run": "tunesmith.train.trackers",
     "resolve_model": "tunesmith.models.loading",
     "run_project": "tunesmith.project.pipeline",
     "run_quickstart": "tunesmith.quickstart",
@@ -72,6 +78,7 @@ __all__ = [
     "EvalTask",
     "Example",
     "LoraSpec",
+    "ParityError",
     "PrepareSpec",
     "ProjectSpec",
     "Registry",
@@ -83,10 +90,12 @@ __all__ = [
     "evaluate_during_training",
     "evaluate_generation",
     "evaluate_models",
+    "export_model",
     "init_project",
     "load_examples",
     "prepare_data",
     "project_status",
+    "report_run",
     "resolve_model",
     "run_project",
     "run_quickstart",

@@ -18,6 +18,7 @@ from tunesmith.cli import (
     data,
     deploy,
     evaluate,
+    export,
     keys,
     models,
     monitor,
@@ -47,6 +48,7 @@ app.add_typer(monitor.app, name="monitor")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
+app.command("export")(export.export)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
 app.command("init")(project.init)

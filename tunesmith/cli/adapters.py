@@ -19,13 +19,18 @@ def register(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Record an adapter as the next version of NAME (the same folder again keeps its version)."""
+    """Record an adapter as the next version of NAME (the same folder again keeps its version).
+
+    Adapters made elsewhere (peft/TRL, Unsloth, LLaMA-Factory) are checked as tunesmith's own are when
+    served: plain LoRA, trained on a base model that resolves here, every tensor fitting that model.
+    """
     from tunesmith.config import default_database_url
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
+    from tunesmith.serve.adapters import check_adapter_folder
 
     adapter = ServingStore(Registry(default_database_url()).connect()).register_source(
-        name, source, tenant=tenant
+        name, source, tenant=tenant, check=check_adapter_folder
     )
     if json_output:
         print_json(

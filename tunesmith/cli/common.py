@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tunesmith.config import ConfigError
 from tunesmith.data.records import DataError
+from tunesmith.export.errors import ParityError
 from tunesmith.models.catalog import ModelNotFoundError
 
 console = Console()
@@ -23,8 +24,10 @@ class UsageError(ValueError):
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     DataError,
+    FileExistsError,
     FileNotFoundError,
     ModelNotFoundError,
+    ParityError,
     UsageError,
 )
 

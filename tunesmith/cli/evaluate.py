@@ -34,6 +34,9 @@ def evaluate(
         None, "--out", "-o", help="Report folder (default: <run>/eval, else ./eval)."
     ),
     json_output: bool = typer.Option(False, "--json", help="Print report.json to stdout."),
+    report_to: str | None = typer.Option(
+        None, "--report-to", help="Copy the report into experiment trackers: mlflow, tensorboard, wandb."
+    ),
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -49,7 +52,9 @@ def evaluate(
     """
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
+    from tunesmith.train.trackers import parse_trackers
 
+    trackers = parse_trackers(report_to or "")
     spec = build_spec(EvalSpec, load_config_file(config).eval if config else None, flags)
     registry = Registry(default_database_url()).connect()
     run = maybe_run(model, registry)
@@ -60,6 +65,7 @@ def evaluate(
         out_dir = out or run["run_dir"] / "eval"
         report = _evaluate_preferences(run, pairs, spec.data, out_dir, json_output)
         registry.record_evaluation(run["run_id"], report, out_dir)
+        _report_to(out_dir, trackers)
         return
     base = run["base_model"] if run else model
     candidates = []
@@ -73,6 +79,14 @@ def evaluate(
     )
     registry.record_evaluation(run["run_id"] if run else None, report, out_dir)
     print_report(report, out_dir, f"evaluation on {spec.data.name}", json_output)
+    _report_to(out_dir, trackers)
+
+
+def _report_to(out_dir: Path, trackers: list[str]) -> None:
+    from tunesmith.train.trackers import report_evaluation
+
+    for tracker, where in report_evaluation(out_dir, trackers).items():
+        err_console.print(f"reported to {tracker}: {where}", highlight=False)
 
 
 def preference_pairs(spec: EvalSpec) -> list[PreferenceExample] | None:

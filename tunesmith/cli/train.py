@@ -36,6 +36,11 @@ def train(
     json_output: bool = typer.Option(
         False, "--json", help="Print the run summary (or the --dry-run plan) as one JSON object on stdout."
     ),
+    report_to: str | None = typer.Option(
+        None,
+        "--report-to",
+        help="Copy the finished run into experiment trackers: mlflow, tensorboard, wandb (comma-separated).",
+    ),
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -59,8 +64,10 @@ def train(
     from tunesmith.train.orpo import train_orpo
     from tunesmith.train.rundir import EventType, RunEvent
     from tunesmith.train.sft import train_sft
+    from tunesmith.train.trackers import parse_trackers, report_run
 
     trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
+    trackers = parse_trackers(report_to or "")
 
     registry = Registry(default_database_url()).connect()
     given = [key for key, value in flags.items() if value is not None]
@@ -89,6 +96,8 @@ def train(
             err_console.print(f"[yellow]{event.type.value}:[/] {event.message}", highlight=False)
 
     result = trainers[spec.method](spec, listener=listen, resume=resume_dir, progress=True)
+    for tracker, where in report_run(Path(result.run_dir), trackers).items():
+        err_console.print(f"reported to {tracker}: {where}", highlight=False)
     if json_output:
         print_json(result.to_dict())
         return

@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,14 @@ class ServingStore:
             session.flush()
             return _version(record, tenant or (owner.tenant if owner else None))
 
-    def register_source(self, name: str, source: str, *, tenant: str | None) -> AdapterVersion:
-        """Register an adapter folder, or the adapter of a run (id or folder), as the next version of `name`."""
+    def register_source(
+        self, name: str, source: str, *, tenant: str | None, check: Callable[[Path], None] | None = None
+    ) -> AdapterVersion:
+        """Register an adapter folder, or the adapter of a run (id or folder), as the next version of `name`.
+
+        `check(adapter_folder)` runs before anything is recorded (the CLI passes the serving check, so an
+        adapter made elsewhere is refused at `register`, not at its first request).
+        """
         path = Path(source).expanduser()
         run_id = None
         if not (path / "adapter_config.json").is_file():
@@ -200,6 +207,8 @@ class ServingStore:
                 raise ConfigError(
                     f"{source}: the run has no LoRA adapter (a full fine-tune, or not finished)"
                 )
+        if check is not None:
+            check(path)
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         base_model = str(config.get("base_model_name_or_path") or "")
         return self.register_adapter(name, path.resolve(), base_model, tenant=tenant, run_id=run_id)

@@ -116,6 +116,27 @@ def verify_adapter(adapter_dir: Path, base_path: str, shapes: dict[str, tuple[in
                     )
 
 
+def check_adapter_folder(adapter_dir: Path) -> None:
+    """`verify_adapter` against the base model the adapter names, built on the meta device (no weights).
+
+    The check `tunesmith adapters register` runs, so adapters made by peft/TRL, Unsloth or LLaMA-Factory
+    are held to what the server will demand of them before they are recorded.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise AdapterMismatchError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    base = str(json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+    if not base:
+        raise AdapterMismatchError(f"{adapter_dir}: adapter_config.json names no base_model_name_or_path")
+    base_path = resolve_model(base)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_path))
+    verify_adapter(adapter_dir, base_path, linear_shapes(model))
+
+
 class AdapterCache:
     """Named LoRA adapters on one base model, at most `capacity` loaded, least recently used evicted."""
 
