@@ -15,8 +15,9 @@ Configurations, each in its own process (so peak RSS is its own):
   examples): the same tokens, for the cost of a DPO step against an SFT step;
 - trl-defaults: DPOTrainer with its defaults (gradient checkpointing on, padded batches, the reference
   recomputed with the adapter disabled every step), bf16 as TRL's SFT benchmark runs it;
-- trl-best: also no gradient checkpointing, padding-free batches and reference log-probabilities
-  precomputed before training (`precompute_ref_log_probs`), the fastest settings TRL offers here.
+- trl-best: no gradient checkpointing and reference log-probabilities precomputed before training
+  (`precompute_ref_log_probs`), the fastest settings TRL offers on a CPU (its padding-free batches need
+  flash-attention's CUDA kernels; without them they are slower and far larger, see `run_trl`).
 Each reports useful tokens/s after warm-up (the real tokens of both sequences of every pair trained on,
 first 2 steps excluded), MFU (tokens/s x 4N FLOPs, LoRA's forward and activation gradients, over the
 bf16 matmul peak measured in the same run; reference forwards are not counted as useful work), peak RSS,
@@ -172,7 +173,10 @@ def run_trl(
         {"bf16": False} if not supports_fast_bf16(device) else {"use_cpu": True} if device == "cpu" else {}
     )
     if name == "trl-best":
-        tuned |= {"gradient_checkpointing": False, "padding_free": True, "precompute_ref_log_probs": True}
+        # Not `padding_free`: without flash-attention's variable-length kernels (CUDA only) transformers
+        # attends over the whole packed block densely; on this CPU one step had reached 11.9 GB RSS and not
+        # finished after 5 minutes (2026-12-01), slower than the defaults.
+        tuned |= {"gradient_checkpointing": False, "precompute_ref_log_probs": True}
     config = DPOConfig(
         output_dir=str(work / "trl"), per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
         max_steps=steps, learning_rate=LR, beta=BETA, logging_steps=1, report_to="none", save_strategy="no",
