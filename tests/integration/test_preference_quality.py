@@ -45,7 +45,7 @@ def _sign_off_rate(adapter: Path, prompts: list[str]) -> np.ndarray:
     tokenizer = load_tokenizer(path)
     model = load_adapter(load_model(path), adapter).eval()
     with torch.no_grad():
-        replies = generate_batched(model, tokenizer, prompts, max_new_tokens=160, batch_size=20)
+        replies = generate_batched(model, tokenizer, prompts, max_new_tokens=96, batch_size=20)
     print(f"\n{adapter.parent.name}: {replies[0]!r}")
     return np.array([[float(SIGN_OFF in reply)] for reply in replies])
 
