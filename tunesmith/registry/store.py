@@ -193,7 +193,7 @@ class Registry:
                 {
                     "id": e.id,
                     "out_dir": e.out_dir,
-                    "task": e.report["task"],
+                    "task": e.report.get("task"),
                     "models": e.report.get("models", []),
                 }
                 for e in evaluations
