@@ -13,6 +13,7 @@ import typer
 from tunesmith.cli import (
     ab,
     adapters,
+    audit,
     compare,
     config,
     data,
@@ -44,6 +45,7 @@ app.add_typer(deploy.app, name="deploy")
 app.add_typer(config.app, name="config")
 app.add_typer(ab.app, name="ab")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(audit.app, name="audit")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError
 from tunesmith.registry.models import AdapterRecord
 from tunesmith.registry.serving import (
@@ -112,8 +113,12 @@ class ServingStore:
 
     # ------------------------------------------------------------------ tenants and keys
 
-    def create_key(self, tenant: str | None, *, admin: bool) -> str:
-        """A new API key (returned once, stored hashed); creates the tenant if new."""
+    def create_key(self, tenant: str | None, *, admin: bool, actor: str | None = None) -> str:
+        """A new API key (returned once, stored hashed); creates the tenant if new.
+
+        `actor` (here and in the other changing methods) is who the audit record names; None: the
+        local OS user (the CLI).
+        """
         if tenant is None and not admin:
             raise ConfigError("a key needs --tenant NAME, or --admin for an admin key")
         key = "ts-" + secrets.token_urlsafe(32)
@@ -121,7 +126,11 @@ class ServingStore:
             if tenant is not None and session.get(TenantRecord, tenant) is None:
                 session.add(TenantRecord(name=tenant))
                 session.flush()
-            session.add(ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin))
+            record = ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin)
+            session.add(record)
+            session.flush()
+            after = {"prefix": record.prefix, "tenant": tenant, "admin": admin}
+            append(session, actor or local_actor(), "key.create", f"key:{record.id}", None, after)
         return key
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -139,24 +148,33 @@ class ServingStore:
                 for k in keys
             ]
 
-    def revoke_key(self, key_id: int) -> None:
+    def revoke_key(self, key_id: int, *, actor: str | None = None) -> None:
         with self._session() as session, session.begin():
             record = session.get(ApiKeyRecord, key_id)
             if record is None:
                 raise ConfigError(f"no API key with id {key_id} (see `tunesmith keys list`)")
+            before = {"revoked": record.revoked}
             record.revoked = True
+            append(session, actor or local_actor(), "key.revoke", f"key:{key_id}", before, {"revoked": True})
 
     def authenticate(self, key: str) -> Caller | None:
         with self._session() as session:
             record = session.scalar(select(ApiKeyRecord).where(ApiKeyRecord.key_hash == hash_key(key)))
             if record is None or record.revoked:
                 return None
-            return Caller(tenant=record.tenant, is_admin=record.is_admin)
+            return Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
 
     # ------------------------------------------------------------------ adapters
 
     def register_adapter(
-        self, name: str, path: Path, base_model: str, *, tenant: str | None, run_id: str | None = None
+        self,
+        name: str,
+        path: Path,
+        base_model: str,
+        *,
+        tenant: str | None,
+        run_id: str | None = None,
+        actor: str | None = None,
     ) -> AdapterVersion:
         """Record `path` as the next version of `name` (or reuse the latest if it is the same folder)."""
         if not name or "@" in name or name == BASE_MODEL_NAME:
@@ -185,9 +203,15 @@ class ServingStore:
             )
             session.add(record)
             session.flush()
+            after = {"path": str(path), "base_model": base_model, "run_id": run_id, "tenant": tenant}
+            append(
+                session, actor or local_actor(), "adapter.register", f"{name}@{record.version}", None, after
+            )
             return _version(record, tenant or (owner.tenant if owner else None))
 
-    def register_source(self, name: str, source: str, *, tenant: str | None) -> AdapterVersion:
+    def register_source(
+        self, name: str, source: str, *, tenant: str | None, actor: str | None = None
+    ) -> AdapterVersion:
         """Register an adapter folder, or the adapter of a run (id or folder), as the next version of `name`."""
         path = Path(source).expanduser()
         run_id = None
@@ -202,7 +226,9 @@ class ServingStore:
                 )
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         base_model = str(config.get("base_model_name_or_path") or "")
-        return self.register_adapter(name, path.resolve(), base_model, tenant=tenant, run_id=run_id)
+        return self.register_adapter(
+            name, path.resolve(), base_model, tenant=tenant, run_id=run_id, actor=actor
+        )
 
     def find_adapter(self, caller: Caller, name: str, version: int | None) -> AdapterVersion:
         """The adapter version `caller` asked for; NotFoundError if missing or not theirs."""
@@ -240,7 +266,9 @@ class ServingStore:
 
     # ------------------------------------------------------------------ deployments
 
-    def create_deployment(self, name: str, variants: list[VariantWeight], *, tenant: str | None) -> None:
+    def create_deployment(
+        self, name: str, variants: list[VariantWeight], *, tenant: str | None, actor: str | None = None
+    ) -> None:
         variants = self._check_models(tenant, validate_variants(variants))
         with self._session() as session, session.begin():
             if session.get(DeploymentRecord, name) is not None:
@@ -250,6 +278,8 @@ class ServingStore:
             session.add(DeploymentRecord(name=name, tenant=tenant, variants=variants))
             session.flush()
             session.add(DeploymentChangeRecord(deployment=name, action="create", variants=variants))
+            after = {"tenant": tenant, "variants": variants}
+            append(session, actor or local_actor(), "deployment.create", name, None, after)
 
     def _check_models(self, tenant: str | None, variants: list[VariantWeight]) -> list[VariantWeight]:
         """Every variant must be `base` or an adapter the deployment's tenant owns; pins `name` to its latest."""
@@ -297,7 +327,14 @@ class ServingStore:
                 if caller.can_see(r.tenant)
             ]
 
-    def set_weights(self, name: str, variants: list[VariantWeight], *, action: str = "set_weights") -> None:
+    def set_weights(
+        self,
+        name: str,
+        variants: list[VariantWeight],
+        *,
+        action: str = "set_weights",
+        actor: str | None = None,
+    ) -> None:
         with self._session() as session:
             record = session.get(DeploymentRecord, name)
             if record is None:
@@ -307,14 +344,18 @@ class ServingStore:
         with self._session() as session, session.begin():
             record = session.get(DeploymentRecord, name)
             assert record is not None
+            before = {"variants": list(record.variants)}
             record.variants = variants
             session.add(DeploymentChangeRecord(deployment=name, action=action, variants=variants))
+            append(
+                session, actor or local_actor(), f"deployment.{action}", name, before, {"variants": variants}
+            )
 
-    def promote(self, name: str, model: str) -> None:
+    def promote(self, name: str, model: str, *, actor: str | None = None) -> None:
         """Send all traffic to `model` (which need not have been a variant before)."""
-        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote")
+        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote", actor=actor)
 
-    def rollback(self, name: str) -> list[VariantWeight]:
+    def rollback(self, name: str, *, actor: str | None = None) -> list[VariantWeight]:
         """Restore the variants in force before the latest change; returns them."""
         with self._session() as session:
             changes = session.scalars(
@@ -328,8 +369,20 @@ class ServingStore:
         if len(changes) < 2:
             raise ConfigError(f"deployment {name} has no earlier variants to roll back to")
         previous = list(changes[1].variants)
-        self.set_weights(name, previous, action="rollback")
+        self.set_weights(name, previous, action="rollback", actor=actor)
         return previous
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        """Record an action that changes no registry row (e.g. an adapter loaded into the server)."""
+        with self._session() as session, session.begin():
+            append(session, actor, action, target, before, after)
 
     # ------------------------------------------------------------------ request log and feedback
 

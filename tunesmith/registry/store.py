@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry.database import create_registry_engine, migrate
@@ -91,6 +92,7 @@ class Registry:
                 )
                 session.add(run)
                 session.flush()
+                append(session, local_actor(), "run.start", run_id, None, {"status": type_, "config": config})
             session.add(
                 RunEventRecord(run_id=run_id, type=type_, message=message, data=data, created_at=created_at)
             )
@@ -141,6 +143,8 @@ class Registry:
                     base_model=run.base_model,
                 )
             )
+            after = {"path": data["artifact_dir"], "run_id": run.id}
+            append(session, local_actor(), "adapter.register", f"{name}@{version}", None, after)
 
     def _ensure_dataset(self, session: Session, digest: str, path: str | None, rows: int | None) -> str:
         if session.get(DatasetRecord, digest) is None:
@@ -221,10 +225,12 @@ class Registry:
         """Record a prepared dataset with its lineage (again: the latest path and lineage win)."""
         with self.session() as session, session.begin():
             record = session.get(DatasetRecord, digest)
+            before = None if record is None else {"path": record.path, "rows": record.rows}
             if record is None:
                 session.add(DatasetRecord(id=digest, path=path, rows=rows, lineage=lineage))
             else:
                 record.path, record.rows, record.lineage = path, rows, lineage
+            append(session, local_actor(), "data.prepare", digest, before, {"path": path, "rows": rows})
 
     def get_dataset(self, digest: str) -> dict[str, Any] | None:
         with self.session() as session:
