@@ -20,6 +20,7 @@ from tunesmith.cli import (
     deploy,
     evaluate,
     keys,
+    logs,
     models,
     monitor,
     project,
@@ -46,6 +47,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(ab.app, name="ab")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(audit.app, name="audit")
+app.add_typer(logs.app, name="logs")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

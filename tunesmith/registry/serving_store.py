@@ -12,12 +12,14 @@ import hashlib
 import json
 import random
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tunesmith.audit.privacy import DEFAULT_MODE, RequestLogMode, apply_mode
 from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError
 from tunesmith.registry.models import AdapterRecord
@@ -27,6 +29,7 @@ from tunesmith.registry.serving import (
     DeploymentChangeRecord,
     DeploymentRecord,
     FeedbackRecord,
+    OutcomeEventRecord,
     RequestLogRecord,
     TenantRecord,
 )
@@ -386,9 +389,61 @@ class ServingStore:
 
     # ------------------------------------------------------------------ request log and feedback
 
-    def log_request(self, **fields: Any) -> None:
+    def log_request(self, *, prompt: dict[str, Any], outputs: list[str], **fields: Any) -> None:
+        """Log a request, its text kept as its tenant's request-log mode says (redacted by default)."""
         with self._session() as session, session.begin():
-            session.add(RequestLogRecord(**fields))
+            tenant = session.get(TenantRecord, fields["tenant"]) if fields.get("tenant") else None
+            mode = RequestLogMode(tenant.request_log) if tenant and tenant.request_log else DEFAULT_MODE
+            prompt, outputs = apply_mode(mode, prompt, outputs)
+            session.add(RequestLogRecord(prompt=prompt, outputs=outputs, **fields))
+
+    def set_request_logging(self, tenant: str, mode: RequestLogMode, *, actor: str | None = None) -> None:
+        """Set how much prompt and output text `tenant`'s request log keeps (creates the tenant if new)."""
+        with self._session() as session, session.begin():
+            record = session.get(TenantRecord, tenant)
+            if record is None:
+                record = TenantRecord(name=tenant)
+                session.add(record)
+            before = {"request_log": record.request_log or str(DEFAULT_MODE)}
+            record.request_log = str(mode)
+            append(
+                session,
+                actor or local_actor(),
+                "tenant.request_log",
+                tenant,
+                before,
+                {"request_log": str(mode)},
+            )
+
+    def purge_requests(self, older_than_seconds: float, *, actor: str | None = None) -> dict[str, int]:
+        """Delete logged requests older than the cutoff, with the feedback and outcome events on them.
+
+        Feedback on a kept request that prefers it over a purged one keeps its rating and comment and
+        loses the link (`preferred_over` set to null): retention wins over the comparison. Returns counts.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        with self._session() as session, session.begin():
+            old = select(RequestLogRecord.id).where(RequestLogRecord.created_at < cutoff)
+            counts = {
+                "feedback": session.execute(
+                    delete(FeedbackRecord).where(FeedbackRecord.response_id.in_(old))
+                ),
+                "outcome_events": session.execute(
+                    delete(OutcomeEventRecord).where(OutcomeEventRecord.response_id.in_(old))
+                ),
+                "unlinked_preferences": session.execute(
+                    update(FeedbackRecord)
+                    .where(FeedbackRecord.preferred_over.in_(old))
+                    .values(preferred_over=None)
+                ),
+                "requests": session.execute(
+                    delete(RequestLogRecord).where(RequestLogRecord.created_at < cutoff)
+                ),
+            }
+            result = {name: int(outcome.rowcount) for name, outcome in counts.items()}  # type: ignore[attr-defined]
+            after = {"older_than_seconds": older_than_seconds, **result}
+            append(session, actor or local_actor(), "logs.purge", "request_log", None, after)
+        return result
 
     def get_request(self, caller: Caller, response_id: str) -> dict[str, Any] | None:
         with self._session() as session:

@@ -7,6 +7,7 @@ database as they happen. Does not own: the schema (see `models`), the connection
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,8 +41,13 @@ class Registry:
 
     def connect(self) -> Registry:
         """Create the database if missing and migrate it to the newest schema; returns self."""
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            path = Path(self.url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Prompts, outputs and key hashes live here: readable by its owner only. SQLite gives its
+            # -wal and -shm files the database file's permissions.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            path.chmod(0o600)
         self._engine: Engine = create_registry_engine(self.url)
         migrate(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)

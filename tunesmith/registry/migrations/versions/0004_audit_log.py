@@ -1,4 +1,4 @@
-"""The hash-chained audit trail of state-changing actions.
+"""The hash-chained audit trail of state-changing actions, and each tenant's request-log mode.
 
 Revision ID: 0004
 Revises: 0003
@@ -34,7 +34,12 @@ def upgrade() -> None:
             sa.Column("hash", sa.String(length=64), nullable=False),
             sa.PrimaryKeyConstraint("id"),
         )
+    if "request_log" not in {column["name"] for column in sa.inspect(op.get_bind()).get_columns("tenants")}:
+        with op.batch_alter_table("tenants", schema=None) as batch_op:
+            batch_op.add_column(sa.Column("request_log", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tenants", schema=None) as batch_op:
+        batch_op.drop_column("request_log")
     op.drop_table("audit_log")
