@@ -257,6 +257,8 @@ class Registry:
             )
             session.add(record)
             session.flush()
+            after = {"run_id": known_run, "dataset_id": dataset_id, "out_dir": str(out_dir)}
+            append(session, local_actor(), "evaluation.record", f"evaluation:{record.id}", None, after)
             return record.id
 
 

@@ -114,12 +114,13 @@ def test_every_mutating_admin_route_leaves_exactly_one_record_naming_the_key(
     assert verify_registry(registry).bad_id is None
 
 
-def test_data_prepared_and_run_started_are_recorded() -> None:
+def test_data_prepared_run_started_and_evaluation_recorded_are_recorded(tmp_path: Path) -> None:
     registry = _registry()
     registry.record_dataset("abc", "/data/x.jsonl", 3, {"steps": []})
     registry.record_event("run-1", "started", "go", {"config": {"model": "m"}}, "2026-12-01T00:00:00")
     registry.record_event("run-1", "metrics", "m", {"loss": 1.0}, "2026-12-01T00:00:01")  # not a state change
-    assert [r["action"] for r in read_log(registry)] == ["data.prepare", "run.start"]
+    registry.record_evaluation("run-1", {"data": {"hash": "abc", "path": "x", "examples": 3}}, tmp_path)
+    assert [r["action"] for r in read_log(registry)] == ["data.prepare", "run.start", "evaluation.record"]
 
 
 def test_editing_a_record_makes_verify_fail_and_name_it(adapter_dirs: list[Path]) -> None:
