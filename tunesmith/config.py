@@ -468,6 +468,11 @@ class ServeSpec(_Spec):
         description="`/health` reports 503 once the worker has had work this long without progress.",
     )
     log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
+    log_retention: Duration | None = Field(
+        None,
+        gt=0,
+        description="Purge logged requests older than this (e.g. 30d) at start and hourly (default: keep).",
+    )
     threads: int | None = Field(
         None,
         gt=0,

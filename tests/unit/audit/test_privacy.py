@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from tunesmith.audit.privacy import RequestLogMode
 from tunesmith.audit.trail import read_log
 from tunesmith.cli import app
-from tunesmith.config import default_database_url
+from tunesmith.config import ServeSpec, default_database_url
 from tunesmith.registry.serving import FeedbackRecord, OutcomeEventRecord
 from tunesmith.registry.serving_records import Caller
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
+from tunesmith.serve.app import create_app
 
 ACME = Caller(tenant="acme", is_admin=False)
 ADMIN = Caller(tenant=None, is_admin=True)
@@ -89,3 +92,17 @@ def test_the_sqlite_registry_file_is_readable_by_its_owner_only(tmp_path: Path) 
     path = tmp_path / "registry.db"
     Registry(f"sqlite:///{path}").connect()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_server_applies_the_retention_setting_at_start(tiny_model_dir: Path) -> None:
+    store = _store()
+    _log(store, "old", age_days=40)
+    _log(store, "new", age_days=1)
+    spec = ServeSpec(model=str(tiny_model_dir), log_retention="30d")  # type: ignore[arg-type]
+    with TestClient(create_app(spec, store.registry)):
+        for _ in range(100):  # the purge runs as a task beside the server
+            if store.get_request(ADMIN, "old") is None:
+                break
+            time.sleep(0.05)
+    assert store.get_request(ADMIN, "old") is None and store.get_request(ADMIN, "new") is not None
+    assert read_log(store.registry)[-1]["actor"] == "server:retention"
