@@ -49,5 +49,5 @@ def purge(
         print_json(counts)
         return
     console.print(
-        ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in counts.items()) + " deleted"
+        "purged: " + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items())
     )

@@ -59,6 +59,8 @@ CLI_COMMANDS: dict[str, tuple[str, list[str]]] = {
     ),
     "deploy promote": ("deployment.promote", ["deploy", "promote", "d", "voice@1"]),
     "deploy rollback": ("deployment.rollback", ["deploy", "rollback", "d"]),
+    "logs mode": ("tenant.request_log", ["logs", "mode", "acme", "full"]),
+    "logs purge": ("logs.purge", ["logs", "purge", "--older-than", "30d"]),
 }
 
 
