@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,11 @@ def test_audit_log_prints_json_and_filters_by_age(adapter_dirs: list[Path]) -> N
     assert json.loads(_cli("audit", "log", "--since", "1h", "--json")) == records
     assert "deployment.promote" in _cli("audit", "log")
     assert isinstance(runner.invoke(app, ["audit", "log", "--since", "soon"]).exception, UsageError)
+
+
+def test_concurrent_writers_never_fork_the_chain() -> None:
+    stores = [ServingStore(_registry()) for _ in range(4)]  # separate engines, as separate processes have
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: stores[i % 4].create_key(f"tenant{i}", admin=False), range(20)))
+    result = verify_registry(_registry())
+    assert result.bad_id is None and result.records == 20
