@@ -28,11 +28,13 @@ def _yaml_switch(value: Any) -> Any:
 
 Switch = Annotated[Literal["auto", "on", "off"], BeforeValidator(_yaml_switch)]
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?"
+)
 
 
 def duration_seconds(value: Any) -> Any:
-    """`20m`, `1h30m`, `90s` or a plain number of seconds, as seconds (other values are left to the type)."""
+    """`30d`, `20m`, `1h30m`, `90s` or a plain number of seconds, as seconds (other values are left to the type)."""
     if not isinstance(value, str):
         return value
     text = value.strip().lower()
@@ -41,9 +43,11 @@ def duration_seconds(value: Any) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"{value!r} is not a duration; write e.g. 20m, 1h30m, 90s or 1200") from None
-    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+            raise ValueError(
+                f"{value!r} is not a duration; write e.g. 30d, 20m, 1h30m, 90s or 1200"
+            ) from None
+    days, hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 Duration = Annotated[float, BeforeValidator(duration_seconds)]
@@ -464,6 +468,11 @@ class ServeSpec(_Spec):
         description="`/health` reports 503 once the worker has had work this long without progress.",
     )
     log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
+    log_retention: Duration | None = Field(
+        None,
+        gt=0,
+        description="Purge logged requests older than this (e.g. 30d) at start and hourly (default: keep).",
+    )
     threads: int | None = Field(
         None,
         gt=0,

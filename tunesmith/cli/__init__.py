@@ -13,6 +13,7 @@ import typer
 from tunesmith.cli import (
     ab,
     adapters,
+    audit,
     compare,
     config,
     data,
@@ -20,6 +21,7 @@ from tunesmith.cli import (
     evaluate,
     export,
     keys,
+    logs,
     models,
     monitor,
     project,
@@ -45,6 +47,8 @@ app.add_typer(deploy.app, name="deploy")
 app.add_typer(config.app, name="config")
 app.add_typer(ab.app, name="ab")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(audit.app, name="audit")
+app.add_typer(logs.app, name="logs")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

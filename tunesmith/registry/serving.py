@@ -21,6 +21,8 @@ class TenantRecord(Base):
     __tablename__ = "tenants"
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # off | redacted | full (see `audit.privacy.RequestLogMode`); None: the default, redacted.
+    request_log: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

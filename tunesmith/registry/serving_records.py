@@ -19,6 +19,7 @@ class Caller:
 
     tenant: str | None
     is_admin: bool
+    key_id: int | None = None  # the API key's id (the audit trail's actor); None when auth is off
 
     def can_see(self, owner: str | None) -> bool:
         """Whether this caller may see (and call) something owned by tenant `owner` (None: no tenant)."""

@@ -13,12 +13,15 @@ import json
 import random
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tunesmith.audit.privacy import DEFAULT_MODE, RequestLogMode, apply_mode
+from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError
 from tunesmith.registry.models import AdapterRecord
 from tunesmith.registry.serving import (
@@ -27,6 +30,7 @@ from tunesmith.registry.serving import (
     DeploymentChangeRecord,
     DeploymentRecord,
     FeedbackRecord,
+    OutcomeEventRecord,
     RequestLogRecord,
     TenantRecord,
 )
@@ -113,8 +117,12 @@ class ServingStore:
 
     # ------------------------------------------------------------------ tenants and keys
 
-    def create_key(self, tenant: str | None, *, admin: bool) -> str:
-        """A new API key (returned once, stored hashed); creates the tenant if new."""
+    def create_key(self, tenant: str | None, *, admin: bool, actor: str | None = None) -> str:
+        """A new API key (returned once, stored hashed); creates the tenant if new.
+
+        `actor` (here and in the other changing methods) is who the audit record names; None: the
+        local OS user (the CLI).
+        """
         if tenant is None and not admin:
             raise ConfigError("a key needs --tenant NAME, or --admin for an admin key")
         key = "ts-" + secrets.token_urlsafe(32)
@@ -122,7 +130,11 @@ class ServingStore:
             if tenant is not None and session.get(TenantRecord, tenant) is None:
                 session.add(TenantRecord(name=tenant))
                 session.flush()
-            session.add(ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin))
+            record = ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin)
+            session.add(record)
+            session.flush()
+            after = {"prefix": record.prefix, "tenant": tenant, "admin": admin}
+            append(session, actor or local_actor(), "key.create", f"key:{record.id}", None, after)
         return key
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -140,24 +152,33 @@ class ServingStore:
                 for k in keys
             ]
 
-    def revoke_key(self, key_id: int) -> None:
+    def revoke_key(self, key_id: int, *, actor: str | None = None) -> None:
         with self._session() as session, session.begin():
             record = session.get(ApiKeyRecord, key_id)
             if record is None:
                 raise ConfigError(f"no API key with id {key_id} (see `tunesmith keys list`)")
+            before = {"revoked": record.revoked}
             record.revoked = True
+            append(session, actor or local_actor(), "key.revoke", f"key:{key_id}", before, {"revoked": True})
 
     def authenticate(self, key: str) -> Caller | None:
         with self._session() as session:
             record = session.scalar(select(ApiKeyRecord).where(ApiKeyRecord.key_hash == hash_key(key)))
             if record is None or record.revoked:
                 return None
-            return Caller(tenant=record.tenant, is_admin=record.is_admin)
+            return Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
 
     # ------------------------------------------------------------------ adapters
 
     def register_adapter(
-        self, name: str, path: Path, base_model: str, *, tenant: str | None, run_id: str | None = None
+        self,
+        name: str,
+        path: Path,
+        base_model: str,
+        *,
+        tenant: str | None,
+        run_id: str | None = None,
+        actor: str | None = None,
     ) -> AdapterVersion:
         """Record `path` as the next version of `name` (or reuse the latest if it is the same folder)."""
         if not name or "@" in name or name == BASE_MODEL_NAME:
@@ -186,10 +207,20 @@ class ServingStore:
             )
             session.add(record)
             session.flush()
+            after = {"path": str(path), "base_model": base_model, "run_id": run_id, "tenant": tenant}
+            append(
+                session, actor or local_actor(), "adapter.register", f"{name}@{record.version}", None, after
+            )
             return _version(record, tenant or (owner.tenant if owner else None))
 
     def register_source(
-        self, name: str, source: str, *, tenant: str | None, check: Callable[[Path], None] | None = None
+        self,
+        name: str,
+        source: str,
+        *,
+        tenant: str | None,
+        check: Callable[[Path], None] | None = None,
+        actor: str | None = None,
     ) -> AdapterVersion:
         """Register an adapter folder, or the adapter of a run (id or folder), as the next version of `name`.
 
@@ -211,7 +242,9 @@ class ServingStore:
             check(path)
         config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
         base_model = str(config.get("base_model_name_or_path") or "")
-        return self.register_adapter(name, path.resolve(), base_model, tenant=tenant, run_id=run_id)
+        return self.register_adapter(
+            name, path.resolve(), base_model, tenant=tenant, run_id=run_id, actor=actor
+        )
 
     def find_adapter(self, caller: Caller, name: str, version: int | None) -> AdapterVersion:
         """The adapter version `caller` asked for; NotFoundError if missing or not theirs."""
@@ -249,7 +282,9 @@ class ServingStore:
 
     # ------------------------------------------------------------------ deployments
 
-    def create_deployment(self, name: str, variants: list[VariantWeight], *, tenant: str | None) -> None:
+    def create_deployment(
+        self, name: str, variants: list[VariantWeight], *, tenant: str | None, actor: str | None = None
+    ) -> None:
         variants = self._check_models(tenant, validate_variants(variants))
         with self._session() as session, session.begin():
             if session.get(DeploymentRecord, name) is not None:
@@ -259,6 +294,8 @@ class ServingStore:
             session.add(DeploymentRecord(name=name, tenant=tenant, variants=variants))
             session.flush()
             session.add(DeploymentChangeRecord(deployment=name, action="create", variants=variants))
+            after = {"tenant": tenant, "variants": variants}
+            append(session, actor or local_actor(), "deployment.create", name, None, after)
 
     def _check_models(self, tenant: str | None, variants: list[VariantWeight]) -> list[VariantWeight]:
         """Every variant must be `base` or an adapter the deployment's tenant owns; pins `name` to its latest."""
@@ -306,7 +343,14 @@ class ServingStore:
                 if caller.can_see(r.tenant)
             ]
 
-    def set_weights(self, name: str, variants: list[VariantWeight], *, action: str = "set_weights") -> None:
+    def set_weights(
+        self,
+        name: str,
+        variants: list[VariantWeight],
+        *,
+        action: str = "set_weights",
+        actor: str | None = None,
+    ) -> None:
         with self._session() as session:
             record = session.get(DeploymentRecord, name)
             if record is None:
@@ -316,14 +360,18 @@ class ServingStore:
         with self._session() as session, session.begin():
             record = session.get(DeploymentRecord, name)
             assert record is not None
+            before = {"variants": list(record.variants)}
             record.variants = variants
             session.add(DeploymentChangeRecord(deployment=name, action=action, variants=variants))
+            append(
+                session, actor or local_actor(), f"deployment.{action}", name, before, {"variants": variants}
+            )
 
-    def promote(self, name: str, model: str) -> None:
+    def promote(self, name: str, model: str, *, actor: str | None = None) -> None:
         """Send all traffic to `model` (which need not have been a variant before)."""
-        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote")
+        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote", actor=actor)
 
-    def rollback(self, name: str) -> list[VariantWeight]:
+    def rollback(self, name: str, *, actor: str | None = None) -> list[VariantWeight]:
         """Restore the variants in force before the latest change; returns them."""
         with self._session() as session:
             changes = session.scalars(
@@ -337,14 +385,78 @@ class ServingStore:
         if len(changes) < 2:
             raise ConfigError(f"deployment {name} has no earlier variants to roll back to")
         previous = list(changes[1].variants)
-        self.set_weights(name, previous, action="rollback")
+        self.set_weights(name, previous, action="rollback", actor=actor)
         return previous
+
+    def record_action(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        """Record an action that changes no registry row (e.g. an adapter loaded into the server)."""
+        with self._session() as session, session.begin():
+            append(session, actor, action, target, before, after)
 
     # ------------------------------------------------------------------ request log and feedback
 
-    def log_request(self, **fields: Any) -> None:
+    def log_request(self, *, prompt: dict[str, Any], outputs: list[str], **fields: Any) -> None:
+        """Log a request, its text kept as its tenant's request-log mode says (redacted by default)."""
         with self._session() as session, session.begin():
-            session.add(RequestLogRecord(**fields))
+            tenant = session.get(TenantRecord, fields["tenant"]) if fields.get("tenant") else None
+            mode = RequestLogMode(tenant.request_log) if tenant and tenant.request_log else DEFAULT_MODE
+            prompt, outputs = apply_mode(mode, prompt, outputs)
+            session.add(RequestLogRecord(prompt=prompt, outputs=outputs, **fields))
+
+    def set_request_logging(self, tenant: str, mode: RequestLogMode, *, actor: str | None = None) -> None:
+        """Set how much prompt and output text `tenant`'s request log keeps (creates the tenant if new)."""
+        with self._session() as session, session.begin():
+            record = session.get(TenantRecord, tenant)
+            if record is None:
+                record = TenantRecord(name=tenant)
+                session.add(record)
+            before = {"request_log": record.request_log or str(DEFAULT_MODE)}
+            record.request_log = str(mode)
+            append(
+                session,
+                actor or local_actor(),
+                "tenant.request_log",
+                tenant,
+                before,
+                {"request_log": str(mode)},
+            )
+
+    def purge_requests(self, older_than_seconds: float, *, actor: str | None = None) -> dict[str, int]:
+        """Delete logged requests older than the cutoff, with the feedback and outcome events on them.
+
+        Feedback on a kept request that prefers it over a purged one keeps its rating and comment and
+        loses the link (`preferred_over` set to null): retention wins over the comparison. Returns counts.
+        """
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        with self._session() as session, session.begin():
+            old = select(RequestLogRecord.id).where(RequestLogRecord.created_at < cutoff)
+            counts = {
+                "feedback": session.execute(
+                    delete(FeedbackRecord).where(FeedbackRecord.response_id.in_(old))
+                ),
+                "outcome_events": session.execute(
+                    delete(OutcomeEventRecord).where(OutcomeEventRecord.response_id.in_(old))
+                ),
+                "unlinked_preferences": session.execute(
+                    update(FeedbackRecord)
+                    .where(FeedbackRecord.preferred_over.in_(old))
+                    .values(preferred_over=None)
+                ),
+                "requests": session.execute(
+                    delete(RequestLogRecord).where(RequestLogRecord.created_at < cutoff)
+                ),
+            }
+            result = {name: int(outcome.rowcount) for name, outcome in counts.items()}  # type: ignore[attr-defined]
+            after = {"older_than_seconds": older_than_seconds, **result}
+            append(session, actor or local_actor(), "logs.purge", "request_log", None, after)
+        return result
 
     def get_request(self, caller: Caller, response_id: str) -> dict[str, Any] | None:
         with self._session() as session:

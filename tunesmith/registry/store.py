@@ -7,6 +7,7 @@ database as they happen. Does not own: the schema (see `models`), the connection
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry.database import create_registry_engine, migrate
@@ -39,8 +41,13 @@ class Registry:
 
     def connect(self) -> Registry:
         """Create the database if missing and migrate it to the newest schema; returns self."""
-        if self.url.startswith("sqlite:///"):
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            path = Path(self.url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Prompts, outputs and key hashes live here: readable by its owner only. SQLite gives its
+            # -wal and -shm files the database file's permissions.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            path.chmod(0o600)
         self._engine: Engine = create_registry_engine(self.url)
         migrate(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
@@ -91,6 +98,7 @@ class Registry:
                 )
                 session.add(run)
                 session.flush()
+                append(session, local_actor(), "run.start", run_id, None, {"status": type_, "config": config})
             session.add(
                 RunEventRecord(run_id=run_id, type=type_, message=message, data=data, created_at=created_at)
             )
@@ -141,6 +149,8 @@ class Registry:
                     base_model=run.base_model,
                 )
             )
+            after = {"path": data["artifact_dir"], "run_id": run.id}
+            append(session, local_actor(), "adapter.register", f"{name}@{version}", None, after)
 
     def _ensure_dataset(self, session: Session, digest: str, path: str | None, rows: int | None) -> str:
         if session.get(DatasetRecord, digest) is None:
@@ -221,10 +231,12 @@ class Registry:
         """Record a prepared dataset with its lineage (again: the latest path and lineage win)."""
         with self.session() as session, session.begin():
             record = session.get(DatasetRecord, digest)
+            before = None if record is None else {"path": record.path, "rows": record.rows}
             if record is None:
                 session.add(DatasetRecord(id=digest, path=path, rows=rows, lineage=lineage))
             else:
                 record.path, record.rows, record.lineage = path, rows, lineage
+            append(session, local_actor(), "data.prepare", digest, before, {"path": path, "rows": rows})
 
     def get_dataset(self, digest: str) -> dict[str, Any] | None:
         with self.session() as session:
@@ -245,6 +257,8 @@ class Registry:
             )
             session.add(record)
             session.flush()
+            after = {"run_id": known_run, "dataset_id": dataset_id, "out_dir": str(out_dir)}
+            append(session, local_actor(), "evaluation.record", f"evaluation:{record.id}", None, after)
             return record.id
 
 

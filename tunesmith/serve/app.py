@@ -9,6 +9,7 @@ worker; on shutdown finish in-flight requests). Does not own: any request logic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +41,7 @@ from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
 
 logger = logging.getLogger(__name__)
+RETENTION_ACTOR = "server:retention"  # the audit trail's actor for the automatic purge
 
 
 def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
@@ -84,7 +87,12 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        retention = (
+            None if spec.log_retention is None else asyncio.create_task(_purge(store, spec.log_retention))
+        )
         yield
+        if retention is not None:
+            retention.cancel()
         engine.close()  # uvicorn has let in-flight responses finish; this drains anything still queued
 
     app = FastAPI(
@@ -108,6 +116,14 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, "[::1]"])
     app.add_middleware(RequestId)  # outermost: every response, refusals included, carries an id
     return app
+
+
+async def _purge(store: ServingStore, older_than_seconds: float) -> None:
+    """Apply the request-log retention now and every hour until cancelled."""
+    while True:
+        counts = await run_in_threadpool(store.purge_requests, older_than_seconds, actor=RETENTION_ACTOR)
+        logger.info("request-log retention: %s", counts)
+        await asyncio.sleep(3600)
 
 
 class BodyLimit:

@@ -18,8 +18,8 @@ def test_keys_are_stored_hashed_map_to_tenants_and_can_be_revoked(
 ) -> None:
     key = store.create_key("acme", admin=False)
     admin_key = store.create_key(None, admin=True)
-    assert store.authenticate(key) == ACME
-    assert store.authenticate(admin_key) == ADMIN
+    assert store.authenticate(key) == Caller(tenant="acme", is_admin=False, key_id=1)  # the id: audit actor
+    assert store.authenticate(admin_key) == Caller(tenant=None, is_admin=True, key_id=2)
     assert store.authenticate(key + "x") is None
     dump = "\n".join(sqlite3.connect(tmp_path / "registry.db").iterdump())
     assert key not in dump and key[10:] not in dump  # only the hash and a short prefix are kept

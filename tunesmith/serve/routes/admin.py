@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from tunesmith.audit.trail import key_actor
 from tunesmith.config import ConfigError
 from tunesmith.registry.serving_records import Deployment, DeploymentDetail, VariantWeight
 from tunesmith.registry.serving_store import NotFoundError
@@ -46,6 +47,10 @@ async def load_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDep)
         await asyncio.wrap_future(service.engine.call(lambda: cache.ensure(key, path, pinned=set())))
     except ValueError as error:
         raise APIError(400, str(error), param="model", code="adapter_mismatch") from error
+    after = {"path": str(path), "loaded": cache.loaded}
+    await run_in_threadpool(
+        service.store.record_action, key_actor(caller.key_id), "adapter.load", key, None, after
+    )
     return {"loaded": cache.loaded}
 
 
@@ -56,6 +61,10 @@ async def unload_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDe
     key = target.variant
     if not await asyncio.wrap_future(service.engine.call(lambda: cache.unload(key))):
         raise APIError(404, f"adapter {key} is not loaded", param="model")
+    after = {"loaded": cache.loaded}
+    await run_in_threadpool(
+        service.store.record_action, key_actor(caller.key_id), "adapter.unload", key, None, after
+    )
     return {"loaded": cache.loaded}
 
 
@@ -66,7 +75,8 @@ async def list_deployments(caller: AdminDep, store: StoreDep) -> dict[str, list[
 
 @router.post("/deployments", status_code=201)
 async def create_deployment(body: DeploymentCreate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.create_deployment, body.name, _weights(body.variants), tenant=body.tenant)
+    actor = key_actor(caller.key_id)
+    await _call(store.create_deployment, body.name, _weights(body.variants), tenant=body.tenant, actor=actor)
     return await get_deployment(body.name, caller, store)
 
 
@@ -80,19 +90,19 @@ async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> Deploy
 
 @router.put("/deployments/{name}/weights")
 async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.set_weights, name, _weights(body.variants))
+    await _call(store.set_weights, name, _weights(body.variants), actor=key_actor(caller.key_id))
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/promote")
 async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.promote, name, body.model)
+    await _call(store.promote, name, body.model, actor=key_actor(caller.key_id))
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/rollback")
 async def rollback(name: str, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.rollback, name)
+    await _call(store.rollback, name, actor=key_actor(caller.key_id))
     return await get_deployment(name, caller, store)
 
 
