@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tunesmith.cli.common import console, print_json
+from tunesmith.cli.common import console, err_console, print_json
 
 # The library's tables (core.FORMATS and hub, merged.DTYPES, gguf.FILE_TYPES), named without importing torch.
 FORMAT_NAMES = ("merged", "gguf", "gguf-lora", "ollama", "vllm", "hub")
@@ -51,18 +51,22 @@ def export(
             raise typer.BadParameter(f"{value}: choose from {', '.join(names)}", param_hint=option)
     adapter = find_adapter(source, Registry(default_database_url()).connect().find_run_dir)
     chats = demo_chats() if prompts is None else _read_chats(prompts)
-    if fmt == "hub":
-        if repo_id is None:
-            raise typer.BadParameter("--format hub needs --repo-id", param_hint="--repo-id")
-        result = export_to_hub(
-            adapter, repo_id, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
-            token=None, private=private,
-        )  # fmt: skip
-    else:
-        result = export_model(
-            adapter, fmt, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
-            quantization=quantization,
-        )  # fmt: skip
+    if fmt == "hub" and repo_id is None:
+        raise typer.BadParameter("--format hub needs --repo-id", param_hint="--repo-id")
+    # Merging, writing and the parity checks take minutes for a GGUF on a CPU: a spinner on stderr says it
+    # is working (stdout stays the --json result).
+    with err_console.status(f"exporting {fmt}: merging, writing and running the parity checks"):
+        if fmt == "hub":
+            assert repo_id is not None
+            result = export_to_hub(
+                adapter, repo_id, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
+                token=None, private=private,
+            )  # fmt: skip
+        else:
+            result = export_model(
+                adapter, fmt, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
+                quantization=quantization,
+            )  # fmt: skip
     if json_output:
         print_json({"out": str(result.out), "format": fmt, "seconds": result.seconds, "bytes": result.bytes,
                     "parity": result.parity})  # fmt: skip
