@@ -49,7 +49,8 @@ def export(
     for value, names, option in choices:
         if value not in names:
             raise typer.BadParameter(f"{value}: choose from {', '.join(names)}", param_hint=option)
-    adapter = find_adapter(source, Registry(default_database_url()).connect().find_run_dir)
+    registry = Registry(default_database_url()).connect()
+    adapter = find_adapter(source, registry.find_run_dir)
     chats = demo_chats() if prompts is None else _read_chats(prompts)
     if fmt == "hub" and repo_id is None:
         raise typer.BadParameter("--format hub needs --repo-id", param_hint="--repo-id")
@@ -67,6 +68,7 @@ def export(
                 adapter, fmt, out, force=force, chats=chats, prompt_count=prompt_count, dtype=dtype,
                 quantization=quantization,
             )  # fmt: skip
+    registry.record_export(adapter, fmt, result.out, result.bytes, result.parity)
     if json_output:
         print_json({"out": str(result.out), "format": fmt, "seconds": result.seconds, "bytes": result.bytes,
                     "parity": result.parity})  # fmt: skip

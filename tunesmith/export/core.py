@@ -9,6 +9,7 @@ half-written under `out`. Does not own: the merge, the GGUF writer or the Modelf
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -86,6 +87,7 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    recover_killed_export(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out}: already exists; pass --force to replace it")
     job = ExportJob(
@@ -95,7 +97,7 @@ def export_model(
     )  # fmt: skip
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         parity = FORMATS[fmt](job, staging)
         (staging / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
@@ -118,6 +120,32 @@ def export_to_hub(
     return ExportResult(
         out, "hub", result.seconds, result.bytes, {**result.parity, "hub": {"commit": commit_url}}
     )
+
+
+def recover_killed_export(out: Path) -> None:
+    """Undo what a killed export of `out` left behind: its staging folders, and `out` moved aside.
+
+    A staging folder is named after the process that wrote it; one whose process is gone is removed.
+    A kill between the two renames of `_publish` leaves the previous export under its aside name and
+    nothing at `out`: it is put back, so a killed `--force` export loses nothing.
+    """
+    for staging in out.parent.glob(f".{out.name}.partial-*"):
+        pid = staging.name.removeprefix(f".{out.name}.partial-").split("-")[0]
+        if not (pid.isdigit() and _process_alive(int(pid))):
+            shutil.rmtree(staging, ignore_errors=True)
+    previous = out.parent / f".{out.name}.previous"
+    if previous.is_dir() and not out.exists():
+        previous.rename(out)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _publish(staging: Path, out: Path) -> None:

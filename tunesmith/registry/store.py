@@ -245,6 +245,14 @@ class Registry:
                 return None
             return {"id": record.id, "path": record.path, "rows": record.rows, "lineage": record.lineage}
 
+    # ------------------------------------------------------------------ exports
+
+    def record_export(self, source: Path, fmt: str, out: Path, size: int, parity: dict[str, Any]) -> None:
+        """Audit a published export: what was exported, where, and the parity figures it passed."""
+        after = {"source": str(source), "format": fmt, "bytes": size, "parity": parity}
+        with self.session() as session, session.begin():
+            append(session, local_actor(), "export", str(out.resolve()), None, after)
+
     # ------------------------------------------------------------------ evaluations
 
     def record_evaluation(self, run_id: str | None, report: dict[str, Any], out_dir: Path) -> int:

@@ -62,6 +62,7 @@ CLI_COMMANDS: dict[str, tuple[str, list[str]]] = {
     "deploy rollback": ("deployment.rollback", ["deploy", "rollback", "d"]),
     "logs mode": ("tenant.request_log", ["logs", "mode", "acme", "full"]),
     "logs purge": ("logs.purge", ["logs", "purge", "--older-than", "30d"]),
+    "export": ("export", ["export", "{adapter}", "--format", "vllm", "--out", "{adapter}-vllm"]),
 }
 
 

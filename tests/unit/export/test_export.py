@@ -174,3 +174,22 @@ def test_a_missing_base_model_is_named(tiny_adapter_dir: Path, tmp_path: Path) -
     with pytest.raises(ModelNotFoundError, match="/gone/model: no such model directory"):
         _export(adapter, "merged", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_after_a_killed_one_cleans_up_and_restores(tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    """A killed export left its staging folder, and (killed mid --force) the old export moved aside."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / f".vllm.partial-{dead.stdout.strip()}-x1").mkdir()  # its writer is gone
+    (tmp_path / ".vllm.previous").mkdir()
+    (tmp_path / ".vllm.previous" / "launch.sh").write_text("the earlier export")
+    live = tmp_path / ".vllm.partial-1-x2"  # pid 1 is alive: an export still running is left alone
+    live.mkdir()
+    with pytest.raises(FileExistsError, match="--force"):  # the restored export is not overwritten
+        _export(tiny_adapter_dir, "vllm", tmp_path / "vllm")
+    assert (tmp_path / "vllm" / "launch.sh").read_text() == "the earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "vllm"]
