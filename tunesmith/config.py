@@ -473,6 +473,13 @@ class ServeSpec(_Spec):
         gt=0,
         description="Purge logged requests older than this (e.g. 30d) at start and hourly (default: keep).",
     )
+    monitor_every: Duration | None = Field(
+        None,
+        gt=0,
+        description="Run `tunesmith monitor check` on every deployment this often (e.g. 10m) in the "
+        "background; alerts land in the registry and /metrics (default: off).",
+    )
+    monitor_window: int = Field(1000, ge=10, description="Requests per window for the background monitor.")
     threads: int | None = Field(
         None,
         gt=0,

@@ -30,7 +30,7 @@ from tunesmith.models.loading import (
     supports_fast_bf16,
 )
 from tunesmith.registry.monitor_store import MonitorStore
-from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.adapters import AdapterCache
 from tunesmith.serve.engine import GenerationEngine
@@ -87,12 +87,14 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
-        retention = (
-            None if spec.log_retention is None else asyncio.create_task(_purge(store, spec.log_retention))
-        )
+        tasks = []
+        if spec.log_retention is not None:
+            tasks.append(asyncio.create_task(_purge(store, spec.log_retention)))
+        if spec.monitor_every is not None:
+            tasks.append(asyncio.create_task(_monitor(store, spec.monitor_every, spec.monitor_window)))
         yield
-        if retention is not None:
-            retention.cancel()
+        for task in tasks:
+            task.cancel()
         engine.close()  # uvicorn has let in-flight responses finish; this drains anything still queued
 
     app = FastAPI(
@@ -124,6 +126,29 @@ async def _purge(store: ServingStore, older_than_seconds: float) -> None:
         counts = await run_in_threadpool(store.purge_requests, older_than_seconds, actor=RETENTION_ACTOR)
         logger.info("request-log retention: %s", counts)
         await asyncio.sleep(3600)
+
+
+async def _monitor(store: ServingStore, every_seconds: float, window: int) -> None:
+    """`tunesmith monitor check` on every deployment, every `every_seconds`, until cancelled.
+
+    One deployment that cannot be checked (its adapter's base model gone, say) is logged and skipped:
+    it must not stop the others' monitoring or the server.
+    """
+    from tunesmith.monitor.check import monitor_deployment
+
+    admin = Caller(tenant=None, is_admin=True)
+    while True:
+        await asyncio.sleep(every_seconds)
+        for deployment in await run_in_threadpool(store.list_deployments, admin):
+            try:
+                report = await run_in_threadpool(
+                    monitor_deployment, store.registry, deployment["name"], window
+                )
+            except Exception:
+                logger.exception("monitor: checking deployment %s failed", deployment["name"])
+                continue
+            for alert in report["alerts"]:
+                logger.warning("monitor: %s: %s", deployment["name"], alert["message"])
 
 
 class BodyLimit:

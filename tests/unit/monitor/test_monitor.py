@@ -131,3 +131,36 @@ def test_a_canary_worse_than_its_control_raises_an_alert(tmp_path: Path) -> None
     worse = [alert for alert in report["alerts"] if alert["kind"] == "ab_worse"]
     assert worse and worse[0]["data"]["variant"] == "voice@2" and worse[0]["data"]["metric"] == "thumbs"
     assert "sample_ratio_mismatch" not in {alert["kind"] for alert in report["alerts"]}
+
+
+def test_the_server_monitors_every_deployment_in_the_background(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`monitor_every` in the serve config: alerts appear without anyone running `monitor check`, and a
+    deployment that cannot be checked does not stop the others."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from tunesmith.config import ServeSpec
+    from tunesmith.monitor import check
+    from tunesmith.serve.app import create_app
+
+    def failing_first(registry: Registry, name: str, window: int) -> dict[str, object]:
+        if name == "a-broken":
+            raise RuntimeError("its base model is gone")
+        return monitor_deployment(registry, name, window)
+
+    monkeypatch.setattr(check, "monitor_deployment", failing_first)
+    registry = Registry(default_database_url()).connect()
+    store = ServingStore(registry)
+    store.create_deployment("a-broken", [{"model": "base", "weight": 1.0}], tenant=None)
+    store.create_deployment("cafe", [{"model": "base", "weight": 1.0}], tenant=None)
+    for i in range(40):
+        _log(store, i, "is there wifi", "yes" if i < 20 else "")  # the second window's answers are empty
+    spec = ServeSpec(model=str(tiny_model_dir), monitor_every=0.2, monitor_window=20)
+    with TestClient(create_app(spec, registry)):
+        deadline = time.monotonic() + 20
+        while not MonitorStore(registry).alert_counts() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert MonitorStore(registry).alert_counts().get(("cafe", "empty_rate"), 0) >= 1
