@@ -93,8 +93,8 @@ def audit_bias(
     often the training data mentions each group. Writes bias_report.json, bias_report.html and
     bias_pairs.jsonl, and records the audit in the registry beside the run's evaluations.
     """
-    from tunesmith.audit.bias import AuditSettings
     from tunesmith.audit.bias import audit_bias as run_audit
+    from tunesmith.audit.bias_findings import AuditSettings
     from tunesmith.audit.counterfactual import load_attributes
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
