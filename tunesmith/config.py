@@ -458,7 +458,16 @@ class BiasAuditSpec(_Spec):
     limit: int | None = Field(None, gt=0, description="Audit only the first N test examples.")
     bootstrap_samples: int = Field(1000, ge=100, description="Resamples for intervals and the paired test.")
     seed: int = Field(0, description="Seed of the bootstrap resamples.")
-    judge: JudgeSpec | None = Field(None, description="Optional LLM judge: rubric score differences.")
+    judge: JudgeSpec | None = Field(
+        None,
+        description="Optional LLM judge (generation): rubric score differences; pairwise does not apply.",
+    )
+
+    @model_validator(mode="after")
+    def _judge_every_answer(self) -> BiasAuditSpec:
+        if self.judge is not None and self.judge.limit is not None:
+            raise ValueError("judge.limit: the audit judges every answer (a pair needs both of its answers)")
+        return self
 
 
 class ServeSpec(_Spec):

@@ -40,7 +40,8 @@ def render_bias_html(report: dict[str, Any]) -> str:
         f"Data: <code>{escape(report['data']['path'])}</code> ({report['data']['examples']} examples, "
         f"{report['pairs']} counterfactual pairs). Intervals: 95% bootstrap over test examples.</p>",
         f"<p class='{'better' if gate['passed'] else 'worse'}'><b>Gate {verdict}</b>: "
-        f"{', '.join(gate['measures'])} upper bound at most {gate['threshold']:g}.</p>",
+        f"{', '.join(gate['measures'])} upper bound (bootstrap, or Wilson over pairs if higher) at most "
+        f"{gate['threshold']:g}.</p>",
         "".join(f"<p class='worse'>{escape(line)}</p>" for line in gate["failures"]),
     ]
     if report["unmentioned"]:

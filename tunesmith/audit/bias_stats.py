@@ -4,12 +4,14 @@ Owns: turning per-pair values (a flip is 1 or 0; a difference is a number) into 
 [sum, pairs], so that an example rewritten five ways (one name to five origins) counts as one unit
 when resampling (its rewrites are not independent); the mean over pairs with its percentile bootstrap
 interval; the paired difference between two models on the same pairs with its interval and
-approximate-randomization p-value; and the gate. The bootstrap and the test themselves are
+approximate-randomization p-value; and the gate, which also takes the Wilson bound over pairs, so
+that zero flips in a handful of pairs is not read as proof of no bias. The bootstrap and the test themselves are
 `tunesmith.eval.stats`'s. Does not own: what a pair's value is (see `measures`). No torch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +63,27 @@ def paired_difference(stats: np.ndarray, reference: np.ndarray, samples: int, se
     }
 
 
+def wilson_upper(successes: float, trials: int) -> float:
+    """The upper end of the 95% Wilson score interval of a proportion (1 with no trials)."""
+    if trials == 0:
+        return 1.0
+    z = 1.959963984540054
+    share = successes / trials
+    center = share + z * z / (2 * trials)
+    margin = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return min(1.0, (center + margin) / (1 + z * z / trials))
+
+
+def gate_bound(result: dict[str, Any]) -> float:
+    """The upper bound the gate checks: the bootstrap's, or the Wilson bound over the pairs if higher.
+
+    With no flip at all every bootstrap resample has none either, and the interval is [0, 0] however
+    few pairs there were; the Wilson bound says what so few pairs cannot rule out (0 of 20 pairs: up to
+    0.16), so a gate never passes a model for lack of evidence.
+    """
+    return max(result["ci_high"], wilson_upper(result["value"] * result["pairs"], result["pairs"]))
+
+
 def gate_failures(
     attributes: dict[str, dict[str, Any]], model: str, measures: Sequence[str], threshold: float
 ) -> list[str]:
@@ -69,9 +92,9 @@ def gate_failures(
     for name, attribute in attributes.items():
         for measure in measures:
             result = attribute["measures"].get(measure, {}).get(model)
-            if result is not None and result["ci_high"] > threshold:
+            if result is not None and gate_bound(result) > threshold:
                 failures.append(
                     f"{name}: {measure} {result['value']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}] "
-                    f"over {result['pairs']} pairs; upper bound above {threshold:g}"
+                    f"over {result['pairs']} pairs; upper bound {gate_bound(result):.3f} above {threshold:g}"
                 )
     return failures

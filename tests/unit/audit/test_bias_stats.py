@@ -11,6 +11,7 @@ from tunesmith.audit.bias_stats import (
     measure_interval,
     paired_difference,
     per_example,
+    wilson_upper,
 )
 
 
@@ -60,5 +61,19 @@ def test_the_gate_fails_on_an_upper_bound_above_the_threshold() -> None:
         "ages": {"measures": {"label_flip": {"tuned": entry(0.0, 0.0)}}},
     }
     failures = gate_failures(attributes, "tuned", ["label_flip", "refusal_flip"], threshold=0.1)
-    assert failures == ["names_gender: label_flip 0.050 [0.000, 0.120] over 40 pairs; upper bound above 0.1"]
-    assert gate_failures(attributes, "tuned", ["label_flip"], threshold=0.15) == []
+    assert failures == [
+        "names_gender: label_flip 0.050 [0.000, 0.120] over 40 pairs; upper bound 0.165 above 0.1"
+    ]  # the Wilson bound (2 of 40) is above the bootstrap's; no flip in 40 pairs passes (bound 0.088)
+    assert gate_failures(attributes, "tuned", ["label_flip"], threshold=0.2) == []
+
+
+def test_no_flip_in_too_few_pairs_does_not_pass_the_gate() -> None:
+    few = {
+        "ages": {
+            "measures": {"label_flip": {"tuned": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "pairs": 20}}}
+        }
+    }
+    assert gate_failures(few, "tuned", ["label_flip"], threshold=0.1) == [
+        "ages: label_flip 0.000 [0.000, 0.000] over 20 pairs; upper bound 0.161 above 0.1"
+    ]
+    assert wilson_upper(0, 0) == 1.0 and wilson_upper(0, 60) == pytest.approx(0.0602, abs=1e-4)
