@@ -81,7 +81,7 @@ def gate_bound(result: dict[str, Any]) -> float:
     few pairs there were; the Wilson bound says what so few pairs cannot rule out (0 of 20 pairs: up to
     0.16), so a gate never passes a model for lack of evidence.
     """
-    return max(result["ci_high"], wilson_upper(result["value"] * result["pairs"], result["pairs"]))
+    return max(float(result["ci_high"]), wilson_upper(result["value"] * result["pairs"], result["pairs"]))
 
 
 def gate_failures(
