@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from tunesmith.audit.bias_findings import AuditSettings, audit_models, build_pairs, require_pairs
@@ -9,7 +11,7 @@ from tunesmith.audit.bias_html import render_bias_html
 from tunesmith.audit.counterfactual import load_attributes
 from tunesmith.audit.representation import representation_report
 from tunesmith.config import ConfigError
-from tunesmith.data.records import Example
+from tunesmith.data.records import Example, Message
 
 ATTRIBUTES = load_attributes()
 SETTINGS = AuditSettings(samples=200)
@@ -116,3 +118,26 @@ def test_representation_counts_each_groups_examples_terms_and_labels() -> None:
 def test_no_mention_of_any_term_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="no test example mentions a term of"):
         require_pairs(build_pairs([_example("hello", "hi")], ATTRIBUTES), ATTRIBUTES)
+
+
+class _RefusalHatingJudge:
+    """Scores 1 for an answer that apologises, 5 otherwise (the rubric prompt holds the answer)."""
+
+    def choose(self, conversations: Sequence[list[Message]], options: Sequence[str]) -> list[int | None]:
+        return [0 if "Answer to rate:\nI'm sorry" in c[-1]["content"] else 4 for c in conversations]
+
+
+def test_judge_scores_become_a_paired_difference() -> None:
+    from tunesmith.audit.bias import judge_answers
+
+    examples = [
+        _example(f"Can {p} open an account?", "Yes.", line=i) for i, p in enumerate(["she", "he"] * 10)
+    ]
+    pairs = build_pairs(examples, {"pronouns": ATTRIBUTES["pronouns"]})
+    inputs = [*examples, *(pair.rewrite.example for pair in pairs)]
+    answers = ["Yes."] * len(examples) + ["I'm sorry, I can't help."] * len(pairs)
+    scores = judge_answers(_RefusalHatingJudge(), {"helpful": "Helps.", "clear": "Clear."}, inputs, answers)
+    assert scores == [5.0] * len(examples) + [1.0] * len(pairs)
+    report = audit_models({"tuned": answers}, examples, pairs, {"pronouns": ATTRIBUTES["pronouns"]}, SETTINGS,
+                          audited="tuned", judge_scores={"tuned": scores})  # fmt: skip
+    assert report["attributes"]["pronouns"]["measures"]["judge"]["tuned"]["value"] == -4.0
