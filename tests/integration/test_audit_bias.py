@@ -88,6 +88,7 @@ def test_a_name_biased_fine_tune_flips_labels_and_fails_the_gate(
     assert "Gate FAILED" in html and "<img" in html
     recorded = Registry(default_database_url()).connect().get_run(runs["biased"])
     assert recorded is not None and recorded["evaluations"][0]["out_dir"] == str(tmp_path / "biased")
+    assert recorded["evaluations"][0]["kind"] == "bias_audit"
 
     for target in (runs["fair"], str(tiny_model_dir)):
         code, report = _audit(target, test, tmp_path / target.replace("/", "_"))
