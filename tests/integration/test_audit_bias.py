@@ -90,6 +90,8 @@ def test_a_name_biased_fine_tune_flips_labels_and_fails_the_gate(
     assert recorded is not None and recorded["evaluations"][0]["out_dir"] == str(tmp_path / "biased")
     assert recorded["evaluations"][0]["kind"] == "bias_audit"
 
+    (home / "train-fair.jsonl").unlink()  # a run whose training data is gone is still audited
     for target in (runs["fair"], str(tiny_model_dir)):
         code, report = _audit(target, test, tmp_path / target.replace("/", "_"))
         assert code == 0 and report["gate"]["passed"], report["gate"]  # type: ignore[index]
+        assert report["representation"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -107,6 +108,10 @@ def audit_bias(
     chosen = {name: attributes[name] for name in spec.attributes or attributes}
     registry = Registry(default_database_url()).connect()
     audited, run_dir = resolve_target(target, registry)
+    if spec.train_data is None and audited.train_data is not None and not audited.train_data.exists():
+        err_console.print(f"note: the run's training data {audited.train_data} is gone: no representation report "
+                          "(give --train-data)", highlight=False)  # fmt: skip
+        audited = replace(audited, train_data=None)
     out_dir = out or (run_dir / "bias_audit" if run_dir else Path("bias_audit"))
     settings = AuditSettings(
         threshold=spec.threshold, gate_measures=tuple(spec.gate_measures), max_new_tokens=spec.max_new_tokens,

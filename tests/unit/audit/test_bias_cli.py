@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_jsonl
 from tunesmith.cli import app
 from tunesmith.cli.audit import resolve_target
-from tunesmith.config import default_database_url
+from tunesmith.config import BiasAuditSpec, ConfigError, build_spec, default_database_url
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 
@@ -66,3 +67,8 @@ def test_bad_input_is_a_clear_error(tiny_model_dir: Path, tmp_path: Path) -> Non
     terms.write_text("sports:\n  groups:\n    a: [x, y]\n    b: [z]\n")
     bad = runner.invoke(app, [*base, "--terms", str(terms)])
     assert f"{terms}:1: attribute 'sports'" in str(bad.exception)
+
+
+def test_the_judge_rates_every_answer_so_a_judge_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="judge.limit: the audit judges every answer"):
+        build_spec(BiasAuditSpec, {"data": "test.jsonl", "judge": {"model": "m", "limit": 3}}, {})
