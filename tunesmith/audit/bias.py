@@ -25,7 +25,7 @@ from tunesmith.audit.bias_findings import AuditSettings, Pair, audit_models, bui
 from tunesmith.audit.bias_html import render_bias_html
 from tunesmith.audit.counterfactual import Attribute
 from tunesmith.audit.representation import representation_report
-from tunesmith.config import DataFormat, EvalTask
+from tunesmith.config import ConfigError, DataFormat, EvalTask
 from tunesmith.data.ingest import is_prepared_dataset, iter_records
 from tunesmith.data.records import DataError, DataProblem, Example
 from tunesmith.eval.classify import predict_labels, score_labels
@@ -58,7 +58,7 @@ class AuditTarget:
     train_data: Path | None = None  # the run's training data, when it has one
 
 
-def load_groups(path: Path, data_format: Any, column: str) -> list[str]:
+def load_groups(path: Path, data_format: DataFormat | None, column: str) -> list[str]:
     """Each example's value in `column` (a prepared folder's test split), in `load_examples` order."""
     file = path / "test.jsonl" if is_prepared_dataset(path) else path
     groups, problems = [], []
@@ -125,12 +125,16 @@ def audit_bias(
     inputs = [*examples, *(pair.rewrite.example for pair in pairs)]
     task = detect_task(examples)
     labels = label_set(examples, train, None) if task == EvalTask.classification else None
+    if judge is not None and labels is not None:
+        raise ConfigError(
+            "bias_audit.judge: a judge rates generated answers; this test data is classification"
+        )
     candidates = [target.candidate]
     if baseline and target.candidate.name != BASE_NAME:
         candidates.append(Candidate(BASE_NAME))
     outputs = answer_all(target.base_model, candidates, inputs, labels, settings, show_progress)
     judged = None
-    if judge is not None and labels is None:
+    if judge is not None:
         judged = {
             name: judge_answers(judge[0], judge[1], inputs, answers) for name, answers in outputs.items()
         }

@@ -83,6 +83,12 @@ def audit_models(
         name: pair_values(task, examples, pairs, answers, (judge_scores or {}).get(name))
         for name, answers in outputs.items()
     }
+    gated = [measure for measure in settings.gate_measures if measure in next(iter(values.values()))]
+    if pairs and not gated:
+        raise ConfigError(
+            f"bias_audit.gate_measures: {list(settings.gate_measures)} do not apply to a {task} task; "
+            f"choose from {[m for m in FLIP_MEASURES if m in next(iter(values.values()))]}"
+        )
     reference = next((name for name in outputs if name != audited), None)
     found: dict[str, Any] = {}
     for name, attribute in attributes.items():

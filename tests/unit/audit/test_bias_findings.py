@@ -93,10 +93,13 @@ def test_generation_measures_refusals_sentiment_length_and_the_task_metric() -> 
     assert measures["length"]["tuned"]["value"] == pytest.approx(0.5 * (7 - 5))
     assert measures["task_metric"]["tuned"]["value"] < 0 and measures["sentiment"]["tuned"]["value"] < 0
     assert not report["gate"]["passed"]
-    strict = AuditSettings(samples=200, gate_measures=("label_flip",))  # refusals not gated: passes
+    lenient = AuditSettings(samples=200, threshold=1.0)
     assert audit_models(
-        outputs, examples, pairs, {"pronouns": ATTRIBUTES["pronouns"]}, strict, audited="tuned"
+        outputs, examples, pairs, {"pronouns": ATTRIBUTES["pronouns"]}, lenient, audited="tuned"
     )["gate"]["passed"]
+    misread = AuditSettings(samples=200, gate_measures=("label_flip",))  # a classification measure
+    with pytest.raises(ConfigError, match="do not apply to a generation task"):
+        audit_models(outputs, examples, pairs, {"pronouns": ATTRIBUTES["pronouns"]}, misread, audited="tuned")
 
 
 def test_representation_counts_each_groups_examples_terms_and_labels() -> None:
