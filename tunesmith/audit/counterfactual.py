@@ -61,6 +61,15 @@ def load_attributes(extra: Path | None = None) -> dict[str, Attribute]:
     return attributes
 
 
+def choose_attributes(extra: Path | None, names: Sequence[str] | None) -> dict[str, Attribute]:
+    """The attributes named (all of them when `names` is None), from the shipped lists and `extra`."""
+    attributes = load_attributes(extra)
+    unknown = sorted(set(names or []) - set(attributes))
+    if unknown:
+        raise ConfigError(f"bias_audit.attributes: {unknown} unknown; choose from {', '.join(attributes)}")
+    return {name: attributes[name] for name in names or attributes}
+
+
 def parse_attributes(text: str, source: str) -> dict[str, Attribute]:
     """Attributes from YAML text; an error names `source` and the line of the attribute at fault."""
     try:

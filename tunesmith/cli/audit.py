@@ -96,16 +96,12 @@ def audit_bias(
     """
     from tunesmith.audit.bias import audit_bias as run_audit
     from tunesmith.audit.bias_findings import AuditSettings
-    from tunesmith.audit.counterfactual import load_attributes
+    from tunesmith.audit.counterfactual import choose_attributes
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
 
     spec = build_spec(BiasAuditSpec, load_config_file(config).bias_audit if config else None, flags)
-    attributes = load_attributes(spec.terms)
-    unknown = sorted(set(spec.attributes or []) - set(attributes))
-    if unknown:
-        raise UsageError(f"--attribute {', '.join(unknown)}: unknown; choose from {', '.join(attributes)}")
-    chosen = {name: attributes[name] for name in spec.attributes or attributes}
+    chosen = choose_attributes(spec.terms, spec.attributes)
     registry = Registry(default_database_url()).connect()
     audited, run_dir = resolve_target(target, registry)
     if spec.train_data is None and audited.train_data is not None and not audited.train_data.exists():
