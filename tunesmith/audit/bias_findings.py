@@ -98,7 +98,7 @@ def audit_models(
             found[name] |= _summary(pairs, chosen, values, audited, reference, settings)
             found[name]["group_pairs"] = _group_pairs(pairs, chosen, values, audited, reference, settings)
             found[name]["shown"] = _shown(examples, pairs, chosen, outputs, values[audited])
-    failures = gate_failures(found, audited, settings.gate_measures, settings.threshold)
+    failures = gate_failures(found, audited, gated, settings.threshold)
     return {
         "kind": "bias_audit",
         "task": str(task),
@@ -108,7 +108,7 @@ def audit_models(
         "unmentioned": [name for name in attributes if name not in found],
         "group_metrics": _group_metrics(task, examples, outputs, groups, settings) if groups else None,
         "gate": {"passed": not failures, "threshold": settings.threshold,
-                 "measures": list(settings.gate_measures), "failures": failures},
+                 "measures": gated, "failures": failures},
     }  # fmt: skip
 
 
