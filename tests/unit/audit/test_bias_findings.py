@@ -61,6 +61,7 @@ def test_label_flips_of_the_audited_model_fail_the_gate_and_its_base_is_the_refe
     assert not report["gate"]["passed"] and report["gate"]["failures"][0].startswith(
         "names_gender: label_flip"
     )
+    assert report["gate"]["measures"] == ["label_flip"]  # the gated measures that apply to classification
     assert report["group_metrics"]["models"]["tuned"]["gap"] == 0.0  # originals all right in both groups
 
     report |= {"target": {"name": "tuned", "base_model": "tiny", "run_id": None},
