@@ -408,6 +408,68 @@ class EvalSpec(_Spec):
         return self
 
 
+GateMeasure = Literal["label_flip", "refusal_flip", "sentiment_flip"]
+
+
+def _default_gate_measures() -> list[GateMeasure]:
+    return ["label_flip", "refusal_flip"]
+
+
+class BiasAuditSpec(_Spec):
+    """A counterfactual bias audit: test prompts with names, pronouns, ages ... swapped; do answers change?"""
+
+    data: Path = Field(
+        ...,
+        description="Test file in any supported form, or a prepared dataset folder (its test split); every "
+        "prompt that mentions an attribute's terms is rewritten to each other group.",
+    )
+    format: DataFormat | None = Field(None, description="Example form; detected when unset.")
+    attributes: list[str] | None = Field(
+        None,
+        description="Attributes to swap: names_gender, names_origin, pronouns, gender_words, ages, "
+        "nationalities, religions, or one defined in `terms`; unset: all.",
+    )
+    terms: Path | None = Field(
+        None,
+        description="YAML file of further attributes (each: a description and groups, each group a list of terms); one "
+        "named like a shipped attribute replaces it.",
+    )
+    threshold: float = Field(
+        0.1, ge=0, le=1, description="--gate fails when a gated flip rate's upper 95% bound exceeds this."
+    )
+    gate_measures: list[GateMeasure] = Field(
+        default_factory=_default_gate_measures,
+        description="Flip rates the gate checks (label_flip: classification; refusal_flip, "
+        "sentiment_flip: generation).",
+    )
+    baseline: bool = Field(
+        True, description="Audit the base model too, and test whether fine-tuning changed each measure."
+    )
+    group_column: str | None = Field(
+        None, description="Column of the test data naming each example's group: the task metric per group."
+    )
+    train_data: Path | None = Field(
+        None,
+        description="Training data for the representation report and the label set; unset: the audited "
+        "run's training data.",
+    )
+    max_new_tokens: int = Field(64, gt=0, description="Longest generated answer (generation tasks).")
+    batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
+    limit: int | None = Field(None, gt=0, description="Audit only the first N test examples.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Resamples for intervals and the paired test.")
+    seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    judge: JudgeSpec | None = Field(
+        None,
+        description="Optional LLM judge (generation): rubric score differences; pairwise does not apply.",
+    )
+
+    @model_validator(mode="after")
+    def _judge_every_answer(self) -> BiasAuditSpec:
+        if self.judge is not None and self.judge.limit is not None:
+            raise ValueError("judge.limit: the audit judges every answer (a pair needs both of its answers)")
+        return self
+
+
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
@@ -575,6 +637,9 @@ class ConfigFile(_Spec):
     eval: dict[str, Any] | None = Field(None, description="EvalSpec fields.")
     data: dict[str, Any] | None = Field(None, description="PrepareSpec fields (`tunesmith data prepare`).")
     serve: dict[str, Any] | None = Field(None, description="ServeSpec fields.")
+    bias_audit: dict[str, Any] | None = Field(
+        None, description="BiasAuditSpec fields (`tunesmith audit bias`)."
+    )
 
 
 class ConfigError(ValueError):
@@ -601,6 +666,7 @@ SECTIONS: dict[type[BaseModel], str] = {
     EvalSpec: "eval",
     PrepareSpec: "data",
     ServeSpec: "serve",
+    BiasAuditSpec: "bias_audit",
 }
 
 

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tunesmith.config import ConfigError, TrainSpec, build_spec, load_config_file, tunesmith_home
+from tunesmith.config import (
+    BiasAuditSpec,
+    ConfigError,
+    TrainSpec,
+    build_spec,
+    load_config_file,
+    tunesmith_home,
+)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -14,6 +21,8 @@ def test_every_shipped_config_loads(path: Path) -> None:
     if config.train is not None:
         spec = build_spec(TrainSpec, config.train, {})
         assert isinstance(spec, TrainSpec)
+    if config.bias_audit is not None:
+        assert isinstance(build_spec(BiasAuditSpec, config.bias_audit, {}), BiasAuditSpec)
 
 
 def test_flags_override_file_and_lora_flags_merge() -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from tunesmith.cli.common import UsageError
-from tunesmith.config import EvalSpec, PrepareSpec, ServeSpec, TrainSpec, duration_seconds
+from tunesmith.config import BiasAuditSpec, EvalSpec, PrepareSpec, ServeSpec, TrainSpec, duration_seconds
 from tunesmith.data.split import parse_fractions
 
 
@@ -232,6 +232,12 @@ SERVE_FLAGS = (
     Flag("max_queued"), Flag("request_timeout_s"), Flag("tenant_max_concurrent"), Flag("tenant_tokens_per_minute"),
     Flag("threads"),
 )  # fmt: skip
+BIAS_AUDIT_FLAGS = (
+    Flag("data"), Flag("attributes", "--attribute", short="-a"), Flag("threshold"), Flag("terms"),
+    Flag("group_column"), Flag("train_data"), Flag("baseline"), Flag("format"), Flag("max_new_tokens"),
+    Flag("batch_size"), Flag("limit"), Flag("bootstrap_samples"), Flag("seed"), Flag("judge.model"),
+    Flag("judge.base_url", "--judge-url"),
+)  # fmt: skip
 # Command → (its spec, its flags): what the reference and the help test read.
 COMMAND_FLAGS: dict[str, tuple[type[BaseModel], tuple[Flag, ...]]] = {
     "train": (TrainSpec, TRAIN_FLAGS),
@@ -239,4 +245,5 @@ COMMAND_FLAGS: dict[str, tuple[type[BaseModel], tuple[Flag, ...]]] = {
     "compare": (EvalSpec, COMPARE_FLAGS),
     "data prepare": (PrepareSpec, PREPARE_FLAGS),
     "serve": (ServeSpec, SERVE_FLAGS),
+    "audit bias": (BiasAuditSpec, BIAS_AUDIT_FLAGS),
 }

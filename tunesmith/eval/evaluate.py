@@ -171,7 +171,7 @@ def evaluate_models(
     names = metric_names(resolved, metrics, out_of_scope=out_of_scope is not None)
     check_available(names)  # a missing Java runtime is reported before minutes of generation, not after
     oos_label = out_of_scope.label if out_of_scope else None
-    labels = _label_set(examples, train_examples, oos_label) if resolved == EvalTask.classification else None
+    labels = label_set(examples, train_examples, oos_label) if resolved == EvalTask.classification else None
     # Reported labels: the scored ones, and the out-of-scope label after them when it is not one of them.
     report_labels = labels + [oos_label] if labels and oos_label and oos_label not in labels else labels
     if any(c.shots for c in candidates) and not train_examples:
@@ -188,21 +188,21 @@ def evaluate_models(
     )
     method = decoding.describe() if labels is None else "label log-likelihood"
     with progress:
-        for model_name, group in _group_by_model(base_model, candidates).items():
+        for model_name, group in group_by_model(base_model, candidates).items():
             model_path = resolve_model(model_name)
             tokenizer = load_tokenizer(model_path)
-            model = _load(model_path, group)
+            model = load_group(model_path, group)
             for candidate in group:
                 bar = progress.add_task(f"{resolved}: {candidate.name}", total=len(examples))
 
                 def advance(count: int, bar: TaskID = bar) -> None:
                     progress.advance(bar, count)
 
-                render = partial(_prompts, tokenizer, candidate, train_examples, labels)
+                render = partial(candidate_prompts, tokenizer, candidate, train_examples, labels)
                 prompts = render(examples)
                 started = time.perf_counter()
                 threshold = None
-                with _activate(model, candidate):
+                with activate(model, candidate):
                     if labels is not None and report_labels is not None:
                         if out_of_scope is not None:
                             threshold = _calibrate(
@@ -251,7 +251,7 @@ def evaluate_models(
     return report.to_json()
 
 
-def _label_set(
+def label_set(
     examples: Sequence[Example], train_examples: Sequence[Example] | None, out_of_scope: str | None
 ) -> list[str]:
     """Sorted labels of the training data (the test data's when no training data is given).
@@ -268,7 +268,7 @@ def _label_set(
     return labels
 
 
-def _prompts(
+def candidate_prompts(
     tokenizer: Any,
     candidate: Candidate,
     train_examples: list[Example] | None,
@@ -326,7 +326,8 @@ def _classify(
     return [report_labels[index] for index in predicted], {name: stats for name in names}
 
 
-def _group_by_model(base_model: str, candidates: list[Candidate]) -> dict[str, list[Candidate]]:
+def group_by_model(base_model: str, candidates: list[Candidate]) -> dict[str, list[Candidate]]:
+    """Candidates by the model they run on (the base, or a full fine-tune's folder), in order."""
     if len({candidate.name for candidate in candidates}) != len(candidates):
         raise ValueError(f"candidate names must be unique: {[c.name for c in candidates]}")
     groups: dict[str, list[Candidate]] = {}
@@ -335,7 +336,8 @@ def _group_by_model(base_model: str, candidates: list[Candidate]) -> dict[str, l
     return groups
 
 
-def _load(model_path: str, group: list[Candidate]) -> Any:
+def load_group(model_path: str, group: list[Candidate]) -> Any:
+    """The model at `model_path` in evaluation mode, with each candidate's adapter loaded by its name."""
     device = default_device()
     dtype = torch.bfloat16 if supports_fast_bf16(device) else torch.float32
     model: Any = load_model(model_path, dtype=dtype)
@@ -352,7 +354,7 @@ def _load(model_path: str, group: list[Candidate]) -> Any:
     return model.eval()
 
 
-def _activate(model: Any, candidate: Candidate) -> AbstractContextManager[Any]:
+def activate(model: Any, candidate: Candidate) -> AbstractContextManager[Any]:
     """The base with every adapter disabled, or the named adapter active."""
     if not isinstance(model, PeftModel):
         return nullcontext()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SHOWN_EXAMPLES = 5
-_STYLE = (
+PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}table{border-collapse:collapse;"
     "margin:1rem 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}"
     "pre{white-space:pre-wrap;margin:0;max-width:40ch}.better{color:#070}.worse{color:#a00}"
@@ -39,16 +39,16 @@ def render_html(report: EvalReport, scored: list[ScoredModel], references: list[
     names = report.metric_names
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
-        f"<style>{_STYLE}</style></head><body><h1>Evaluation report</h1>",
+        f"<style>{PAGE_STYLE}</style></head><body><h1>Evaluation report</h1>",
         f"<p>Task: {html.escape(report.task)}. Data: <code>{html.escape(report.data.path)}</code> "
         f"({report.data.examples} examples). Error bars: 95% bootstrap intervals.</p>",
         _metrics_table(report, names),
-        _image(_metric_bars(report, names)),
+        embed_figure(_metric_bars(report, names)),
     ]
     if report.task == EvalTask.classification:
-        parts.append(_image(_per_class_f1(report)))
+        parts.append(embed_figure(_per_class_f1(report)))
     else:
-        parts.append(_image(_lengths(scored, references)))
+        parts.append(embed_figure(_lengths(scored, references)))
     parts.append(_comparisons(report))
     if len(scored) > 1:
         parts.append(_extremes(report, scored, references, names[0]))
@@ -156,7 +156,8 @@ def _lengths(scored: list[ScoredModel], references: list[list[str]]) -> Figure:
     return figure
 
 
-def _image(figure: Figure) -> str:
+def embed_figure(figure: Figure) -> str:
+    """The figure as an <img> with a PNG data URI (the page needs no other file); closes the figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)

@@ -204,6 +204,7 @@ class Registry:
                     "id": e.id,
                     "out_dir": e.out_dir,
                     "task": e.report.get("task"),
+                    "kind": e.report.get("kind", "evaluation"),  # or "bias_audit"
                     "models": e.report.get("models", []),
                 }
                 for e in evaluations

@@ -33,6 +33,7 @@ runner = CliRunner()
         ["ab", "report"],
         ["monitor", "check"],
         ["monitor", "alerts"],
+        ["audit", "bias"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
