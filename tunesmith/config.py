@@ -446,7 +446,9 @@ class TermsGuardSpec(_Spec):
     def _check_patterns(self) -> TermsGuardSpec:
         for name, pattern in self.patterns.items():
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
-                raise ValueError(f"patterns.{name}: a name is UPPER_CASE (it becomes the placeholder [{name}])")
+                raise ValueError(
+                    f"patterns.{name}: a name is UPPER_CASE (it becomes the placeholder [{name}])"
+                )
             try:
                 compiled = re.compile(pattern)
             except re.error as error:
@@ -498,7 +500,8 @@ class GuardrailSpec(_Spec):
     )
     classifier: ClassifierGuardSpec | None = Field(None, description="A moderation adapter on prompts.")
     refusal: str | None = Field(
-        None, description="Answer a blocked prompt with this text (finish_reason content_filter) instead of a 400."
+        None,
+        description="Answer a blocked prompt with this text (finish_reason content_filter) instead of a 400.",
     )
 
 

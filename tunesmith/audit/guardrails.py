@@ -44,7 +44,9 @@ class GuardEvent:
             "max_length": self.reason,
             "classifier": f"was classified as {self.reason}",
         }[self.guard]
-        return f"the {'prompt' if self.direction == 'input' else 'answer'} {what}; it was blocked by a guardrail"
+        return (
+            f"the {'prompt' if self.direction == 'input' else 'answer'} {what}; it was blocked by a guardrail"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ def compile_guard(spec: GuardrailSpec) -> Guard:
         classifier=None
         if classifier is None
         else Classifier(
-            classifier.adapter, tuple(classifier.labels), frozenset(classifier.blocked_labels),
+            classifier.adapter,
+            tuple(classifier.labels),
+            frozenset(classifier.blocked_labels),
             classifier.threshold,
         ),  # fmt: skip
         refusal=spec.refusal,
@@ -147,7 +151,9 @@ def _find_spans(guard: Guard, text: str, direction: str) -> list[_Span]:
     for span in found:
         if kept and span.start < kept[-1].end:
             if _ACTION_RANK[span.action] > _ACTION_RANK[kept[-1].action]:
-                kept[-1] = _Span(kept[-1].start, max(span.end, kept[-1].end), span.guard, span.kind, span.action)
+                kept[-1] = _Span(
+                    kept[-1].start, max(span.end, kept[-1].end), span.guard, span.kind, span.action
+                )
             continue
         kept.append(span)
     return kept
@@ -198,8 +204,10 @@ def check_input(guard: Guard, texts: Sequence[str], *, topic_texts: Sequence[str
         reason = f"is {total} characters, over the limit of {guard.max_input_chars}"
         event = GuardEvent("max_length", "block", reason, "input")
         return InputVerdict(list(texts), [event], event)
-    if guard.topics is not None and guard.topic_action is not GuardAction.off:
-        if any(guard.topics.search(text) is None for text in topic_texts):
+    topics = guard.topics
+    if topics is not None and guard.topic_action is not GuardAction.off:
+        off_topic = any(topics.search(text) is None for text in topic_texts)
+        if off_topic:
             event = GuardEvent("topics", str(guard.topic_action), "off topic", "input")
             events.append(event)
             if guard.topic_action is GuardAction.block:
@@ -279,4 +287,3 @@ class OutputScanner:
             if span.start < boundary < span.end:
                 boundary = span.start
         return boundary
-
