@@ -479,6 +479,10 @@ class ClassifierGuardSpec(_Spec):
     threshold: float = Field(
         0.5, gt=0, le=1, description="Block when the blocked labels' share of probability is at least this."
     )
+    instruction: str | None = Field(
+        None,
+        description="The instruction it was trained with (default: `data prepare`'s for text/label rows).",
+    )
 
     @model_validator(mode="after")
     def _check_labels(self) -> ClassifierGuardSpec:

@@ -66,6 +66,7 @@ class Classifier:
     labels: tuple[str, ...]
     blocked_labels: frozenset[str]
     threshold: float
+    instruction: str | None
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def compile_guard(spec: GuardrailSpec) -> Guard:
             tuple(classifier.labels),
             frozenset(classifier.blocked_labels),
             classifier.threshold,
+            classifier.instruction,
         ),  # fmt: skip
         refusal=spec.refusal,
         window=max([WINDOW_CHARS, *(len(term) + 8 for term in terms)]),
