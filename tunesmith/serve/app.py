@@ -1,10 +1,10 @@
 """The serving composition root: `create_app(spec)` builds the app, `run_server(spec)` serves it.
 
 Owns: loading the base model and tokenizer once, registering and verifying the adapters named at
-start (a mismatch stops the start with the reason), wiring engine, store, service, limits and
-routes, the request-size limit, request ids, the Host check of a server without auth (so a web page
-cannot reach it through DNS rebinding), API docs only without auth, and the lifespan (start the
-worker; on shutdown finish in-flight requests). Does not own: any request logic.
+start (a mismatch stops the start with the reason), wiring engine, store, service, limits,
+guardrails and routes, the request-size limit, request ids, the Host check of a server without
+auth (so a web page cannot reach it through DNS rebinding), API docs only without auth, and the
+lifespan (start the worker; on shutdown finish in-flight requests). Does not own: any request logic.
 """
 
 from __future__ import annotations
