@@ -87,12 +87,8 @@ class ServeGuardrails:
                 if label in classifier.blocked_labels
             )
             if blocked_share >= classifier.threshold:
-                best = max(range(len(probabilities)), key=probabilities.__getitem__)
-                label = (
-                    classifier.labels[best]
-                    if classifier.labels[best] in classifier.blocked_labels
-                    else "blocked"
-                )
+                scored = zip(probabilities, classifier.labels, strict=True)
+                label = max((p, label) for p, label in scored if label in classifier.blocked_labels)[1]
                 verdict.blocked = GuardEvent("classifier", "block", label, "input")
                 verdict.events.append(verdict.blocked)
         await self.record(request_id, active.target, verdict.events)

@@ -1,0 +1,184 @@
+"""Guardrails through the app (tiny model, in process): prompts refused, redacted or answered with a
+refusal; answers stopped before a blocked span, streamed or not; changes applied at the next request;
+actions counted in `/metrics` and logged; one audit record per change; the classifier adapter."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from tunesmith.audit.guardrails import Classifier
+from tunesmith.audit.trail import read_log
+from tunesmith.cli import app as cli
+from tunesmith.config import ConfigError, GuardrailSpec, ServeSpec, default_database_url
+from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.store import Registry
+from tunesmith.serve.app import create_app
+
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir: Path, adapter_dirs: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Registry]]:  # fmt: skip
+    registry = Registry(f"sqlite:///{tmp_path_factory.mktemp('guard') / 'registry.db'}").connect()
+    store = ServingStore(registry)
+    admin_key = store.create_key(None, admin=True)
+    store.register_adapter("voice", adapter_dirs[0].resolve(), str(tiny_model_dir), tenant=None)
+    spec = ServeSpec(model=str(tiny_model_dir), guardrails={"voice": GuardrailSpec.model_validate(
+        {"terms": {"blocklist": ["forbidden fruit"]}, "refusal": "I cannot talk about that."})})  # fmt: skip
+    with TestClient(create_app(spec, registry)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {admin_key}"
+        yield test_client, registry
+
+
+def _put(client: TestClient, target: str, spec: dict[str, Any]) -> None:
+    response = client.put(f"/admin/guardrails/{target}", json=spec)
+    assert response.status_code == 200, response.text
+
+
+def _chat(client: TestClient, content: str, model: str = "base", **body: Any) -> Any:
+    return client.post("/v1/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 24, "temperature": 0,
+        **body,
+    })  # fmt: skip
+
+
+def _streamed(client: TestClient, content: str) -> tuple[str, str | None]:
+    text, reason = "", None
+    with client.stream("POST", "/v1/chat/completions", json={
+        "model": "base", "messages": [{"role": "user", "content": content}], "max_tokens": 24, "temperature": 0,
+        "stream": True,
+    }) as response:  # fmt: skip
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                text += choice["delta"].get("content", "")
+                reason = choice["finish_reason"] or reason
+    return text, reason
+
+
+def test_a_blocked_span_of_the_answer_never_reaches_the_client_streamed_or_not(
+    client: tuple[TestClient, Registry],
+) -> None:
+    test_client, _ = client
+    answer = _chat(test_client, "tell me a story").json()["choices"][0]["message"]["content"]
+    assert len(answer) > 12
+    blocked = answer[len(answer) // 2 : len(answer) // 2 + 4]  # a span the tiny model will say again
+    _put(test_client, "base", {"terms": {"patterns": {"SECRET": re.escape(blocked)}, "output": "block"}})
+    try:
+        expected = answer[: answer.index(blocked)]
+        choice = _chat(test_client, "tell me a story").json()["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == (expected, "content_filter")
+        assert _streamed(test_client, "tell me a story") == (expected, "content_filter")
+        metrics = test_client.get("/metrics").text
+        assert 'tunesmith_guardrail_actions_total{action="block",guard="terms"} 2.0' in metrics
+        events = test_client.get("/admin/guardrail-events", params={"target": "base"}).json()["data"]
+        assert [(e["direction"], e["guard"], e["reason"]) for e in events[:2]] == [("output", "terms", "pattern SECRET")] * 2  # fmt: skip
+    finally:
+        assert test_client.delete("/admin/guardrails/base").status_code == 200
+    assert (
+        _chat(test_client, "tell me a story").json()["choices"][0]["message"]["content"] == answer
+    )  # cleared
+
+
+def test_prompts_are_refused_redacted_or_answered_with_the_refusal(
+    client: tuple[TestClient, Registry],
+) -> None:
+    test_client, registry = client
+    _put(test_client, "base", {"pii": {"input": "block"}, "max_input_chars": 200})
+    try:
+        response = _chat(test_client, "my card is 4111 1111 1111 1111")
+        assert response.status_code == 400 and response.json()["error"]["code"] == "content_filter"
+        assert "personal data (CARD)" in response.json()["error"]["message"]
+        assert (
+            _chat(test_client, "x" * 201)
+            .json()["error"]["message"]
+            .startswith("the prompt is 201 characters")
+        )
+        _put(test_client, "base", {"pii": {"input": "redact"}})
+        response = _chat(test_client, "write to jane@acme.io")
+        assert response.status_code == 200
+        logged = test_client.get(f"/admin/requests/{response.json()['id']}").json()
+        assert logged["prompt"]["messages"][0]["content"] == "write to [EMAIL]"
+    finally:
+        test_client.delete("/admin/guardrails/base")
+    # the config file's guardrails of adapter `voice`: its refusal instead of a 400, streamed or not
+    choice = _chat(test_client, "the Forbidden  Fruit?", model="voice").json()["choices"][0]
+    assert choice == {"index": 0, "message": {"role": "assistant", "content": "I cannot talk about that."},
+                      "finish_reason": "content_filter"}  # fmt: skip
+    assert test_client.get("/admin/guardrails/voice").json()["source"] == "config"
+
+
+def test_bad_settings_are_refused_naming_the_key(client: tuple[TestClient, Registry]) -> None:
+    test_client, _ = client
+    response = test_client.put("/admin/guardrails/base", json={"terms": {"patterns": {"ORDER": "ORD-(\\d+"}}})
+    assert response.status_code == 400 and "patterns.ORDER: not a regular expression" in response.json()["error"]["message"]  # fmt: skip
+    response = test_client.put("/admin/guardrails/nothing", json={})
+    assert response.status_code == 404 and "no deployment or adapter named nothing" in response.text
+
+
+def test_each_change_leaves_exactly_one_audit_record_from_the_cli_and_the_api(
+    client: tuple[TestClient, Registry], tmp_path: Path
+) -> None:
+    test_client, registry = client
+    for call, action in [(lambda: _put(test_client, "voice", {"max_output_chars": 50}), "guardrails.set"),
+                         (lambda: test_client.delete("/admin/guardrails/voice"), "guardrails.clear")]:  # fmt: skip
+        before = len(read_log(registry))
+        call()
+        after = read_log(registry)
+        assert len(after) == before + 1 and after[-1]["action"] == action and after[-1]["actor"] == "key:1"
+    local = Registry(default_database_url()).connect()  # the CLI's registry (this test's home)
+    ServingStore(local).create_deployment("shop", [{"model": "base", "weight": 1}], tenant=None)
+    guard_file = tmp_path / "guard.yaml"
+    guard_file.write_text(yaml.safe_dump({"pii": {"output": "redact", "kinds": ["EMAIL"]}}), encoding="utf-8")
+    runner = CliRunner()
+    for args, action in [(["set", "shop", "--config", str(guard_file)], "guardrails.set"),
+                         (["clear", "shop"], "guardrails.clear")]:  # fmt: skip
+        before = len(read_log(local))
+        result = runner.invoke(cli, ["guardrails", *args])
+        assert result.exit_code == 0, result.output
+        after = read_log(local)
+        assert (
+            len(after) == before + 1
+            and after[-1]["action"] == action
+            and after[-1]["actor"].startswith("user:")
+        )
+    guard_file.write_text("terms: {patterns: {ORDER: 'ORD-(\\d+'}}", encoding="utf-8")
+    result = runner.invoke(cli, ["guardrails", "set", "shop", "--config", str(guard_file)])
+    assert isinstance(result.exception, ConfigError)  # `tunesmith` prints it and exits with 2
+    assert "guard.yaml.terms: Value error, patterns.ORDER: not a regular expression" in str(result.exception)
+
+
+def test_the_classifier_adapter_scores_labels_and_blocks_over_the_threshold(
+    client: tuple[TestClient, Registry],
+) -> None:
+    test_client, _ = client
+    moderator = test_client.app.state.service.guardrails  # type: ignore[attr-defined]
+    classifier = Classifier("voice", ("safe", "unsafe"), frozenset({"unsafe"}), 0.5, None)
+    probabilities = test_client.portal.call(moderator.classify, classifier, "hello")  # type: ignore[union-attr]
+    assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
+    unsafe = probabilities[1]
+    settings = {
+        "classifier": {"adapter": "voice", "labels": ["safe", "unsafe"], "blocked_labels": ["unsafe"]}
+    }
+    _put(
+        test_client,
+        "base",
+        {**settings, "classifier": {**settings["classifier"], "threshold": unsafe * 0.99}},
+    )
+    try:
+        response = _chat(test_client, "hello")
+        assert response.status_code == 400 and "classified as unsafe" in response.json()["error"]["message"]
+        _put(test_client, "base", {**settings, "classifier": {**settings["classifier"], "threshold": min(1, unsafe * 1.01)}})  # fmt: skip
+        assert _chat(test_client, "hello").status_code == 200
+    finally:
+        test_client.delete("/admin/guardrails/base")
