@@ -3,10 +3,12 @@
 Owns: compiling a `GuardrailSpec` once into a `Guard` (regular expressions precompiled), checking
 prompt texts (`check_input`: PII, blocklist and patterns, topic allow-list, maximum length), and
 `OutputScanner`, which checks an answer chunk by chunk and releases only text it has decided on. It
-holds back the unfinished tail: at least `window` characters (so a match that crosses chunk
-boundaries, like a phone number with spaces or a blocked phrase, is whole before it is judged) and
-never part of a whitespace-free run (an email of any length), so a blocked span never leaves, not
-even its first characters. Each action is a `GuardEvent` (guard, action, reason, direction); reasons
+holds back only the tail that could still grow into a match: the word being written (an email, IP
+or unspaced card of any length), a number still being written with its separators (a phone, a
+spaced card, an SSN), a spaced IBAN, the first words of a multi-word blocklist term, and, with
+regex patterns (whose extent it cannot know), the last 64 characters. So a
+match that crosses chunk boundaries is whole before it is judged, and a blocked span never leaves,
+not even its first characters. Each action is a `GuardEvent` (guard, action, reason, direction); reasons
 name the kind of match, never the matched text. Does not own: where the settings live (see
 `registry.guardrail_store`), the classifier adapter (it needs the model, see `serve.moderation`), or
 HTTP (see `serve.service`, `serve.routes.openai`).
@@ -21,8 +23,13 @@ from dataclasses import dataclass, field
 from tunesmith.config import GuardAction, GuardrailSpec
 from tunesmith.data.pii import find_pii
 
-WINDOW_CHARS = 64  # the least an output scanner holds back: the longest PII match (an IBAN) fits
-MAX_HELD_RUN = 320  # a whitespace-free run longer than this (no email is) is released without its end
+PATTERN_TAIL_CHARS = 64  # held back with regex patterns: what a pattern may match across spaces
+CONTEXT_CHARS = 64  # decided text kept before the undecided tail, for the detectors' lookbehinds
+MAX_HELD_RUN = 320  # a tail longer than this (no email is) is released up to this much
+_SPACE = re.compile(r"\s")
+_LAST_WORD = re.compile(r"\S*$")
+_NUMBER_BEING_WRITTEN = re.compile(r"[\d(+][\d\s().+-]*$")  # phones, spaced cards, SSNs
+_IBAN_BEING_WRITTEN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9 ]*$")
 _ACTION_RANK = {GuardAction.flag: 0, GuardAction.redact: 1, GuardAction.block: 2}
 
 
@@ -83,7 +90,8 @@ class Guard:
     max_output_chars: int | None
     classifier: Classifier | None
     refusal: str | None
-    window: int  # characters an output scanner holds back at least
+    term_starts: re.Pattern[str] | None  # the first words of a multi-word term, at the end of a text
+    tail_chars: int  # characters an output scanner holds back at least (with patterns)
 
     def checks_output(self) -> bool:
         return (
@@ -126,8 +134,20 @@ def compile_guard(spec: GuardrailSpec) -> Guard:
             classifier.instruction,
         ),  # fmt: skip
         refusal=spec.refusal,
-        window=max([WINDOW_CHARS, *(len(term) + 8 for term in terms)]),
+        term_starts=_term_starts(terms),
+        tail_chars=PATTERN_TAIL_CHARS if spec.terms.patterns else 0,
     )
+
+
+def _term_starts(terms: list[str]) -> re.Pattern[str] | None:
+    """A regex for the first words of any multi-word term ending the text (maybe with part of the next)."""
+    starts = {tuple(term.split()[:count]) for term in terms for count in range(1, len(term.split()))}
+    if not starts:
+        return None
+    alternatives = "|".join(
+        r"\s+".join(map(re.escape, words)) for words in sorted(starts, key=len, reverse=True)
+    )
+    return re.compile(rf"(?<!\w)(?:{alternatives})\s+\S*$", re.IGNORECASE)
 
 
 def _find_spans(guard: Guard, text: str, direction: str) -> list[_Span]:
@@ -252,8 +272,8 @@ class OutputScanner:
                 self.events.append(GuardEvent("max_length", "block", reason, "output"))
                 self.stopped = "length"
             return released
-        if len(self._pending) < 2 * self.guard.window:  # decide in steps, not at every token
-            return ""
+        if _SPACE.search(chunk) is None and len(self._pending) < MAX_HELD_RUN:
+            return ""  # a word goes on: nothing new can be decided
         return self._decide(final=False)
 
     def finish(self) -> str:
@@ -275,16 +295,27 @@ class OutputScanner:
             self._pending = ""
             return released
         self._decided += boundary - offset
-        self._context = text[max(0, boundary - self.guard.window) : boundary]
+        self._context = text[max(0, boundary - CONTEXT_CHARS) : boundary]
         self._pending = text[boundary:]
         return released
 
     def _boundary(self, text: str, offset: int, spans: list[_Span]) -> int:
-        """Where the decided text ends: `window` characters back, at a word start, before any open match."""
-        boundary = len(text) - self.guard.window
+        """Where the decided text ends: before whatever at the end may still grow into a match."""
         floor = max(offset, len(text) - MAX_HELD_RUN)
-        while boundary > floor and not text[boundary - 1].isspace():
-            boundary -= 1
+        boundary = len(text) - self.guard.tail_chars
+        if boundary < len(text):  # then at a word start, so a term is never cut
+            boundary = _LAST_WORD.search(text, floor, max(floor, boundary)).start()  # type: ignore[union-attr]
+        term_starts = self.guard.term_starts
+        for pattern in (
+            _LAST_WORD,
+            _NUMBER_BEING_WRITTEN,
+            _IBAN_BEING_WRITTEN,
+            *([term_starts] if term_starts else []),
+        ):
+            held = pattern.search(text, floor)
+            if held is not None:
+                boundary = min(boundary, held.start())
+        boundary = max(boundary, floor)
         for span in reversed(spans):
             if span.start < boundary < span.end:
                 boundary = span.start
