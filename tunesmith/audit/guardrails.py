@@ -24,7 +24,7 @@ from tunesmith.config import GuardAction, GuardrailSpec
 from tunesmith.data.pii import find_pii
 
 PATTERN_TAIL_CHARS = 64  # held back with regex patterns: what a pattern may match across spaces
-CONTEXT_CHARS = 64  # decided text kept before the undecided tail, for the detectors' lookbehinds
+CONTEXT_CHARS = 16  # decided text kept before the undecided tail, for the detectors' lookbehinds
 MAX_HELD_RUN = 320  # a tail longer than this (no email is) is released up to this much
 _SPACE = re.compile(r"\s")
 _LAST_WORD = re.compile(r"\S*$")
@@ -150,22 +150,23 @@ def _term_starts(terms: list[str]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})\s+\S*$", re.IGNORECASE)
 
 
-def _find_spans(guard: Guard, text: str, direction: str) -> list[_Span]:
-    """Every match of the guards on for `direction`, sorted, overlaps resolved (the stronger action wins)."""
+def _find_spans(guard: Guard, text: str, direction: str, offset: int = 0) -> list[_Span]:
+    """Every match starting at `offset` or later of the guards on for `direction`, sorted, overlaps
+    resolved (the stronger action wins)."""
     found: list[_Span] = []
     pii_action = guard.pii[direction]
     if pii_action is not GuardAction.off:
         found += [
             _Span(match.start, match.end, "pii", match.kind, pii_action)
             for match in find_pii(text)
-            if match.kind in guard.pii_kinds
+            if match.kind in guard.pii_kinds and match.start >= offset
         ]
     terms_action = guard.terms[direction]
     if terms_action is not GuardAction.off:
         for name, pattern in guard.patterns:
             found += [
                 _Span(match.start(), match.end(), "terms", name, terms_action)
-                for match in pattern.finditer(text)
+                for match in pattern.finditer(text, offset)
                 if match.end() > match.start()
             ]
     found.sort(key=lambda span: (span.start, -_ACTION_RANK[span.action], -span.end))
@@ -257,6 +258,7 @@ class OutputScanner:
     _pending: str = ""  # generated, not yet decided
     _context: str = ""  # the end of the decided text: lookbehind for the next matches
     _decided: int = 0  # characters of the answer decided so far
+    _next_decision: int = 0  # decide again once this much is pending
 
     def feed(self, chunk: str) -> str:
         """The text that can be sent now (possibly empty) after `chunk` arrives."""
@@ -272,9 +274,16 @@ class OutputScanner:
                 self.events.append(GuardEvent("max_length", "block", reason, "output"))
                 self.stopped = "length"
             return released
+        if len(self._pending) < self._next_decision:
+            return ""
         if _SPACE.search(chunk) is None and len(self._pending) < MAX_HELD_RUN:
             return ""  # a word goes on: nothing new can be decided
         return self._decide(final=False)
+
+    @property
+    def held_chars(self) -> int:
+        """Characters generated and not yet decided (what the client's text trails the model's by)."""
+        return len(self._pending)
 
     def finish(self) -> str:
         """The rest of the answer, decided now that no more text comes."""
@@ -283,7 +292,7 @@ class OutputScanner:
     def _decide(self, *, final: bool) -> str:
         text = self._context + self._pending
         offset = len(self._context)
-        spans = [span for span in _find_spans(self.guard, text, "output") if span.start >= offset]
+        spans = _find_spans(self.guard, text, "output", offset)
         boundary = len(text) if final else self._boundary(text, offset, spans)
         if boundary <= offset:
             return ""
@@ -297,6 +306,8 @@ class OutputScanner:
         self._decided += boundary - offset
         self._context = text[max(0, boundary - CONTEXT_CHARS) : boundary]
         self._pending = text[boundary:]
+        # with patterns every scan covers their 64-character tail: scan again after a quarter of it
+        self._next_decision = len(self._pending) + self.guard.tail_chars // 4
         return released
 
     def _boundary(self, text: str, offset: int, spans: list[_Span]) -> int:
