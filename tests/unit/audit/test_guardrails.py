@@ -142,9 +142,12 @@ def test_guardrails_off_change_nothing() -> None:
     assert not guard.checks_output()
 
 
-def test_streamed_answers_are_guarded_exactly_as_whole_ones_whatever_the_chunking() -> None:
+@pytest.mark.parametrize("patterns", [{}, {"ORDER": r"ORD-\d{6}"}], ids=["no_patterns", "patterns"])
+def test_streamed_answers_are_guarded_exactly_as_whole_ones_whatever_the_chunking(
+    patterns: dict[str, str],
+) -> None:
     guard = _guard(pii={"output": "redact"}, terms={"blocklist": ["internal use only", "falcon"],
-                   "patterns": {"ORDER": r"ORD-\d{6}"}, "output": "redact"})  # fmt: skip
+                   "patterns": patterns, "output": "redact"})  # fmt: skip
     rng = random.Random(3)
     extras = ["for internal  use only", "ORD-123456", "Falcon.", "internal use", "ORD-12345 x"]
     for case in pii_cases(seed=3, per_kind=15, look_alikes=60):

@@ -106,7 +106,9 @@ def test_prompts_are_refused_redacted_or_answered_with_the_refusal(
         )
         _put(test_client, "base", {"pii": {"input": "redact"}})
         response = _chat(test_client, "write to jane@acme.io")
-        assert response.status_code == 200
+        literal = _chat(test_client, "write to [EMAIL]").json()  # what the model must have been given
+        assert response.status_code == 200 and response.json()["usage"] == literal["usage"]
+        assert response.json()["choices"][0]["message"] == literal["choices"][0]["message"]
         logged = test_client.get(f"/admin/requests/{response.json()['id']}").json()
         assert logged["prompt"]["messages"][0]["content"] == "write to [EMAIL]"
     finally:
