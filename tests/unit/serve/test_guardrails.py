@@ -19,6 +19,7 @@ from tunesmith.audit.guardrails import Classifier
 from tunesmith.audit.trail import read_log
 from tunesmith.cli import app as cli
 from tunesmith.config import ConfigError, GuardrailSpec, ServeSpec, default_database_url
+from tunesmith.registry.guardrail_store import GuardrailStore
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.app import create_app
@@ -154,6 +155,11 @@ def test_each_change_leaves_exactly_one_audit_record_from_the_cli_and_the_api(
             and after[-1]["action"] == action
             and after[-1]["actor"].startswith("user:")
         )
+    GuardrailStore(local).record_events("r1", "shop", [{"direction": "output", "guard": "pii", "action": "redact",
+                                                        "reason": "EMAIL"}])  # fmt: skip
+    printed = runner.invoke(cli, ["guardrails", "events", "--target", "shop", "--json"])
+    assert [(e["request_id"], e["reason"]) for e in json.loads(printed.output)] == [("r1", "EMAIL")]
+    assert json.loads(runner.invoke(cli, ["guardrails", "list", "--json"]).output) == []
     guard_file.write_text("terms: {patterns: {ORDER: 'ORD-(\\d+'}}", encoding="utf-8")
     result = runner.invoke(cli, ["guardrails", "set", "shop", "--config", str(guard_file)])
     assert isinstance(result.exception, ConfigError)  # `tunesmith` prints it and exits with 2
