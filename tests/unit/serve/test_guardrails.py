@@ -190,3 +190,47 @@ def test_the_classifier_adapter_scores_labels_and_blocks_over_the_threshold(
         assert _chat(test_client, "hello").status_code == 200
     finally:
         test_client.delete("/admin/guardrails/base")
+
+
+@pytest.mark.parametrize("action", ["redact", "block"])
+def test_a_generation_sends_only_guarded_text_on_the_seeded_pii_set(action: str) -> None:
+    """`Generation.events`, which both the streamed and the whole response read, on answers with PII
+    arriving token by token (no model: the events are queued here)."""
+    import asyncio
+    import random
+    from types import SimpleNamespace
+
+    from tests.unit.audit.pii_cases import pii_cases
+    from tunesmith.audit.guardrails import compile_guard
+    from tunesmith.serve.jobs import JobEvent
+    from tunesmith.serve.metrics import ServeMetrics
+    from tunesmith.serve.service import Generation, Target
+
+    guard = compile_guard(GuardrailSpec.model_validate({"pii": {"output": action}}))
+    cases, rng = pii_cases(seed=4, per_kind=20, look_alikes=120), random.Random(4)
+
+    async def run(answer: str) -> tuple[list[str], str]:
+        queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
+        cursor = 0
+        while cursor < len(answer):
+            size = rng.randint(1, 5)
+            queue.put_nowait((0, JobEvent("delta", answer[cursor : cursor + size])))
+            cursor += size
+        queue.put_nowait((0, JobEvent("done", finish_reason="stop", completion_tokens=1)))
+        job = SimpleNamespace(cancelled=False)
+        generation = Generation(Target("base", None, None), 1, [job], queue, "r", 30, lambda used: None,  # type: ignore[list-item]
+                                ServeMetrics(), output_guard=guard)  # fmt: skip
+        sent = [event.text async for _, event in generation.events() if event.kind == "delta"]
+        return sent, generation.finish_reasons[0]
+
+    detected = []
+    for case in cases:
+        answer = f"Here is the record you asked for. {case.text} Have a nice day."
+        sent, reason = asyncio.run(run(answer))
+        detected.append(case.value not in "".join(sent))
+        if case.kind and action == "block":
+            assert "".join(sent) == answer[: answer.index(case.value)] and reason == "content_filter"
+    planted = [hit for case, hit in zip(cases, detected, strict=True) if case.kind]
+    false = [hit for case, hit in zip(cases, detected, strict=True) if not case.kind]
+    recall, precision = sum(planted) / len(planted), sum(planted) / max(1, sum(planted) + sum(false))
+    assert recall >= 0.95 and precision >= 0.90, (recall, precision)
