@@ -234,3 +234,29 @@ def test_a_generation_sends_only_guarded_text_on_the_seeded_pii_set(action: str)
     false = [hit for case, hit in zip(cases, detected, strict=True) if not case.kind]
     recall, precision = sum(planted) / len(planted), sum(planted) / max(1, sum(planted) + sum(false))
     assert recall >= 0.95 and precision >= 0.90, (recall, precision)
+
+
+def test_completions_are_guarded_like_chat(client: tuple[TestClient, Registry]) -> None:
+    test_client, _ = client
+    body = {"model": "base", "prompt": "once upon a time", "max_tokens": 24, "temperature": 0}
+    answer = test_client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    blocked = answer[len(answer) // 2 : len(answer) // 2 + 4]
+    _put(test_client, "base", {"pii": {"input": "block"}, "terms": {"patterns": {"SECRET": re.escape(blocked)}, "output": "block"}})  # fmt: skip
+    try:
+        choice = test_client.post("/v1/completions", json=body).json()["choices"][0]
+        assert (choice["text"], choice["finish_reason"]) == (
+            answer[: answer.index(blocked)],
+            "content_filter",
+        )
+        with test_client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+            chunks = [
+                json.loads(line[6:])["choices"][0]
+                for line in response.iter_lines()
+                if line.startswith("data: {")
+            ]
+        assert "".join(c["text"] for c in chunks) == answer[: answer.index(blocked)]
+        assert chunks[-1]["finish_reason"] == "content_filter"
+        refused = test_client.post("/v1/completions", json={**body, "prompt": ["fine", "mail a@b.io"]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"
+    finally:
+        test_client.delete("/admin/guardrails/base")
