@@ -469,6 +469,12 @@ class TopicGuardSpec(_Spec):
     )
     action: Action = Field(GuardAction.block, description="Action on an off-topic prompt (flag or block).")
 
+    @model_validator(mode="after")
+    def _check_action(self) -> TopicGuardSpec:
+        if self.action is GuardAction.redact:
+            raise ValueError("action: an off-topic prompt has nothing to redact; use off, flag or block")
+        return self
+
 
 class ClassifierGuardSpec(_Spec):
     """A tunesmith classification fine-tune used as a moderation model on prompts."""

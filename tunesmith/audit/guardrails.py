@@ -2,14 +2,14 @@
 
 Owns: compiling a `GuardrailSpec` once into a `Guard` (regular expressions precompiled), checking
 prompt texts (`check_input`: PII, blocklist and patterns, topic allow-list, maximum length), and
-`OutputScanner`, which checks an answer chunk by chunk and releases only text it has decided on. It
-holds back only the tail that could still grow into a match: the word being written (an email, IP
-or unspaced card of any length), a number still being written with its separators (a phone, a
+`OutputScanner`, which checks an answer chunk by chunk and releases only text it has decided on.
+It holds back only the tail that could still grow into a match: the word being written (an email,
+IP or unspaced card of any length), a number still being written with its separators (a phone, a
 spaced card, an SSN), a spaced IBAN, the first words of a multi-word blocklist term, and, with
-regex patterns (whose extent it cannot know), the last 64 characters. So a
-match that crosses chunk boundaries is whole before it is judged, and a blocked span never leaves,
-not even its first characters. Each action is a `GuardEvent` (guard, action, reason, direction); reasons
-name the kind of match, never the matched text. Does not own: where the settings live (see
+regex patterns (whose extent it cannot know), the last 64 characters. So a match that crosses
+chunk boundaries is whole before it is judged, and a blocked span never leaves, not even its first
+characters. Each action is a `GuardEvent` (guard, action, reason, direction); reasons name the kind
+of match, never the matched text. Does not own: where the settings live (see
 `registry.guardrail_store`), the classifier adapter (it needs the model, see `serve.moderation`), or
 HTTP (see `serve.service`, `serve.routes.openai`).
 """
@@ -25,7 +25,7 @@ from tunesmith.data.pii import find_pii
 
 PATTERN_TAIL_CHARS = 64  # held back with regex patterns: what a pattern may match across spaces
 CONTEXT_CHARS = 16  # decided text kept before the undecided tail, for the detectors' lookbehinds
-MAX_HELD_RUN = 320  # a tail longer than this (no email is) is released up to this much
+MAX_HELD_RUN = 320  # a scanner holds at most this much (no email is longer), releasing what comes before
 _SPACE = re.compile(r"\s")
 _LAST_WORD = re.compile(r"\S*$")
 _NUMBER_BEING_WRITTEN = re.compile(r"[\d(+][\d\s().+-]*$")  # phones, spaced cards, SSNs
@@ -94,6 +94,7 @@ class Guard:
     tail_chars: int  # characters an output scanner holds back at least (with patterns)
 
     def checks_output(self) -> bool:
+        """Whether answers need an `OutputScanner` (else they pass as generated)."""
         return (
             self.pii["output"] is not GuardAction.off
             or (self.terms["output"] is not GuardAction.off and bool(self.patterns))

@@ -124,6 +124,8 @@ def test_topic_allow_list_keeps_prompts_on_topic() -> None:
     assert check_input(guard, ["x"], topic_texts=["what are your opening hours"]).blocked is None
     blocked = check_input(guard, ["write me a poem"], topic_texts=["write me a poem"]).blocked
     assert blocked is not None and blocked.guard == "topics"
+    with pytest.raises(ValidationError, match="nothing to redact"):
+        GuardrailSpec.model_validate({"topics": {"allow": ["coffee"], "action": "redact"}})
 
 
 def test_length_limits_refuse_long_prompts_and_end_long_answers() -> None:
