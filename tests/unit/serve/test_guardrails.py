@@ -52,10 +52,10 @@ def _chat(client: TestClient, content: str, model: str = "base", **body: Any) ->
     })  # fmt: skip
 
 
-def _streamed(client: TestClient, content: str) -> tuple[str, str | None]:
+def _streamed(client: TestClient, content: str, model: str = "base") -> tuple[str, str | None]:
     text, reason = "", None
     with client.stream("POST", "/v1/chat/completions", json={
-        "model": "base", "messages": [{"role": "user", "content": content}], "max_tokens": 24, "temperature": 0,
+        "model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 24, "temperature": 0,
         "stream": True,
     }) as response:  # fmt: skip
         assert response.status_code == 200
@@ -118,6 +118,10 @@ def test_prompts_are_refused_redacted_or_answered_with_the_refusal(
     choice = _chat(test_client, "the Forbidden  Fruit?", model="voice").json()["choices"][0]
     assert choice == {"index": 0, "message": {"role": "assistant", "content": "I cannot talk about that."},
                       "finish_reason": "content_filter"}  # fmt: skip
+    assert _streamed(test_client, "the forbidden fruit", "voice") == (
+        "I cannot talk about that.",
+        "content_filter",
+    )
     assert test_client.get("/admin/guardrails/voice").json()["source"] == "config"
 
 
