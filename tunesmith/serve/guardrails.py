@@ -5,21 +5,20 @@ answers, else of `base`: the first of these with any), where stored settings (`t
 set`, `PUT /admin/guardrails/{target}`) replace the config file's for the same target and are read
 at every request (one indexed query, so a change applies to the next request, as deployment weights
 do); compiling each distinct spec once; checking a prompt (the text guards, then the classifier
-adapter, see `moderation`); and recording actions: counted in `/metrics` at once, stored in the
-registry's guardrail log off the event loop (a log that cannot be written is logged, never the
-client's problem). Does not own: the guards themselves (see `audit.guardrails`) or response shapes
+adapter, see `moderation`); and recording actions: counted in `/metrics` at once, appended to the
+registry's guardrail log from a worker thread the request does not wait for (a log that cannot be
+written is logged, never the client's problem). Does not own: the guards themselves (see `audit.guardrails`) or response shapes
 (see `routes.openai`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
-from starlette.concurrency import run_in_threadpool
 
 from tunesmith.audit.guardrails import Classifier, Guard, GuardEvent, InputVerdict, check_input, compile_guard
 from tunesmith.config import GuardrailSpec
@@ -76,7 +75,7 @@ class ServeGuardrails:
     async def check_prompt(
         self, active: ActiveGuard, texts: list[str], topic_texts: list[str], request_id: str
     ) -> InputVerdict:
-        """`texts` through the text guards and the classifier; every action recorded before returning."""
+        """`texts` through the text guards and the classifier; every action recorded."""
         verdict = check_input(active.guard, texts, topic_texts=topic_texts)
         classifier = active.guard.classifier
         if verdict.blocked is None and classifier is not None:
@@ -91,11 +90,15 @@ class ServeGuardrails:
                 label = max((p, label) for p, label in scored if label in classifier.blocked_labels)[1]
                 verdict.blocked = GuardEvent("classifier", "block", label, "input")
                 verdict.events.append(verdict.blocked)
-        await self.record(request_id, active.target, verdict.events)
+        self.record(request_id, active.target, verdict.events)
         return verdict
 
-    async def record(self, request_id: str, target: str, events: Sequence[GuardEvent]) -> None:
-        """Count `events` in `/metrics` and append them to the registry's guardrail log."""
+    def record(self, request_id: str, target: str, events: Sequence[GuardEvent]) -> None:
+        """Count `events` in `/metrics` now and append them to the guardrail log from a worker thread.
+
+        Not awaited: the request does not wait for the log, and a stream its client abandoned (whose
+        handler is being cancelled) still gets its actions logged.
+        """
         if not events:
             return
         for event in events:
@@ -104,9 +107,12 @@ class ServeGuardrails:
             {"direction": e.direction, "guard": e.guard, "action": e.action, "reason": e.reason}
             for e in events
         ]
+        asyncio.get_running_loop().run_in_executor(None, self._log, request_id, target, rows)
+
+    def _log(self, request_id: str, target: str, rows: list[dict[str, str]]) -> None:
         try:
-            await run_in_threadpool(self.store.record_events, request_id, target, rows)
-        except Exception:  # the request goes on; the metrics have the count
+            self.store.record_events(request_id, target, rows)
+        except Exception:  # the request went on; the metrics have the count
             logger.exception("could not log guardrail actions of request %s", request_id)
 
 

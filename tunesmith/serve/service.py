@@ -74,6 +74,7 @@ class Generation:
     completion_tokens: int = 0
     output_guard: Guard | None = None  # checks each choice's text before the client sees it
     guard_target: str | None = None  # whose guardrails those are (named in the guardrail log)
+    guardrails: ServeGuardrails | None = None  # records the output guard's actions when this closes
     scanners: dict[int, OutputScanner] = field(default_factory=dict)
 
     released: bool = False
@@ -88,6 +89,8 @@ class Generation:
         if not self.released:
             self.released = True
             self.release(self.prompt_tokens + self.completion_tokens)
+            if self.guardrails is not None and self.guard_target is not None:
+                self.guardrails.record(self.request_id, self.guard_target, self.guard_events())
 
     async def events(self) -> AsyncIterator[tuple[int, JobEvent]]:
         """Events until every job is done; raises APIError if a job failed or time ran out.
@@ -408,10 +411,6 @@ class ServingService:
             "latency_ms": latency * 1000, "ttft_ms": None if ttft is None else ttft * 1000,
         }  # fmt: skip
         request_logger.info(json.dumps({"event": "request", **fields}))
-        if generation.guard_target is not None:
-            await self.guardrails.record(
-                generation.request_id, generation.guard_target, generation.guard_events()
-            )
         if not self.log_requests:
             return
         try:

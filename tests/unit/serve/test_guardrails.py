@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,18 @@ def _chat(client: TestClient, content: str, model: str = "base", **body: Any) ->
     })  # fmt: skip
 
 
+def _logged(client: TestClient, target: str, count: int) -> list[dict[str, Any]]:
+    """The target's latest logged actions, once `count` are there (they are written off the request)."""
+    deadline = time.monotonic() + 10
+    while True:
+        events: list[dict[str, Any]] = client.get(
+            "/admin/guardrail-events", params={"target": target}
+        ).json()["data"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.02)
+
+
 def _streamed(client: TestClient, content: str, model: str = "base") -> tuple[str, str | None]:
     text, reason = "", None
     with client.stream("POST", "/v1/chat/completions", json={
@@ -82,7 +95,7 @@ def test_a_blocked_span_of_the_answer_never_reaches_the_client_streamed_or_not(
         assert _streamed(test_client, "tell me a story") == (expected, "content_filter")
         metrics = test_client.get("/metrics").text
         assert 'tunesmith_guardrail_actions_total{action="block",guard="terms"} 2.0' in metrics
-        events = test_client.get("/admin/guardrail-events", params={"target": "base"}).json()["data"]
+        events = _logged(test_client, "base", 2)
         assert [(e["direction"], e["guard"], e["reason"]) for e in events[:2]] == [("output", "terms", "pattern SECRET")] * 2  # fmt: skip
     finally:
         assert test_client.delete("/admin/guardrails/base").status_code == 200
@@ -264,3 +277,31 @@ def test_completions_are_guarded_like_chat(client: tuple[TestClient, Registry]) 
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "prompt"
     finally:
         test_client.delete("/admin/guardrails/base")
+
+
+def test_the_actions_on_a_stream_its_client_abandoned_are_recorded() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from tunesmith.audit.guardrails import compile_guard
+    from tunesmith.serve.jobs import JobEvent
+    from tunesmith.serve.metrics import ServeMetrics
+    from tunesmith.serve.service import Generation, Target
+
+    recorded: list[tuple[str, str, list[str]]] = []
+    recorder = SimpleNamespace(record=lambda rid, target, events: recorded.append((rid, target, [e.reason for e in events])))  # fmt: skip
+
+    async def abandon() -> None:
+        queue: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
+        for chunk in ["mail jane@acme.io ", "and then ", "more ", "words "]:  # no end: the job goes on
+            queue.put_nowait((0, JobEvent("delta", chunk)))
+        guard = compile_guard(GuardrailSpec.model_validate({"pii": {"output": "redact"}}))
+        generation = Generation(Target("base", None, None), 1, [SimpleNamespace(cancelled=False)], queue, "r9", 30,  # type: ignore[list-item]
+                                lambda used: None, ServeMetrics(), output_guard=guard, guard_target="shop",
+                                guardrails=recorder)  # type: ignore[arg-type]  # fmt: skip
+        events = generation.events()
+        assert (await anext(events))[1].text == "mail [EMAIL] "
+        await events.aclose()  # what a disconnect does to the stream
+
+    asyncio.run(abandon())
+    assert recorded == [("r9", "shop", ["EMAIL"])]

@@ -68,7 +68,7 @@ async def create_chat_completion(
     prompt = {"messages": [message.model_dump(exclude_none=True) for message in messages]}
     generation = service.start(target, [prompt_ids], body, max_tokens, tenant=caller.tenant,
                                request_id=request_id(request))  # fmt: skip
-    _guard_output(generation, active)
+    _guard_output(generation, active, service)
     return await _respond(request, generation, body, "chat", prompt,
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
 
@@ -90,7 +90,7 @@ async def create_completion(
     max_tokens = service.max_tokens(body, body.max_tokens, max(len(ids) for ids in prompt_ids), len(prompts))
     generation = service.start(target, prompt_ids, body, max_tokens, tenant=caller.tenant,
                                request_id=request_id(request))  # fmt: skip
-    _guard_output(generation, active)
+    _guard_output(generation, active, service)
     return await _respond(request, generation, body, "completion", {"prompt": prompts},
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
 
@@ -117,9 +117,9 @@ async def _check_prompt(
     return active, texts, active.guard.refusal
 
 
-def _guard_output(generation: Generation, active: ActiveGuard | None) -> None:
+def _guard_output(generation: Generation, active: ActiveGuard | None, service: ServingService) -> None:
     if active is not None:
-        generation.guard_target = active.target
+        generation.guardrails, generation.guard_target = service.guardrails, active.target
         generation.output_guard = active.guard if active.guard.checks_output() else None
 
 
