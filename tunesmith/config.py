@@ -477,17 +477,21 @@ class TopicGuardSpec(_Spec):
 
 
 class ClassifierGuardSpec(_Spec):
-    """A tunesmith classification fine-tune used as a moderation model on prompts."""
+    """A tunesmith classification fine-tune used as a moderation model on prompts (and answers)."""
 
     adapter: str = Field(..., description="The classifier adapter, `name` or `name@version`, on this base.")
     labels: list[str] = Field(..., min_length=2, description="Every label it was trained on.")
-    blocked_labels: list[str] = Field(..., min_length=1, description="Labels that block a prompt.")
+    blocked_labels: list[str] = Field(..., min_length=1, description="Labels that block a text.")
     threshold: float = Field(
         0.5, gt=0, le=1, description="Block when the blocked labels' share of probability is at least this."
     )
     instruction: str | None = Field(
         None,
         description="The instruction it was trained with (default: `data prepare`'s for text/label rows).",
+    )
+    answers: bool = Field(
+        False,
+        description="Also classify each whole answer; a streamed answer is then sent only once complete.",
     )
 
     @model_validator(mode="after")

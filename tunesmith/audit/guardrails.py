@@ -8,8 +8,9 @@ IP or unspaced card of any length), a number still being written with its separa
 spaced card, an SSN), a spaced IBAN, the first words of a multi-word blocklist term, and, with
 regex patterns (whose extent it cannot know), the last 64 characters. So a match that crosses
 chunk boundaries is whole before it is judged, and a blocked span never leaves, not even its first
-characters. Each action is a `GuardEvent` (guard, action, reason, direction); reasons name the kind
-of match, never the matched text. Does not own: where the settings live (see
+characters. (An answer the classifier adapter is to judge is held whole, see `serve.service`.) Each
+action is a `GuardEvent` (guard, action, reason, direction); reasons name the kind of match, never
+the matched text. Does not own: where the settings live (see
 `registry.guardrail_store`), the classifier adapter (it needs the model, see `serve.moderation`), or
 HTTP (see `serve.service`, `serve.routes.openai`).
 """
@@ -74,6 +75,7 @@ class Classifier:
     blocked_labels: frozenset[str]
     threshold: float
     instruction: str | None
+    answers: bool  # whole answers are classified too (so held until complete)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Guard:
             self.pii["output"] is not GuardAction.off
             or (self.terms["output"] is not GuardAction.off and bool(self.patterns))
             or self.max_output_chars is not None
+            or (self.classifier is not None and self.classifier.answers)
         )
 
 
@@ -133,6 +136,7 @@ def compile_guard(spec: GuardrailSpec) -> Guard:
             frozenset(classifier.blocked_labels),
             classifier.threshold,
             classifier.instruction,
+            classifier.answers,
         ),  # fmt: skip
         refusal=spec.refusal,
         term_starts=_term_starts(terms),
@@ -267,15 +271,17 @@ class OutputScanner:
             return ""
         self._pending += chunk
         limit = self.guard.max_output_chars
+        classifier = self.guard.classifier
+        holds_whole = classifier is not None and classifier.answers  # released by `finish`, once classified
         if limit is not None and self._decided + len(self._pending) > limit:
             self._pending = self._pending[: limit - self._decided]
-            released = self._decide(final=True)
+            released = "" if holds_whole else self._decide(final=True)
             if self.stopped is None:
                 reason = f"is over the limit of {limit} characters"
                 self.events.append(GuardEvent("max_length", "block", reason, "output"))
                 self.stopped = "length"
             return released
-        if len(self._pending) < self._next_decision:
+        if len(self._pending) < self._next_decision or holds_whole:
             return ""
         if _SPACE.search(chunk) is None and len(self._pending) < MAX_HELD_RUN:
             return ""  # a word goes on: nothing new can be decided
@@ -288,7 +294,7 @@ class OutputScanner:
 
     def finish(self) -> str:
         """The rest of the answer, decided now that no more text comes."""
-        return "" if self.stopped is not None else self._decide(final=True)
+        return "" if self.stopped == "content_filter" else self._decide(final=True)
 
     def _decide(self, *, final: bool) -> str:
         text = self._context + self._pending

@@ -79,19 +79,22 @@ class ServeGuardrails:
         verdict = check_input(active.guard, texts, topic_texts=topic_texts)
         classifier = active.guard.classifier
         if verdict.blocked is None and classifier is not None:
-            probabilities = await self.classify(classifier, "\n\n".join(verdict.texts))
-            blocked_share = sum(
-                probability
-                for label, probability in zip(classifier.labels, probabilities, strict=True)
-                if label in classifier.blocked_labels
-            )
-            if blocked_share >= classifier.threshold:
-                scored = zip(probabilities, classifier.labels, strict=True)
-                label = max((p, label) for p, label in scored if label in classifier.blocked_labels)[1]
-                verdict.blocked = GuardEvent("classifier", "block", label, "input")
+            verdict.blocked = await self.classified(classifier, "\n\n".join(verdict.texts), "input")
+            if verdict.blocked is not None:
                 verdict.events.append(verdict.blocked)
         self.record(request_id, active.target, verdict.events)
         return verdict
+
+    async def classified(self, classifier: Classifier, text: str, direction: str) -> GuardEvent | None:
+        """The block of `text` by the classifier adapter (naming its likeliest blocked label), or None."""
+        probabilities = await self.classify(classifier, text)
+        scored = list(zip(probabilities, classifier.labels, strict=True))
+        blocked = [
+            (probability, label) for probability, label in scored if label in classifier.blocked_labels
+        ]
+        if sum(probability for probability, _ in blocked) < classifier.threshold:
+            return None
+        return GuardEvent("classifier", "block", max(blocked)[1], direction)
 
     def record(self, request_id: str, target: str, events: Sequence[GuardEvent]) -> None:
         """Count `events` in `/metrics` now and append them to the guardrail log from a worker thread.

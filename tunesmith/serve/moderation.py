@@ -1,6 +1,6 @@
 """The classifier guardrail: a tunesmith classification fine-tune, served on the same base, as moderator.
 
-Owns: scoring a prompt with the classifier adapter, the way `tunesmith eval` scores classification
+Owns: scoring a prompt (or a whole answer) with the classifier adapter, the way `tunesmith eval` scores classification
 (every label's summed log-likelihood as the assistant's answer, one forward, see
 `eval.classify.score_labels`), turned into probabilities over the labels. The prompt is rendered as
 the classifier was trained on text/label rows (its instruction, a blank line, the text). It runs on

@@ -117,7 +117,7 @@ class Generation:
                 if event.kind == "error":
                     assert event.error is not None
                     raise _job_error(event.error, self.request_id) from None
-                for guarded in self._guarded(index, event):
+                for guarded in await self._classified(index, self._guarded(index, event)):
                     remaining -= self._take(index, guarded)
                     yield index, guarded
         finally:
@@ -141,6 +141,27 @@ class Generation:
         done = JobEvent("done", finish_reason=scanner.stopped or event.finish_reason,
                         completion_tokens=event.completion_tokens)  # fmt: skip
         return [JobEvent("delta", tail), done] if tail else [done]
+
+    async def _classified(self, index: int, events: list[JobEvent]) -> list[JobEvent]:
+        """`events`, or, where they end an answer the classifier adapter blocks, only its end."""
+        classifier = self.output_guard.classifier if self.output_guard is not None else None
+        if (
+            classifier is None
+            or not classifier.answers
+            or events[-1].kind != "done"
+            or self.guardrails is None
+        ):
+            return events
+        if events[-1].finish_reason == "cancelled":  # its client went away
+            return events
+        answer = self.outputs[index] + "".join(event.text for event in events)
+        blocked = await self.guardrails.classified(classifier, answer, "output")
+        if blocked is None:
+            return events
+        self.scanners[index].events.append(blocked)
+        return [
+            JobEvent("done", finish_reason="content_filter", completion_tokens=events[-1].completion_tokens)
+        ]
 
     def guard_events(self) -> list[GuardEvent]:
         """What the output guard did, choice by choice."""

@@ -157,3 +157,14 @@ def test_streamed_answers_are_guarded_exactly_as_whole_ones_whatever_the_chunkin
         whole = OutputScanner(guard)
         expected = whole.feed(answer) + whole.finish()
         assert "".join(_stream(guard, answer, rng)[0]) == expected, answer
+
+
+def test_an_answer_for_the_classifier_is_held_whole_then_guarded() -> None:
+    classifier = {"adapter": "mod", "labels": ["ok", "bad"], "blocked_labels": ["bad"], "answers": True}
+    scanner = OutputScanner(_guard(pii={"output": "redact"}, classifier=classifier, max_output_chars=40))
+    assert [scanner.feed(chunk) for chunk in ["mail jane@acme.io ", "today, ", "please. " * 5]] == [
+        "",
+        "",
+        "",
+    ]
+    assert scanner.finish() == "mail [EMAIL] today, please. please." and scanner.stopped == "length"

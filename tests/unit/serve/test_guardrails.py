@@ -188,7 +188,7 @@ def test_the_classifier_adapter_scores_labels_and_blocks_over_the_threshold(
 ) -> None:
     test_client, _ = client
     moderator = test_client.app.state.service.guardrails  # type: ignore[attr-defined]
-    classifier = Classifier("voice", ("safe", "unsafe"), frozenset({"unsafe"}), 0.5, None)
+    classifier = Classifier("voice", ("safe", "unsafe"), frozenset({"unsafe"}), 0.5, None, False)
     probabilities = test_client.portal.call(moderator.classify, classifier, "hello")  # type: ignore[union-attr]
     assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
     unsafe = probabilities[1]
@@ -305,3 +305,34 @@ def test_the_actions_on_a_stream_its_client_abandoned_are_recorded() -> None:
 
     asyncio.run(abandon())
     assert recorded == [("r9", "shop", ["EMAIL"])]
+
+
+def test_the_classifier_adapter_can_block_whole_answers_streamed_or_not(
+    client: tuple[TestClient, Registry],
+) -> None:
+    test_client, _ = client
+    guardrails = test_client.app.state.service.guardrails  # type: ignore[attr-defined]
+    answer = _chat(test_client, "hello").json()["choices"][0]["message"]["content"]
+    classifier = Classifier("voice", ("safe", "unsafe"), frozenset({"unsafe"}), 0.5, None, True)
+    prompt_unsafe, answer_unsafe = (
+        test_client.portal.call(guardrails.classify, classifier, text)[1]  # type: ignore[union-attr]
+        for text in ("hello", answer)
+    )
+    # block on whichever label the answer scores higher on than the prompt: the prompt passes, the answer not
+    label, prompt_p, answer_p = (
+        ("unsafe", prompt_unsafe, answer_unsafe) if answer_unsafe > prompt_unsafe
+        else ("safe", 1 - prompt_unsafe, 1 - answer_unsafe)
+    )  # fmt: skip
+    _put(test_client, "base", {"classifier": {"adapter": "voice", "labels": ["safe", "unsafe"], "blocked_labels": [label],
+                                              "threshold": (prompt_p + answer_p) / 2, "answers": True}})  # fmt: skip
+    try:
+        choice = _chat(test_client, "hello").json()["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("", "content_filter")
+        assert _streamed(test_client, "hello") == ("", "content_filter")  # nothing sent before the verdict
+        assert [e["guard"] for e in _logged(test_client, "base", 2)[:2]] == ["classifier", "classifier"]
+        _put(test_client, "base", {"classifier": {"adapter": "voice", "labels": ["safe", "unsafe"],
+                                                  "blocked_labels": [label], "threshold": 1.0, "answers": True}})  # fmt: skip
+        assert _chat(test_client, "hello").json()["choices"][0]["message"]["content"] == answer
+        assert _streamed(test_client, "hello") == (answer, "length")  # sent whole, once classified
+    finally:
+        test_client.delete("/admin/guardrails/base")
