@@ -5,7 +5,8 @@ deployment whose variant is chosen per user), turning messages into prompt token
 model's chat template (refusing chat special tokens inside message text), checking lengths against
 the limits, admitting the request under its tenant's limits, submitting the generation jobs (a full
 queue is a 503 with `Retry-After`) and collecting their events within the request timeout (each
-answer's text through the request's output guard, see `audit.guardrails.OutputScanner`), turning
+answer's text through the request's output guard, see `audit.guardrails.OutputScanner`, and where
+asked the classifier adapter), turning
 a job's failure into a client-safe error, and recording the finished request (metrics and the
 registry log; a log that cannot be written is counted and logged, never the client's problem).
 Does not own: HTTP shapes (see `routes/`) or decoding (see `engine`).
