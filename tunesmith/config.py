@@ -470,6 +470,117 @@ class BiasAuditSpec(_Spec):
         return self
 
 
+class GuardAction(StrEnum):
+    """What a guard does with text it matches."""
+
+    off = "off"  # not checked
+    flag = "flag"  # recorded and counted; the text passes unchanged
+    redact = "redact"  # each match replaced by its placeholder ([EMAIL], [BLOCKED], [NAME] of a pattern)
+    block = "block"  # input: the request is refused; output: the response ends, finish_reason content_filter
+
+
+Action = Annotated[GuardAction, BeforeValidator(_yaml_switch)]  # a bare YAML `off` is the word
+PiiKind = Literal["EMAIL", "PHONE", "CARD", "IBAN", "IP", "SSN"]  # the kinds `data.pii` detects
+
+
+class PiiGuardSpec(_Spec):
+    """Personal data in prompts and answers, found by the data preparation detectors (`data.pii`)."""
+
+    input: Action = Field(GuardAction.off, description="Action on PII in the prompt.")
+    output: Action = Field(GuardAction.off, description="Action on PII in the answer.")
+    kinds: list[PiiKind] = Field(
+        ["EMAIL", "PHONE", "CARD", "IBAN", "IP", "SSN"], min_length=1, description="Kinds of PII checked."
+    )
+
+
+class TermsGuardSpec(_Spec):
+    """Blocked words and phrases (case-insensitive, whole words) and named regular expressions."""
+
+    blocklist: list[str] = Field(default_factory=list, description="Words or phrases; a match is [BLOCKED].")
+    patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="NAME: REGEX (Python syntax, checked at load); a match is [NAME] when redacted.",
+    )
+    input: Action = Field(GuardAction.block, description="Action on a match in the prompt.")
+    output: Action = Field(GuardAction.block, description="Action on a match in the answer.")
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> TermsGuardSpec:
+        for name, pattern in self.patterns.items():
+            if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                raise ValueError(
+                    f"patterns.{name}: a name is UPPER_CASE (it becomes the placeholder [{name}])"
+                )
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"patterns.{name}: not a regular expression: {error}") from None
+            if compiled.search(""):
+                raise ValueError(f"patterns.{name}: matches the empty string, so it would match everywhere")
+        if any(not term.strip() for term in self.blocklist):
+            raise ValueError("blocklist: an empty term would match everywhere")
+        return self
+
+
+class TopicGuardSpec(_Spec):
+    """A topic allow-list: a prompt is on topic when its last user message holds an allowed keyword."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Keywords (case-insensitive whole words, a trailing plural s ignored); empty: any topic.",
+    )
+    action: Action = Field(GuardAction.block, description="Action on an off-topic prompt (flag or block).")
+
+    @model_validator(mode="after")
+    def _check_action(self) -> TopicGuardSpec:
+        if self.action is GuardAction.redact:
+            raise ValueError("action: an off-topic prompt has nothing to redact; use off, flag or block")
+        return self
+
+
+class ClassifierGuardSpec(_Spec):
+    """A tunesmith classification fine-tune used as a moderation model on prompts (and answers)."""
+
+    adapter: str = Field(..., description="The classifier adapter, `name` or `name@version`, on this base.")
+    labels: list[str] = Field(..., min_length=2, description="Every label it was trained on.")
+    blocked_labels: list[str] = Field(..., min_length=1, description="Labels that block a text.")
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="Block when the blocked labels' share of probability is at least this."
+    )
+    instruction: str | None = Field(
+        None,
+        description="The instruction it was trained with (default: `data prepare`'s for text/label rows).",
+    )
+    answers: bool = Field(
+        False,
+        description="Also classify each whole answer; a streamed answer is then sent only once complete.",
+    )
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> ClassifierGuardSpec:
+        unknown = sorted(set(self.blocked_labels) - set(self.labels))
+        if unknown:
+            raise ValueError(f"blocked_labels: {', '.join(unknown)} not among labels")
+        return self
+
+
+class GuardrailSpec(_Spec):
+    """Guardrails of one deployment or adapter: what a prompt and its answer are checked for."""
+
+    pii: PiiGuardSpec = Field(default_factory=PiiGuardSpec, description="Personal data.")
+    terms: TermsGuardSpec = Field(default_factory=TermsGuardSpec, description="Blocklist and patterns.")
+    topics: TopicGuardSpec = Field(default_factory=TopicGuardSpec, description="Topic allow-list.")
+    max_input_chars: int | None = Field(None, gt=0, description="Longest prompt text; longer is refused.")
+    max_output_chars: int | None = Field(
+        None, gt=0, description="Longest answer; it ends there with finish_reason length."
+    )
+    classifier: ClassifierGuardSpec | None = Field(None, description="A moderation adapter on prompts.")
+    refusal: str | None = Field(
+        None,
+        description="Answer a blocked prompt with this text (finish_reason content_filter) instead of a 400.",
+    )
+
+
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
@@ -542,6 +653,11 @@ class ServeSpec(_Spec):
         "background; alerts land in the registry and /metrics (default: off).",
     )
     monitor_window: int = Field(1000, ge=10, description="Requests per window for the background monitor.")
+    guardrails: dict[str, GuardrailSpec] = Field(
+        default_factory=dict,
+        description="Guardrails per deployment, adapter name or `base` (in YAML a mapping, TARGET: {pii: ...}; "
+        "see Guardrails); what `tunesmith guardrails set` stores for a target replaces its entry here.",
+    )
     threads: int | None = Field(
         None,
         gt=0,

@@ -75,3 +75,12 @@ def test_flags_set_nested_keys_and_add_to_mappings() -> None:
     assert served.adapters == {"a": "x", "b": "y"} and served.port == 8000
     with pytest.raises(ConfigError, match=r"eval\.judge\.model"):
         build_spec(EvalSpec, {"data": "t.jsonl"}, {"judge.base_url": "http://h/v1"})
+
+
+def test_the_shipped_guardrails_config_builds_a_serve_spec() -> None:
+    from tunesmith.config import ServeSpec
+
+    config = load_config_file(REPO / "configs" / "serve-guardrails.yaml")
+    spec = build_spec(ServeSpec, config.serve, {})
+    assert spec.guardrails["base"].terms.patterns == {"ORDER": r"ORD-\d{6}"}
+    assert spec.guardrails["base"].pii.output == "block"

@@ -20,6 +20,7 @@ from tunesmith.cli import (
     deploy,
     evaluate,
     export,
+    guardrails,
     keys,
     logs,
     models,
@@ -49,6 +50,7 @@ app.add_typer(ab.app, name="ab")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(audit.app, name="audit")
 app.add_typer(logs.app, name="logs")
+app.add_typer(guardrails.app, name="guardrails")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

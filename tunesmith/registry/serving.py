@@ -2,7 +2,8 @@
 
 Owns: the schema for tenants, hashed API keys, which tenant owns which adapter name, deployments
 (their current variants and every change to them), the request/response log, feedback and
-outcome events (clicks, conversions) on responses, and monitoring alerts. Does not own: queries (see `serving_store`) or adapter versions (the `adapters` table).
+outcome events (clicks, conversions) on responses, monitoring alerts, and guardrail settings and
+actions. Does not own: queries (see `serving_store`) or adapter versions (the `adapters` table).
 """
 
 from __future__ import annotations
@@ -136,4 +137,29 @@ class MonitorAlertRecord(Base):
     kind: Mapped[str] = mapped_column(String(64))  # e.g. "sample_ratio_mismatch", "input_drift"
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class GuardrailRecord(Base):
+    """The guardrails an admin set for a deployment, an adapter name or `base` (see `GuardrailSpec`)."""
+
+    __tablename__ = "guardrails"
+
+    target: Mapped[str] = mapped_column(String(128), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # a GuardrailSpec, every field written out
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+
+
+class GuardrailEventRecord(Base):
+    """One guardrail action on a request: which guard did what, and why (never the matched text)."""
+
+    __tablename__ = "guardrail_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)  # the x-request-id the client got
+    target: Mapped[str] = mapped_column(String(128), index=True)  # whose guardrails acted
+    direction: Mapped[str] = mapped_column(String(8))  # input | output
+    guard: Mapped[str] = mapped_column(String(32))  # pii, terms, topics, max_length, classifier
+    action: Mapped[str] = mapped_column(String(16))  # flag, redact, block
+    reason: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

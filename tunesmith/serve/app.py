@@ -1,10 +1,10 @@
 """The serving composition root: `create_app(spec)` builds the app, `run_server(spec)` serves it.
 
 Owns: loading the base model and tokenizer once, registering and verifying the adapters named at
-start (a mismatch stops the start with the reason), wiring engine, store, service, limits and
-routes, the request-size limit, request ids, the Host check of a server without auth (so a web page
-cannot reach it through DNS rebinding), API docs only without auth, and the lifespan (start the
-worker; on shutdown finish in-flight requests). Does not own: any request logic.
+start (a mismatch stops the start with the reason), wiring engine, store, service, limits,
+guardrails and routes, the request-size limit, request ids, the Host check of a server without
+auth (so a web page cannot reach it through DNS rebinding), API docs only without auth, and the
+lifespan (start the worker; on shutdown finish in-flight requests). Does not own: any request logic.
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ from tunesmith.models.loading import (
     resolve_model,
     supports_fast_bf16,
 )
+from tunesmith.registry.guardrail_store import GuardrailStore
 from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.adapters import AdapterCache
 from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
+from tunesmith.serve.guardrails import ServeGuardrails
 from tunesmith.serve.limits import AuthFailureLimit, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
+from tunesmith.serve.moderation import Moderator
 from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
 
@@ -78,10 +81,12 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         max_queue_wait_s=spec.max_queue_wait_s,
     )
     limits = TenantLimits(spec.tenant_max_concurrent, spec.tenant_tokens_per_minute)
+    moderator = Moderator(engine, store)
+    guardrails = ServeGuardrails(GuardrailStore(store.registry), spec.guardrails, metrics, moderator.classify)
     service = ServingService(
         engine, store, tokenizer, metrics, context_length=context_length, max_tokens_limit=spec.max_tokens_limit,
         default_max_tokens=spec.default_max_tokens, max_n=spec.max_n, log_requests=spec.log_requests,
-        limits=limits, request_timeout_s=spec.request_timeout_s,
+        limits=limits, request_timeout_s=spec.request_timeout_s, guardrails=guardrails,
     )  # fmt: skip
 
     @asynccontextmanager
@@ -108,6 +113,7 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     app.state.health_stall_s = spec.health_stall_s
     app.state.store = store
     app.state.monitor_store = MonitorStore(store.registry)
+    app.state.guardrail_store = guardrails.store
     app.state.service = service
     app.state.metrics = metrics
     install_error_handlers(app)

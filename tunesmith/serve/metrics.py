@@ -75,6 +75,10 @@ class ServeMetrics:
             "tunesmith_monitor_alerts", "Alerts raised by `tunesmith monitor check`, by deployment and kind.",
             ["deployment", "kind"], registry=registry,
         )  # fmt: skip
+        self.guardrail_actions = Counter(
+            "tunesmith_guardrail_actions", "Guardrail actions by guard (pii, terms, topics, max_length, "
+            "classifier) and action (flag, redact, block).", ["guard", "action"], registry=registry,
+        )  # fmt: skip
         self._window_tokens = 0
         self._window_start = time.monotonic()
 

@@ -4,7 +4,9 @@ Owns: resolving a request's `model` for a caller (`base`, an adapter `name[@vers
 deployment whose variant is chosen per user), turning messages into prompt tokens with the base
 model's chat template (refusing chat special tokens inside message text), checking lengths against
 the limits, admitting the request under its tenant's limits, submitting the generation jobs (a full
-queue is a 503 with `Retry-After`) and collecting their events within the request timeout, turning
+queue is a 503 with `Retry-After`) and collecting their events within the request timeout (each
+answer's text through the request's output guard, see `audit.guardrails.OutputScanner`, and where
+asked the classifier adapter), turning
 a job's failure into a client-safe error, and recording the finished request (metrics and the
 registry log; a log that cannot be written is counted and logged, never the client's problem).
 Does not own: HTTP shapes (see `routes/`) or decoding (see `engine`).
@@ -24,6 +26,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.audit.guardrails import Guard, GuardEvent, OutputScanner
 from tunesmith.registry.serving_records import AdapterVersion, Caller
 from tunesmith.registry.serving_store import (
     BASE_MODEL_NAME,
@@ -34,6 +37,7 @@ from tunesmith.registry.serving_store import (
 )
 from tunesmith.serve.engine import EngineBusyError, EngineClosedError, GenerationEngine
 from tunesmith.serve.errors import APIError, internal_error
+from tunesmith.serve.guardrails import ServeGuardrails
 from tunesmith.serve.jobs import AdapterLoadError, GenerationJob, JobEvent, QueueTimeoutError, RowError
 from tunesmith.serve.limits import LimitError, TenantLimits, TooManyTokensError
 from tunesmith.serve.metrics import ServeMetrics
@@ -69,6 +73,10 @@ class Generation:
     outputs: list[str] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     completion_tokens: int = 0
+    output_guard: Guard | None = None  # checks each choice's text before the client sees it
+    guard_target: str | None = None  # whose guardrails those are (named in the guardrail log)
+    guardrails: ServeGuardrails | None = None  # records the output guard's actions when this closes
+    scanners: dict[int, OutputScanner] = field(default_factory=dict)
 
     released: bool = False
 
@@ -82,6 +90,8 @@ class Generation:
         if not self.released:
             self.released = True
             self.release(self.prompt_tokens + self.completion_tokens)
+            if self.guardrails is not None and self.guard_target is not None:
+                self.guardrails.record(self.request_id, self.guard_target, self.guard_events())
 
     async def events(self) -> AsyncIterator[tuple[int, JobEvent]]:
         """Events until every job is done; raises APIError if a job failed or time ran out.
@@ -108,10 +118,55 @@ class Generation:
                 if event.kind == "error":
                     assert event.error is not None
                     raise _job_error(event.error, self.request_id) from None
-                remaining -= self._take(index, event)
-                yield index, event
+                for guarded in await self._classified(index, self._guarded(index, event)):
+                    remaining -= self._take(index, guarded)
+                    yield index, guarded
         finally:
             self.close()
+
+    def _guarded(self, index: int, event: JobEvent) -> list[JobEvent]:
+        """The event as the client may see it: text the output guard has decided on (see `audit.guardrails`).
+
+        A choice the guard stops is cancelled; its end (finish_reason `content_filter` or `length`)
+        comes when its job has left the batch.
+        """
+        if self.output_guard is None:
+            return [event]
+        scanner = self.scanners.setdefault(index, OutputScanner(self.output_guard))
+        if event.kind == "delta":
+            text = scanner.feed(event.text)
+            if scanner.stopped is not None:
+                self.jobs[index].cancelled = True
+            return [JobEvent("delta", text)]
+        tail = scanner.finish()
+        done = JobEvent("done", finish_reason=scanner.stopped or event.finish_reason,
+                        completion_tokens=event.completion_tokens)  # fmt: skip
+        return [JobEvent("delta", tail), done] if tail else [done]
+
+    async def _classified(self, index: int, events: list[JobEvent]) -> list[JobEvent]:
+        """`events`, or, where they end an answer the classifier adapter blocks, only its end."""
+        classifier = self.output_guard.classifier if self.output_guard is not None else None
+        if (
+            classifier is None
+            or not classifier.answers
+            or events[-1].kind != "done"
+            or self.guardrails is None
+        ):
+            return events
+        if events[-1].finish_reason == "cancelled":  # its client went away
+            return events
+        answer = self.outputs[index] + "".join(event.text for event in events)
+        blocked = await self.guardrails.classified(classifier, answer, "output")
+        if blocked is None:
+            return events
+        self.scanners[index].events.append(blocked)
+        return [
+            JobEvent("done", finish_reason="content_filter", completion_tokens=events[-1].completion_tokens)
+        ]
+
+    def guard_events(self) -> list[GuardEvent]:
+        """What the output guard did, choice by choice."""
+        return [event for index in sorted(self.scanners) for event in self.scanners[index].events]
 
     def _take(self, index: int, event: JobEvent) -> int:
         """Record an event; 1 if it ended its job."""
@@ -160,6 +215,7 @@ class ServingService:
         log_requests: bool,
         limits: TenantLimits,
         request_timeout_s: float,
+        guardrails: ServeGuardrails,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -172,6 +228,7 @@ class ServingService:
         self.log_requests = log_requests
         self.limits = limits
         self.request_timeout_s = request_timeout_s
+        self.guardrails = guardrails
         self.special_tokens = sorted(
             {*tokenizer.all_special_tokens, *(str(t) for t in tokenizer.added_tokens_decoder.values())}
         )

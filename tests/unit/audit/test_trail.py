@@ -86,6 +86,7 @@ ROUTES: dict[str, tuple[str, Callable[[TestClient], object]]] = {
     "promote": ("deployment.promote", lambda c: c.post("/admin/deployments/d/promote", json={"model": "voice@1"})),
     "rollback": ("deployment.rollback", lambda c: c.post("/admin/deployments/d/rollback")),
     "load adapter": ("adapter.load", lambda c: c.post("/admin/adapters/load", json={"model": "voice@1"})),
+    "set guardrails": ("guardrails.set", lambda c: c.put("/admin/guardrails/d", json={"max_output_chars": 100})),
 }  # fmt: skip
 
 

@@ -14,9 +14,10 @@ from tunesmith.data.pii import find_pii, is_iban_valid, is_luhn_valid, redact
         ("card 4111 1111 1111 1111, amex 3782 822463 10005", "card [CARD], amex [CARD]"),
         ("pay GB82 WEST 1234 5698 7654 32 or DE89370400440532013000", "pay [IBAN] or [IBAN]"),
         ("hosts 192.168.1.20 and 2001:db8::1", "hosts [IP] and [IP]"),
+        ("the server is 10.0.0.7. Restart it.", "the server is [IP]. Restart it."),
         ("ssn 123-45-6789", "ssn [SSN]"),
     ],
-    ids=["email", "phone", "phone_intl", "card", "iban", "ip", "ssn"],
+    ids=["email", "phone", "phone_intl", "card", "iban", "ip", "ip_ending_a_sentence", "ssn"],
 )
 def test_each_kind_is_found_and_replaced_by_its_placeholder(text: str, expected: str) -> None:
     assert redact(text, find_pii(text)) == expected

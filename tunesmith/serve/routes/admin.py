@@ -1,7 +1,8 @@
-"""Admin routes (admin keys only): load/unload adapters, deployments and their A/B weights, feedback.
+"""Admin routes (admin keys only): load/unload adapters, deployments and their A/B weights, guardrails,
+feedback.
 
-Owns: the HTTP face of the same operations `tunesmith adapters` and `tunesmith deploy` run on the
-registry. Does not own: the operations (see `serving_store`, `adapters`).
+Owns: the HTTP face of the same operations `tunesmith adapters`, `tunesmith deploy` and `tunesmith
+guardrails` run on the registry. Does not own: the operations (see `serving_store`, `adapters`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.audit.trail import key_actor
-from tunesmith.config import ConfigError
+from tunesmith.config import ConfigError, GuardrailSpec
 from tunesmith.registry.serving_records import Deployment, DeploymentDetail, VariantWeight
 from tunesmith.registry.serving_store import NotFoundError
 from tunesmith.serve.deps import AdminDep, ServiceDep, StoreDep
@@ -117,6 +118,50 @@ async def get_request(response_id: str, caller: AdminDep, store: StoreDep) -> di
     if record is None:
         raise APIError(404, f"no logged response with id {response_id}", code="response_not_found")
     return record
+
+
+@router.get("/guardrails")
+async def list_guardrails(caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    """Every target with guardrails: stored ones (set by admins) and the config file's."""
+    stored = await run_in_threadpool(service.guardrails.store.list_targets)
+    return {"stored": stored, "configured": sorted(service.guardrails.configured)}
+
+
+@router.get("/guardrails/{target}")
+async def get_guardrails(target: str, caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    """The guardrails in force for `target`: stored, else from the config file."""
+    stored = await run_in_threadpool(service.guardrails.store.get, target)
+    if stored is not None:
+        return {"target": target, "source": "stored", "spec": stored}
+    if target in service.guardrails.configured:
+        spec = GuardrailSpec.model_validate_json(service.guardrails.configured[target])
+        return {"target": target, "source": "config", "spec": spec.model_dump(mode="json")}
+    raise APIError(404, f"{target} has no guardrails", code="guardrails_not_found")
+
+
+@router.put("/guardrails/{target}")
+async def set_guardrails(
+    target: str, body: GuardrailSpec, caller: AdminDep, service: ServiceDep
+) -> dict[str, Any]:
+    """Store `target`'s guardrails; the next request to it uses them."""
+    spec = await _call(service.guardrails.store.set, target, body, actor=key_actor(caller.key_id))
+    return {"target": target, "source": "stored", "spec": spec}
+
+
+@router.delete("/guardrails/{target}")
+async def clear_guardrails(target: str, caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
+    """Remove `target`'s stored guardrails (the config file's, if any, apply again)."""
+    await _call(service.guardrails.store.clear, target, actor=key_actor(caller.key_id))
+    return {"target": target, "cleared": True}
+
+
+@router.get("/guardrail-events")
+async def list_guardrail_events(
+    caller: AdminDep, service: ServiceDep, target: str | None = None, limit: int = 100
+) -> dict[str, Any]:
+    """The latest guardrail actions, newest first (request id, guard, action, reason)."""
+    events = await run_in_threadpool(service.guardrails.store.list_events, target, min(max(limit, 1), 1000))
+    return {"data": events}
 
 
 def _weights(variants: list[Variant]) -> list[VariantWeight]:

@@ -1,7 +1,10 @@
 """OpenAI-compatible routes: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`.
 
-Owns: the response and server-sent-event shapes, the variant headers, and noticing a client that
-went away (its jobs are cancelled, freeing their batch rows). Does not own: what a request means
+Owns: the response and server-sent-event shapes, the variant headers, noticing a client that went
+away (its jobs are cancelled, freeing their batch rows), and where guardrails sit in a request: the
+prompt is checked before it is tokenized (redacted text is what the model and the log see; a
+blocked one is a 400 naming the guard, or the configured refusal), and each answer's text reaches
+the client only through its output guard (see `Generation`). Does not own: what a request means
 (see `service`).
 """
 
@@ -21,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunesmith.serve.deps import CallerDep, ServiceDep
 from tunesmith.serve.errors import APIError, request_id
+from tunesmith.serve.guardrails import ActiveGuard, blocked_error
 from tunesmith.serve.jobs import JobEvent
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.schemas import (
@@ -30,7 +34,7 @@ from tunesmith.serve.schemas import (
     SamplingFields,
     Usage,
 )
-from tunesmith.serve.service import Generation, Target
+from tunesmith.serve.service import Generation, ServingService, Target
 
 router = APIRouter(prefix="/v1")
 
@@ -49,11 +53,22 @@ async def create_chat_completion(
     body: ChatCompletionCreate, request: Request, caller: CallerDep, service: ServiceDep
 ) -> Response:
     target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
-    prompt_ids = await run_in_threadpool(service.chat_prompt, body.messages)  # off the event loop
+    last_user = next(message.text() for message in reversed(body.messages) if message.role == "user")
+    active, texts, refusal = await _check_prompt(
+        request, service, target, [message.text() for message in body.messages], [last_user], "messages"
+    )
+    if refusal is not None:
+        return _refusal(service, target, body, "chat", refusal, body.n)
+    messages = [
+        message if text == message.text() else message.model_copy(update={"content": text})
+        for message, text in zip(body.messages, texts, strict=True)
+    ]
+    prompt_ids = await run_in_threadpool(service.chat_prompt, messages)  # off the event loop
     max_tokens = service.max_tokens(body, body.max_completion_tokens or body.max_tokens, len(prompt_ids))
-    prompt = {"messages": [message.model_dump(exclude_none=True) for message in body.messages]}
+    prompt = {"messages": [message.model_dump(exclude_none=True) for message in messages]}
     generation = service.start(target, [prompt_ids], body, max_tokens, tenant=caller.tenant,
                                request_id=request_id(request))  # fmt: skip
+    _guard_output(generation, active, service)
     return await _respond(request, generation, body, "chat", prompt,
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
 
@@ -68,12 +83,68 @@ async def create_completion(
         raise APIError(400, str(error), param="prompt") from error
     target = await run_in_threadpool(service.resolve, caller, body.model, body.user)
     service.check_choices(body.n, len(prompts))  # before tokenizing anything
+    active, prompts, refusal = await _check_prompt(request, service, target, prompts, prompts, "prompt")
+    if refusal is not None:
+        return _refusal(service, target, body, "completion", refusal, body.n * len(prompts))
     prompt_ids = await run_in_threadpool(lambda: [service.text_prompt(prompt) for prompt in prompts])
     max_tokens = service.max_tokens(body, body.max_tokens, max(len(ids) for ids in prompt_ids), len(prompts))
     generation = service.start(target, prompt_ids, body, max_tokens, tenant=caller.tenant,
                                request_id=request_id(request))  # fmt: skip
+    _guard_output(generation, active, service)
     return await _respond(request, generation, body, "completion", {"prompt": prompts},
                           partial(service.finish, caller=caller, requested_model=body.model, user=body.user))  # fmt: skip
+
+
+async def _check_prompt(
+    request: Request,
+    service: ServingService,
+    target: Target,
+    texts: list[str],
+    topic_texts: list[str],
+    param: str,
+) -> tuple[ActiveGuard | None, list[str], str | None]:
+    """The guardrails that apply, the prompt texts to use (redacted where asked), and a refusal to send
+    instead of an answer (None: answer). A blocked prompt without a configured refusal is a 400."""
+    adapter = target.adapter.name if target.adapter is not None else None
+    active = await run_in_threadpool(service.guardrails.for_request, target.deployment, adapter)
+    if active is None:
+        return None, texts, None
+    verdict = await service.guardrails.check_prompt(active, texts, topic_texts, request_id(request))
+    if verdict.blocked is None:
+        return active, verdict.texts, None
+    if active.guard.refusal is None:
+        raise blocked_error(verdict.blocked, param)
+    return active, texts, active.guard.refusal
+
+
+def _guard_output(generation: Generation, active: ActiveGuard | None, service: ServingService) -> None:
+    if active is not None:
+        generation.guardrails, generation.guard_target = service.guardrails, active.target
+        generation.output_guard = active.guard if active.guard.checks_output() else None
+
+
+def _refusal(
+    service: ServingService, target: Target, body: SamplingFields, endpoint: str, text: str, choices: int
+) -> Response:
+    """The configured refusal as every choice's answer, finish_reason `content_filter`; nothing generated."""
+    response_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid4().hex}"
+    service.metrics.requests.labels(endpoint, target.variant, "200").inc()
+    if not body.stream:
+        payload = _envelope(endpoint, response_id, target, [
+            _choice(endpoint, index, text, "content_filter") for index in range(choices)
+        ], stream=False)  # fmt: skip
+        payload["usage"] = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0).model_dump()
+        return JSONResponse(payload, headers=_headers(target))
+    events = []
+    for index in range(choices):
+        if endpoint == "chat":
+            pieces = [_delta_choice(index, {"role": "assistant", "content": text}, None),
+                      _delta_choice(index, {}, "content_filter")]  # fmt: skip
+        else:
+            pieces = [_choice(endpoint, index, text, "content_filter")]
+        events += [_sse(_envelope(endpoint, response_id, target, [piece], stream=True)) for piece in pieces]
+    return StreamingResponse(iter([*events, "data: [DONE]\n\n"]), media_type="text/event-stream",
+                             headers=_headers(target))  # fmt: skip
 
 
 async def _respond(
