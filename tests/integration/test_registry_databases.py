@@ -81,7 +81,7 @@ def test_the_schema_is_migrated_to_the_newest_revision(database_url: str) -> Non
     registry = Registry(database_url).connect()
     Registry(database_url).connect()  # connecting again is a no-op
     with registry.session() as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
     store = ServingStore(registry)
     key = store.create_key("acme", admin=False)
     assert store.authenticate(key) == Caller("acme", is_admin=False, key_id=1)

@@ -22,6 +22,7 @@ from tunesmith.cli import (
     export,
     keys,
     logs,
+    loop,
     models,
     monitor,
     project,
@@ -49,6 +50,7 @@ app.add_typer(ab.app, name="ab")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(audit.app, name="audit")
 app.add_typer(logs.app, name="logs")
+app.add_typer(loop.app, name="loop")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
