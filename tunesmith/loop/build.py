@@ -152,7 +152,7 @@ def train_candidate(context: LoopContext, cycle: LoopCycle) -> dict[str, Any]:
         result = TrainResult(**json.loads((out / "run.json").read_text(encoding="utf-8")))
     else:
         section = {**context.train_settings, "data": cycle.lineage["dataset_built"]["path"], "out": str(out),
-                   "name": context.champion.name, "method": context.policy.train.objective,
+                   "name": context.champion.name, "method": context.policy.train.objective, "model": context.champion_run["base_model"],
                    "init_adapter": context.champion.path}  # fmt: skip
         spec = build_spec(TrainSpec, section, {})
         resume = out if (out / "status.json").is_file() else None
