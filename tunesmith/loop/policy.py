@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tunesmith.config import ConfigError, Duration, EvalTask, JudgeSpec, TrainSpec, format_validation_error
+from tunesmith.config import ConfigError, Duration, EvalTask, TrainSpec, format_validation_error
 
 # TrainSpec keys the loop sets itself: a candidate trains on the cycle's dataset, from the champion.
 LOOP_SETS_TRAIN_KEYS = ("data", "val_data", "model", "out", "name", "method", "init_adapter")
@@ -87,6 +87,20 @@ class TrainSection(_Section):
         return overrides
 
 
+class JudgeSection(_Section):
+    """The judge of the gate's production sample: which of two answers is better, asked in both orders."""
+
+    model: str = Field(
+        ...,
+        description="Judge model: a local model (catalog name, directory) or the endpoint's model id.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+
+
 class GateSection(_Section):
     """What the candidate must show against the champion before it serves any traffic."""
 
@@ -121,7 +135,7 @@ class GateSection(_Section):
         description="Fresh production prompts (the latest, none of them trained on) both models answer "
         "for the judge; 0: no production check.",
     )
-    judge: JudgeSpec | None = Field(None, description="The judge of the production sample (pairwise).")
+    judge: JudgeSection | None = Field(None, description="The judge of the production sample.")
     min_win_rate: float = Field(
         0.5,
         gt=0,

@@ -1,0 +1,120 @@
+"""The loop's state machine without a model: bad input refused with nothing started, one open cycle per
+deployment, moves only from the state a cycle is in, each move audited, and a failed step resumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunesmith.audit.trail import read_log
+from tunesmith.config import ConfigError, default_database_url
+from tunesmith.loop import run as loop_run
+from tunesmith.loop.policy import LoopPolicySpec
+from tunesmith.loop.run import decide_approval, loop_status, run_loop
+from tunesmith.loop.states import OPEN, LoopState
+from tunesmith.registry.loop_store import LoopStore
+from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.store import Registry
+
+
+def _chat(question: str, answer: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    """A champion voice@1 trained (as the registry records it) on a file, serving deployment support."""
+    registry = Registry(default_database_url()).connect()
+    data = write_jsonl(
+        tmp_path / "train.jsonl", [_chat(f"question {n}", "we open at eight") for n in range(8)]
+    )
+    config = {"model": "tiny", "data": str(data), "max_steps": 2}
+    registry.record_event(
+        "run-1", "created", "created", {"config": config, "run_dir": str(tmp_path)}, "2026-12-07"
+    )
+    store = ServingStore(registry)
+    store.register_adapter("voice", tmp_path / "adapter", "tiny", tenant="acme", run_id="run-1")
+    store.create_deployment("support", [{"model": "voice@1", "weight": 100}], tenant="acme")
+    return registry
+
+
+def _policy(tmp_path: Path, **gate: Any) -> LoopPolicySpec:
+    frozen = write_jsonl(
+        tmp_path / "frozen.jsonl", [_chat(f"asking {n}", "we open at eight") for n in range(4)]
+    )
+    return LoopPolicySpec.model_validate({"gate": {"metric": "rouge_l", "frozen_test": str(frozen), **gate}})
+
+
+def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path: Path) -> None:
+    store, policy = ServingStore(registry), _policy(tmp_path)
+    store.create_deployment("plain", [{"model": "base", "weight": 100}], tenant="acme")
+    store.create_deployment(
+        "split", [{"model": "voice@1", "weight": 50}, {"model": "base", "weight": 50}], tenant="acme"
+    )
+    store.register_adapter("folder", tmp_path / "elsewhere", "tiny", tenant="acme")
+    store.create_deployment("unrecorded", [{"model": "folder@1", "weight": 100}], tenant="acme")
+    before = len(read_log(registry))
+    refused = {
+        "nope": (policy, "no deployment named nope"),
+        "plain": (policy, "serves the base model: it has no champion adapter"),
+        "split": (policy, "splits traffic between voice@1, base"),
+        "unrecorded": (policy, "registered from a folder, not trained by a recorded run"),
+        "support": (_policy(tmp_path, metric="accuracy"), "gate.metric: 'accuracy' is not scored on a generation task"),
+    }  # fmt: skip
+    for deployment, (given, message) in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            run_loop(registry, deployment, given, now=True)
+    unscored = _policy(tmp_path, tolerances={"bleu_4": 1.0})
+    no_frozen = LoopPolicySpec.model_validate({"gate": {"metric": "rouge_l"}})
+    bad_lr = LoopPolicySpec.model_validate(
+        {**_policy(tmp_path).model_dump(), "train": {"overrides": {"lr": -1}}}
+    )
+    dpo = LoopPolicySpec.model_validate({**_policy(tmp_path).model_dump(), "train": {"objective": "dpo"}})
+    for given, message in [(unscored, "gate.tolerances"), (no_frozen, "gate.frozen_test: the champion trained on"),
+                           (bad_lr, "training settings.*lr"), (dpo, "no preference feedback")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            run_loop(registry, "support", given, now=True)
+    assert LoopStore(registry).cycles() == [] and len(read_log(registry)) == before
+
+
+def test_no_trigger_no_cycle_and_one_open_cycle_per_deployment(registry: Registry, tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    assert run_loop(registry, "support", policy).cycle is None  # no alert, no feedback, no schedule
+    started = run_loop(registry, "support", policy, now=True, until=LoopState.triggered).cycle
+    assert started is not None and started.state == LoopState.triggered
+    assert started.lineage["triggered"]["reasons"] == ["started by hand (--now)"]
+    with pytest.raises(ConfigError, match="already has loop"):
+        LoopStore(registry).start("support", "voice@1", {}, "triggered", {}, "again", open_states=set(OPEN))
+    with pytest.raises(ConfigError, match="is triggered, not canary"):
+        LoopStore(registry).advance(started.id, "canary", "promoted", {}, "racing")
+    with pytest.raises(ConfigError, match="not awaiting approval"):
+        decide_approval(registry, started.id, True, None, None)
+
+
+def test_a_failed_step_leaves_the_last_state_and_the_next_run_resumes_it(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def killed(*args: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_run, "build_dataset", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(registry, "support", _policy(tmp_path), now=True)
+    (cycle,) = LoopStore(registry).cycles("support")
+    assert cycle.state == LoopState.triggered
+    monkeypatch.setattr(
+        loop_run, "build_dataset", lambda context, cycle: {"dataset": "d" * 64, "splits": {"train": 8}}
+    )
+    resumed = run_loop(registry, "support", _policy(tmp_path), until=LoopState.dataset_built).cycle
+    assert resumed is not None and resumed.id == cycle.id and resumed.state == LoopState.dataset_built
+    (status,) = loop_status(registry, "support")
+    assert [event["state"] for event in status["history"]] == ["triggered", "dataset_built"]
+    audit = [r for r in read_log(registry) if r["target"] == f"loop:{cycle.id}"]
+    assert [(r["action"], r["before"], r["after"]["state"]) for r in audit] == [
+        ("loop.triggered", None, "triggered"),
+        ("loop.dataset_built", {"state": "triggered"}, "dataset_built"),
+    ]
+    assert audit[1]["after"]["dataset"] == "d" * 64 and audit[1]["after"]["champion"] == "voice@1"
