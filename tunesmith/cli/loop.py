@@ -1,4 +1,4 @@
-"""`tunesmith loop`: the improvement loop of a deployment (run, status, approve, reject)."""
+"""`tunesmith loop`: the improvement loop of a deployment (run, status, approve, reject, cancel)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,23 @@ def reject(
 ) -> None:
     """Reject a gated candidate: the cycle ends and the candidate never serves."""
     _decide(loop_id, False, note, json_output)
+
+
+@app.command("cancel")
+def cancel(
+    loop_id: Annotated[int, typer.Argument(help="The open cycle to end.", show_default=False)],
+    note: _Note = None,
+    json_output: _Json = False,
+) -> None:
+    """End an open cycle by hand (e.g. one whose step keeps failing): before its canary it is rejected;
+    during it the champion gets all the traffic back and it is rolled back."""
+    from tunesmith.loop.run import cancel_cycle
+
+    cycle = cancel_cycle(_registry(), loop_id, note, None)
+    if json_output:
+        print_json(cycle.to_dict())
+        return
+    console.print(f"loop {cycle.id}: {cycle.state}", highlight=False)
 
 
 def _decide(loop_id: int, approve: bool, note: str | None, json_output: bool) -> None:

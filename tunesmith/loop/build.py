@@ -31,6 +31,10 @@ from tunesmith.registry.serving_store import ServingStore
 from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import atomic_write_text
 
+# Alerts about an A/B split rather than the champion's answers: a canary's own `ab_worse` must not
+# start the next cycle once the canary is rolled back.
+EXPERIMENT_ALERTS = frozenset({"ab_worse", "sample_ratio_mismatch"})
+
 
 def check_trigger(context: LoopContext, previous: LoopCycle | None, now: bool) -> dict[str, Any] | None:
     """Why a cycle starts now, with the feedback and alert ids it has seen (the next cycle counts from
@@ -40,7 +44,7 @@ def check_trigger(context: LoopContext, previous: LoopCycle | None, now: bool) -
     _, feedback = ServingStore(context.registry).feedback_with_requests(deployment=context.deployment)
     alerts = MonitorStore(context.registry).list_alerts(context.deployment)
     new_feedback = [item["id"] for item in feedback if item["id"] > since["feedback_id"]]
-    new_alerts = [alert for alert in alerts if alert["id"] > since["alert_id"]]
+    new_alerts = [a for a in alerts if a["id"] > since["alert_id"] and a["kind"] not in EXPERIMENT_ALERTS]
     reasons = ["started by hand (--now)"] if now else []
     if trigger.on_alert and new_alerts:
         kinds = sorted({alert["kind"] for alert in new_alerts})

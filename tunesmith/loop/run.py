@@ -142,13 +142,23 @@ def run_loop(
         )
     note = ""
     while cycle.state in STEPS and cycle.state != until:
-        result = STEPS[LoopState(cycle.state)](context, cycle, actor)
+        try:
+            result = STEPS[LoopState(cycle.state)](context, cycle, actor)
+        except (Exception, KeyboardInterrupt) as error:
+            message = (
+                "cancelled" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+            )
+            store.record_failure(cycle.id, message, actor=actor)
+            raise
         if isinstance(result, str):
             note = result
             break
         cycle = store.advance(cycle.id, cycle.state, result.state, result.data, result.message,
                               candidate=result.candidate, reason=result.reason, actor=actor)  # fmt: skip
-    return LoopOutcome(cycle, note or _where(cycle))
+    note = note or _where(cycle)
+    if context.policy.model_dump(mode="json") != policy.model_dump(mode="json"):
+        note += f" (loop {cycle.id} keeps the policy it started with; a changed policy applies to the next)"
+    return LoopOutcome(cycle, note)
 
 
 def _start(store: LoopStore, context: LoopContext, now: bool, actor: str | None) -> LoopCycle | None:
@@ -173,6 +183,26 @@ def _where(cycle: LoopCycle) -> str:
     if cycle.state in OPEN:
         return f"loop {cycle.id} stopped at {cycle.state}; the next `loop run` continues it"
     return f"loop {cycle.id} ended {cycle.state}" + (f": {cycle.reason}" if cycle.reason else "")
+
+
+def cancel_cycle(registry: Registry, loop_id: int, note: str | None, actor: str | None) -> LoopCycle:
+    """End an open cycle by hand: before its canary it is `rejected`; during it the champion gets all the
+    traffic back and it is `rolled_back`. Either way the reason names who and why."""
+    store = LoopStore(registry)
+    cycle = store.get(loop_id)
+    if cycle.state not in OPEN:
+        raise ConfigError(f"loop {loop_id} has already ended ({cycle.state})")
+    reason = "cancelled" + (f": {note}" if note else "")
+    if cycle.state != LoopState.canary:
+        return store.advance(loop_id, cycle.state, LoopState.rejected, {}, reason, reason=reason, actor=actor)
+    context = check_loop(
+        registry, cycle.deployment, LoopPolicySpec.model_validate(cycle.policy), cycle.champion
+    )
+    data = end_canary(context, cycle, False, actor)
+    reason = f"rolled back to {cycle.champion}: {reason}"
+    return store.advance(
+        loop_id, cycle.state, LoopState.rolled_back, data, reason, reason=reason, actor=actor
+    )
 
 
 def decide_approval(

@@ -22,7 +22,7 @@ class LoopState(StrEnum):
     promoted = "promoted"  # the candidate serves all traffic: it is the new champion (final)
     rolled_back = "rolled_back"  # the canary lost or was cancelled: the champion serves all (final)
     blocked = "blocked"  # the candidate failed the gate and never served (final)
-    rejected = "rejected"  # a person rejected it, or cancelled the cycle, before the canary (final)
+    rejected = "rejected"  # a person rejected it, or cancelled the cycle before its canary (final)
 
 
 FINAL = frozenset({LoopState.promoted, LoopState.rolled_back, LoopState.blocked, LoopState.rejected})

@@ -120,6 +120,17 @@ class LoopStore:
             self._record(session, record, from_state, to_state, data, message, actor)
             return _cycle(record)
 
+    def record_failure(self, loop_id: int, error: str, *, actor: str | None = None) -> None:
+        """Note that the step after the cycle's state failed (the state stays: the next run retries)."""
+        with self.registry.session() as session, session.begin():
+            record = session.get(LoopCycleRecord, loop_id)
+            assert record is not None
+            who = actor or local_actor()
+            data = {"failed": True, "error": error}
+            session.add(LoopEventRecord(loop_id=loop_id, state=record.state, actor=who,
+                                        message=f"step failed: {error}", data=data))  # fmt: skip
+            append(session, who, "loop.step_failed", f"loop:{loop_id}", {"state": record.state}, data)
+
     def _record(
         self,
         session: Session,

@@ -17,7 +17,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("command", [["loop"], ["loop", "run"], ["loop", "status"], ["loop", "approve"],
-                                     ["loop", "reject"]])  # fmt: skip
+                                     ["loop", "reject"], ["loop", "cancel"]])  # fmt: skip
 def test_every_loop_command_explains_itself(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output and len(result.output) > 300

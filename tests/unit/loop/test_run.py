@@ -13,10 +13,11 @@ from tunesmith.audit.trail import read_log
 from tunesmith.config import ConfigError, default_database_url
 from tunesmith.loop import run as loop_run
 from tunesmith.loop.policy import LoopPolicySpec
-from tunesmith.loop.run import decide_approval, loop_status, run_loop
+from tunesmith.loop.run import cancel_cycle, decide_approval, loop_status, run_loop
 from tunesmith.loop.states import OPEN, LoopState
 from tunesmith.registry.loop_store import LoopStore
-from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.monitor_store import MonitorStore
+from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
 
 
@@ -81,11 +82,16 @@ def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path:
 
 
 def test_no_trigger_no_cycle_and_one_open_cycle_per_deployment(registry: Registry, tmp_path: Path) -> None:
-    policy = _policy(tmp_path)
+    policy, monitor = _policy(tmp_path), MonitorStore(registry)
     assert run_loop(registry, "support", policy).cycle is None  # no alert, no feedback, no schedule
-    started = run_loop(registry, "support", policy, now=True, until=LoopState.triggered).cycle
+    monitor.record_alert("support", "ab_worse", "a canary lost", {})  # about an experiment, not the champion
+    assert run_loop(registry, "support", policy).cycle is None
+    drift = monitor.record_alert("support", "input_drift", "prompts moved", {})
+    started = run_loop(registry, "support", policy, until=LoopState.triggered).cycle
     assert started is not None and started.state == LoopState.triggered
-    assert started.lineage["triggered"]["reasons"] == ["started by hand (--now)"]
+    trigger = started.lineage["triggered"]
+    assert trigger["reasons"] == ["1 monitoring alerts since the last cycle (input_drift)"]
+    assert trigger["alerts"] == [drift] and trigger["alert_id"] == drift
     with pytest.raises(ConfigError, match="already has loop"):
         LoopStore(registry).start("support", "voice@1", {}, "triggered", {}, "again", open_states=set(OPEN))
     with pytest.raises(ConfigError, match="is triggered, not canary"):
@@ -111,10 +117,33 @@ def test_a_failed_step_leaves_the_last_state_and_the_next_run_resumes_it(
     resumed = run_loop(registry, "support", _policy(tmp_path), until=LoopState.dataset_built).cycle
     assert resumed is not None and resumed.id == cycle.id and resumed.state == LoopState.dataset_built
     (status,) = loop_status(registry, "support")
-    assert [event["state"] for event in status["history"]] == ["triggered", "dataset_built"]
+    history = [(event["state"], event["message"]) for event in status["history"]]
+    assert history[:2] == [("triggered", history[0][1]), ("triggered", "step failed: cancelled")]
+    assert [state for state, _ in history[2:]] == ["dataset_built"]  # the trigger was not redone
     audit = [r for r in read_log(registry) if r["target"] == f"loop:{cycle.id}"]
-    assert [(r["action"], r["before"], r["after"]["state"]) for r in audit] == [
-        ("loop.triggered", None, "triggered"),
-        ("loop.dataset_built", {"state": "triggered"}, "dataset_built"),
+    assert [(r["action"], r["before"]) for r in audit] == [
+        ("loop.triggered", None),
+        ("loop.step_failed", {"state": "triggered"}),
+        ("loop.dataset_built", {"state": "triggered"}),
     ]
-    assert audit[1]["after"]["dataset"] == "d" * 64 and audit[1]["after"]["champion"] == "voice@1"
+    assert audit[2]["after"]["dataset"] == "d" * 64 and audit[2]["after"]["champion"] == "voice@1"
+
+
+def test_cancel_rejects_before_the_canary_and_rolls_back_during_it(
+    registry: Registry, tmp_path: Path
+) -> None:
+    store, loops = ServingStore(registry), LoopStore(registry)
+    first = run_loop(registry, "support", _policy(tmp_path), now=True, until=LoopState.triggered).cycle
+    assert first is not None
+    assert cancel_cycle(registry, first.id, "wrong data", None).state == LoopState.rejected
+    with pytest.raises(ConfigError, match="already ended"):
+        cancel_cycle(registry, first.id, None, None)
+    store.register_adapter("voice", tmp_path / "adapter-2", "tiny", tenant="acme", run_id="run-1")
+    second = run_loop(registry, "support", _policy(tmp_path), now=True, until=LoopState.triggered).cycle
+    assert second is not None
+    loops.advance(second.id, "triggered", "canary", {}, "canary", candidate="voice@2")  # as if it ran
+    store.set_weights("support", [{"model": "voice@1", "weight": 90}, {"model": "voice@2", "weight": 10}])
+    ended = cancel_cycle(registry, second.id, "pager", None)
+    assert ended.state == LoopState.rolled_back and ended.reason == "rolled back to voice@1: cancelled: pager"
+    deployment = store.find_deployment(Caller(tenant=None, is_admin=True), "support")
+    assert deployment is not None and deployment["variants"] == [{"model": "voice@1", "weight": 100.0}]
