@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.unit.loop.conftest import policy_for
 from tunesmith.audit.trail import read_log
-from tunesmith.config import ConfigError, default_database_url
+from tunesmith.config import ConfigError
 from tunesmith.loop import run as loop_run
 from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.loop.run import cancel_cycle, decide_approval, loop_status, run_loop
@@ -21,36 +21,8 @@ from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
 
 
-def _chat(question: str, answer: str) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    """A champion voice@1 trained (as the registry records it) on a file, serving deployment support."""
-    registry = Registry(default_database_url()).connect()
-    data = write_jsonl(
-        tmp_path / "train.jsonl", [_chat(f"question {n}", "we open at eight") for n in range(8)]
-    )
-    config = {"model": "tiny", "data": str(data), "max_steps": 2}
-    registry.record_event(
-        "run-1", "created", "created", {"config": config, "run_dir": str(tmp_path)}, "2026-12-07"
-    )
-    store = ServingStore(registry)
-    store.register_adapter("voice", tmp_path / "adapter", "tiny", tenant="acme", run_id="run-1")
-    store.create_deployment("support", [{"model": "voice@1", "weight": 100}], tenant="acme")
-    return registry
-
-
-def _policy(tmp_path: Path, **gate: Any) -> LoopPolicySpec:
-    frozen = write_jsonl(
-        tmp_path / "frozen.jsonl", [_chat(f"asking {n}", "we open at eight") for n in range(4)]
-    )
-    return LoopPolicySpec.model_validate({"gate": {"metric": "rouge_l", "frozen_test": str(frozen), **gate}})
-
-
 def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path: Path) -> None:
-    store, policy = ServingStore(registry), _policy(tmp_path)
+    store, policy = ServingStore(registry), policy_for(tmp_path)
     store.create_deployment("plain", [{"model": "base", "weight": 100}], tenant="acme")
     store.create_deployment(
         "split", [{"model": "voice@1", "weight": 50}, {"model": "base", "weight": 50}], tenant="acme"
@@ -63,17 +35,17 @@ def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path:
         "plain": (policy, "serves the base model: it has no champion adapter"),
         "split": (policy, "splits traffic between voice@1, base"),
         "unrecorded": (policy, "registered from a folder, not trained by a recorded run"),
-        "support": (_policy(tmp_path, metric="accuracy"), "gate.metric: 'accuracy' is not scored on a generation task"),
+        "support": (policy_for(tmp_path, metric="accuracy"), "gate.metric: 'accuracy' is not scored on a generation task"),
     }  # fmt: skip
     for deployment, (given, message) in refused.items():
         with pytest.raises(ConfigError, match=message):
             run_loop(registry, deployment, given, now=True)
-    unscored = _policy(tmp_path, tolerances={"bleu_4": 1.0})
+    unscored = policy_for(tmp_path, tolerances={"bleu_4": 1.0})
     no_frozen = LoopPolicySpec.model_validate({"gate": {"metric": "rouge_l"}})
     bad_lr = LoopPolicySpec.model_validate(
-        {**_policy(tmp_path).model_dump(), "train": {"overrides": {"lr": -1}}}
+        {**policy_for(tmp_path).model_dump(), "train": {"overrides": {"lr": -1}}}
     )
-    dpo = LoopPolicySpec.model_validate({**_policy(tmp_path).model_dump(), "train": {"objective": "dpo"}})
+    dpo = LoopPolicySpec.model_validate({**policy_for(tmp_path).model_dump(), "train": {"objective": "dpo"}})
     for given, message in [(unscored, "gate.tolerances"), (no_frozen, "gate.frozen_test: the champion trained on"),
                            (bad_lr, "training settings.*lr"), (dpo, "no preference feedback")]:  # fmt: skip
         with pytest.raises(ConfigError, match=message):
@@ -82,7 +54,7 @@ def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path:
 
 
 def test_no_trigger_no_cycle_and_one_open_cycle_per_deployment(registry: Registry, tmp_path: Path) -> None:
-    policy, monitor = _policy(tmp_path), MonitorStore(registry)
+    policy, monitor = policy_for(tmp_path), MonitorStore(registry)
     assert run_loop(registry, "support", policy).cycle is None  # no alert, no feedback, no schedule
     monitor.record_alert("support", "ab_worse", "a canary lost", {})  # about an experiment, not the champion
     assert run_loop(registry, "support", policy).cycle is None
@@ -108,13 +80,13 @@ def test_a_failed_step_leaves_the_last_state_and_the_next_run_resumes_it(
 
     monkeypatch.setattr(loop_run, "build_dataset", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_loop(registry, "support", _policy(tmp_path), now=True)
+        run_loop(registry, "support", policy_for(tmp_path), now=True)
     (cycle,) = LoopStore(registry).cycles("support")
     assert cycle.state == LoopState.triggered
     monkeypatch.setattr(
         loop_run, "build_dataset", lambda context, cycle: {"dataset": "d" * 64, "splits": {"train": 8}}
     )
-    resumed = run_loop(registry, "support", _policy(tmp_path), until=LoopState.dataset_built).cycle
+    resumed = run_loop(registry, "support", policy_for(tmp_path), until=LoopState.dataset_built).cycle
     assert resumed is not None and resumed.id == cycle.id and resumed.state == LoopState.dataset_built
     (status,) = loop_status(registry, "support")
     history = [(event["state"], event["message"]) for event in status["history"]]
@@ -133,13 +105,13 @@ def test_cancel_rejects_before_the_canary_and_rolls_back_during_it(
     registry: Registry, tmp_path: Path
 ) -> None:
     store, loops = ServingStore(registry), LoopStore(registry)
-    first = run_loop(registry, "support", _policy(tmp_path), now=True, until=LoopState.triggered).cycle
+    first = run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
     assert first is not None
     assert cancel_cycle(registry, first.id, "wrong data", None).state == LoopState.rejected
     with pytest.raises(ConfigError, match="already ended"):
         cancel_cycle(registry, first.id, None, None)
     store.register_adapter("voice", tmp_path / "adapter-2", "tiny", tenant="acme", run_id="run-1")
-    second = run_loop(registry, "support", _policy(tmp_path), now=True, until=LoopState.triggered).cycle
+    second = run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
     assert second is not None
     loops.advance(second.id, "triggered", "canary", {}, "canary", candidate="voice@2")  # as if it ran
     store.set_weights("support", [{"model": "voice@1", "weight": 90}, {"model": "voice@2", "weight": 10}])
