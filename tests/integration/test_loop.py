@@ -95,7 +95,7 @@ def _policy(path: Path, frozen: Path, model: Path, **extra: Any) -> Path:
         "train": {"overrides": {"max_steps": 80}},
         "gate": {"metric": "rouge_l", "metrics": ["rouge_l", "rouge_1", "exact_match"], "tolerance": 0.05,
                  "frozen_test": str(frozen), "max_new_tokens": 8, "bootstrap_samples": 200,
-                 "production_sample": 4, "judge": {"model": str(model)}, "min_win_rate": 0.25},
+                 "production_sample": 4, "judge": {"model": str(model)}},
         "canary": {"weight": 10, "metric": "thumbs", "max_requests": 500},
         **extra,
     }  # fmt: skip
