@@ -10,11 +10,14 @@ storage (`registry.loop_store`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.config import ConfigError
+from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.loop.build import build_dataset, check_trigger, train_candidate, training_rows
 from tunesmith.loop.context import LoopContext, check_loop
 from tunesmith.loop.policy import LoopPolicySpec
@@ -129,6 +132,18 @@ def run_loop(
         ConfigError: bad input (see `check_loop`), or a new cycle would have no rows to train on;
             nothing is started or changed.
     """
+    with _held(deployment):
+        return _run(registry, deployment, policy, until, now, actor)
+
+
+def _run(
+    registry: Registry,
+    deployment: str,
+    policy: LoopPolicySpec,
+    until: LoopState | None,
+    now: bool,
+    actor: str | None,
+) -> LoopOutcome:
     store = LoopStore(registry)
     cycle = open_cycle(registry, deployment)
     if cycle is None:
@@ -159,6 +174,26 @@ def run_loop(
     if context.policy.model_dump(mode="json") != policy.model_dump(mode="json"):
         note += f" (loop {cycle.id} keeps the policy it started with; a changed policy applies to the next)"
     return LoopOutcome(cycle, note)
+
+
+@contextmanager
+def _held(deployment: str) -> Iterator[None]:
+    """One `loop run` per deployment on this machine: a second stops instead of training the same
+    candidate into the same folder (the registry refuses its late transition anyway)."""
+    path = tunesmith_home() / "loops" / f"{deployment}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            handle.seek(0)
+            raise ConfigError(
+                f"another `tunesmith loop run` is working on {deployment} (pid {handle.read().strip()})"
+            ) from error
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def _start(store: LoopStore, context: LoopContext, now: bool, actor: str | None) -> LoopCycle | None:

@@ -3,6 +3,7 @@ deployment, moves only from the state a cycle is in, each move audited, and a fa
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.unit.loop.conftest import policy_for
 from tunesmith.audit.trail import read_log
-from tunesmith.config import ConfigError
+from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.loop import run as loop_run
 from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.loop.run import cancel_cycle, decide_approval, loop_status, run_loop
@@ -119,3 +120,14 @@ def test_cancel_rejects_before_the_canary_and_rolls_back_during_it(
     assert ended.state == LoopState.rolled_back and ended.reason == "rolled back to voice@1: cancelled: pager"
     deployment = store.find_deployment(Caller(tenant=None, is_admin=True), "support")
     assert deployment is not None and deployment["variants"] == [{"model": "voice@1", "weight": 100.0}]
+
+
+def test_a_second_loop_run_on_the_deployment_stops(registry: Registry, tmp_path: Path) -> None:
+    lock = tunesmith_home() / "loops" / "support.lock"
+    lock.parent.mkdir(parents=True)
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a first `loop run` holds it
+        with pytest.raises(ConfigError, match="another `tunesmith loop run` is working on support"):
+            run_loop(registry, "support", policy_for(tmp_path), now=True)
+    assert LoopStore(registry).cycles() == []
+    assert run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
