@@ -145,14 +145,18 @@ def start_canary(context: LoopContext, cycle: LoopCycle, actor: str | None) -> d
     return {"variants": variants, "metric": context.policy.canary.metric}
 
 
+def changed_by_hand(context: LoopContext, cycle: LoopCycle) -> list[VariantWeight] | None:
+    """The deployment's variants when someone changed them during the canary (None: as the canary set)."""
+    found = ServingStore(context.registry).find_deployment(ADMIN, context.deployment)
+    assert found is not None
+    current = [{"model": v["model"], "weight": float(v["weight"])} for v in found["variants"]]
+    return None if current == cycle.lineage["canary"]["variants"] else found["variants"]
+
+
 def watch_canary(context: LoopContext, cycle: LoopCycle) -> CanaryVerdict:
     """The canary's verdict from the A/B report over the traffic since it started."""
     assert cycle.candidate is not None
     report = load_ab_report(context.registry, context.deployment, control=cycle.champion)
-    if cycle.candidate not in [variant["model"] for variant in report["variants"]]:
-        return CanaryVerdict(
-            "roll_back", "the deployment no longer serves the candidate (changed by hand)", {}
-        )
     canary = context.policy.canary
     return canary_verdict(report, cycle.candidate, canary.metric, canary.max_requests, canary.undecided)
 

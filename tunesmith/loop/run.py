@@ -21,7 +21,7 @@ from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.loop.build import build_dataset, check_trigger, train_candidate, training_rows
 from tunesmith.loop.context import LoopContext, check_loop
 from tunesmith.loop.policy import LoopPolicySpec
-from tunesmith.loop.release import end_canary, gate_candidate, start_canary, watch_canary
+from tunesmith.loop.release import changed_by_hand, end_canary, gate_candidate, start_canary, watch_canary
 from tunesmith.loop.states import OPEN, LoopState
 from tunesmith.registry.loop_store import LoopCycle, LoopStore
 from tunesmith.registry.store import Registry
@@ -79,6 +79,14 @@ def _canary(context: LoopContext, cycle: LoopCycle, actor: str | None) -> Transi
 
 
 def _watch(context: LoopContext, cycle: LoopCycle, actor: str | None) -> Transition | str:
+    current = changed_by_hand(context, cycle)
+    if current is not None:  # a person decided: the loop records it and leaves their weights alone
+        shown = ", ".join(f"{variant['model']}={variant['weight']:g}" for variant in current)
+        data = {"variants": current, "changed": False, "by_hand": True}
+        if [variant["model"] for variant in current] == [cycle.candidate]:
+            return Transition(LoopState.promoted, data, f"{cycle.candidate} promoted by hand ({shown})")
+        reason = f"the deployment's variants were changed by hand during the canary ({shown}); left as set"
+        return Transition(LoopState.rolled_back, data, reason, reason=reason)
     verdict = watch_canary(context, cycle)
     if verdict.action is None:
         return verdict.reason

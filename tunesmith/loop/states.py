@@ -20,7 +20,8 @@ class LoopState(StrEnum):
     approved = "approved"  # a person approved the canary
     canary = "canary"  # the candidate serves its share of traffic, watched by the A/B test
     promoted = "promoted"  # the candidate serves all traffic: it is the new champion (final)
-    rolled_back = "rolled_back"  # the canary lost or was cancelled: the champion serves all (final)
+    rolled_back = "rolled_back"  # the canary lost or was cancelled: the champion serves all; or a person
+    #   changed the weights during it, and they stay as that person set them (final)
     blocked = "blocked"  # the candidate failed the gate and never served (final)
     rejected = "rejected"  # a person rejected it, or cancelled the cycle before its canary (final)
 

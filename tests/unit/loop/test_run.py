@@ -131,3 +131,27 @@ def test_a_second_loop_run_on_the_deployment_stops(registry: Registry, tmp_path:
             run_loop(registry, "support", policy_for(tmp_path), now=True)
     assert LoopStore(registry).cycles() == []
     assert run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
+
+
+@pytest.mark.parametrize(
+    ("by_hand", "state"),
+    [
+        ([("voice@2", 100.0)], LoopState.promoted),
+        ([("voice@1", 50.0), ("voice@2", 50.0)], LoopState.rolled_back),
+    ],
+)
+def test_weights_a_person_changes_during_the_canary_end_it_and_stay(
+    registry: Registry, tmp_path: Path, by_hand: list[tuple[str, float]], state: LoopState
+) -> None:
+    store, loops = ServingStore(registry), LoopStore(registry)
+    store.register_adapter("voice", tmp_path / "adapter-2", "tiny", tenant="acme", run_id="run-1")
+    cycle = run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
+    assert cycle is not None
+    canary = [{"model": "voice@1", "weight": 90.0}, {"model": "voice@2", "weight": 10.0}]
+    loops.advance(cycle.id, "triggered", "canary", {"variants": canary}, "canary", candidate="voice@2")
+    variants: Any = [{"model": model, "weight": weight} for model, weight in by_hand]
+    store.set_weights("support", variants)
+    ended = run_loop(registry, "support", policy_for(tmp_path)).cycle
+    assert ended is not None and ended.state == state and ended.lineage[state]["by_hand"]
+    deployment = store.find_deployment(Caller(tenant=None, is_admin=True), "support")
+    assert deployment is not None and deployment["variants"] == variants
