@@ -105,6 +105,8 @@ def status(
             f"{cycle['candidate'] or '-'}  {cycle['updated_at'][:19]}",
             highlight=False,
         )
+        if cycle["reason"]:
+            console.print(f"      {cycle['reason']}", highlight=False)
         if loop_id is not None:
             for event in cycle["history"]:
                 console.print(

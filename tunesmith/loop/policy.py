@@ -35,7 +35,9 @@ class TriggerSection(_Section):
         50, gt=0, description="Start once this many feedback items arrived since the last cycle; null: never."
     )
     schedule: Duration | None = Field(
-        None, gt=0, description="Start when this long (e.g. 7d, 12h) has passed since the last cycle began."
+        None,
+        gt=0,
+        description="Start when this long (e.g. 7d, 12h) has passed since the last cycle began (or there was none).",
     )
 
 

@@ -43,7 +43,7 @@ class LoopCycle:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "deployment": self.deployment, "state": self.state, "champion": self.champion,
-            "candidate": self.candidate, "reason": self.reason, "lineage": self.lineage,
+            "candidate": self.candidate, "reason": self.reason, "policy": self.policy, "lineage": self.lineage,
             "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
         }  # fmt: skip
 
