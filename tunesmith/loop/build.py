@@ -103,7 +103,8 @@ def _original_rows(context: LoopContext) -> list[dict[str, Any]]:
     return [{"messages": list(example.messages)} for example in examples]
 
 
-def _prompt_of(row: dict[str, Any]) -> str:
+def row_prompt(row: dict[str, Any]) -> str:
+    """The user's words a training row (chat or preference pair) answers."""
     if "messages" in row:
         return prompt_text({"messages": row["messages"][:-1]})
     prompt = row["prompt"]
@@ -118,7 +119,7 @@ def drop_test_leaks(
     A row in a near-duplicate cluster (as `data prepare` clusters them) with a test prompt goes, even when
     it is close to the test prompt only through another row: erring towards dropping keeps the gate honest.
     """
-    prompts = [_prompt_of(row) for row in rows]
+    prompts = [row_prompt(row) for row in rows]
     signatures = dedup.MinHasher(0).signatures(prompts + test_prompts)
     exact = {dedup.exact_key(text) for text in test_prompts}
     leaked = np.asarray([dedup.exact_key(text) in exact for text in prompts], dtype=bool)

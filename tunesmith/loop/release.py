@@ -10,11 +10,13 @@ change and the cycle's next state does not start the A/B test over. Does not own
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from tunesmith.data.records import Example, Message
 from tunesmith.eval.records import DataInfo
+from tunesmith.loop.build import row_prompt
 from tunesmith.loop.context import ADMIN, LoopContext
 from tunesmith.loop.decide import (
     CANDIDATE,
@@ -71,8 +73,9 @@ def gate_candidate(context: LoopContext, cycle: LoopCycle) -> tuple[list[GateChe
 def production_examples(context: LoopContext, cycle: LoopCycle, count: int) -> list[Example]:
     """The latest `count` distinct production prompts the candidate did not train on, each with the
     answer production gave as its reference (what the judge sees)."""
+    rows = (context.workdir(cycle.id) / "dataset-rows.jsonl").read_text(encoding="utf-8").splitlines()
     trained_on = set(cycle.lineage["dataset_built"]["request_ids"])
-    seen: set[str] = set()
+    seen = {row_prompt(json.loads(line)) for line in rows}  # nor the same words asked again
     examples: list[Example] = []
     for request in reversed(MonitorStore(context.registry).deployment_traffic(context.deployment)):
         text = prompt_text(request["prompt"])

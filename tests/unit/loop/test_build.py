@@ -15,7 +15,7 @@ from tests.conftest import write_jsonl
 from tests.unit.loop.conftest import chat, policy_for
 from tunesmith.loop.build import drop_test_leaks, train_candidate, training_rows
 from tunesmith.loop.context import check_loop
-from tunesmith.loop.release import start_canary
+from tunesmith.loop.release import production_examples, start_canary
 from tunesmith.loop.run import run_loop
 from tunesmith.loop.states import LoopState
 from tunesmith.registry.loop_store import LoopStore
@@ -114,3 +114,26 @@ def test_a_canary_started_twice_changes_the_weights_once(registry: Registry, tmp
         {"model": "voice@1", "weight": 90.0},
         {"model": "voice@2", "weight": 10.0},
     ]
+
+
+def test_the_gate_judges_only_production_prompts_nobody_trained_on(
+    registry: Registry, tmp_path: Path
+) -> None:
+    store = ServingStore(registry)
+    _correct(store, "do you deliver")
+    cycle = run_loop(registry, "support", policy_for(tmp_path), now=True, until=LoopState.triggered).cycle
+    assert cycle is not None
+    context = check_loop(registry, "support", policy_for(tmp_path))
+    rows, sources = training_rows(context, cycle.lineage["triggered"]["feedback_id"])
+    context.workdir(cycle.id).mkdir(parents=True)
+    write_jsonl(context.workdir(cycle.id) / "dataset-rows.jsonl", rows)
+    cycle = LoopStore(registry).advance(cycle.id, "triggered", "dataset_built", sources, "built")
+    for index, question in enumerate(["do you deliver", "delivery on sunday", "delivery on sunday"]):
+        store.log_request(
+            id=f"later-{index}", tenant="acme", endpoint="chat", requested_model="support", deployment="support",
+            variant="voice@1", user=None, prompt={"prompt": question}, outputs=["no"], finish_reasons=["stop"],
+            prompt_tokens=1, completion_tokens=1, latency_ms=1.0, ttft_ms=1.0,
+        )  # fmt: skip
+    fresh = production_examples(context, cycle, 10)  # not the corrected one, nor its words asked again; once
+    assert [example.prompt_messages()[-1]["content"] for example in fresh] == ["delivery on sunday"]
+    assert fresh[0].reference() == "no"
