@@ -33,6 +33,7 @@ from tunesmith.registry.loop_store import LoopCycle
 from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_records import VariantWeight
 from tunesmith.registry.serving_store import ServingStore
+from tunesmith.registry.store import Registry
 
 
 def _candidates(context: LoopContext, cycle: LoopCycle) -> list[Any]:
@@ -125,16 +126,18 @@ def _judge_production(context: LoopContext, cycle: LoopCycle, out: Path) -> tupl
     return check, {"prompts": [example.source for example in examples], "outcomes": outcomes, "out": str(out)}
 
 
-def _set_weights(context: LoopContext, variants: list[VariantWeight], action: str, actor: str | None) -> bool:
+def _set_weights(
+    registry: Registry, deployment: str, variants: list[VariantWeight], action: str, actor: str | None
+) -> bool:
     """Set the deployment's variants unless they are already these; whether they changed."""
-    store = ServingStore(context.registry)
-    found = store.find_deployment(ADMIN, context.deployment)
+    store = ServingStore(registry)
+    found = store.find_deployment(ADMIN, deployment)
     assert found is not None
     if [(v["model"], float(v["weight"])) for v in found["variants"]] == [
         (v["model"], v["weight"]) for v in variants
     ]:
         return False
-    store.set_weights(context.deployment, variants, action=action, actor=actor)
+    store.set_weights(deployment, variants, action=action, actor=actor)
     return True
 
 
@@ -144,7 +147,7 @@ def start_canary(context: LoopContext, cycle: LoopCycle, actor: str | None) -> d
     weight = context.policy.canary.weight
     variants: list[VariantWeight] = [{"model": cycle.champion, "weight": 100.0 - weight},
                                      {"model": cycle.candidate, "weight": weight}]  # fmt: skip
-    _set_weights(context, variants, "canary", actor)
+    _set_weights(context.registry, context.deployment, variants, "canary", actor)
     return {"variants": variants, "metric": context.policy.canary.metric}
 
 
@@ -164,10 +167,10 @@ def watch_canary(context: LoopContext, cycle: LoopCycle) -> CanaryVerdict:
     return canary_verdict(report, cycle.candidate, canary.metric, canary.max_requests, canary.undecided)
 
 
-def end_canary(context: LoopContext, cycle: LoopCycle, promote: bool, actor: str | None) -> dict[str, Any]:
+def end_canary(registry: Registry, cycle: LoopCycle, promote: bool, actor: str | None) -> dict[str, Any]:
     """All traffic to the candidate (promote) or back to the champion (roll back)."""
     model = cycle.candidate if promote else cycle.champion
     assert model is not None
     variants: list[VariantWeight] = [{"model": model, "weight": 100.0}]
-    changed = _set_weights(context, variants, "promote" if promote else "rollback", actor)
+    changed = _set_weights(registry, cycle.deployment, variants, "promote" if promote else "rollback", actor)
     return {"variants": variants, "changed": changed}

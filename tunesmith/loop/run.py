@@ -91,7 +91,11 @@ def _watch(context: LoopContext, cycle: LoopCycle, actor: str | None) -> Transit
     if verdict.action is None:
         return verdict.reason
     promote = verdict.action == "promote"
-    data = {"verdict": verdict.reason, "ab": verdict.summary, **end_canary(context, cycle, promote, actor)}
+    data = {
+        "verdict": verdict.reason,
+        "ab": verdict.summary,
+        **end_canary(context.registry, cycle, promote, actor),
+    }
     if promote:
         return Transition(LoopState.promoted, data, f"{cycle.candidate} promoted: {verdict.reason}")
     reason = f"rolled back to {cycle.champion}: {verdict.reason}"
@@ -238,10 +242,7 @@ def cancel_cycle(registry: Registry, loop_id: int, note: str | None, actor: str 
     reason = "cancelled" + (f": {note}" if note else "")
     if cycle.state != LoopState.canary:
         return store.advance(loop_id, cycle.state, LoopState.rejected, {}, reason, reason=reason, actor=actor)
-    context = check_loop(
-        registry, cycle.deployment, LoopPolicySpec.model_validate(cycle.policy), cycle.champion
-    )
-    data = end_canary(context, cycle, False, actor)
+    data = end_canary(registry, cycle, False, actor)
     reason = f"rolled back to {cycle.champion}: {reason}"
     return store.advance(
         loop_id, cycle.state, LoopState.rolled_back, data, reason, reason=reason, actor=actor
