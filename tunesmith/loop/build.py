@@ -3,10 +3,10 @@ candidate trained on it.
 
 Owns: counting what arrived since the last cycle (feedback, monitoring alerts, time), the dataset the
 candidate trains on (the champion's training rows and the corrections for sft, the preference pairs for
-dpo, each row whose prompt is close to a frozen test prompt dropped, then `prepare_data`), and training
-it from the champion's adapter with the champion run's settings, resuming a run a killed `loop run`
-left. Does not own: turning feedback into rows (`data.feedback`), preparing (`data.prepare`), the
-trainers, or recording states (`run`).
+dpo, the rated answers for kto; each row whose prompt is close to a frozen test prompt dropped; then
+`prepare_data`), and training it from the champion's adapter with the champion run's settings, resuming
+a run a killed `loop run` left. Does not own: turning feedback into rows (`data.feedback`), preparing
+(`data.prepare`), the trainers, or recording states (`run`).
 """
 
 from __future__ import annotations
@@ -84,6 +84,9 @@ def training_rows(context: LoopContext, feedback_id: int) -> tuple[list[dict[str
     if context.policy.train.objective == "dpo":
         rows: list[dict[str, Any]] = made.dpo
         sources = {"preference_pairs": len(rows)}
+    elif context.policy.train.objective == "kto":
+        rows = made.kto
+        sources = {"rated_answers": len(rows), "good": sum(row["label"] for row in rows)}
     else:
         original = _original_rows(context) if context.policy.data.original else []
         rows = original + [{"messages": row["messages"], "source_ids": row["source_ids"]} for row in made.sft]
@@ -139,9 +142,12 @@ def build_dataset(context: LoopContext, cycle: LoopCycle) -> dict[str, Any]:
     source.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(source, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     data = context.policy.data
+    # KTO validates on thumbs up and down alike: the trainer holds out a share of each, where a split
+    # by `data prepare` (not stratified for rated answers) may leave one kind out of a small val split.
+    val_share = 0.0 if context.policy.train.objective == "kto" else data.val_share
     spec = PrepareSpec(
         inputs=[source], out=workdir / "dataset", model=context.champion_run["base_model"], pii=data.pii,
-        split=(1 - data.val_share, data.val_share, 0.0), near_dup_threshold=data.near_dup_threshold,
+        split=(1 - val_share, val_share, 0.0), near_dup_threshold=data.near_dup_threshold,
         leakage_threshold=data.leakage_threshold, calibrate=False, boilerplate_share=0.0,
     )  # fmt: skip
     result = prepare_data(spec, registry=context.registry)
@@ -153,14 +159,17 @@ def train_candidate(context: LoopContext, cycle: LoopCycle) -> dict[str, Any]:
     """Train the candidate from the champion's adapter on the cycle's dataset; a run a killed `loop run`
     left is resumed from its last checkpoint, a finished one is read back."""
     from tunesmith.train.dpo import train_dpo
+    from tunesmith.train.kto import train_kto
     from tunesmith.train.sft import train_sft
 
-    trainers = {"sft": train_sft, "dpo": train_dpo}
+    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto}
     out = context.workdir(cycle.id) / "run"
     if (out / "run.json").is_file():
         result = TrainResult(**json.loads((out / "run.json").read_text(encoding="utf-8")))
     else:
-        section = {**context.train_settings, "data": cycle.lineage["dataset_built"]["path"], "out": str(out),
+        prepared = Path(cycle.lineage["dataset_built"]["path"])
+        data = prepared / "train.jsonl" if context.policy.train.objective == "kto" else prepared  # see above
+        section = {**context.train_settings, "data": str(data), "out": str(out),
                    "name": context.champion.name, "method": context.policy.train.objective, "model": context.champion_run["base_model"],
                    "init_adapter": context.champion.path}  # fmt: skip
         spec = build_spec(TrainSpec, section, {})

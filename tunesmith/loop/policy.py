@@ -58,7 +58,13 @@ class DataSection(_Section):
     near_dup_threshold: float | None = Field(
         0.8, gt=0, le=1, description="Near-duplicate removal, as `data prepare`; null: off."
     )
-    val_share: float = Field(0.1, gt=0, lt=1, description="Share of the rows held out for validation.")
+    val_share: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of the rows held out for validation (kto: the trainer holds out a share of good "
+        "and of bad answers instead).",
+    )
     pii: Literal["report", "redact", "drop"] = Field(
         "redact", description="Personal data in feedback: only count it, redact it or drop the row."
     )
@@ -67,10 +73,11 @@ class DataSection(_Section):
 class TrainSection(_Section):
     """How the candidate is trained: the champion run's settings, from the champion's adapter."""
 
-    objective: Literal["sft", "dpo"] = Field(
+    objective: Literal["sft", "dpo", "kto"] = Field(
         "sft",
         description="sft: the original data plus corrections; dpo: preference pairs from preferences, "
-        "rankings and corrections, against the champion as the reference.",
+        "rankings and corrections; kto: answers rated by thumbs and ratings (both good and bad needed). "
+        "dpo and kto take the champion as the reference.",
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,

@@ -102,6 +102,13 @@ def _watch(context: LoopContext, cycle: LoopCycle, actor: str | None) -> Transit
     return Transition(LoopState.rolled_back, data, reason, reason=reason)
 
 
+# What each objective needs from the champion's data and the feedback, as the refusal says it.
+NEEDS = {
+    "sft": "no training rows (the champion's data or corrections)",
+    "dpo": "no preference feedback (preferences, rankings, corrections)",
+    "kto": "not both good and bad rated answers (thumbs, ratings)",
+}
+
 STEPS: dict[LoopState, Step] = {
     LoopState.triggered: _build,
     LoopState.dataset_built: _train,
@@ -213,11 +220,10 @@ def _start(store: LoopStore, context: LoopContext, now: bool, actor: str | None)
     trigger = check_trigger(context, cycles[-1] if cycles else None, now)
     if trigger is None:
         return None
-    rows, _ = training_rows(context, trigger["feedback_id"])
-    if not rows:
-        needs = "preference feedback (preferences, rankings, corrections)" if context.policy.train.objective == "dpo" \
-            else "training rows (the champion's data or corrections)"  # fmt: skip
-        raise ConfigError(f"deployment {context.deployment}: no {needs} to train a candidate on")
+    rows, sources = training_rows(context, trigger["feedback_id"])
+    objective = context.policy.train.objective
+    if not rows or (objective == "kto" and sources["good"] in (0, len(rows))):
+        raise ConfigError(f"deployment {context.deployment}: {NEEDS[objective]} to train a candidate on")
     message = f"champion {context.champion.key}: " + "; ".join(trigger["reasons"])
     policy = context.policy.model_dump(mode="json")
     return store.start(context.deployment, context.champion.key, policy, LoopState.triggered, trigger, message,

@@ -15,6 +15,7 @@ from tests.conftest import write_jsonl
 from tests.unit.loop.conftest import chat, policy_for
 from tunesmith.loop.build import drop_test_leaks, train_candidate, training_rows
 from tunesmith.loop.context import check_loop
+from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.loop.release import production_examples, start_canary
 from tunesmith.loop.run import run_loop
 from tunesmith.loop.states import LoopState
@@ -137,3 +138,27 @@ def test_the_gate_judges_only_production_prompts_nobody_trained_on(
     fresh = production_examples(context, cycle, 10)  # not the corrected one, nor its words asked again; once
     assert [example.prompt_messages()[-1]["content"] for example in fresh] == ["delivery on sunday"]
     assert fresh[0].reference() == "no"
+
+
+def test_kto_trains_on_the_train_split_so_the_trainer_holds_out_both_labels(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = LoopPolicySpec.model_validate(
+        {**policy_for(tmp_path).model_dump(), "train": {"objective": "kto"}}
+    )
+    cycle = LoopStore(registry).start("support", "voice@1", policy.model_dump(mode="json"), "dataset_built",
+                                      {"path": str(tmp_path / "prepared")}, "built", open_states=set())  # fmt: skip
+    seen: list[Any] = []
+
+    def trainer(spec: Any, **options: Any) -> TrainResult:
+        seen.append(spec)
+        raise KeyboardInterrupt  # enough: the spec is what this test reads
+
+    monkeypatch.setattr("tunesmith.train.kto.train_kto", trainer)
+    with pytest.raises(KeyboardInterrupt):
+        train_candidate(check_loop(registry, "support", policy), cycle)
+    assert (seen[0].method, seen[0].data, seen[0].hold_out_val) == (
+        "kto",
+        tmp_path / "prepared" / "train.jsonl",
+        True,
+    )

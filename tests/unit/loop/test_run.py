@@ -47,8 +47,15 @@ def test_bad_input_is_refused_with_nothing_started(registry: Registry, tmp_path:
         {**policy_for(tmp_path).model_dump(), "train": {"overrides": {"lr": -1}}}
     )
     dpo = LoopPolicySpec.model_validate({**policy_for(tmp_path).model_dump(), "train": {"objective": "dpo"}})
+    kto = LoopPolicySpec.model_validate({**policy_for(tmp_path).model_dump(), "train": {"objective": "kto"}})
+    response = "r-thumbs"
+    store.log_request(id=response, tenant="acme", endpoint="chat", requested_model="support", deployment="support",
+                      variant="voice@1", user=None, prompt={"prompt": "hi"}, outputs=["we open at eight"],
+                      finish_reasons=["stop"], prompt_tokens=1, completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)  # fmt: skip
+    store.record_feedback(Caller(tenant="acme", is_admin=False), response, thumbs="down")  # bad answers only
     for given, message in [(unscored, "gate.tolerances"), (no_frozen, "gate.frozen_test: the champion trained on"),
-                           (bad_lr, "training settings.*lr"), (dpo, "no preference feedback")]:  # fmt: skip
+                           (bad_lr, "training settings.*lr"), (dpo, "no preference feedback"),
+                           (kto, "not both good and bad rated answers")]:  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             run_loop(registry, "support", given, now=True)
     assert LoopStore(registry).cycles() == [] and len(read_log(registry)) == before
