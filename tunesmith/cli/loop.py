@@ -41,9 +41,10 @@ def run(
     ] = None,
     json_output: _Json = False,
 ) -> None:
-    """Continue the deployment's open cycle from its last committed state, or start one when a trigger
-    fires: build the next dataset, train a candidate, gate it against the champion, run the canary, and
-    promote or roll back. Every step is a registry state with an audit record; a killed run resumes.
+    """Resume the deployment's open cycle from its last committed state, or start one if a trigger fires.
+
+    A cycle builds the next dataset, trains a candidate, gates it against the champion, runs the canary,
+    and promotes or rolls back. Every step is a registry state with an audit record; a killed run resumes.
 
     Examples:
       tunesmith loop run --deployment support --policy loop.yaml
@@ -142,8 +143,10 @@ def cancel(
     note: _Note = None,
     json_output: _Json = False,
 ) -> None:
-    """End an open cycle by hand (e.g. one whose step keeps failing): before its canary it is rejected;
-    during it the champion gets all the traffic back and it is rolled back."""
+    """End an open cycle by hand, e.g. one whose step keeps failing.
+
+    Before its canary it is rejected; during it the champion gets all the traffic back and it is rolled
+    back."""
     from tunesmith.loop.run import cancel_cycle
 
     cycle = cancel_cycle(_registry(), loop_id, note, None)
