@@ -79,8 +79,10 @@ def production_examples(context: LoopContext, cycle: LoopCycle, count: int) -> l
     seen = {row_prompt(json.loads(line)) for line in rows}  # nor the same words asked again
     examples: list[Example] = []
     for request in reversed(MonitorStore(context.registry).deployment_traffic(context.deployment)):
+        if not request["prompt"] or not request["outputs"]:  # logged without text: the request log is `off`
+            continue
         text = prompt_text(request["prompt"])
-        if request["id"] in trained_on or text in seen or not request["outputs"]:
+        if request["id"] in trained_on or text in seen:
             continue
         seen.add(text)
         reply: Message = {"role": "assistant", "content": request["outputs"][0]}

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tests.unit.loop.conftest import chat, policy_for
+from tunesmith.audit.privacy import RequestLogMode
 from tunesmith.loop.build import drop_test_leaks, train_candidate, training_rows
 from tunesmith.loop.context import check_loop
 from tunesmith.loop.policy import LoopPolicySpec
@@ -135,6 +136,10 @@ def test_the_gate_judges_only_production_prompts_nobody_trained_on(
             variant="voice@1", user=None, prompt={"prompt": question}, outputs=["no"], finish_reasons=["stop"],
             prompt_tokens=1, completion_tokens=1, latency_ms=1.0, ttft_ms=1.0,
         )  # fmt: skip
+    store.set_request_logging("acme", RequestLogMode.OFF)  # logged from now on without its text
+    store.log_request(id="untold", tenant="acme", endpoint="chat", requested_model="support", deployment="support",
+                      variant="voice@1", user=None, prompt={"prompt": "secret"}, outputs=["no"], finish_reasons=["stop"],
+                      prompt_tokens=1, completion_tokens=1, latency_ms=1.0, ttft_ms=1.0)  # fmt: skip
     fresh = production_examples(context, cycle, 10)  # not the corrected one, nor its words asked again; once
     assert [example.prompt_messages()[-1]["content"] for example in fresh] == ["delivery on sunday"]
     assert fresh[0].reference() == "no"
