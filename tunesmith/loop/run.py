@@ -3,8 +3,8 @@ state (with its event and audit record) before the following step begins.
 
 Owns: the table of which step runs in which state (`STEPS`), resuming an open cycle from its last
 committed state with the policy it started under, stopping where a cycle waits (for a person's
-approval, for canary traffic) or where `until` says, and the commands a person gives a waiting cycle
-(approve, reject). Does not own: the steps' work (`build`, `release`), the verdicts (`decide`) or the
+approval, for canary traffic) or where `until` says, one `loop run` per deployment at a time, and
+what a person does to a cycle (approve, reject, cancel). Does not own: the steps' work (`build`, `release`), the verdicts (`decide`) or the
 storage (`registry.loop_store`).
 """
 
