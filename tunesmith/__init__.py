@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from tunesmith.eval.evaluate import Candidate, evaluate_generation, evaluate_models
     from tunesmith.export.core import export_model
     from tunesmith.export.errors import ParityError
+    from tunesmith.loop.policy import LoopPolicySpec
+    from tunesmith.loop.run import run_loop
     from tunesmith.models.loading import resolve_model
     from tunesmith.project.pipeline import project_status, run_project
     from tunesmith.project.spec import ProjectSpec
@@ -42,6 +44,7 @@ _EXPORTS = {
     "EvalSpec": "tunesmith.config",
     "EvalTask": "tunesmith.config",
     "Example": "tunesmith.data.records",
+    "LoopPolicySpec": "tunesmith.loop.policy",
     "LoraSpec": "tunesmith.config",
     "ParityError": "tunesmith.export.errors",
     "PrepareSpec": "tunesmith.config",
@@ -62,6 +65,7 @@ _EXPORTS = {
     "project_status": "tunesmith.project.pipeline",
     "report_run": "tunesmith.train.trackers",
     "resolve_model": "tunesmith.models.loading",
+    "run_loop": "tunesmith.loop.run",
     "run_project": "tunesmith.project.pipeline",
     "run_quickstart": "tunesmith.quickstart",
     "train_dpo": "tunesmith.train.dpo",
@@ -77,6 +81,7 @@ __all__ = [
     "EvalSpec",
     "EvalTask",
     "Example",
+    "LoopPolicySpec",
     "LoraSpec",
     "ParityError",
     "PrepareSpec",
@@ -97,6 +102,7 @@ __all__ = [
     "project_status",
     "report_run",
     "resolve_model",
+    "run_loop",
     "run_project",
     "run_quickstart",
     "train_dpo",

@@ -9,10 +9,10 @@ import tunesmith
 def test_exports_are_pinned_sorted_and_resolvable() -> None:
     assert tunesmith.__all__ == sorted(tunesmith.__all__)
     assert tunesmith.__all__ == [
-        "Candidate", "DataError", "DataFormat", "EvalSpec", "EvalTask", "Example", "LoraSpec", "ParityError", "PrepareSpec",
+        "Candidate", "DataError", "DataFormat", "EvalSpec", "EvalTask", "Example", "LoopPolicySpec", "LoraSpec", "ParityError", "PrepareSpec",
         "ProjectSpec", "Registry", "ServeSpec", "ServingStore", "TrainResult", "TrainSpec", "create_app",
         "evaluate_during_training", "evaluate_generation", "evaluate_models", "export_model", "init_project", "load_examples",
-        "prepare_data", "project_status", "report_run", "resolve_model", "run_project", "run_quickstart", "train_dpo",
+        "prepare_data", "project_status", "report_run", "resolve_model", "run_loop", "run_project", "run_quickstart", "train_dpo",
         "train_kto", "train_orpo", "train_sft",
     ]  # fmt: skip
     for name in tunesmith.__all__:

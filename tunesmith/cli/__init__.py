@@ -23,6 +23,7 @@ from tunesmith.cli import (
     guardrails,
     keys,
     logs,
+    loop,
     models,
     monitor,
     project,
@@ -51,6 +52,7 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(audit.app, name="audit")
 app.add_typer(logs.app, name="logs")
 app.add_typer(guardrails.app, name="guardrails")
+app.add_typer(loop.app, name="loop")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

@@ -1,9 +1,9 @@
 """`tunesmith config`: the reference of every config-file key, with its flag, default and description.
 
-Owns: rendering that reference (Markdown) from the specs, the project file's spec and the flag tables in
-`cli/options.py`; the README's "Configuration reference" is this command's output, and a test keeps the
-two equal. Does not own: the keys or their descriptions (`tunesmith.config`, `tunesmith.project.spec`),
-or which of them are flags (`cli/options.py`).
+Owns: rendering that reference (Markdown) from the specs, the project file's and the loop policy's specs
+and the flag tables in `cli/options.py`; the README's "Configuration reference" is this command's output,
+and a test keeps the two equal. Does not own: the keys or their descriptions (`tunesmith.config`,
+`tunesmith.project.spec`, `tunesmith.loop.policy`), or which of them are flags (`cli/options.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tunesmith.cli.options import COMMAND_FLAGS, Flag, field_info, flag_names, format_default, spec_keys
 from tunesmith.config import SECTIONS
+from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.project.spec import ProjectSpec
 
 app = typer.Typer(help="The keys a config file takes.")
@@ -41,6 +42,10 @@ def config_reference() -> str:
     parts.append("### `tunesmith.yaml` (`tunesmith run`, `tunesmith status`; no flags)\n\n")
     parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
     parts += [_row(ProjectSpec, key, "") for key in spec_keys(ProjectSpec)]
+    parts.append("\n")
+    parts.append("### `loop.yaml` (`tunesmith loop run --policy`; no flags)\n\n")
+    parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
+    parts += [_row(LoopPolicySpec, key, "") for key in spec_keys(LoopPolicySpec)]
     parts.append("\n")
     return "".join(parts)
 

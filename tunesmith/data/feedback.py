@@ -47,6 +47,9 @@ def feedback_rows(
     for item in feedback:
         request = by_id[item["response_id"]]
         ids = {"request_id": request["id"], "feedback_id": item["id"]}
+        if not request["prompt"] or not request["outputs"]:  # its tenant's request log is `off`
+            rows.unused.append(f"feedback {item['id']}: request {request['id']} was logged without its text")
+            continue
         prompt, answer = _prompt(request), request["outputs"][0]
         if prompt is None:
             rows.unused.append(

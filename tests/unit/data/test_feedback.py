@@ -81,3 +81,9 @@ def test_a_ranking_across_prompts_gives_no_pair_and_says_why() -> None:
     rows = feedback_rows(requests, [_feedback(1, "a", ranking=["a", "c"])])
     assert rows.dpo == []
     assert rows.unused == ["feedback 1: the ranked answers were not all to the same prompt"]
+
+
+def test_feedback_on_a_request_logged_without_its_text_gives_no_row_and_says_why() -> None:
+    rows = feedback_rows([{"id": "a", "prompt": {}, "outputs": []}], [_feedback(1, "a", thumbs="up")])
+    assert (rows.dpo, rows.sft, rows.kto) == ([], [], [])
+    assert rows.unused == ["feedback 1: request a was logged without its text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from tunesmith.registry import loop as _loop  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry.models import Base
 
