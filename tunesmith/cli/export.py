@@ -13,6 +13,7 @@ from tunesmith.cli.common import console, err_console, print_json
 FORMAT_NAMES = ("merged", "gguf", "gguf-lora", "ollama", "vllm", "hub")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 QUANTIZATION_NAMES = ("f16", "q8_0")
+LOGIT_CHECK_PROMPTS, GREEDY_CHECK_PROMPTS = 50, 200  # issue #21's counts for the two checks
 
 
 def export(
@@ -33,8 +34,11 @@ def export(
         None, "--repo-id", help="hub: the model repository, e.g. me/my-model."
     ),
     private: bool = typer.Option(False, "--private", help="hub: create the repository as private."),
-    prompt_count: int = typer.Option(
-        50, "--prompt-count", help="Prompts the logit and greedy-token checks use."
+    prompt_count: int | None = typer.Option(
+        None,
+        "--prompt-count",
+        help="Prompts the logit and greedy-token checks use (default: 200 for gguf and ollama, whose "
+        "greedy-token agreement is a share of positions and needs them; 50 otherwise).",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -52,6 +56,8 @@ def export(
     registry = Registry(default_database_url()).connect()
     adapter = find_adapter(source, registry.find_run_dir)
     chats = demo_chats() if prompts is None else _read_chats(prompts)
+    if prompt_count is None:
+        prompt_count = GREEDY_CHECK_PROMPTS if fmt in ("gguf", "ollama") else LOGIT_CHECK_PROMPTS
     if fmt == "hub" and repo_id is None:
         raise typer.BadParameter("--format hub needs --repo-id", param_hint="--repo-id")
     # Merging, writing and the parity checks take minutes for a GGUF on a CPU: a spinner on stderr says it
