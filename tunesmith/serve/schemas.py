@@ -170,7 +170,8 @@ class DeploymentCreate(_Body):
 
 _REQUIRE_BIAS_AUDIT = (
     "Refuse (409, code bias_audit_required) unless every adapter version that gets traffic has a bias audit "
-    "in the registry whose gate passed (as `tunesmith deploy ... --require-bias-audit`)."
+    "in the registry whose gate passed (as `tunesmith deploy ... --require-bias-audit`); a server started "
+    "with `require_bias_audit` requires it always."
 )
 
 

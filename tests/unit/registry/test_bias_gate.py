@@ -102,7 +102,7 @@ def test_the_cli_refuses_with_exit_2_and_the_reason(
 
 def test_the_admin_routes_take_the_same_requirement(store: ServingStore, tmp_path: Path) -> None:
     api = FastAPI()
-    api.state.auth, api.state.store = True, store
+    api.state.auth, api.state.store, api.state.require_bias_audit = True, store, False
     api.state.auth_failures, api.state.metrics = AuthFailureLimit(100, window_s=60), ServeMetrics()
     install_error_handlers(api)
     api.include_router(admin.router)
@@ -113,10 +113,9 @@ def test_the_admin_routes_take_the_same_requirement(store: ServingStore, tmp_pat
     assert "tunesmith audit bias voice@2" in refused.json()["error"]["message"]
     weights = {"variants": [{"model": "voice@2", "weight": 1}], "require_bias_audit": True}
     assert client.put(f"{url}/weights", json=weights).status_code == 409
+    api.state.require_bias_audit = True  # `serve: {require_bias_audit: true}`: whatever the request says
+    assert client.post(f"{url}/promote", json={"model": "voice@2"}).status_code == 409
     record_audit(store.registry, "voice@2", tmp_path / "v2", [])
-    assert (
-        client.post(f"{url}/promote", json={"model": "voice@2", "require_bias_audit": True}).status_code
-        == 200
-    )
+    assert client.post(f"{url}/promote", json={"model": "voice@2"}).status_code == 200
     deployment = store.find_deployment(Caller(tenant=None, is_admin=True), "acme-voice")
     assert deployment is not None and deployment["variants"] == [{"model": "voice@2", "weight": 100.0}]

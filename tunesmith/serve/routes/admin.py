@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.audit.trail import key_actor
@@ -91,16 +91,23 @@ async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> Deploy
 
 
 @router.put("/deployments/{name}/weights")
-async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.set_weights, name, _weights(body.variants), require_bias_audit=body.require_bias_audit,
+async def set_weights(
+    name: str, body: WeightsUpdate, request: Request, caller: AdminDep, store: StoreDep
+) -> DeploymentDetail:
+    # the request's flag, or the server's `serve: {require_bias_audit: true}` whatever the request says
+    required = body.require_bias_audit or request.app.state.require_bias_audit
+    await _call(store.set_weights, name, _weights(body.variants), require_bias_audit=required,
                 actor=key_actor(caller.key_id))  # fmt: skip
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/promote")
-async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.promote, name, body.model, require_bias_audit=body.require_bias_audit,
-                actor=key_actor(caller.key_id))  # fmt: skip
+async def promote(
+    name: str, body: PromoteBody, request: Request, caller: AdminDep, store: StoreDep
+) -> DeploymentDetail:
+    # the request's flag, or the server's `serve: {require_bias_audit: true}` whatever the request says
+    required = body.require_bias_audit or request.app.state.require_bias_audit
+    await _call(store.promote, name, body.model, require_bias_audit=required, actor=key_actor(caller.key_id))
     return await get_deployment(name, caller, store)
 
 
