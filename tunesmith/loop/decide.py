@@ -1,8 +1,8 @@
 """The loop's two verdicts, pure: does the candidate clear the gate, and how did its canary end. No torch.
 
 Owns: reading the paired comparisons of an evaluation report (candidate against champion, each with its
-95% interval), the judge's preferences and a bias audit's gate into gate checks, one line each; and reading an A/B report
-(`monitor.ab`) into promote, roll back or keep watching. Does not own: producing the reports (`eval`,
+95% interval), the judge's preferences and a bias audit's gate into gate checks, one line each; and
+reading an A/B report (`monitor.ab`) into promote, roll back or keep watching. Does not own: producing the reports (`eval`,
 `monitor.ab`) or acting on the verdicts (`steps`).
 """
 
