@@ -640,6 +640,11 @@ class ServeSpec(_Spec):
         gt=0,
         description="`/health` reports 503 once the worker has had work this long without progress.",
     )
+    require_bias_audit: bool = Field(
+        False,
+        description="Admin promote and weight changes refuse an adapter version without a passing bias audit "
+        "(409), whatever the request says; as `tunesmith deploy promote --require-bias-audit`.",
+    )
     log_requests: bool = Field(True, description="Store prompts and outputs in the registry for feedback.")
     log_retention: Duration | None = Field(
         None,

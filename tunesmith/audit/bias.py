@@ -102,7 +102,7 @@ def audit_bias(
     settings: AuditSettings,
     *,
     data_format: DataFormat | None = None,
-    baseline: bool = True,
+    reference: Candidate | None = None,
     train_data: Path | None = None,
     group_column: str | None = None,
     limit: int | None = None,
@@ -111,8 +111,9 @@ def audit_bias(
 ) -> dict[str, Any]:
     """Audit `target` on the test data, write the report files to `out`, return `bias_report.json`'s payload.
 
-    With `baseline` (and a fine-tune as the target), the base model answers the same prompts and each
-    measure is compared, fine-tune minus base. `train_data` (default: the target's) gives the label set
+    With a `reference` (the base model, `Candidate(BASE_NAME)`, or another fine-tune such as the champion a
+    candidate would replace), it answers the same prompts and each measure is compared, target minus
+    reference; the gate judges the target alone. `train_data` (default: the target's) gives the label set
     and the representation report; `judge` (a judge and its rubric) adds rubric score differences.
     """
     examples, digest = load_eval_examples(data, data_format, "test")
@@ -129,9 +130,7 @@ def audit_bias(
         raise ConfigError(
             "bias_audit.judge: a judge rates generated answers; this test data is classification"
         )
-    candidates = [target.candidate]
-    if baseline and target.candidate.name != BASE_NAME:
-        candidates.append(Candidate(BASE_NAME))
+    candidates = [target.candidate, *([reference] if reference is not None else [])]
     outputs = answer_all(target.base_model, candidates, inputs, labels, settings, show_progress)
     judged = None
     if judge is not None:
@@ -141,7 +140,8 @@ def audit_bias(
     report = audit_models(outputs, examples, pairs, attributes, settings, audited=target.candidate.name, groups=groups,
                           judge_scores=judged)  # fmt: skip
     report |= {
-        "target": {"name": target.name, "base_model": target.base_model, "run_id": target.run_id},
+        "target": {"name": target.name, "base_model": target.base_model, "run_id": target.run_id,
+                   "adapter_dir": str(target.candidate.adapter_dir) if target.candidate.adapter_dir else None},
         "data": {"path": str(data), "hash": digest, "examples": len(examples)},
         "labels": labels,
         "settings": {"bootstrap_samples": settings.samples, "seed": settings.seed,

@@ -83,12 +83,7 @@ def audit_models(
         name: pair_values(task, examples, pairs, answers, (judge_scores or {}).get(name))
         for name, answers in outputs.items()
     }
-    gated = [measure for measure in settings.gate_measures if measure in next(iter(values.values()))]
-    if pairs and not gated:
-        raise ConfigError(
-            f"bias_audit.gate_measures: {list(settings.gate_measures)} do not apply to a {task} task; "
-            f"choose from {[m for m in FLIP_MEASURES if m in next(iter(values.values()))]}"
-        )
+    gated = gated_measures(task, settings.gate_measures) if pairs else []
     reference = next((name for name in outputs if name != audited), None)
     found: dict[str, Any] = {}
     for name, attribute in attributes.items():
@@ -110,6 +105,19 @@ def audit_models(
         "gate": {"passed": not failures, "threshold": settings.threshold,
                  "measures": gated, "failures": failures},
     }  # fmt: skip
+
+
+def gated_measures(
+    task: EvalTask, measures: Sequence[str], key: str = "bias_audit.gate_measures"
+) -> list[str]:
+    """The flip rates of `measures` the gate can check on a `task` task; a clear error (naming `key`, the
+    setting the user typed) when none of them applies."""
+    generation = [m for m in FLIP_MEASURES if m in generation_measures("", "")]  # as `pair_values` measures
+    applicable = ["label_flip"] if task == EvalTask.classification else generation
+    gated = [measure for measure in measures if measure in applicable]
+    if not gated:
+        raise ConfigError(f"{key}: {list(measures)} do not apply to a {task} task; choose from {applicable}")
+    return gated
 
 
 def pair_values(

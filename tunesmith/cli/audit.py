@@ -94,10 +94,12 @@ def audit_bias(
     often the training data mentions each group. Writes bias_report.json, bias_report.html and
     bias_pairs.jsonl, and records the audit in the registry beside the run's evaluations.
     """
+    from tunesmith.audit.bias import BASE_NAME
     from tunesmith.audit.bias import audit_bias as run_audit
     from tunesmith.audit.bias_findings import AuditSettings
     from tunesmith.audit.counterfactual import choose_attributes
     from tunesmith.config import default_database_url
+    from tunesmith.eval.evaluate import Candidate
     from tunesmith.registry.store import Registry
 
     spec = build_spec(BiasAuditSpec, load_config_file(config).bias_audit if config else None, flags)
@@ -121,8 +123,9 @@ def audit_bias(
             make_judge(spec.judge.model, spec.judge.base_url, spec.judge.api_key_env),
             spec.judge.criteria,
         )
+    reference = Candidate(BASE_NAME) if spec.baseline and audited.candidate.name != BASE_NAME else None
     report = run_audit(
-        audited, spec.data, out_dir, chosen, settings, data_format=spec.format, baseline=spec.baseline,
+        audited, spec.data, out_dir, chosen, settings, data_format=spec.format, reference=reference,
         train_data=spec.train_data, group_column=spec.group_column, limit=spec.limit, judge=judge,
     )  # fmt: skip
     registry.record_evaluation(audited.run_id, report, out_dir)

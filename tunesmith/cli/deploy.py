@@ -22,6 +22,14 @@ _Variants = Annotated[
     ),
 ]
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+_RequireBiasAudit = Annotated[
+    bool,
+    typer.Option(
+        "--require-bias-audit",
+        help="Refuse (exit 2) unless every adapter version that gets traffic has a bias audit in the "
+        "registry (`tunesmith audit bias NAME@VERSION`) whose gate passed; the latest audit decides.",
+    ),
+]
 
 
 def _store() -> Any:
@@ -45,16 +53,18 @@ def _variants(items: list[str]) -> list[VariantWeight]:
     return variants
 
 
-def _show(name: str, json_output: bool) -> None:
+def _show(name: str, json_output: bool, bias_audits: dict[str, int] | None = None) -> None:
     from tunesmith.registry.serving_records import Caller
 
     deployment = _store().find_deployment(Caller(tenant=None, is_admin=True), name)
     if deployment is None:
         fail(f"no deployment named {name}")
     if json_output:
-        print_json(deployment)
+        print_json({**deployment, "bias_audits": bias_audits} if bias_audits else deployment)
         return
     console.print(f"[bold]{name}[/]  tenant: {deployment['tenant'] or '-'}")
+    for model, evaluation in (bias_audits or {}).items():
+        console.print(f"  bias audit passed: {model} (evaluation {evaluation})", highlight=False)
     total = sum(v["weight"] for v in deployment["variants"])
     for variant in deployment["variants"]:
         console.print(f"  {variant['model']:<24} {100 * variant['weight'] / total:5.1f}%")
@@ -76,21 +86,25 @@ def create(
 
 
 @app.command("weights")
-def weights(name: _Name, variant: _Variants, json_output: _Json = False) -> None:
+def weights(
+    name: _Name, variant: _Variants, require_bias_audit: _RequireBiasAudit = False, json_output: _Json = False
+) -> None:
     """Replace a deployment's variants and weights (recorded in its history)."""
-    _store().set_weights(name, _variants(variant))
-    _show(name, json_output)
+    audits = _store().set_weights(name, _variants(variant), require_bias_audit=require_bias_audit)
+    _show(name, json_output, audits)
 
 
 @app.command("promote")
 def promote(
     name: _Name,
     model: str = typer.Argument(..., help="Variant that gets all traffic, e.g. acme@4."),
+    require_bias_audit: _RequireBiasAudit = False,
     json_output: _Json = False,
 ) -> None:
-    """Send 100% of traffic to one variant."""
-    _store().promote(name, model)
-    _show(name, json_output)
+    """Send 100% of traffic to one variant, e.g. `tunesmith deploy promote acme-voice acme@4
+    --require-bias-audit`."""
+    audits = _store().promote(name, model, require_bias_audit=require_bias_audit)
+    _show(name, json_output, audits)
 
 
 @app.command("rollback")

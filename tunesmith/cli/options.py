@@ -230,7 +230,7 @@ SERVE_FLAGS = (
     Flag("adapters", "--adapter", "-a", parse=parse_pairs, metavar="NAME=PATH_OR_RUN_ID"), Flag("auth"),
     Flag("max_batch_size"), Flag("max_wait_ms"), Flag("max_loaded_adapters"), Flag("max_tokens_limit"),
     Flag("max_queued"), Flag("request_timeout_s"), Flag("tenant_max_concurrent"), Flag("tenant_tokens_per_minute"),
-    Flag("threads"),
+    Flag("threads"), Flag("require_bias_audit"),
 )  # fmt: skip
 BIAS_AUDIT_FLAGS = (
     Flag("data"), Flag("attributes", "--attribute", short="-a"), Flag("threshold"), Flag("terms"),

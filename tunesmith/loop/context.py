@@ -2,9 +2,9 @@
 champion's run, the candidate's training settings, the frozen test set and the task's metrics.
 
 Owns: `check_loop`, which turns bad input (no such deployment, no champion adapter, a champion without a
-run, a gate metric the task lacks, training overrides that do not validate, no frozen test set) into one
-clear error before a cycle is started or moved, and `LoopContext`, what the steps read. Does not own the
-steps (`build`, `release`) or the policy file (`policy`).
+run, a gate metric the task lacks, training overrides that do not validate, no frozen test set, a bias
+gate that cannot run) into one clear error before a cycle is started or moved, and `LoopContext`, what
+the steps read. Does not own the steps (`build`, `release`) or the policy file (`policy`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.audit.counterfactual import Attribute
 from tunesmith.config import ConfigError, EvalTask, TrainSpec, build_spec, tunesmith_home
 from tunesmith.data.ingest import is_prepared_dataset
 from tunesmith.data.records import Example
-from tunesmith.loop.policy import LOOP_SETS_TRAIN_KEYS, LoopPolicySpec
+from tunesmith.loop.policy import LOOP_SETS_TRAIN_KEYS, LoopPolicySpec, bias_attributes
 from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_records import AdapterVersion, Caller
 from tunesmith.registry.serving_store import BASE_MODEL_NAME, NotFoundError, ServingStore, parse_model_ref
@@ -38,6 +39,7 @@ class LoopContext:
     test_hash: str
     task: EvalTask
     metrics: list[str]
+    bias_attributes: dict[str, Attribute]  # what the bias gate swaps; empty without `gate.bias`
 
     def workdir(self, loop_id: int) -> Path:
         """Where cycle `loop_id` keeps its dataset, run and gate reports."""
@@ -71,7 +73,7 @@ def check_loop(
     task = policy.gate.task or detect_task(examples)
     metrics = _check_metrics(policy, task)
     return LoopContext(registry, deployment, policy, adapter, run, settings, frozen, examples[: policy.gate.limit],
-                       digest, task, metrics)  # fmt: skip
+                       digest, task, metrics, _check_bias(policy))  # fmt: skip
 
 
 def _champion_of(deployment: str, variants: list[tuple[str, float]]) -> str:
@@ -138,3 +140,25 @@ def _check_metrics(policy: LoopPolicySpec, task: EvalTask) -> list[str]:
             f"gate.tolerances: {unscored} are not scored on a {task} task; choose from {scored}"
         )
     return scored
+
+
+def _check_bias(policy: LoopPolicySpec) -> dict[str, Attribute]:
+    """The bias gate's attributes, checked against its test data now: no candidate is trained for a gate
+    that cannot run (no such file, measures the task lacks, no prompt mentioning any term)."""
+    bias = policy.gate.bias
+    if bias is None:
+        return {}
+    from tunesmith.audit.bias_findings import build_pairs, gated_measures, require_pairs
+    from tunesmith.eval.evaluate import load_eval_examples
+    from tunesmith.eval.tasks import detect_task
+
+    if not bias.data.exists():
+        raise ConfigError(f"gate.bias.data: {bias.data} does not exist")
+    attributes = bias_attributes(bias)
+    examples = load_eval_examples(bias.data, bias.format, "test")[0][: bias.limit]
+    gated_measures(detect_task(examples), bias.gate_measures, "gate.bias.gate_measures")
+    try:
+        require_pairs(build_pairs(examples, attributes), attributes)
+    except ConfigError as error:
+        raise ConfigError(f"gate.bias.data: {error}") from error
+    return attributes

@@ -1,8 +1,8 @@
 """The loop's two verdicts, pure: does the candidate clear the gate, and how did its canary end. No torch.
 
 Owns: reading the paired comparisons of an evaluation report (candidate against champion, each with its
-95% interval) and the judge's preferences into gate checks, one line each; and reading an A/B report
-(`monitor.ab`) into promote, roll back or keep watching. Does not own: producing the reports (`eval`,
+95% interval), the judge's preferences and a bias audit's gate into gate checks, one line each; and
+reading an A/B report (`monitor.ab`) into promote, roll back or keep watching. Does not own: producing the reports (`eval`,
 `monitor.ab`) or acting on the verdicts (`steps`).
 """
 
@@ -67,6 +67,21 @@ def judge_check(outcomes: Sequence[float | None], min_win_rate: float, samples: 
         passed,
         f"judge win rate on {len(valid)} production prompts: {margin} (needs the interval to reach "
         f"{min_win_rate:g})" + (f"; {skipped} unparseable" if skipped else ""),
+    )
+
+
+def bias_check(report: dict[str, Any]) -> GateCheck:
+    """The bias audit's own gate (`audit.bias_findings`): every gated flip rate's upper 95% bound within its
+    threshold; a failure names each attribute, measure and bound."""
+    gate = report["gate"]
+    if not gate["passed"]:
+        return GateCheck("bias", False, "bias: " + " | ".join(gate["failures"]))
+    measures = ", ".join(gate["measures"])
+    return GateCheck(
+        "bias",
+        True,
+        f"bias: {measures} within {gate['threshold']:g} (upper 95% bounds) over {report['pairs']} "
+        "counterfactual pairs",
     )
 
 

@@ -2,19 +2,32 @@
 show at the gate and in the canary, and whether a person approves it. No torch.
 
 Owns: `LoopPolicySpec` and its sections, reading the file with errors that name the key the user typed
-(`gate.metric`, `train.overrides.lr`). Does not own: checking the policy against a deployment and its
-task (see `steps.check_loop`, which needs the registry and the test data) or running anything.
+(`gate.metric`, `train.overrides.lr`, `gate.bias.attributes`), with paths relative to the policy file.
+Does not own: checking the policy against a deployment and its task (see `context.check_loop`, which
+needs the registry and the test data) or running anything.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tunesmith.config import ConfigError, Duration, EvalTask, TrainSpec, format_validation_error
+from tunesmith.config import (
+    ConfigError,
+    DataFormat,
+    Duration,
+    EvalTask,
+    GateMeasure,
+    TrainSpec,
+    _default_gate_measures,
+    format_validation_error,
+)
+
+if TYPE_CHECKING:
+    from tunesmith.audit.counterfactual import Attribute
 
 # TrainSpec keys the loop sets itself: a candidate trains on the cycle's dataset, from the champion.
 LOOP_SETS_TRAIN_KEYS = ("data", "val_data", "model", "out", "name", "method", "init_adapter")
@@ -110,6 +123,43 @@ class JudgeSection(_Section):
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
 
 
+class BiasGateSection(_Section):
+    """A counterfactual bias audit of the candidate (as `tunesmith audit bias`), recorded in the registry: the
+    gate fails when a gated flip rate's upper 95% bound exceeds the threshold."""
+
+    data: Path = Field(
+        ...,
+        description="Counterfactual test file (or a prepared folder's test split), relative to the policy "
+        "file; every prompt that mentions an attribute's terms is rewritten to each other group.",
+    )
+    format: DataFormat | None = Field(None, description="Example form; detected when unset.")
+    attributes: list[str] | None = Field(
+        None,
+        description="Attributes to swap: names_gender, names_origin, pronouns, gender_words, ages, "
+        "nationalities, religions, or one defined in `terms`; unset: all.",
+    )
+    terms: Path | None = Field(
+        None,
+        description="YAML file of further attributes (each: a description and groups, each group a list of "
+        "terms), relative to the policy file; one named like a shipped attribute replaces it.",
+    )
+    threshold: float = Field(
+        0.1, ge=0, le=1, description="The gate fails when a gated flip rate's upper 95% bound exceeds this."
+    )
+    gate_measures: list[GateMeasure] = Field(
+        default_factory=_default_gate_measures,
+        description="Flip rates the gate checks (label_flip: classification; refusal_flip, "
+        "sentiment_flip: generation).",
+    )
+    baseline: Literal["champion", "base", "none"] = Field(
+        "champion",
+        description="Who else answers the same prompts, so the report shows whether the candidate changed "
+        "each measure: the champion, the base model, or nobody (the gate judges the candidate alone).",
+    )
+    max_new_tokens: int = Field(64, gt=0, description="Longest generated answer (generation tasks).")
+    limit: int | None = Field(None, gt=0, description="Audit only the first N test examples.")
+
+
 class GateSection(_Section):
     """What the candidate must show against the champion before it serves any traffic."""
 
@@ -151,6 +201,11 @@ class GateSection(_Section):
         lt=1,
         description="The judge must not prefer the champion significantly: the upper end of the "
         "candidate's win rate's 95% interval must reach this.",
+    )
+
+    bias: BiasGateSection | None = Field(
+        None,
+        description="A bias audit the candidate must pass too; unset: none (see `tunesmith audit bias`).",
     )
 
     @model_validator(mode="after")
@@ -206,4 +261,27 @@ def load_policy(path: Path) -> LoopPolicySpec:
         raise ConfigError(format_validation_error(error, source=str(path))) from error
     if policy.gate.frozen_test is not None and not policy.gate.frozen_test.is_absolute():
         policy.gate.frozen_test = path.parent / policy.gate.frozen_test  # relative to the policy file
+    bias = policy.gate.bias
+    if bias is not None:
+        if not bias.data.is_absolute():
+            bias.data = path.parent / bias.data
+        if bias.terms is not None and not bias.terms.is_absolute():
+            bias.terms = path.parent / bias.terms
+        try:
+            bias_attributes(bias)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from error
     return policy
+
+
+def bias_attributes(bias: BiasGateSection) -> dict[str, Attribute]:
+    """The attributes the bias gate swaps; an unknown name or a bad terms file names `gate.bias`."""
+    from tunesmith.audit.counterfactual import choose_attributes
+
+    try:
+        return choose_attributes(bias.terms, bias.attributes)
+    except ConfigError as error:
+        message = str(error).replace("bias_audit.attributes", "gate.bias.attributes", 1)
+        raise ConfigError(
+            message if message.startswith("gate.bias") else f"gate.bias.terms: {message}"
+        ) from error

@@ -1,7 +1,8 @@
 """The second half of a cycle: the gate against the champion, the canary, and promoting or rolling back.
 
-Owns: scoring champion and candidate on the frozen test set (`eval.evaluate_models`, paired intervals)
-and answering a fresh sample of production prompts for the judge (`eval.judge`), setting the canary's
+Owns: scoring champion and candidate on the frozen test set (`eval.evaluate_models`, paired intervals),
+answering a fresh sample of production prompts for the judge (`eval.judge`) and the candidate's bias
+audit (`audit.bias`, recorded as an evaluation of its version), setting the canary's
 weights, reading its A/B report (`monitor.ab`), and the deployment change that ends it. Each deployment
 change is skipped when the deployment already has those weights, so a `loop run` killed between the
 change and the cycle's next state does not start the A/B test over. Does not own: the verdicts
@@ -23,6 +24,7 @@ from tunesmith.loop.decide import (
     CHAMPION,
     CanaryVerdict,
     GateCheck,
+    bias_check,
     canary_verdict,
     judge_check,
     metric_checks,
@@ -67,6 +69,9 @@ def gate_candidate(context: LoopContext, cycle: LoopCycle) -> tuple[list[GateChe
                             "report": str(out / "frozen" / "report.json")}  # fmt: skip
     if gate.production_sample:
         check, data["production"] = _judge_production(context, cycle, out / "production")
+        checks.append(check)
+    if gate.bias is not None:
+        check, data["bias"] = _audit_bias(context, cycle, out / "bias")
         checks.append(check)
     return checks, data
 
@@ -126,6 +131,31 @@ def _judge_production(context: LoopContext, cycle: LoopCycle, out: Path) -> tupl
     outcomes = pairwise_preferences(judge, questions, candidate, champion, [group[0] for group in references])
     check = judge_check(outcomes, gate.min_win_rate, gate.bootstrap_samples)
     return check, {"prompts": [example.source for example in examples], "outcomes": outcomes, "out": str(out)}
+
+
+def _audit_bias(context: LoopContext, cycle: LoopCycle, out: Path) -> tuple[GateCheck, dict[str, Any]]:
+    """The bias audit of the candidate (named by its adapter version, so `deploy promote
+    --require-bias-audit` finds it), with the champion or the base answering beside it; recorded."""
+    from tunesmith.audit.bias import BASE_NAME, AuditTarget, audit_bias
+    from tunesmith.audit.bias_findings import AuditSettings
+    from tunesmith.eval.evaluate import Candidate
+
+    bias, trained = context.policy.gate.bias, cycle.lineage["candidate_trained"]
+    assert bias is not None
+    champion, candidate = _candidates(context, cycle)
+    reference = {"champion": champion, "base": Candidate(BASE_NAME), "none": None}[bias.baseline]
+    target = AuditTarget(trained["adapter"], context.champion_run["base_model"], candidate, trained["run_id"])
+    settings = AuditSettings(
+        threshold=bias.threshold, gate_measures=tuple(bias.gate_measures), max_new_tokens=bias.max_new_tokens,
+        samples=context.policy.gate.bootstrap_samples,
+    )  # fmt: skip
+    report = audit_bias(
+        target, bias.data, out, context.bias_attributes, settings, data_format=bias.format, reference=reference,
+        limit=bias.limit, show_progress=False,
+    )  # fmt: skip
+    evaluation = context.registry.record_evaluation(trained["run_id"], report, out)
+    data = {"evaluation_id": evaluation, "report": str(out / "bias_report.json"), "gate": report["gate"]}
+    return bias_check(report), data
 
 
 def _set_weights(

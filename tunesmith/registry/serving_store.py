@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from tunesmith.audit.privacy import DEFAULT_MODE, RequestLogMode, apply_mode
 from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError
+from tunesmith.registry.bias_gate import check_bias_audit
 from tunesmith.registry.models import AdapterRecord
 from tunesmith.registry.serving import (
     AdapterOwnerRecord,
@@ -349,27 +350,49 @@ class ServingStore:
         variants: list[VariantWeight],
         *,
         action: str = "set_weights",
+        require_bias_audit: bool = False,
         actor: str | None = None,
-    ) -> None:
+    ) -> dict[str, int]:
+        """Replace the deployment's variants. With `require_bias_audit`, every adapter version that gets
+        traffic needs a passing bias audit (`bias_gate`); returns those audits' ids by variant, which
+        the audit record keeps too. Raises NotFoundError, ConfigError (BiasAuditRequired)."""
         with self._session() as session:
             record = session.get(DeploymentRecord, name)
             if record is None:
                 raise NotFoundError(f"no deployment named {name}")
             tenant = record.tenant
         variants = self._check_models(tenant, validate_variants(variants))
+        audits = self._bias_audits(tenant, variants) if require_bias_audit else {}
+        after: dict[str, Any] = {"variants": variants} | (
+            {"bias_audits": audits} if require_bias_audit else {}
+        )
         with self._session() as session, session.begin():
             record = session.get(DeploymentRecord, name)
             assert record is not None
             before = {"variants": list(record.variants)}
             record.variants = variants
             session.add(DeploymentChangeRecord(deployment=name, action=action, variants=variants))
-            append(
-                session, actor or local_actor(), f"deployment.{action}", name, before, {"variants": variants}
-            )
+            append(session, actor or local_actor(), f"deployment.{action}", name, before, after)
+        return audits
 
-    def promote(self, name: str, model: str, *, actor: str | None = None) -> None:
-        """Send all traffic to `model` (which need not have been a variant before)."""
-        self.set_weights(name, [{"model": model, "weight": 100.0}], action="promote", actor=actor)
+    def _bias_audits(self, tenant: str | None, variants: list[VariantWeight]) -> dict[str, int]:
+        owner = Caller(tenant=tenant, is_admin=tenant is None)
+        return {
+            variant["model"]: check_bias_audit(
+                self.registry, self.find_adapter(owner, *parse_model_ref(variant["model"]))
+            )
+            for variant in variants
+            if variant["weight"] > 0 and variant["model"] != BASE_MODEL_NAME
+        }
+
+    def promote(
+        self, name: str, model: str, *, require_bias_audit: bool = False, actor: str | None = None
+    ) -> dict[str, int]:
+        """Send all traffic to `model` (which need not have been a variant before); see `set_weights`."""
+        variants: list[VariantWeight] = [{"model": model, "weight": 100.0}]
+        return self.set_weights(
+            name, variants, action="promote", require_bias_audit=require_bias_audit, actor=actor
+        )
 
     def rollback(self, name: str, *, actor: str | None = None) -> list[VariantWeight]:
         """Restore the variants in force before the latest change; returns them."""

@@ -109,6 +109,7 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         openapi_url=None if spec.auth else "/openapi.json",
     )  # fmt: skip
     app.state.auth = spec.auth
+    app.state.require_bias_audit = spec.require_bias_audit
     app.state.auth_failures = AuthFailureLimit(spec.auth_failures_per_minute, window_s=60)
     app.state.health_stall_s = spec.health_stall_s
     app.state.store = store

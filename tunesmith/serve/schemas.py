@@ -168,12 +168,21 @@ class DeploymentCreate(_Body):
     variants: list[Variant] = Field(min_length=1)
 
 
+_REQUIRE_BIAS_AUDIT = (
+    "Refuse (409, code bias_audit_required) unless every adapter version that gets traffic has a bias audit "
+    "in the registry whose gate passed (as `tunesmith deploy ... --require-bias-audit`); a server started "
+    "with `require_bias_audit` requires it always."
+)
+
+
 class WeightsUpdate(_Body):
     variants: list[Variant] = Field(min_length=1)
+    require_bias_audit: bool = Field(False, description=_REQUIRE_BIAS_AUDIT)
 
 
 class PromoteBody(_Body):
     model: str = Field(min_length=1)
+    require_bias_audit: bool = Field(False, description=_REQUIRE_BIAS_AUDIT)
 
 
 class AdapterLoad(_Body):

@@ -1,4 +1,5 @@
-"""A registry with a champion serving a deployment, as the registry records one, without a model."""
+"""A registry with a champion serving a deployment, as the registry records one, without a model; and the
+serve tests' adapters on the tiny model, for the gate's bias audit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_jsonl
+from tests.unit.serve.conftest import adapter_dirs  # noqa: F401  (a fixture the bias gate test uses)
 from tunesmith.config import default_database_url
 from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.registry.serving_store import ServingStore

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.loop.decide import canary_verdict, judge_check, metric_checks
+from tunesmith.loop.decide import bias_check, canary_verdict, judge_check, metric_checks
 from tunesmith.monitor.ab import ab_report
 
 
@@ -82,3 +82,15 @@ def test_a_broken_split_rolls_the_canary_back() -> None:
     )[60:]
     verdict = canary_verdict(ab_report(lopsided, VARIANTS, "voice@1"), "voice@2", "thumbs", 2000, "promote")
     assert verdict.action == "roll_back" and "split" in verdict.reason
+
+
+def test_the_bias_check_is_the_audits_gate_and_a_failure_names_attribute_and_bound() -> None:
+    failure = "pronouns: refusal_flip 0.200 [0.050, 0.350] over 20 pairs; upper bound 0.400 above 0.1"
+    gate = {"threshold": 0.1, "measures": ["refusal_flip"]}
+    passed = bias_check({"pairs": 40, "gate": {**gate, "passed": True, "failures": []}})
+    assert (
+        passed.passed
+        and passed.line == "bias: refusal_flip within 0.1 (upper 95% bounds) over 40 counterfactual pairs"
+    )
+    failed = bias_check({"pairs": 40, "gate": {**gate, "passed": False, "failures": [failure]}})
+    assert not failed.passed and failed.line == f"bias: {failure}"

@@ -15,6 +15,7 @@ from tunesmith.loop.policy import load_policy
 def test_every_shipped_loop_policy_loads(path: Path) -> None:
     policy = load_policy(path)
     assert policy.gate.frozen_test is not None and policy.gate.frozen_test.is_relative_to(path.parent)
+    assert policy.gate.bias is None or policy.gate.bias.data.is_relative_to(path.parent)
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,15 @@ def test_every_shipped_loop_policy_loads(path: Path) -> None:
         ("gate: {metric: rouge_l, production_sample: 20}\n", r"production_sample needs a judge"),
         ("gate: {metric: rouge_l}\ncanary: {weight: 100}\n", r"canary\.weight"),
         ("- gate\n", r"expected a mapping"),
+        ("gate: {metric: rouge_l, bias: {attributes: [ages]}}\n", r"gate\.bias\.data: Field required"),
+        (
+            "gate: {metric: rouge_l, bias: {data: cf.jsonl, attributes: [hair_colour]}}\n",
+            r"loop\.yaml: gate\.bias\.attributes: \['hair_colour'\] unknown; choose from names_gender",
+        ),
+        (
+            "gate: {metric: rouge_l, bias: {data: cf.jsonl, terms: no.yaml}}\n",
+            r"gate\.bias\.terms: .*no\.yaml",
+        ),
     ],
 )
 def test_policy_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:

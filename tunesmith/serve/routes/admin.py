@@ -11,11 +11,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.audit.trail import key_actor
 from tunesmith.config import ConfigError, GuardrailSpec
+from tunesmith.registry.bias_gate import BiasAuditRequired
 from tunesmith.registry.serving_records import Deployment, DeploymentDetail, VariantWeight
 from tunesmith.registry.serving_store import NotFoundError
 from tunesmith.serve.deps import AdminDep, ServiceDep, StoreDep
@@ -90,14 +91,23 @@ async def get_deployment(name: str, caller: AdminDep, store: StoreDep) -> Deploy
 
 
 @router.put("/deployments/{name}/weights")
-async def set_weights(name: str, body: WeightsUpdate, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.set_weights, name, _weights(body.variants), actor=key_actor(caller.key_id))
+async def set_weights(
+    name: str, body: WeightsUpdate, request: Request, caller: AdminDep, store: StoreDep
+) -> DeploymentDetail:
+    # the request's flag, or the server's `serve: {require_bias_audit: true}` whatever the request says
+    required = body.require_bias_audit or request.app.state.require_bias_audit
+    await _call(store.set_weights, name, _weights(body.variants), require_bias_audit=required,
+                actor=key_actor(caller.key_id))  # fmt: skip
     return await get_deployment(name, caller, store)
 
 
 @router.post("/deployments/{name}/promote")
-async def promote(name: str, body: PromoteBody, caller: AdminDep, store: StoreDep) -> DeploymentDetail:
-    await _call(store.promote, name, body.model, actor=key_actor(caller.key_id))
+async def promote(
+    name: str, body: PromoteBody, request: Request, caller: AdminDep, store: StoreDep
+) -> DeploymentDetail:
+    # the request's flag, or the server's `serve: {require_bias_audit: true}` whatever the request says
+    required = body.require_bias_audit or request.app.state.require_bias_audit
+    await _call(store.promote, name, body.model, require_bias_audit=required, actor=key_actor(caller.key_id))
     return await get_deployment(name, caller, store)
 
 
@@ -174,5 +184,7 @@ async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(function, *args, **kwargs)
     except NotFoundError as error:
         raise APIError(404, str(error), code="not_found") from error
+    except BiasAuditRequired as error:
+        raise APIError(409, str(error), code="bias_audit_required") from error
     except ConfigError as error:
         raise APIError(400, str(error), code="invalid_value") from error
