@@ -165,7 +165,11 @@ def _show_languages(languages: dict[str, Any]) -> None:
 def _show_judge(judge: dict[str, Any]) -> None:
     for name in ("current", "previous"):
         score = judge[name]
-        if score is None or score["mean"] is None:
+        if score is None:
+            continue
+        if score["mean"] is None:
+            console.print(f"  judge {name} window: no score ({score['unparseable']} replies without one)",
+                          highlight=False)  # fmt: skip
             continue
         console.print(
             f"  judge ({', '.join(judge['rubric'])}) {name} window: {score['mean']:.2f} "

@@ -100,9 +100,13 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         if spec.log_retention is not None:
             tasks.append(asyncio.create_task(_purge(store, spec.log_retention)))
         if spec.monitor_every is not None:
-            tasks.append(asyncio.create_task(
-                _monitor(store, spec.monitor_every, spec.monitor_window, spec.monitor_judge)
-            ))  # fmt: skip
+            # the judge is loaded here, so a judge that cannot load stops the start, not the monitor later
+            judge = (
+                None
+                if spec.monitor_judge is None
+                else await run_in_threadpool(_sampled_judge, spec.monitor_judge)
+            )
+            tasks.append(asyncio.create_task(_monitor(store, spec.monitor_every, spec.monitor_window, judge)))
         yield
         for task in tasks:
             task.cancel()
@@ -141,19 +145,16 @@ async def _purge(store: ServingStore, older_than_seconds: float) -> None:
 
 
 async def _monitor(
-    store: ServingStore, every_seconds: float, window: int, judge_spec: MonitorJudgeSpec | None
+    store: ServingStore, every_seconds: float, window: int, judge: SampledJudge | None
 ) -> None:
     """`tunesmith monitor check` on every deployment, every `every_seconds`, until cancelled; with
-    `judge_spec`, its judge (loaded once, before the first pass) scores a sample of each window.
+    `judge`, the judge scores a sample of each window.
 
     One deployment that cannot be checked (its adapter's base model gone, say) is logged and skipped:
     it must not stop the others' monitoring or the server.
     """
     from tunesmith.monitor.check import monitor_deployment
 
-    judge = None
-    if judge_spec is not None:
-        judge = await run_in_threadpool(_sampled_judge, judge_spec)
     admin = Caller(tenant=None, is_admin=True)
     while True:
         await asyncio.sleep(every_seconds)
@@ -170,6 +171,7 @@ async def _monitor(
 
 
 def _sampled_judge(spec: MonitorJudgeSpec) -> SampledJudge:
+    """The background monitor's judge (as `tunesmith monitor check --judge-model` builds it)."""
     from tunesmith.eval.judge import make_judge
     from tunesmith.monitor.quality import SampledJudge
 

@@ -143,6 +143,7 @@ def test_the_server_monitors_every_deployment_in_the_background(
     from fastapi.testclient import TestClient
 
     from tunesmith.config import MonitorJudgeSpec, ServeSpec
+    from tunesmith.models.catalog import ModelNotFoundError
     from tunesmith.monitor import check
     from tunesmith.monitor.quality import SampledJudge
     from tunesmith.serve.app import create_app
@@ -172,6 +173,9 @@ def test_the_server_monitors_every_deployment_in_the_background(
             time.sleep(0.1)
     assert MonitorStore(registry).alert_counts().get(("cafe", "empty_rate"), 0) >= 1
     assert judges[0] is not None and judges[0].sample == 3 and all(judge is judges[0] for judge in judges)
+    gone = spec.model_copy(update={"monitor_judge": MonitorJudgeSpec(model=str(tiny_model_dir / "gone"))})
+    with pytest.raises(ModelNotFoundError, match="gone"), TestClient(create_app(gone, registry)):
+        pass  # a judge that cannot load stops the start, not the monitor later
 
 
 def test_requests_logged_without_their_text_count_in_the_rates_but_not_in_drift() -> None:
@@ -196,3 +200,5 @@ def test_requests_logged_without_their_text_count_in_the_rates_but_not_in_drift(
     assert [test["against"] for test in report["drift"]] == ["previous window"]
     assert report["languages"]["prompts"]["en"]["n"] == 15
     assert {alert["kind"] for alert in report["alerts"]} == {"truncated_rate"}
+    shown = runner.invoke(app, ["monitor", "check", "cafe", "--window", "20"]).output
+    assert "5 requests logged without their text" in shown and "prompts by language: en 100%" in shown
