@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tunesmith.cli.common import UsageError, console, print_json
+
+if TYPE_CHECKING:
+    from tunesmith.monitor.quality import SampledJudge
 
 app = typer.Typer(
     help="Monitoring: input drift, output signals, feedback and latency; alerts in the registry."
@@ -85,7 +88,7 @@ def check(
         time.sleep(pause)
 
 
-def _sampled_judge(model: str, base_url: str | None, sample: int, rubric: Path | None) -> Any:
+def _sampled_judge(model: str, base_url: str | None, sample: int, rubric: Path | None) -> SampledJudge:
     """The judge the flags describe, validated as the serve config's `monitor_judge`."""
     import yaml
     from pydantic import ValidationError

@@ -149,9 +149,9 @@ def _judge_windows(
     from tunesmith.monitor.quality import compare_judge_scores, judge_sample
 
     def score(requests: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if not requests:
+        texts = [(question, outputs) for question, outputs in _texts(requests) if outputs]
+        if not texts:
             return None
-        texts = _texts(requests)
         return judge_sample(judge, [question for question, _ in texts], [outputs[0] for _, outputs in texts])
 
     current, previous = score(logged), score(before)
