@@ -326,6 +326,31 @@ class JudgeSpec(_Spec):
     limit: int | None = Field(None, gt=0, description="Judge only the first N examples (judging is slow).")
 
 
+class MonitorJudgeSpec(_Spec):
+    """The monitor's sampled LLM judge: it scores a random sample of each window's answers (and as many
+    of the window before) against a rubric; production answers have no reference answer."""
+
+    model: str = Field(
+        ...,
+        description="Judge model, which turns the monitor's judge on: a local model (catalog name, directory) "
+        "or the endpoint's model id.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    criteria: dict[str, str] = Field(
+        default_factory=lambda: {
+            "helpfulness": "Does the answer address what the user asked, completely and clearly?",
+            "correctness": "Is the answer factually correct and free of contradictions, as far as you can tell?",
+        },
+        min_length=1,
+        description="Rubric: criterion name -> what a 5 means; each sampled answer gets 1-5 per criterion.",
+    )
+    sample: int = Field(50, ge=2, description="Answers per window the judge scores (judging is slow).")
+
+
 class EvalSpec(_Spec):
     """An evaluation of one or more models, with baselines, on a held-out file."""
 
@@ -658,6 +683,11 @@ class ServeSpec(_Spec):
         "background; alerts land in the registry and /metrics (default: off).",
     )
     monitor_window: int = Field(1000, ge=10, description="Requests per window for the background monitor.")
+    monitor_judge: MonitorJudgeSpec | None = Field(
+        None,
+        description="The background monitor's sampled LLM judge (see Keeping a model good in production); "
+        "unset: no judge score (default).",
+    )
     guardrails: dict[str, GuardrailSpec] = Field(
         default_factory=dict,
         description="Guardrails per deployment, adapter name or `base` (in YAML a mapping, TARGET: {pii: ...}; "

@@ -1,16 +1,17 @@
-"""One monitoring pass over a deployment (`tunesmith monitor check`): input drift, output and quality
-signals, latency, and the alerts they raise, stored in the registry.
+"""One monitoring pass over a deployment (`tunesmith monitor check`): input drift, output, language and
+quality signals (a sampled judge score), latency, and the alerts they raise, stored in the registry.
 
 Owns: choosing the windows (the latest `window` requests, the `window` before them) and the reference
-(the training prompts of the heaviest variant's adapter, when its run names a dataset), running the
-tests in `drift` and `signals`, reading the A/B verdict of a split deployment (`ab`), and recording
-alerts. Does not own: the statistics or the queries.
+(the training prompts of the heaviest variant's adapter, when its run names a dataset), leaving out of
+the text-based signals the requests logged without their text (a tenant whose request log is `off`),
+running the tests in `drift`, `signals`, `language` and `quality`, reading the A/B verdict of a split
+deployment (`ab`), and recording alerts. Does not own: the statistics or the queries.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,11 +19,15 @@ from tunesmith.config import ConfigError
 from tunesmith.data.readers import read_rows
 from tunesmith.monitor.ab import load_ab_report
 from tunesmith.monitor.drift import DRIFT_ALARM, hashed_bag_of_words, permutation_drift_test
+from tunesmith.monitor.language import compare_languages, language_signals
 from tunesmith.monitor.signals import compare_windows, window_signals
 from tunesmith.registry.monitor_store import MonitorStore
-from tunesmith.registry.serving_records import Caller
+from tunesmith.registry.serving_records import Caller, DeploymentDetail
 from tunesmith.registry.serving_store import NotFoundError, ServingStore, parse_model_ref
 from tunesmith.registry.store import Registry
+
+if TYPE_CHECKING:  # the judge imports transformers: loaded only when a pass is judged
+    from tunesmith.monitor.quality import SampledJudge
 
 __all__ = ["REFERENCE_ROWS", "monitor_deployment", "prompt_text"]
 
@@ -112,12 +117,60 @@ def _ab_alerts(registry: Registry, name: str) -> list[dict[str, Any]]:
     return alerts
 
 
+def _texts(logged: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    return [(prompt_text(request["prompt"]), request["outputs"]) for request in logged]
+
+
+def _input_drift(
+    registry: Registry, deployment: DeploymentDetail, texts: list[str], before: list[str], embeddings: bool
+) -> list[dict[str, Any]]:
+    """Drift of this window's prompts from the heaviest variant's training prompts and the window before."""
+    if len(texts) < 2:
+        return []
+    heaviest = max(deployment["variants"], key=lambda variant: variant["weight"])["model"]
+    reference, path = _training_prompts(registry, heaviest)
+    pairs = []
+    if len(reference) >= 2:
+        pairs.append((reference, f"training data of {heaviest} ({path})"))
+    if len(before) >= 2:
+        pairs.append((before, "previous window"))
+    drift = [_drift(reference, texts, against) for reference, against in pairs]
+    if embeddings and pairs:
+        drift += _embedding_drift(
+            registry, [variant["model"] for variant in deployment["variants"]], pairs, texts
+        )
+    return drift
+
+
+def _judge_windows(
+    judge: SampledJudge, logged: list[dict[str, Any]], before: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The judge's score of a sample of each window's first answers, and the alert if it fell."""
+    from tunesmith.monitor.quality import compare_judge_scores, judge_sample
+
+    def score(requests: list[dict[str, Any]]) -> dict[str, Any] | None:
+        texts = [(question, outputs) for question, outputs in _texts(requests) if outputs]
+        if not texts:
+            return None
+        return judge_sample(judge, [question for question, _ in texts], [outputs[0] for _, outputs in texts])
+
+    current, previous = score(logged), score(before)
+    alerts = compare_judge_scores(current, previous, judge.seed) if current and previous else []
+    return {"rubric": list(judge.criteria), "current": current, "previous": previous}, alerts
+
+
 def monitor_deployment(
-    registry: Registry, name: str, window: int = 1000, embeddings: bool = False
+    registry: Registry,
+    name: str,
+    window: int = 1000,
+    embeddings: bool = False,
+    judge: SampledJudge | None = None,
 ) -> dict[str, Any]:
     """Signals of deployment `name`'s latest `window` requests against its training data and the window
-    before; with `embeddings`, drift on the base model's hidden states too. Every alert is stored
-    (`tunesmith monitor alerts`) and returned."""
+    before; with `embeddings`, drift on the base model's hidden states too; with `judge`, the judge's
+    score of a sample of each window's answers. Requests logged without their text (the tenant's request
+    log is `off`) count in the rates and latency but not in drift, language or judge (`not_logged`).
+    Every alert is stored (`tunesmith monitor alerts`) and returned."""
     if window < 10:
         raise ValueError(f"--window {window}: use at least 10 requests")
     deployment = ServingStore(registry).find_deployment(Caller(tenant=None, is_admin=True), name)
@@ -131,19 +184,14 @@ def monitor_deployment(
         report["note"] = "fewer than 2 requests: nothing to measure yet"
         report["alerts"] = []
         return report
-    texts = [prompt_text(request["prompt"]) for request in current]
-    heaviest = max(deployment["variants"], key=lambda variant: variant["weight"])["model"]
-    reference, path = _training_prompts(registry, heaviest)
-    pairs = []
-    if len(reference) >= 2:
-        pairs.append((reference, f"training data of {heaviest} ({path})"))
-    if len(previous) >= 2:
-        pairs.append(([prompt_text(r["prompt"]) for r in previous], "previous window"))
-    report["drift"] = [_drift(reference, texts, against) for reference, against in pairs]
-    if embeddings and pairs:
-        models = [variant["model"] for variant in deployment["variants"]]
-        report["drift"] += _embedding_drift(registry, models, pairs, texts)
+    logged = [request for request in current if request["prompt"]]  # `off` logs the prompt as {}
+    before = [request for request in previous if request["prompt"]]
+    report["not_logged"] = len(current) - len(logged)
+    texts, before_texts = _texts(logged), _texts(before)
+    prompts = [prompt for prompt, _ in texts]
+    report["drift"] = _input_drift(registry, deployment, prompts, [p for p, _ in before_texts], embeddings)
     report["signals"] = window_signals(current)
+    report["languages"] = language_signals(texts)
     alerts = compare_windows(report["signals"], window_signals(previous)) if previous else []
     alerts += [
         {"kind": "input_drift",
@@ -151,6 +199,11 @@ def monitor_deployment(
          "data": test}
         for test in report["drift"] if test["alarm"]
     ]  # fmt: skip
+    if before:
+        alerts += compare_languages(report["languages"], language_signals(before_texts))
+    if judge is not None:
+        report["judge"], judge_alerts = _judge_windows(judge, logged, before)
+        alerts += judge_alerts
     if len(deployment["variants"]) > 1:
         alerts += _ab_alerts(registry, name)
     for alert in alerts:

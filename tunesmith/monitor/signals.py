@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RATE_ALARM", "compare_windows", "is_refusal", "is_repetitive", "window_signals"]
+__all__ = ["RATE_ALARM", "compare_windows", "is_refusal", "is_repetitive", "rise_p_value", "window_signals"]
 
 RATE_ALARM = 0.01  # one-sided p-value below which a rate's rise over the previous window alerts
 _REFUSAL = re.compile(
@@ -66,20 +66,26 @@ def window_signals(traffic: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def rise_p_value(now: dict[str, Any], before: dict[str, Any]) -> float | None:
+    """One-sided two-proportion z-test p-value of a rate's rise from `before` to `now` (each {"count",
+    "n", "rate"}); None when either window has no observation or both rates are 0 or 1."""
+    if not now["n"] or not before["n"]:
+        return None
+    pooled = (now["count"] + before["count"]) / (now["n"] + before["n"])
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / now["n"] + 1 / before["n"]))
+    if spread == 0:
+        return None
+    return 1 - NormalDist().cdf((now["rate"] - before["rate"]) / spread)
+
+
 def compare_windows(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
     """Alerts for each rate that rose significantly (one-sided two-proportion z-test, p < RATE_ALARM)
     from the previous window to the current one."""
     alerts = []
     for name in RATES:
         now, before = current["rates"][name], previous["rates"][name]
-        if not now["n"] or not before["n"]:
-            continue
-        pooled = (now["count"] + before["count"]) / (now["n"] + before["n"])
-        spread = math.sqrt(pooled * (1 - pooled) * (1 / now["n"] + 1 / before["n"]))
-        if spread == 0:
-            continue
-        p_value = 1 - NormalDist().cdf((now["rate"] - before["rate"]) / spread)
-        if p_value < RATE_ALARM:
+        p_value = rise_p_value(now, before)
+        if p_value is not None and p_value < RATE_ALARM:
             alerts.append({
                 "kind": f"{name}_rate",
                 "message": f"{name} rate rose from {before['rate']:.1%} to {now['rate']:.1%} (p={p_value:.2g})",

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tunesmith.config import LOOPBACK_HOSTS, ServeSpec, default_database_url
+from tunesmith.config import LOOPBACK_HOSTS, MonitorJudgeSpec, ServeSpec, default_database_url
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -42,6 +43,9 @@ from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.moderation import Moderator
 from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
+
+if TYPE_CHECKING:
+    from tunesmith.monitor.quality import SampledJudge
 
 logger = logging.getLogger(__name__)
 RETENTION_ACTOR = "server:retention"  # the audit trail's actor for the automatic purge
@@ -96,7 +100,13 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         if spec.log_retention is not None:
             tasks.append(asyncio.create_task(_purge(store, spec.log_retention)))
         if spec.monitor_every is not None:
-            tasks.append(asyncio.create_task(_monitor(store, spec.monitor_every, spec.monitor_window)))
+            # the judge is loaded here, so a judge that cannot load stops the start, not the monitor later
+            judge = (
+                None
+                if spec.monitor_judge is None
+                else await run_in_threadpool(_sampled_judge, spec.monitor_judge)
+            )
+            tasks.append(asyncio.create_task(_monitor(store, spec.monitor_every, spec.monitor_window, judge)))
         yield
         for task in tasks:
             task.cancel()
@@ -135,8 +145,11 @@ async def _purge(store: ServingStore, older_than_seconds: float) -> None:
         await asyncio.sleep(3600)
 
 
-async def _monitor(store: ServingStore, every_seconds: float, window: int) -> None:
-    """`tunesmith monitor check` on every deployment, every `every_seconds`, until cancelled.
+async def _monitor(
+    store: ServingStore, every_seconds: float, window: int, judge: SampledJudge | None
+) -> None:
+    """`tunesmith monitor check` on every deployment, every `every_seconds`, until cancelled; with
+    `judge`, the judge scores a sample of each window.
 
     One deployment that cannot be checked (its adapter's base model gone, say) is logged and skipped:
     it must not stop the others' monitoring or the server.
@@ -149,13 +162,21 @@ async def _monitor(store: ServingStore, every_seconds: float, window: int) -> No
         for deployment in await run_in_threadpool(store.list_deployments, admin):
             try:
                 report = await run_in_threadpool(
-                    monitor_deployment, store.registry, deployment["name"], window
+                    monitor_deployment, store.registry, deployment["name"], window, judge=judge
                 )
             except Exception:
                 logger.exception("monitor: checking deployment %s failed", deployment["name"])
                 continue
             for alert in report["alerts"]:
                 logger.warning("monitor: %s: %s", deployment["name"], alert["message"])
+
+
+def _sampled_judge(spec: MonitorJudgeSpec) -> SampledJudge:
+    """The background monitor's judge (as `tunesmith monitor check --judge-model` builds it)."""
+    from tunesmith.eval.judge import make_judge
+    from tunesmith.monitor.quality import SampledJudge
+
+    return SampledJudge(make_judge(spec.model, spec.base_url, spec.api_key_env), spec.criteria, spec.sample)
 
 
 class BodyLimit:

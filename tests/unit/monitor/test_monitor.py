@@ -137,19 +137,26 @@ def test_the_server_monitors_every_deployment_in_the_background(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`monitor_every` in the serve config: alerts appear without anyone running `monitor check`, and a
-    deployment that cannot be checked does not stop the others."""
+    deployment that cannot be checked does not stop the others; `monitor_judge` loads its judge once."""
     import time
 
     from fastapi.testclient import TestClient
 
-    from tunesmith.config import ServeSpec
+    from tunesmith.config import MonitorJudgeSpec, ServeSpec
+    from tunesmith.models.catalog import ModelNotFoundError
     from tunesmith.monitor import check
+    from tunesmith.monitor.quality import SampledJudge
     from tunesmith.serve.app import create_app
 
-    def failing_first(registry: Registry, name: str, window: int) -> dict[str, object]:
+    judges: list[SampledJudge | None] = []
+
+    def failing_first(
+        registry: Registry, name: str, window: int, judge: SampledJudge | None
+    ) -> dict[str, object]:
+        judges.append(judge)
         if name == "a-broken":
             raise RuntimeError("its base model is gone")
-        return monitor_deployment(registry, name, window)
+        return monitor_deployment(registry, name, window, judge=judge)
 
     monkeypatch.setattr(check, "monitor_deployment", failing_first)
     registry = Registry(default_database_url()).connect()
@@ -158,9 +165,40 @@ def test_the_server_monitors_every_deployment_in_the_background(
     store.create_deployment("cafe", [{"model": "base", "weight": 1.0}], tenant=None)
     for i in range(40):
         _log(store, i, "is there wifi", "yes" if i < 20 else "")  # the second window's answers are empty
-    spec = ServeSpec(model=str(tiny_model_dir), monitor_every=0.2, monitor_window=20)
+    judged = MonitorJudgeSpec(model=str(tiny_model_dir), sample=3, criteria={"brief": "Is it short?"})
+    spec = ServeSpec(model=str(tiny_model_dir), monitor_every=0.2, monitor_window=20, monitor_judge=judged)
     with TestClient(create_app(spec, registry)):
         deadline = time.monotonic() + 20
         while not MonitorStore(registry).alert_counts() and time.monotonic() < deadline:
             time.sleep(0.1)
     assert MonitorStore(registry).alert_counts().get(("cafe", "empty_rate"), 0) >= 1
+    assert judges[0] is not None and judges[0].sample == 3 and all(judge is judges[0] for judge in judges)
+    gone = spec.model_copy(update={"monitor_judge": MonitorJudgeSpec(model=str(tiny_model_dir / "gone"))})
+    with pytest.raises(ModelNotFoundError, match="gone"), TestClient(create_app(gone, registry)):
+        pass  # a judge that cannot load stops the start, not the monitor later
+
+
+def test_requests_logged_without_their_text_count_in_the_rates_but_not_in_drift() -> None:
+    """A tenant whose request log is `off` leaves `{}` as the prompt: no KeyError, and not in the drift."""
+    from tunesmith.audit.privacy import RequestLogMode
+
+    registry = Registry(default_database_url()).connect()
+    store = ServingStore(registry)
+    store.create_deployment("cafe", [{"model": "base", "weight": 1.0}], tenant=None)
+    store.set_request_logging("acme", RequestLogMode.OFF)
+    for i in range(40):
+        store.log_request(
+            id=f"r{i}", tenant="acme" if i % 4 == 0 else None, endpoint="chat", requested_model="cafe",
+            deployment="cafe", variant="base", user=None, prompt={"messages": [{"role": "user", "content": "is there wifi"}]},
+            outputs=["yes we do"], finish_reasons=["length" if i >= 20 else "stop"], prompt_tokens=3,
+            completion_tokens=3, latency_ms=20.0,
+        )  # fmt: skip
+    report = monitor_deployment(registry, "cafe", window=20)
+    assert report["not_logged"] == 5 and report["signals"]["requests"] == 20
+    assert report["signals"]["rates"]["truncated"] == {"count": 20, "n": 20, "rate": 1.0}  # every request
+    assert report["signals"]["rates"]["empty"]["n"] == 15  # answers: only the logged ones
+    assert [test["against"] for test in report["drift"]] == ["previous window"]
+    assert report["languages"]["prompts"]["en"]["n"] == 15
+    assert {alert["kind"] for alert in report["alerts"]} == {"truncated_rate"}
+    shown = runner.invoke(app, ["monitor", "check", "cafe", "--window", "20"]).output
+    assert "5 requests logged without their text" in shown and "prompts by language: en 100%" in shown
