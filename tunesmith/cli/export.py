@@ -28,7 +28,10 @@ def export(
     ),
     quantization: str = typer.Option("f16", "--quantization", "-q", help="gguf/ollama: f16 or q8_0."),
     prompts: Path | None = typer.Option(
-        None, "--prompts", help="JSONL chats ({'messages': [...]}) for the checks; default: the demo data."
+        None,
+        "--prompts",
+        help="JSONL chats ({'messages': [...]}) for the checks; default: the run's validation (else "
+        "training) data, the demo data for an adapter outside a run.",
     ),
     repo_id: str | None = typer.Option(
         None, "--repo-id", help="hub: the model repository, e.g. me/my-model."
@@ -45,7 +48,6 @@ def export(
     """Export SOURCE as --format into --out; the parity checks run first and land in `parity.json`."""
     from tunesmith.config import default_database_url
     from tunesmith.export.core import export_model, export_to_hub, find_adapter
-    from tunesmith.export.parity import demo_chats
     from tunesmith.registry.store import Registry
 
     choices = ((fmt, FORMAT_NAMES, "--format"), (dtype, DTYPE_NAMES, "--dtype"),
@@ -55,7 +57,7 @@ def export(
             raise typer.BadParameter(f"{value}: choose from {', '.join(names)}", param_hint=option)
     registry = Registry(default_database_url()).connect()
     adapter = find_adapter(source, registry.find_run_dir)
-    chats = demo_chats() if prompts is None else _read_chats(prompts)
+    chats, prompt_source = (_read_chats(prompts), str(prompts)) if prompts else _default_chats(adapter)
     if prompt_count is None:
         prompt_count = GREEDY_CHECK_PROMPTS if fmt in ("gguf", "ollama") else LOGIT_CHECK_PROMPTS
     if fmt == "hub" and repo_id is None:
@@ -77,11 +79,19 @@ def export(
     registry.record_export(adapter, fmt, result.out, result.bytes, result.parity)
     if json_output:
         print_json({"out": str(result.out), "format": fmt, "seconds": result.seconds, "bytes": result.bytes,
-                    "parity": result.parity})  # fmt: skip
+                    "prompts": prompt_source, "parity": result.parity})  # fmt: skip
         return
     console.print(f"exported {fmt} to {result.out} ({result.bytes / 1e6:.1f} MB, {result.seconds:.1f}s)")
+    console.print(f"  checked on {prompt_count} prompts from {prompt_source}", highlight=False)
     for check, figures in result.parity.items():
         console.print(f"  {check}: {json.dumps(figures)}", highlight=False)
+
+
+def _default_chats(adapter: Path) -> tuple[list[list[dict[str, str]]], str]:
+    """The run's own validation (else training) chats; the demo data for an adapter outside a run."""
+    from tunesmith.export.parity import DEMO_DATA, demo_chats, run_chats
+
+    return run_chats(adapter) or (demo_chats(), str(DEMO_DATA))
 
 
 def _read_chats(path: Path) -> list[list[dict[str, str]]]:

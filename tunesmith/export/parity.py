@@ -32,6 +32,37 @@ def demo_chats() -> list[Chat]:
     return chats
 
 
+def run_chats(adapter_dir: Path) -> tuple[list[Chat], str] | None:
+    """The chats of the data the adapter's run validated on (else trained on), and where they came from.
+
+    Checks on the adapter's own kind of prompt say more than the demo data's: None when the adapter is
+    not in a run folder, or its data is gone, not chat examples (preference pairs), or unreadable.
+    """
+    import yaml
+
+    from tunesmith.data.ingest import is_prepared_dataset, load_examples
+    from tunesmith.data.records import DataError
+
+    config_file = adapter_dir.parent / "config.yaml"
+    if not config_file.is_file():
+        return None
+    train = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("train") or {}
+    for key in ("val_data", "data"):
+        if not train.get(key):
+            continue
+        path = Path(train[key])
+        if path.is_dir() and is_prepared_dataset(path):
+            path = path / ("val.jsonl" if (path / "val.jsonl").is_file() else "train.jsonl")
+        try:
+            examples = load_examples(path, train.get("format"))
+        except (DataError, OSError, ValueError):
+            continue
+        if examples:
+            chats = [[{"role": m["role"], "content": m["content"]} for m in e.messages] for e in examples]
+            return chats, str(path)
+    return None
+
+
 def prompt_chats(chats: Sequence[Chat], count: int) -> list[Chat]:
     """`count` prompts: each chat without its final assistant answer, cycling through `chats`."""
     prompts = [chat[:-1] if chat[-1]["role"] == "assistant" else chat for chat in chats]

@@ -193,3 +193,18 @@ def test_an_export_after_a_killed_one_cleans_up_and_restores(tiny_adapter_dir: P
         _export(tiny_adapter_dir, "vllm", tmp_path / "vllm")
     assert (tmp_path / "vllm" / "launch.sh").read_text() == "the earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "vllm"]
+
+
+def test_checks_default_to_the_runs_own_validation_chats(tmp_path: Path) -> None:
+    from tests.conftest import write_jsonl
+    from tunesmith.export.parity import run_chats
+
+    chat = {"messages": [{"role": "user", "content": "Is the patio open?"}, {"role": "assistant", "content": "Yes."}]}
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    assert run_chats(run / "adapter") is None  # not in a run folder: the caller uses the demo data
+    train, val = write_jsonl(tmp_path / "train.jsonl", [chat] * 3), write_jsonl(tmp_path / "val.jsonl", [chat])
+    (run / "config.yaml").write_text(f"train:\n  data: {train}\n  val_data: {val}\n")
+    assert run_chats(run / "adapter") == ([chat["messages"]], str(val))
+    (run / "config.yaml").write_text(f"train:\n  data: {train}\n  val_data: {tmp_path / 'gone.jsonl'}\n")
+    assert run_chats(run / "adapter") == ([chat["messages"]] * 3, str(train))  # val data gone: training data
