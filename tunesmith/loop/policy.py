@@ -22,9 +22,9 @@ from tunesmith.config import (
     EvalTask,
     GateMeasure,
     TrainSpec,
-    _default_gate_measures,
     format_validation_error,
 )
+from tunesmith.config.eval import default_gate_measures
 
 if TYPE_CHECKING:
     from tunesmith.audit.counterfactual import Attribute
@@ -147,7 +147,7 @@ class BiasGateSection(_Section):
         0.1, ge=0, le=1, description="The gate fails when a gated flip rate's upper 95% bound exceeds this."
     )
     gate_measures: list[GateMeasure] = Field(
-        default_factory=_default_gate_measures,
+        default_factory=default_gate_measures,
         description="Flip rates the gate checks (label_flip: classification; refusal_flip, "
         "sentiment_flip: generation).",
     )
