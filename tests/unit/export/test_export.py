@@ -199,11 +199,19 @@ def test_checks_default_to_the_runs_own_validation_chats(tmp_path: Path) -> None
     from tests.conftest import write_jsonl
     from tunesmith.export.parity import run_chats
 
-    chat = {"messages": [{"role": "user", "content": "Is the patio open?"}, {"role": "assistant", "content": "Yes."}]}
+    chat = {
+        "messages": [
+            {"role": "user", "content": "Is the patio open?"},
+            {"role": "assistant", "content": "Yes."},
+        ]
+    }
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     assert run_chats(run / "adapter") is None  # not in a run folder: the caller uses the demo data
-    train, val = write_jsonl(tmp_path / "train.jsonl", [chat] * 3), write_jsonl(tmp_path / "val.jsonl", [chat])
+    train, val = (
+        write_jsonl(tmp_path / "train.jsonl", [chat] * 3),
+        write_jsonl(tmp_path / "val.jsonl", [chat]),
+    )
     (run / "config.yaml").write_text(f"train:\n  data: {train}\n  val_data: {val}\n")
     assert run_chats(run / "adapter") == ([chat["messages"]], str(val))
     (run / "config.yaml").write_text(f"train:\n  data: {train}\n  val_data: {tmp_path / 'gone.jsonl'}\n")
