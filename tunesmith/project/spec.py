@@ -339,7 +339,12 @@ def _task(spec: ProjectSpec, evaluation: EvalSpec, root: Path) -> EvalTask:
 def _check_metrics(spec: ProjectSpec, train: TrainSpec, evaluation: EvalSpec, task: EvalTask) -> None:
     from tunesmith.eval.tasks import metric_names
 
-    scored = metric_names(task, evaluation.metrics)  # names eval.metrics when one does not apply
+    if evaluation.out_of_scope_label is not None and task != EvalTask.classification:
+        raise ConfigError(f"eval.out_of_scope_label: applies to classification, not to a {task} task")
+    out_of_scope = evaluation.out_of_scope_label is not None  # in_scope_accuracy, out_of_scope_recall
+    scored = metric_names(
+        task, evaluation.metrics, out_of_scope=out_of_scope
+    )  # names eval.metrics if one does not apply
     if spec.gate is not None:
         unscored = [name for name in spec.gate.metrics if name not in scored]
         if unscored:

@@ -184,3 +184,14 @@ def test_one_run_at_a_time(ran: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ConfigError, match="another `tunesmith run` is working here"):
             run_project(ran, show_progress=False)
+
+
+def test_out_of_scope_settings_reach_the_evaluation(make_project: ProjectMaker) -> None:
+    directory = make_project("intent-routing", "router")
+    metrics = ["accuracy", "macro_f1", "out_of_scope_recall"]  # a gate could require the recall too
+    edit_project(directory, lambda spec: spec["eval"].update(out_of_scope_label="complaint", metrics=metrics))
+    assert _run(directory, target=Stage.eval)[-1] == "eval"
+    cache = json.loads((directory / ".tunesmith" / "stages.json").read_text())["stages"]
+    assert cache["baseline"]["inputs"]["eval.out_of_scope_label"] == "complaint"
+    report = json.loads((directory / cache["eval"]["outputs"]["path"] / "report.json").read_text())
+    assert "out_of_scope_recall" in report["models"][0]["metrics"]

@@ -115,6 +115,8 @@ def test_the_eval_section_takes_the_eval_commands_keys(project: Path) -> None:
         "eval.calibration_data: val.jsonl not found",
     )
     edit_project(project, lambda s: s["eval"].pop("calibration_data"))
+    _fails(project, lambda s: None, "eval.out_of_scope_label: applies to classification, not to a generation")
+    edit_project(project, lambda s: s["eval"].pop("out_of_scope_label"))
     _fails(project, lambda s: s["eval"].update(review_example=2), "eval.review_example: unknown key; did you "
            "mean review_examples?")  # fmt: skip
     edit_project(project, lambda s: s["eval"].pop("review_example"))
