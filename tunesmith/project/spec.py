@@ -342,9 +342,8 @@ def _check_metrics(spec: ProjectSpec, train: TrainSpec, evaluation: EvalSpec, ta
     if evaluation.out_of_scope_label is not None and task != EvalTask.classification:
         raise ConfigError(f"eval.out_of_scope_label: applies to classification, not to a {task} task")
     out_of_scope = evaluation.out_of_scope_label is not None  # in_scope_accuracy, out_of_scope_recall
-    scored = metric_names(
-        task, evaluation.metrics, out_of_scope=out_of_scope
-    )  # names eval.metrics if one does not apply
+    # Names eval.metrics when one does not apply.
+    scored = metric_names(task, evaluation.metrics, out_of_scope=out_of_scope)
     if spec.gate is not None:
         unscored = [name for name in spec.gate.metrics if name not in scored]
         if unscored:
