@@ -5,8 +5,8 @@ file with errors that name the key the user typed (`train.lr`, `gate.metrics`, `
 the specs the prepare, train and eval stages run with (each section takes the keys of the command's own
 spec, `PrepareSpec`, `TrainSpec`, `EvalSpec`, so a project's settings never fall behind the commands'),
 with the keys the project sets itself (where the data is, where outputs go, the base model) refused in
-the file. Does not own: running stages (`stages`), the
-cache (`cache`) or templates (`templates`). No torch.
+the file. Does not own: running stages (`stages`), the cache (`cache`) or templates (`templates`). No
+torch.
 """
 
 from __future__ import annotations
