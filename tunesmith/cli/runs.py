@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 
@@ -64,10 +66,25 @@ def show_run(
     console.print(f"tokens: {run['trained_tokens']}  wall: {run['wall_seconds']}s  metrics: {run['metrics']}")
     for adapter in run["adapters"]:
         console.print(f"adapter: {adapter['name']}@{adapter['version']}  {adapter['path']}")
+    for evaluation in run["evaluations"]:
+        _print_evaluation(evaluation)
     for event in run["events"]:
         console.print(
             f"  {event['created_at'][:19]}  {event['type']:<16} {event['message']}", highlight=False
         )
+
+
+def _print_evaluation(evaluation: dict[str, Any]) -> None:
+    """One line per evaluation; a gate verdict adds a line per check (its margin, interval and p)."""
+    if evaluation["kind"] != "gate":
+        console.print(f"{evaluation['kind']} {evaluation['id']}: {evaluation['out_dir']}", highlight=False)
+        return
+    verdict = "[green]passed[/]" if evaluation["passed"] else "[red]failed[/]"
+    console.print(
+        f"gate {evaluation['id']}: {verdict} on evaluation {evaluation['evaluation_id']}", highlight=False
+    )
+    for check in evaluation["checks"]:
+        console.print(f"  {'✓' if check['passed'] else '✗'} {check['line']}", highlight=False)
 
 
 def _fmt(value: float | None) -> str:

@@ -2,14 +2,15 @@
 
 Owns: reading the verdicts the evaluation report already holds (the paired difference with its
 interval and p-value of the fine-tuned model against each baseline) and turning them into one line per
-check, passed or not. Does not own: the statistics (`tunesmith.eval.stats`) or stopping the pipeline
+check, passed or not, and the verdict as the registry keeps it (`gate_verdict`). Does not own: the
+statistics (`tunesmith.eval.stats`), recording the verdict (`registry.store`) or stopping the pipeline
 (`pipeline`). No torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunesmith.eval.records import EvalReport, format_interval, format_number
@@ -28,6 +29,10 @@ class GateCheck:
     baseline: str  # the report's model name, e.g. "base 5-shot"
     passed: bool
     line: str  # what was measured, in words
+    difference: float  # the fine-tuned model's score minus the baseline's
+    ci_low: float  # the difference's 95% bootstrap interval
+    ci_high: float
+    p_value: float  # paired approximate-randomization test
 
 
 def baseline_names(report: EvalReport) -> dict[str, str]:
@@ -68,5 +73,19 @@ def check_gate(
                 f" and p < {ALPHA}" if significant else ""
             )
             line = f"{metric} vs {row.reference}: {margin}, p {format_number(row.p_value)} ({needed})"
-            checks.append(GateCheck(metric, row.reference, passed, line))
+            checks.append(
+                GateCheck(
+                    metric, row.reference, passed, line, row.difference, row.ci_low, row.ci_high, row.p_value
+                )
+            )
     return checks
+
+
+def gate_verdict(
+    checks: Sequence[GateCheck], settings: dict[str, Any], evaluation_id: int, run_id: str, adapter_dir: str
+) -> dict[str, Any]:
+    """The verdict as the registry keeps it: an evaluation record of kind `gate` among the run's evaluations,
+    naming the evaluation it read, the candidate and every check's margin and interval."""
+    return {"kind": "gate", "passed": all(check.passed for check in checks), "evaluation_id": evaluation_id,
+            "run_id": run_id, "adapter_dir": adapter_dir, "gate": settings,
+            "checks": [asdict(check) for check in checks]}  # fmt: skip

@@ -2,14 +2,17 @@
 
 Owns: `ProjectSpec` (the file's sections), the stage names and what each needs before it, reading the
 file with errors that name the key the user typed (`train.lr`, `gate.metrics`, `data.files[0]`), and
-the specs the prepare and train stages run with, with the keys the project sets itself (where the data
-is, where outputs go, the base model) refused in the file. Does not own: running stages (`stages`), the
-cache (`cache`) or templates (`templates`). No torch.
+the specs the prepare, train and eval stages run with (each section takes the keys of the command's own
+spec, `PrepareSpec`, `TrainSpec`, `EvalSpec`, so a project's settings never fall behind the commands'),
+with the keys the project sets itself (where the data is, where outputs go, the base model) refused in
+the file. Does not own: running stages (`stages`), the cache (`cache`) or templates (`templates`). No
+torch.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,8 +25,8 @@ from tunesmith.config import (
     DEFAULT_MODEL,
     ConfigError,
     DataFormat,
+    EvalSpec,
     EvalTask,
-    JudgeSpec,
     PrepareSpec,
     TrainSpec,
 )
@@ -55,11 +58,13 @@ NEEDS: dict[Stage, tuple[Stage, ...]] = {
     Stage.deploy: (Stage.register,),
 }
 
-# Keys of a `prepare:` / `train:` section that the project sets, and from where.
+# Keys of a `prepare:` / `train:` / `eval:` section that the project sets, and from where.
 _PROJECT_SETS = {
     "prepare": {"inputs": "data.files", "out": f"{STATE_DIR}/prepared", "model": "model", "format": "data.format"},
     "train": {"data": "the prepared dataset", "val_data": "the prepared dataset's val split", "model": "model",
               "out": "TUNESMITH_HOME/runs", "name": "deploy.adapter"},
+    "eval": {"data": "the prepared dataset's test split", "format": "the prepared dataset", "out": f"{STATE_DIR}/eval",
+             "train_data": "the prepared dataset's train split", "baselines": "the baseline stage"},
 }  # fmt: skip
 
 
@@ -79,27 +84,9 @@ class DataSection(_Section):
     format: DataFormat | None = Field(None, description="Example form; detected from the columns when unset.")
 
 
-class ProjectEvalSection(_Section):
-    """How the baselines and the adapter are scored on the test split (the eval keys of `tunesmith eval`)."""
+class ReviewSection(_Section):
+    """The review sheet: the project's own keys of its `eval:` section (the rest are `tunesmith eval`'s)."""
 
-    task: EvalTask | None = Field(
-        None,
-        description="Task type; detected when unset (classification when examples carry labels, numeric "
-        "when every reference ends in '#### <number>', else generation).",
-    )
-    metrics: list[str] | None = Field(
-        None, description="Metrics to compute; the task's defaults when unset ('meteor', 'cider' opt in)."
-    )
-    shots: int = Field(5, ge=1, description="Demonstrations in the few-shot baseline prompt.")
-    max_new_tokens: int = Field(128, gt=0, description="Longest generated answer.")
-    batch_size: int = Field(16, gt=0, description="Prompts generated or scored together.")
-    limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples.")
-    bootstrap_samples: int = Field(
-        1000, ge=100, description="Resamples for confidence intervals and the paired test."
-    )
-    judge: JudgeSpec | None = Field(
-        None, description="Optional LLM judge; its `criteria` are the judge rubric."
-    )
     review_rubric: dict[str, str] = Field(
         default_factory=dict,
         description="Questions a person answers for each example of the review sheet (`review.md`, written "
@@ -163,7 +150,13 @@ class ProjectSpec(_Section):
         default_factory=dict, description="`tunesmith train` keys (the `train:` table above) but data, "
         "val_data, model, out and name, which the project sets; method sft.",
     )  # fmt: skip
-    eval: ProjectEvalSection = Field(default_factory=ProjectEvalSection)
+    eval: dict[str, Any] = Field(
+        default_factory=dict, description="`tunesmith eval` keys (the `eval:` table above: task, metrics, "
+        "decoding, out-of-scope, judge ...) but data, format, train_data and baselines, which the project sets; "
+        "and the review sheet's: `review_rubric` (questions a person answers for each example of `review.md`, "
+        "written beside the report: criterion name -> what a good answer does; empty: no sheet) and "
+        "`review_examples` (test examples on the sheet, default 10).",
+    )  # fmt: skip
     gate: GateSection | None = Field(None, description="Required while `stages` lists gate.")
     deploy: DeploySection = Field(default_factory=DeploySection)
 
@@ -220,6 +213,14 @@ class Project:
         """The training job of this project, on the prepared dataset."""
         return train_spec(self.spec, self.prepared_dir)
 
+    def eval_spec(self) -> EvalSpec:
+        """How the baselines and the adapter are scored on the prepared dataset's test split."""
+        return eval_spec(self.spec, self.root, self.prepared_dir)
+
+    def review(self) -> ReviewSection:
+        """The review sheet written beside the evaluation report."""
+        return review_section(self.spec)
+
 
 def load_project(root: Path) -> Project:
     """Read and check `root/tunesmith.yaml`; every error names the file and the key.
@@ -250,8 +251,10 @@ def load_project(root: Path) -> Project:
                 raise ConfigError(f"data.files[{index}]: {file} not found in {root}")
         prepare_spec(spec, root, root / STATE_DIR / "prepared")
         train = train_spec(spec, root / STATE_DIR / "prepared")
-        task = _task(spec, root)
-        _check_metrics(spec, train, task)
+        evaluation = eval_spec(spec, root, root / STATE_DIR / "prepared")
+        review_section(spec)
+        task = _task(spec, evaluation, root)
+        _check_metrics(spec, train, evaluation, task)
     except ConfigError as error:
         raise ConfigError(_in_file(path, str(error))) from error
     return Project(root=root, spec=spec, task=task)
@@ -289,26 +292,58 @@ def train_spec(spec: ProjectSpec, prepared: Path) -> TrainSpec:
         raise ConfigError(_describe(error, TrainSpec, "train")) from error
 
 
+def eval_spec(spec: ProjectSpec, root: Path, prepared: Path) -> EvalSpec:
+    """`spec.eval` but the review keys, on the prepared dataset (its train split the few-shot pool);
+    `calibration_data` is relative to the project folder."""
+    values = {key: value for key, value in spec.eval.items() if key not in ReviewSection.model_fields}
+    _refuse_project_keys("eval", values)
+    try:
+        evaluation = EvalSpec.model_validate({**values, "data": prepared, "train_data": prepared})
+    except ValidationError as error:
+        raise ConfigError(
+            _describe(error, EvalSpec, "eval", also=list(ReviewSection.model_fields))
+        ) from error
+    if evaluation.calibration_data is None:
+        return evaluation
+    calibration = root / evaluation.calibration_data
+    if not calibration.exists():
+        raise ConfigError(f"eval.calibration_data: {evaluation.calibration_data} not found in {root}")
+    return evaluation.model_copy(update={"calibration_data": calibration})
+
+
+def review_section(spec: ProjectSpec) -> ReviewSection:
+    """The review keys of `spec.eval`."""
+    values = {key: value for key, value in spec.eval.items() if key in ReviewSection.model_fields}
+    try:
+        return ReviewSection.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, ReviewSection, "eval")) from error
+
+
 def _refuse_project_keys(section: str, values: dict[str, Any]) -> None:
     for key, source in _PROJECT_SETS[section].items():
         if key in values:
             raise ConfigError(f"{section}.{key}: set by the project ({source}); remove it")
 
 
-def _task(spec: ProjectSpec, root: Path) -> EvalTask:
+def _task(spec: ProjectSpec, evaluation: EvalSpec, root: Path) -> EvalTask:
     """`eval.task`, else what the raw data holds (as `tunesmith eval` detects it)."""
-    if spec.eval.task is not None:
-        return spec.eval.task
+    if evaluation.task is not None:
+        return evaluation.task
     from tunesmith.data.ingest import load_examples
     from tunesmith.eval.tasks import detect_task
 
     return detect_task([e for path in spec.data.files for e in load_examples(root / path, spec.data.format)])
 
 
-def _check_metrics(spec: ProjectSpec, train: TrainSpec, task: EvalTask) -> None:
+def _check_metrics(spec: ProjectSpec, train: TrainSpec, evaluation: EvalSpec, task: EvalTask) -> None:
     from tunesmith.eval.tasks import metric_names
 
-    scored = metric_names(task, spec.eval.metrics)  # names eval.metrics when one does not apply
+    if evaluation.out_of_scope_label is not None and task != EvalTask.classification:
+        raise ConfigError(f"eval.out_of_scope_label: applies to classification, not to a {task} task")
+    out_of_scope = evaluation.out_of_scope_label is not None  # in_scope_accuracy, out_of_scope_recall
+    # Names eval.metrics when one does not apply.
+    scored = metric_names(task, evaluation.metrics, out_of_scope=out_of_scope)
     if spec.gate is not None:
         unscored = [name for name in spec.gate.metrics if name not in scored]
         if unscored:
@@ -320,16 +355,19 @@ def _check_metrics(spec: ProjectSpec, train: TrainSpec, task: EvalTask) -> None:
             raise ConfigError(str(error).replace("eval.metrics", "train.eval_metrics", 1)) from error
 
 
-def _describe(error: ValidationError, spec_class: type[BaseModel], section: str | None = None) -> str:
+def _describe(
+    error: ValidationError, spec_class: type[BaseModel], section: str | None = None, also: Sequence[str] = ()
+) -> str:
     """One line per problem naming the dotted key (`train.lora.r`, `data.files[0]`); an unknown key
-    suggests the close one."""
+    suggests the close one (among `spec_class`'s and, at the top, the section's other keys `also`)."""
     lines = []
     for item in error.errors():
         loc = [section, *item["loc"]] if section else list(item["loc"])
         key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            known = _fields_at(spec_class, [str(part) for part in item["loc"][:-1]])
+            parents = [str(part) for part in item["loc"][:-1]]
+            known = _fields_at(spec_class, parents) + ([] if parents else list(also))
             close = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
             message = (
                 f"unknown key; did you mean {close[0]}?"

@@ -2,9 +2,10 @@
 
 Owns: per stage, the flat inputs its cache key hashes (the configuration keys that change its result,
 the content hashes of the files it reads, and the identity of what earlier stages made), the one
-library call it makes (`prepare_data`, `evaluate_generation`, `train_sft`, `check_gate`, the serving
-store's register and deploy), where its outputs go, and how to tell that they are gone. Does not own:
-the order, the cache or deciding what is stale (`pipeline`, `cache`).
+library call it makes (`prepare_data`, `evaluate_generation`, `train_sft`, `check_gate` with its
+verdict recorded in the registry, the serving store's register and deploy), where its outputs go, and
+how to tell that they are gone. Does not own: the order, the cache or deciding what is stale
+(`pipeline`, `cache`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tunesmith.config import EvalSpec
 from tunesmith.project.cache import StageRecord, flatten
-from tunesmith.project.gate import FINE_TUNED, GateFailed, check_gate
+from tunesmith.project.gate import FINE_TUNED, GateFailed, check_gate, gate_verdict
 from tunesmith.project.spec import Project, Stage
 from tunesmith.registry.serving_store import Caller, NotFoundError, ServingStore
 from tunesmith.registry.store import Registry
+
+if TYPE_CHECKING:
+    from tunesmith.eval.generate import Decoding
 
 Upstream = Mapping[Stage, StageRecord]  # the records of the stages this one reads
 _ADMIN = Caller(tenant=None, is_admin=True)
@@ -91,21 +96,37 @@ def _prepare_missing(project: Project, outputs: dict[str, Any], registry: Regist
 
 def _scoring_inputs(project: Project) -> dict[str, Any]:
     """The eval keys that change what a model answers or how it is scored: both baseline and eval read them."""
-    config = project.spec.eval
+    from tunesmith.data.output import input_sha256
+
+    config = project.eval_spec()
+    calibration = config.calibration_data
+    files = {f"file.{_relative(project, calibration)}": input_sha256(calibration)} if calibration else {}
     return {"eval.task": project.task.value, "eval.metrics": config.metrics, "eval.max_new_tokens":
-            config.max_new_tokens, "eval.batch_size": config.batch_size, "eval.limit": config.limit}  # fmt: skip
+            config.max_new_tokens, "eval.decoding": _decoding(config).describe(), "eval.batch_size":
+            config.batch_size, "eval.limit": config.limit, "eval.out_of_scope_label": config.out_of_scope_label,
+            **files}  # fmt: skip
+
+
+def _decoding(spec: EvalSpec) -> Decoding:
+    from tunesmith.eval.generate import Decoding
+
+    return Decoding(
+        num_beams=spec.num_beams, length_penalty=spec.length_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size,
+        repetition_penalty=spec.repetition_penalty, do_sample=spec.do_sample, temperature=spec.temperature,
+        top_p=spec.top_p, seed=spec.seed,
+    )  # fmt: skip
 
 
 def _baseline_inputs(project: Project, upstream: Upstream) -> dict[str, Any]:
     return {"model": project.spec.model, **_upstream(upstream, Stage.prepare), **_scoring_inputs(project),
-            "eval.shots": project.spec.eval.shots}  # fmt: skip
+            "eval.shots": project.eval_spec().shots}  # fmt: skip
 
 
 def _baseline(project: Project, upstream: Upstream, context: StageContext) -> StageOutput:
     from tunesmith.eval.evaluate import baseline_candidates
 
     out = project.state_dir / "baseline" / context.key[:12]
-    candidates = baseline_candidates(project.spec.eval.shots)
+    candidates = baseline_candidates(project.eval_spec().shots)
     report = _evaluate(project, candidates, out, context.show_progress)
     context.registry.record_evaluation(None, report, out)
     return StageOutput(
@@ -118,19 +139,20 @@ def _baseline(project: Project, upstream: Upstream, context: StageContext) -> St
 def _evaluate(project: Project, candidates: list[Any], out: Path, show_progress: bool) -> dict[str, Any]:
     from tunesmith.eval.evaluate import evaluate_generation
 
-    config = project.spec.eval
+    config = project.eval_spec()
     return evaluate_generation(
         project.spec.model, candidates, project.prepared_dir, out, train_data=project.prepared_dir,
         task=project.task, metrics=config.metrics, max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size, limit=config.limit, samples=config.bootstrap_samples,
-        show_progress=show_progress,
+        decoding=_decoding(config), out_of_scope_label=config.out_of_scope_label,
+        calibration_data=config.calibration_data, batch_size=config.batch_size, limit=config.limit,
+        samples=config.bootstrap_samples, show_progress=show_progress,
     )  # fmt: skip
 
 
 def _predictions_hash(out: Path) -> str:
     from tunesmith.data.output import file_sha256
 
-    return file_sha256(out / "predictions.jsonl")  # greedy decoding: the same answers hash the same
+    return file_sha256(out / "predictions.jsonl")  # greedy or seeded decoding: the same answers hash the same
 
 
 def _values(report: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -180,8 +202,9 @@ def _train_missing(project: Project, outputs: dict[str, Any], registry: Registry
 
 
 def _eval_inputs(project: Project, upstream: Upstream) -> dict[str, Any]:
-    config = project.spec.eval.model_dump(mode="json", exclude={"task", "metrics", "max_new_tokens", "batch_size",
-                                                                "limit", "shots"})  # fmt: skip
+    """The scoring keys, and those of the report alone: its intervals, the judge and the review sheet."""
+    config = {**project.eval_spec().model_dump(mode="json", include={"bootstrap_samples", "judge"}),
+              **project.review().model_dump(mode="json")}  # fmt: skip
     return {**_upstream(upstream, Stage.prepare, Stage.baseline, Stage.train), **_scoring_inputs(project),
             **flatten(config, "eval.")}  # fmt: skip
 
@@ -196,13 +219,15 @@ def _eval(project: Project, upstream: Upstream, context: StageContext) -> StageO
     _evaluate(project, [Candidate(FINE_TUNED, adapter_dir=adapter)], out / FINE_TUNED, context.show_progress)
     baseline = project.root / upstream[Stage.baseline].outputs["path"]
     report = combine_reports([baseline, out / FINE_TUNED], out)
-    config = project.spec.eval
-    if config.judge is not None:
+    if project.eval_spec().judge is not None:
         report = _judge(project, out)
-    if config.review_rubric:
-        write_review_sheet(out, config.review_rubric, config.review_examples)
-    context.registry.record_evaluation(upstream[Stage.train].identity, report, out)
-    outputs = {"path": _relative(project, out), "metrics": _values(report)}
+    review = project.review()
+    if review.review_rubric:
+        write_review_sheet(out, review.review_rubric, review.review_examples)
+    run_id = upstream[Stage.train].identity
+    evaluation_id = context.registry.record_evaluation(run_id, report, out)
+    outputs = {"path": _relative(project, out), "metrics": _values(report), "evaluation_id": evaluation_id,
+               "run_id": run_id, "adapter": str(adapter)}  # fmt: skip
     return StageOutput(outputs, _report_hash(report), _headline(report))
 
 
@@ -217,7 +242,7 @@ def _judge(project: Project, out: Path) -> dict[str, Any]:
     from tunesmith.eval.evaluate import load_eval_examples
     from tunesmith.eval.judge import judge_evaluation, make_judge
 
-    judge, limit = project.spec.eval.judge, project.spec.eval.limit
+    judge, limit = project.eval_spec().judge, project.eval_spec().limit
     assert judge is not None
     examples = load_eval_examples(project.prepared_dir, None, "test")[0][:limit]
     questions = [example.prompt_messages()[-1]["content"] for example in examples]
@@ -238,9 +263,13 @@ def _gate_inputs(project: Project, upstream: Upstream) -> dict[str, Any]:
 def _gate(project: Project, upstream: Upstream, context: StageContext) -> StageOutput:
     gate = project.spec.gate
     assert gate is not None
-    report_path = project.root / upstream[Stage.eval].outputs["path"] / "report.json"
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    evaluation = upstream[Stage.eval].outputs
+    report_dir = project.root / evaluation["path"]
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
     checks = check_gate(report, gate.metrics, gate.beat, gate.min_difference, gate.significant)
+    verdict = gate_verdict(checks, gate.model_dump(mode="json"), evaluation["evaluation_id"],
+                           evaluation["run_id"], evaluation["adapter"])  # fmt: skip
+    context.registry.record_gate_verdict(verdict, report_dir)  # a failed verdict too, before the stop
     failed = [check.line for check in checks if not check.passed]
     if failed:
         raise GateFailed("the adapter did not clear the gate:\n  " + "\n  ".join(failed))

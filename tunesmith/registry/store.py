@@ -1,7 +1,8 @@
 """The registry store: record and query datasets, runs, events, adapters and evaluations. No torch.
 
-Owns: sessions and the queries the CLI needs, and the listener that mirrors a run's events into the
-database as they happen. Does not own: the schema (see `models`), the connection and migrations
+Owns: sessions and the queries the CLI needs (a run with its lineage: events, adapters, evaluations and
+the gate verdicts on them), and the listener that mirrors a run's events into the database as they
+happen. Does not own: the schema (see `models`), the connection and migrations
 (see `database`) or the run folder.
 """
 
@@ -32,6 +33,8 @@ from tunesmith.registry.models import (
 
 # Event types that move a run to a new status (the rest are informational).
 _STATUS_EVENTS = {"created", "validating_data", "running", "succeeded", "failed", "cancelled"}
+# What a run's gate verdicts show beside its evaluations (see `project.gate.gate_verdict`).
+_VERDICT_KEYS = ("passed", "evaluation_id", "adapter_dir", "checks")
 
 
 class Registry:
@@ -199,14 +202,23 @@ class Registry:
             ]
             adapters = session.scalars(select(AdapterRecord).where(AdapterRecord.run_id == run.id))
             result["adapters"] = [{"name": a.name, "version": a.version, "path": a.path} for a in adapters]
-            evaluations = session.scalars(select(EvaluationRecord).where(EvaluationRecord.run_id == run.id))
+            evaluations = session.scalars(
+                select(EvaluationRecord)
+                .where(EvaluationRecord.run_id == run.id)
+                .order_by(EvaluationRecord.id)
+            )
             result["evaluations"] = [
                 {
                     "id": e.id,
                     "out_dir": e.out_dir,
                     "task": e.report.get("task"),
-                    "kind": e.report.get("kind", "evaluation"),  # or "bias_audit"
+                    "kind": e.report.get("kind", "evaluation"),  # or "bias_audit", "gate"
                     "models": e.report.get("models", []),
+                    **(
+                        {key: e.report[key] for key in _VERDICT_KEYS}
+                        if e.report.get("kind") == "gate"
+                        else {}
+                    ),
                 }
                 for e in evaluations
             ]
@@ -269,6 +281,28 @@ class Registry:
             session.flush()
             after = {"run_id": known_run, "dataset_id": dataset_id, "out_dir": str(out_dir)}
             append(session, local_actor(), "evaluation.record", f"evaluation:{record.id}", None, after)
+            return record.id
+
+    def record_gate_verdict(self, verdict: dict[str, Any], out_dir: Path) -> int:
+        """A gate's verdict on a run (`project.gate.gate_verdict`, passed or failed): an evaluation record of
+        kind `gate` beside the evaluation it read, on that evaluation's dataset, audited as `gate.verdict`."""
+        with self.session() as session, session.begin():
+            read = session.get(EvaluationRecord, verdict["evaluation_id"])
+            run_id = verdict["run_id"]
+            record = EvaluationRecord(
+                run_id=run_id if session.get(RunRecord, run_id) else None,
+                dataset_id=read.dataset_id
+                if read is not None
+                else None,  # None: another registry's evaluation
+                out_dir=str(out_dir),
+                report=verdict,
+            )
+            session.add(record)
+            session.flush()
+            after = {"verdict": f"evaluation:{record.id}", "evaluation_id": verdict["evaluation_id"],
+                     "adapter_dir": verdict["adapter_dir"], "passed": verdict["passed"],
+                     "failed": [check["line"] for check in verdict["checks"] if not check["passed"]]}  # fmt: skip
+            append(session, local_actor(), "gate.verdict", run_id, None, after)
             return record.id
 
 

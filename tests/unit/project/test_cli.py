@@ -34,6 +34,8 @@ def test_init_run_run_again_and_status(
     )
     config = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
     assert config["data"] == str(tmp_path / "shop" / ".tunesmith" / "prepared")  # not relative to the cwd
+    shown = runner.invoke(app, ["runs", "show", run_dir.name])
+    assert shown.exit_code == 0 and "gate 3: passed on evaluation 2" in shown.stdout, shown.output
     second = runner.invoke(app, ["run"])
     assert second.exit_code == 0 and "everything is up to date" in second.stdout
     assert "= up to date train" in second.stderr

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.unit.project.conftest import ProjectMaker, edit_project
+from tunesmith.audit.trail import read_log
 from tunesmith.config import ConfigError, default_database_url
 from tunesmith.project.gate import GateFailed
 from tunesmith.project.pipeline import StageFailed, project_status, run_project
@@ -47,7 +48,19 @@ def test_the_run_is_recorded_in_the_registry_with_lineage(ran: Path) -> None:
     registry = Registry(default_database_url()).connect()
     run = registry.get_run(cache["train"]["identity"])
     assert run is not None and run["dataset_id"] == cache["prepare"]["identity"]  # dataset -> run
-    assert [e["models"][-1]["name"] for e in run["evaluations"]] == ["fine-tuned"]  # run -> evaluation
+    evaluation, verdict = run["evaluations"]  # run -> evaluation -> the gate's verdict on it
+    assert evaluation["kind"] == "evaluation" and evaluation["models"][-1]["name"] == "fine-tuned"
+    assert verdict["kind"] == "gate" and verdict["passed"] and verdict["evaluation_id"] == evaluation["id"]
+    assert verdict["adapter_dir"] == cache["train"]["outputs"]["adapter"]
+    assert [(c["metric"], c["baseline"]) for c in verdict["checks"]] == [
+        ("rouge_l", "base zero-shot"),
+        ("rouge_l", "base 3-shot"),
+    ]
+    assert all(
+        c["ci_low"] <= c["difference"] <= c["ci_high"] and 0 <= c["p_value"] <= 1 for c in verdict["checks"]
+    )
+    audits = [record for record in read_log(registry) if record["action"] == "gate.verdict"]
+    assert [(a["target"], a["after"]["passed"]) for a in audits] == [(run["id"], True)]
     store = ServingStore(registry)
     adapter = store.find_adapter(Caller(tenant=None, is_admin=True), "shop", None)
     assert adapter.key == "shop@1" and adapter.path == cache["train"]["outputs"]["adapter"]  # run -> adapter
@@ -78,6 +91,20 @@ def test_how_answers_are_generated_reruns_both_scorings_but_not_training(ran: Pa
     edit_project(ran, lambda spec: spec["eval"].update(max_new_tokens=6))
     ran_now = _run(ran)
     assert ran_now[:2] == ["baseline", "eval"] and "train" not in ran_now and "register" not in ran_now
+
+
+def test_decoding_settings_rerun_both_scorings_and_the_report_names_them(ran: Path) -> None:
+    edit_project(ran, lambda spec: spec["eval"].update(num_beams=2))
+    status = _status(ran)
+    assert status["baseline"] == (
+        "stale",
+        ["eval.decoding: greedy -> beam search (2 beams, length penalty 1)"],
+    )
+    ran_now = _run(ran)
+    assert ran_now[:2] == ["baseline", "eval"] and "train" not in ran_now
+    cache = json.loads((ran / ".tunesmith" / "stages.json").read_text())["stages"]
+    report = json.loads((ran / cache["eval"]["outputs"]["path"] / "report.json").read_text())
+    assert report["settings"]["decoding"] == "beam search (2 beams, length penalty 1)"
 
 
 def test_a_changed_data_file_reruns_prepare(ran: Path) -> None:
@@ -139,6 +166,15 @@ def test_a_failed_gate_stops_before_register(make_project: ProjectMaker) -> None
     assert "rouge_l vs base zero-shot" in str(caught.value)
     status = _status(directory)
     assert status["gate"][0] == "failed" and status["register"][0] == "stale"
+    registry = Registry(default_database_url()).connect()
+    run_id = json.loads((directory / ".tunesmith" / "stages.json").read_text())["stages"]["train"]["identity"]
+    run = registry.get_run(run_id)
+    assert run is not None
+    (verdict,) = [e for e in run["evaluations"] if e["kind"] == "gate"]  # recorded before the stop
+    assert not verdict["passed"] and not any(check["passed"] for check in verdict["checks"])
+    audits = [record for record in read_log(registry) if record["action"] == "gate.verdict"]
+    assert [(a["target"], a["after"]["passed"]) for a in audits] == [(run_id, False)]
+    assert "rouge_l vs base zero-shot" in audits[0]["after"]["failed"][0]
     adapters = ServingStore(Registry(default_database_url()).connect()).visible_adapters(Caller(None, True))
     assert "shop" not in {adapter.name for adapter in adapters}  # only the run's own, named by its id
 
@@ -148,3 +184,14 @@ def test_one_run_at_a_time(ran: Path) -> None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(ConfigError, match="another `tunesmith run` is working here"):
             run_project(ran, show_progress=False)
+
+
+def test_out_of_scope_settings_reach_the_evaluation(make_project: ProjectMaker) -> None:
+    directory = make_project("intent-routing", "router")
+    metrics = ["accuracy", "macro_f1", "out_of_scope_recall"]  # a gate could require the recall too
+    edit_project(directory, lambda spec: spec["eval"].update(out_of_scope_label="complaint", metrics=metrics))
+    assert _run(directory, target=Stage.eval)[-1] == "eval"
+    cache = json.loads((directory / ".tunesmith" / "stages.json").read_text())["stages"]
+    assert cache["baseline"]["inputs"]["eval.out_of_scope_label"] == "complaint"
+    report = json.loads((directory / cache["eval"]["outputs"]["path"] / "report.json").read_text())
+    assert "out_of_scope_recall" in report["models"][0]["metrics"]

@@ -88,6 +88,43 @@ def test_keys_the_project_sets_are_refused(project: Path) -> None:
     _fails(project, lambda s: s["prepare"].update(out="x"), "prepare.out: set by the project")
     edit_project(project, lambda s: s["prepare"].pop("out"))
     _fails(project, lambda s: s["train"].update(method="dpo"), "train.method: a project trains sft")
+    edit_project(project, lambda s: s["train"].pop("method"))
+    _fails(project, lambda s: s["eval"].update(data="test.jsonl"), "eval.data: set by the project")
+    edit_project(project, lambda s: s["eval"].pop("data"))
+    _fails(
+        project,
+        lambda s: s["eval"].update(baselines=False),
+        "eval.baselines: set by the project (the baseline",
+    )
+
+
+def test_the_eval_section_takes_the_eval_commands_keys(project: Path) -> None:
+    edit_project(project, lambda s: s["eval"].update(num_beams=2, no_repeat_ngram_size=3))
+    evaluation = load_project(project).eval_spec()
+    assert (evaluation.num_beams, evaluation.no_repeat_ngram_size) == (2, 3)
+    assert evaluation.data == evaluation.train_data == project / ".tunesmith" / "prepared"
+    _fails(
+        project, lambda s: s["eval"].update(num_beam=4), "eval.num_beam: unknown key; did you mean num_beams?"
+    )
+    edit_project(project, lambda s: s["eval"].pop("num_beam"))
+    _fails(project, lambda s: s["eval"].update(do_sample=True), "eval: do_sample and num_beams > 1")
+    edit_project(project, lambda s: s["eval"].update(do_sample=False, calibration_data="val.jsonl"))
+    _fails(
+        project,
+        lambda s: s["eval"].update(out_of_scope_label="oos"),
+        "eval.calibration_data: val.jsonl not found",
+    )
+    edit_project(project, lambda s: s["eval"].pop("calibration_data"))
+    _fails(project, lambda s: None, "eval.out_of_scope_label: applies to classification, not to a generation")
+    edit_project(project, lambda s: s["eval"].pop("out_of_scope_label"))
+    _fails(project, lambda s: s["eval"].update(review_example=2), "eval.review_example: unknown key; did you "
+           "mean review_examples?")  # fmt: skip
+    edit_project(project, lambda s: s["eval"].pop("review_example"))
+    _fails(
+        project,
+        lambda s: s["eval"].update(review_examples=0),
+        "eval.review_examples: Input should be greater",
+    )
 
 
 def test_a_gated_pipeline_needs_a_gate(project: Path) -> None:
