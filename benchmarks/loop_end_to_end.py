@@ -74,7 +74,7 @@ DESIGNED = ("blocked", "rolled_back", "promoted")  # how the three cycles should
 ON_TOPIC = ["hours", "wifi", "parking"]  # what the champion learned; production then asks about delivery
 NAMES = ["Oscar", "Dev", "Aisha", "Mei", "Tom", "Ines", "Sam", "Noor"]
 SETTINGS = {  # per model: the champion's training (the candidates inherit it) and the candidates' steps
-    "tiny": {"lr": 1e-2, "batch_size": 8, "champion_steps": 60, "candidate_steps": 80},
+    "tiny": {"lr": 1e-2, "batch_size": 8, "champion_steps": 200, "candidate_steps": 150},
     "embedded": {"lr": 2e-3, "batch_size": 4, "champion_steps": 30, "candidate_steps": 30},
 }
 
@@ -251,6 +251,8 @@ def _registry_views(env: dict[str, str], cycles: list[Any]) -> dict[str, str]:
     """What a person sees: `tunesmith runs`, `adapters`, `loop status`, each cycle's history and the
     run of each candidate (its dataset, its parent adapter)."""
     commands = {"runs list": ["runs", "list"], "adapters list": ["adapters", "list"],
+                "deploy show support": ["deploy", "show", "support"], "monitor alerts": ["monitor", "alerts"],
+                "audit verify": ["audit", "verify"],
                 "loop status": ["loop", "status", "--deployment", "support"]}  # fmt: skip
     for cycle in cycles:
         commands[f"loop status {cycle.id}"] = ["loop", "status", str(cycle.id)]
@@ -281,7 +283,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     store = ServingStore(registry)
     with timeline.step("champion: train voice@1") as figures:
         rows = [_chat(question, answer) for question, answer in _asked(ON_TOPIC, 96, 0)]
-        spec = TrainSpec(model=model, data=write_jsonl(home / "hours.jsonl", rows), max_steps=settings["champion_steps"],
+        spec = TrainSpec(model=model, data=write_jsonl(home / "champion.jsonl", rows), max_steps=settings["champion_steps"],
                          batch_size=settings["batch_size"], lr=settings["lr"], lora=LoraSpec(dropout=0.0), hold_out_val=False,
                          save_every=1000, eval_every=1000, name="voice", out=home / "champion")  # fmt: skip
         champion = train_sft(spec, listener=registry.run_listener("voice"), progress=False)
@@ -298,7 +300,7 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     production = Production(f"http://{serve.host}:{serve.port}", store.create_key("acme", admin=False),
                             args.max_tokens)  # fmt: skip
     try:
-        with timeline.step("traffic: on topic (hours)") as figures:
+        with timeline.step("traffic: on topic (hours, wifi, parking)") as figures:
             began = time.perf_counter()
             asked = _asked(ON_TOPIC, args.window, 1)
             answered = production.ask_all([question for question, _ in asked], [None] * args.window)
