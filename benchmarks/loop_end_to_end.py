@@ -75,7 +75,7 @@ ON_TOPIC = ["hours", "wifi", "parking"]  # what the champion learned; production
 NAMES = ["Oscar", "Dev", "Aisha", "Mei", "Tom", "Ines", "Sam", "Noor"]
 SETTINGS = {  # per model: the champion's training (the candidates inherit it) and the candidates' steps
     "tiny": {"lr": 1e-2, "batch_size": 8, "champion_steps": 200, "candidate_steps": 150},
-    "embedded": {"lr": 2e-3, "batch_size": 4, "champion_steps": 30, "candidate_steps": 30},
+    "embedded": {"lr": 2e-3, "batch_size": 4, "champion_steps": 30, "candidate_steps": 40},
 }
 
 
@@ -109,7 +109,7 @@ class Timeline:
         seconds = time.perf_counter() - began
         self.steps.append({"step": name, "seconds": round(seconds, 2), **figures})
         shown = "; ".join(f"{key}={value}" for key, value in figures.items())
-        print(f"[{time.perf_counter() - self.start:7.1f}s] {name:<34} {seconds:7.1f}s  {shown}", flush=True)
+        print(f"[{time.perf_counter() - self.start:7.1f}s] {name:<42} {seconds:7.1f}s  {shown}", flush=True)
 
 
 class Production:
