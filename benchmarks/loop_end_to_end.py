@@ -1,5 +1,6 @@
-"""The improvement loop end to end through the real server: traffic shifts topic, the monitor alerts, and
-three cycles follow. A candidate trained on shuffled answers is blocked at the gate; a good one passes the
+"""The improvement loop end to end through the real server: a topic shift, a drift alert, three cycles.
+
+Traffic shifts topic, the monitor alerts, and three cycles follow. A candidate trained on shuffled answers is blocked at the gate; a good one passes the
 gate but loses its canary and is rolled back; the next good one wins its canary and is promoted.
 
 One command:  .venv/bin/python benchmarks/loop_end_to_end.py [--model smollm2-135m-instruct] [--json-out FILE]
@@ -16,8 +17,9 @@ candidate loses in cycle 2, wins in cycle 3); `loop run` is called after each ba
 would. Prints the timeline (each step's wall time and its figures) and writes it as JSON.
 
 Model: a tiny random Llama built here (the test suite's), or `--model DIR|NAME`; the embedded model
-(`smollm2-135m-instruct`) reads its one-time conversion from `--model-cache` (default the main checkout's
-.cache/test-models, as tests/conftest.py `embedded_model_home`). See benchmarks/RESULTS.md, "The
+(`smollm2-135m-instruct`) reads its one-time conversion from `--model-cache` (default the checkout's
+.cache/test-models, as tests/conftest.py `embedded_model_home`; without one it converts it, once per run).
+Any other `--model` gets the embedded model's training settings (`SETTINGS`). See benchmarks/RESULTS.md, "The
 improvement loop end to end".
 """
 
@@ -359,7 +361,7 @@ def main() -> None:
     parser.add_argument(
         "--model", default=None, help="Base model (directory or catalog name); default: tiny."
     )
-    parser.add_argument("--model-cache", type=Path, default=REPO.parent / "main" / ".cache" / "test-models",
+    parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "test-models",
                         help="The models/ folder of TUNESMITH_HOME (the embedded model's conversion).")  # fmt: skip
     parser.add_argument("--window", type=int, default=60, help="Requests per monitor window and per shift.")
     parser.add_argument("--corrections", type=int, default=24, help="Corrected answers in the first shift.")
