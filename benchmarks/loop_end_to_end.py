@@ -1,20 +1,19 @@
 """The improvement loop end to end through the real server: a topic shift, a drift alert, three cycles.
 
-Traffic shifts topic, the monitor alerts, and three cycles follow. A candidate trained on shuffled answers is blocked at the gate; a good one passes the
-gate but loses its canary and is rolled back; the next good one wins its canary and is promoted.
-
 One command:  .venv/bin/python benchmarks/loop_end_to_end.py [--model smollm2-135m-instruct] [--json-out FILE]
 
 The scenario of tests/integration/test_loop.py, but every answer and every piece of feedback goes through
 a real uvicorn server (`create_app`: /v1/chat/completions, /v1/feedback), whose request log is what
-`monitor_deployment` and `run_loop` read. The champion learned to answer questions about opening hours
-("we open at eight"). Production first asks about hours (a monitor pass: no drift), then about delivery;
-users thumb the answers down and correct a share of them ("yes, delivery daily"); the next monitor pass
-raises an `input_drift` alert, which triggers each cycle (the loop's policy: `on_alert`, no feedback
-count). Before cycles 2 and 3 more delivery traffic arrives and the monitor alerts again. In the
-canaries, simulated users thumb each answer up at a rate that depends on the variant that served it (the
-candidate loses in cycle 2, wins in cycle 3); `loop run` is called after each batch of traffic, as cron
-would. Prints the timeline (each step's wall time and its figures) and writes it as JSON.
+`monitor_deployment` and `run_loop` read. The champion learned three topics (opening hours, wifi,
+parking; one answer each). Production first asks about them (a monitor pass: no drift expected), then
+about delivery; users thumb those answers down and correct a share of them ("yes, delivery daily"); the
+next monitor pass raises an `input_drift` alert, which triggers the first cycle (the policy: `on_alert`
+only). Before cycles 2 and 3 more delivery traffic arrives and the monitor alerts again. Cycle 1's
+candidate is trained on shuffled answers and should be blocked at the gate; cycles 2 and 3 train good
+ones. In the canaries, simulated users thumb each answer up at a fixed rate per variant (the candidate
+loses in cycle 2, wins in cycle 3); `loop run` is called after each batch of traffic, as cron would.
+Prints the timeline (each step's wall time and figures) and the registry's views (`tunesmith runs list`,
+`loop status`, `runs show`, `deploy show`, `monitor alerts`, `audit verify`); writes it all as JSON.
 
 Model: a tiny random Llama built here (the test suite's), or `--model DIR|NAME`; the embedded model
 (`smollm2-135m-instruct`) reads its one-time conversion from `--model-cache` (default the checkout's
