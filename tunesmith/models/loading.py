@@ -31,7 +31,9 @@ def resolve_model(name: str) -> str:
     entry = find_model(name)
     if entry is not None:
         if entry.source == "embedded":
-            return str(ensure_embedded_model(entry))
+            # resolved as a directory is below: an adapter records the path it was trained on, and the
+            # server compares it with its own (a symlinked TUNESMITH_HOME/models made them differ)
+            return str(ensure_embedded_model(entry).resolve())
         return entry.hub_id
     path = Path(name).expanduser()
     if path.is_dir():
