@@ -128,6 +128,31 @@ class GuardrailSpec(_Spec):
     )
 
 
+class MonitorJudgeSpec(_Spec):
+    """The monitor's sampled LLM judge: it scores a random sample of each window's answers (and as many
+    of the window before) against a rubric; production answers have no reference answer."""
+
+    model: str = Field(
+        ...,
+        description="Judge model, which turns the monitor's judge on: a local model (catalog name, directory) "
+        "or the endpoint's model id.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    criteria: dict[str, str] = Field(
+        default_factory=lambda: {
+            "helpfulness": "Does the answer address what the user asked, completely and clearly?",
+            "correctness": "Is the answer factually correct and free of contradictions, as far as you can tell?",
+        },
+        min_length=1,
+        description="Rubric: criterion name -> what a 5 means; each sampled answer gets 1-5 per criterion.",
+    )
+    sample: int = Field(50, ge=2, description="Answers per window the judge scores (judging is slow).")
+
+
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
@@ -230,28 +255,3 @@ class ServeSpec(_Spec):
                 f"machine ({', '.join(sorted(LOOPBACK_HOSTS))}), not host {self.host}"
             )
         return self
-
-
-class MonitorJudgeSpec(_Spec):
-    """The monitor's sampled LLM judge: it scores a random sample of each window's answers (and as many
-    of the window before) against a rubric; production answers have no reference answer."""
-
-    model: str = Field(
-        ...,
-        description="Judge model, which turns the monitor's judge on: a local model (catalog name, directory) "
-        "or the endpoint's model id.",
-    )
-    base_url: str | None = Field(
-        None,
-        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
-    )
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
-    criteria: dict[str, str] = Field(
-        default_factory=lambda: {
-            "helpfulness": "Does the answer address what the user asked, completely and clearly?",
-            "correctness": "Is the answer factually correct and free of contradictions, as far as you can tell?",
-        },
-        min_length=1,
-        description="Rubric: criterion name -> what a 5 means; each sampled answer gets 1-5 per criterion.",
-    )
-    sample: int = Field(50, ge=2, description="Answers per window the judge scores (judging is slow).")
