@@ -23,12 +23,13 @@ class EvalTask(StrEnum):
     numeric = "numeric"  # the number after `####` (else the last number) must match
 
 
-class JudgeSpec(_Spec):
-    """An LLM judge: a local model or any OpenAI-compatible endpoint scores the answers."""
+class JudgeModelSpec(_Spec):
+    """Which model judges: a local model or any OpenAI-compatible endpoint (the evaluation's judge and the
+    monitor's share these keys)."""
 
     model: str = Field(
         ...,
-        description="Judge model, which turns the LLM judge on: a local model (catalog name, directory) or the "
+        description="Judge model, which turns the judge on: a local model (catalog name, directory) or the "
         "endpoint's model id.",
     )
     base_url: str | None = Field(
@@ -36,6 +37,11 @@ class JudgeSpec(_Spec):
         description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+
+
+class JudgeSpec(JudgeModelSpec):
+    """An LLM judge: a local model or any OpenAI-compatible endpoint scores the answers."""
+
     criteria: dict[str, str] = Field(
         default_factory=lambda: {
             "accuracy": "Is the answer factually correct and consistent with the reference answer?",

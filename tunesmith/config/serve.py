@@ -15,6 +15,7 @@ from tunesmith.config.base import (
     _Spec,
     _yaml_switch,
 )
+from tunesmith.config.eval import JudgeModelSpec
 
 
 class GuardAction(StrEnum):
@@ -128,20 +129,10 @@ class GuardrailSpec(_Spec):
     )
 
 
-class MonitorJudgeSpec(_Spec):
+class MonitorJudgeSpec(JudgeModelSpec):
     """The monitor's sampled LLM judge: it scores a random sample of each window's answers (and as many
     of the window before) against a rubric; production answers have no reference answer."""
 
-    model: str = Field(
-        ...,
-        description="Judge model, which turns the monitor's judge on: a local model (catalog name, directory) "
-        "or the endpoint's model id.",
-    )
-    base_url: str | None = Field(
-        None,
-        description="OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); unset: run `model` locally.",
-    )
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
     criteria: dict[str, str] = Field(
         default_factory=lambda: {
             "helpfulness": "Does the answer address what the user asked, completely and clearly?",
