@@ -127,10 +127,16 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         layout=step_plan(layout),
         tokens_per_second=round(job.throughput.tokens_per_second, 1),
         throughput_source=job.throughput.source,
-        reference_seconds=round(reference_seconds, 3),
-        estimated_seconds=round(seconds, 3),
+        reference_seconds=_significant(reference_seconds),
+        estimated_seconds=_significant(seconds),
         suggestions=_suggestions(spec, layout, truncated, seconds, device),
     )
+
+
+def _significant(seconds: float) -> float:
+    """Four significant figures: a tiny job on a fast machine takes hundredths of a second, and rounding
+    to fixed decimals made a DPO plan (reference pass included) read as long as the ORPO one."""
+    return float(f"{seconds:.4g}")
 
 
 @dataclass(frozen=True)
