@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,30 @@ def pairwise_items(count: int, models: tuple[str, str] = ("acme@2", "base")) -> 
         )
         for index in range(count)
     ]
+
+
+DEMO_TEST = Path(__file__).resolve().parents[3] / "tunesmith" / "data" / "demo" / "test.jsonl"
+
+
+def write_evaluation(directory: Path, models: list[str], examples: int = 6) -> Path:
+    """An evaluation folder as `tunesmith eval` writes it (the parts review reads) over demo examples."""
+    from tests.conftest import write_jsonl
+    from tunesmith.data.ingest import load_examples
+    from tunesmith.data.records import dataset_hash
+
+    lines = DEMO_TEST.read_text(encoding="utf-8").splitlines()[:examples]
+    data = directory / "test.jsonl"
+    directory.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    loaded = load_examples(data)
+    rows = [
+        {"index": index, "source": example.source, "model": model, "prompt": f"<rendered {index}>",
+         "prediction": f"{model} answer {index}", "reference": example.reference(), "references": [example.reference()],
+         "statistics": {}}
+        for model in models
+        for index, example in enumerate(loaded)
+    ]  # fmt: skip
+    write_jsonl(directory / "predictions.jsonl", rows)
+    report = {"data": {"path": str(data), "hash": dataset_hash(loaded), "examples": len(loaded)}}
+    (directory / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    return directory
