@@ -48,7 +48,12 @@ class _TaskLineage:
 
 
 def review_rows(
-    task: ReviewTask, items: list[dict[str, Any]], judgements: list[Judgement], *, good_rating: int, bad_rating: int
+    task: ReviewTask,
+    items: list[dict[str, Any]],
+    judgements: list[Judgement],
+    *,
+    good_rating: int,
+    bad_rating: int,
 ) -> FeedbackRows:
     """The rows a task's judgements give, in `data.feedback`'s shapes, with the reasons for items that gave none."""
     rows = FeedbackRows()
@@ -68,7 +73,9 @@ def review_rows(
     return rows
 
 
-def _majority_pair(rows: FeedbackRows, item: dict[str, Any], judged: list[Judgement], ids: dict[str, Any]) -> None:
+def _majority_pair(
+    rows: FeedbackRows, item: dict[str, Any], judged: list[Judgement], ids: dict[str, Any]
+) -> None:
     votes = Counter(j.preferred for j in judged).most_common()
     winner, count = votes[0]
     if winner in (TIE, BOTH_BAD) or (len(votes) > 1 and votes[1][1] == count):
@@ -97,12 +104,16 @@ def _rated(
     for j in judged:
         if j.edited_text is None:
             continue
-        rows.sft.append({"messages": [*item["prompt"], {"role": "assistant", "content": j.edited_text}], **ids})
+        rows.sft.append(
+            {"messages": [*item["prompt"], {"role": "assistant", "content": j.edited_text}], **ids}
+        )
         if j.edited_text.strip() != answer.strip():
             rows.dpo.append({"prompt": item["prompt"], "chosen": j.edited_text, "rejected": answer, **ids})
 
 
-def next_dataset_rows(task: ReviewTask, items: list[dict[str, Any]], judgements: list[Judgement]) -> FeedbackRows:
+def next_dataset_rows(
+    task: ReviewTask, items: list[dict[str, Any]], judgements: list[Judgement]
+) -> FeedbackRows:
     """A data review's next dataset version: the reviewed dataset's rows less the rejected, edits applied."""
     dataset = Path(task.source["dataset"])
     decisions: dict[tuple[str, int], list[Judgement]] = {}
@@ -115,10 +126,16 @@ def next_dataset_rows(task: ReviewTask, items: list[dict[str, Any]], judgements:
             judged = decisions.get((split, line), [])
             rejected = sum(j.choice is Choice.reject for j in judged)
             if rejected and rejected > len(judged) - rejected:
-                rows.unused.append(f"{split}.jsonl:{line + 1}: rejected by {rejected} of {len(judged)} reviewers")
+                rows.unused.append(
+                    f"{split}.jsonl:{line + 1}: rejected by {rejected} of {len(judged)} reviewers"
+                )
                 continue
             edits = [j.edited_text for j in judged if j.edited_text is not None]
-            messages = row["messages"] if not edits else [*row["messages"][:-1], {"role": "assistant", "content": edits[-1]}]
+            messages = (
+                row["messages"]
+                if not edits
+                else [*row["messages"][:-1], {"role": "assistant", "content": edits[-1]}]
+            )
             source_ids = {"dataset": task.source["dataset_hash"], "split": split, "line": line,
                           "review_task": task.id, "edited": bool(edits)}  # fmt: skip
             rows.sft.append({"messages": messages, "request_id": f"{split}:{line}", "source_ids": source_ids})
@@ -139,7 +156,9 @@ def export_review(
     """Prepare task `task_id`'s rows into OUT/<kind>, record each dataset with the task in its lineage and
     audit the export; returns the results by kind and the reasons some items gave no row."""
     if caller.account_role is not Role.admin:
-        raise ForbiddenError(f"exporting a review task needs the admin role; this key is a {caller.account_role}")
+        raise ForbiddenError(
+            f"exporting a review task needs the admin role; this key is a {caller.account_role}"
+        )
     task = store.get(task_id, caller)
     items, judgements = store.items(task_id, caller), store.judgements(task_id, caller)
     if not judgements:
@@ -150,7 +169,9 @@ def export_review(
         rows = review_rows(task, items, judgements, good_rating=good_rating, bad_rating=bad_rating)
     if not (rows.sft or rows.dpo or rows.kto):
         raise ConfigError(f"review task {task_id}: no judgement gave a row ({'; '.join(rows.unused[:3])})")
-    results = prepare_feedback_dataset(rows, out, model=model, pii=pii, registry=_TaskLineage(store.registry, task))
+    results = prepare_feedback_dataset(
+        rows, out, model=model, pii=pii, registry=_TaskLineage(store.registry, task)
+    )
     after = {"out": str(out.resolve()), "datasets": {kind: result.hash for kind, result in results.items()},
              "unused": len(rows.unused)}  # fmt: skip
     with store.registry.session() as session, session.begin():

@@ -66,8 +66,11 @@ def load_rubric(path: Path) -> RubricSpec:
 
 def project_rubric(root: Path) -> RubricSpec:
     """The rubric of the project at `root`: its `eval.review_rubric` questions."""
-    from tunesmith.project.spec import load_project
+    from tunesmith.project.spec import PROJECT_FILE, load_project
 
+    if not (root / PROJECT_FILE).is_file():
+        raise ConfigError(f"a rubric task needs --rubric FILE, or a project with eval.review_rubric ({root} has "
+                          f"no {PROJECT_FILE})")  # fmt: skip
     questions = load_project(root).review().review_rubric
     if not questions:
         raise ConfigError(f"{root}: the project has no eval.review_rubric; give --rubric FILE")

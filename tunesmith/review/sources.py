@@ -209,3 +209,29 @@ def read_split_rows(dataset: Path, split: str) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def collect_items(
+    store: ServingStore,
+    caller: Caller,
+    kind: ReviewKind,
+    *,
+    evaluation: Path | None = None,
+    deployment: str | None = None,
+    dataset: Path | None = None,
+    models: list[str] | None = None,
+    examples: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+) -> Source:
+    """Items from exactly one of an evaluation folder, a deployment's requests or a prepared dataset."""
+    if sum(source is not None for source in (evaluation, deployment, dataset)) != 1:
+        raise ConfigError("give one source: --evaluation DIR, --deployment NAME or --dataset DIR")
+    if (kind is ReviewKind.data) != (dataset is not None):
+        raise ConfigError("a data review reads --dataset DIR, and a dataset is only reviewed as --kind data")
+    if evaluation is not None:
+        return items_from_evaluation(evaluation, kind, examples=examples, models=models)
+    if deployment is not None:
+        return items_from_requests(store, caller, deployment, kind, sample=sample or 50, seed=seed)
+    assert dataset is not None
+    return items_from_dataset(dataset, sample=sample, seed=seed)

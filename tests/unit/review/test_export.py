@@ -35,9 +35,14 @@ def _rows(folder: Path) -> list[dict[str, object]]:
 def test_pairwise_judgements_export_as_dpo_pairs_the_data_tools_accept(
     tmp_path: Path, store: ReviewStore, people: People, registry: Registry, tiny_model_dir: Path
 ) -> None:
-    items, source = items_from_evaluation(write_evaluation(tmp_path / "eval", ["base", "acme@1"]), ReviewKind.pairwise)
+    items, source = items_from_evaluation(
+        write_evaluation(tmp_path / "eval", ["base", "acme@1"]), ReviewKind.pairwise
+    )
     task = store.create(people.admin, "p", ReviewKind.pairwise, items, source=source, tenant="acme")
-    for reviewer in (people.alice, people.bob):  # both prefer acme@1, except bob on one item: no majority there
+    for reviewer in (
+        people.alice,
+        people.bob,
+    ):  # both prefer acme@1, except bob on one item: no majority there
         while (view := store.next_item(task.id, reviewer)) is not None:
             acme_left = view.outputs[0].startswith("acme@1")
             choice = Choice.a if acme_left else Choice.b
@@ -63,7 +68,9 @@ def test_a_data_review_exports_the_next_dataset_version(
     prepared = prepare_data(spec, registry=registry)
     total = sum(prepared.splits.values())
     items, source = items_from_dataset(tmp_path / "v1", sample=4, seed=1)
-    task = store.create(people.admin, "d", ReviewKind.data, items, source=source, tenant="acme", reviewers_per_item=1)
+    task = store.create(
+        people.admin, "d", ReviewKind.data, items, source=source, tenant="acme", reviewers_per_item=1
+    )
     decisions = iter([(Choice.reject, None), (Choice.approve, "Hi! Fixed reply."), (Choice.approve, None)])
     while (view := store.next_item(task.id, people.alice)) is not None:
         choice, edit = next(decisions, (Choice.approve, None))
@@ -71,7 +78,11 @@ def test_a_data_review_exports_the_next_dataset_version(
     first = store.items(task.id, people.admin)[0]["id"]
     with pytest.raises(ConfigError, match="no edit"):
         store.record(task.id, first, people.bob, choice=Choice.reject, edited_text="x")
-    assert store.results(task.id, people.admin, samples=50).decisions == {"rejected": 1, "edited": 1, "approved": 2}
+    assert store.results(task.id, people.admin, samples=50).decisions == {
+        "rejected": 1,
+        "edited": 1,
+        "approved": 2,
+    }
     results, unused = export_review(store, task.id, people.admin, tmp_path / "v2", model=str(tiny_model_dir))
     rows = _rows(tmp_path / "v2" / "sft")
     assert len(rows) == total - 1 and len(unused) == 1

@@ -24,7 +24,9 @@ def test_an_evaluation_gives_pairs_rubric_items_and_model_vs_human_items(tmp_pat
     assert source["examples"] == [0, 3] and len(pairs) == 2 * 3  # evenly spaced examples, every pair
     assert [o["model"] for o in pairs[0].outputs] == ["zero-shot", "few-shot"]
     first = pairs[0].prompt
-    assert first[-1]["role"] == "user" and first[-1]["content"].startswith("Do you have a loyalty card")  # not rendered
+    assert first[-1]["role"] == "user" and first[-1]["content"].startswith(
+        "Do you have a loyalty card"
+    )  # not rendered
     rubric, _ = items_from_evaluation(evaluation, ReviewKind.rubric, models=["acme@1"])
     assert len(rubric) == 6 and rubric[5].outputs == [{"model": "acme@1", "text": "acme@1 answer 5"}]
     versus, _ = items_from_evaluation(evaluation, ReviewKind.model_vs_human)  # the last model: the candidate
@@ -37,8 +39,12 @@ def test_an_evaluation_gives_pairs_rubric_items_and_model_vs_human_items(tmp_pat
         items_from_evaluation(evaluation, ReviewKind.pairwise)
 
 
-def test_model_vs_human_hides_the_reference_from_the_reviewer(tmp_path: Path, store: ReviewStore, people: People) -> None:
-    items, source = items_from_evaluation(write_evaluation(tmp_path / "eval", ["base", "acme@1"]), ReviewKind.model_vs_human)
+def test_model_vs_human_hides_the_reference_from_the_reviewer(
+    tmp_path: Path, store: ReviewStore, people: People
+) -> None:
+    items, source = items_from_evaluation(
+        write_evaluation(tmp_path / "eval", ["base", "acme@1"]), ReviewKind.model_vs_human
+    )
     task = store.create(people.admin, "mvh", ReviewKind.model_vs_human, items, source=source, tenant="acme")
     view = store.next_item(task.id, people.alice)
     assert view is not None and view.reference is None and len(view.outputs) == 2

@@ -51,7 +51,9 @@ FLEISS_EXAMPLE = np.array(
         (WIKIPEDIA_ALPHA, "interval", 0.811),
     ],
 )
-def test_krippendorff_alpha_matches_the_published_examples(data: np.ndarray, level: str, published: float) -> None:
+def test_krippendorff_alpha_matches_the_published_examples(
+    data: np.ndarray, level: str, published: float
+) -> None:
     assert krippendorff_alpha(data, level) == pytest.approx(published, abs=5e-4)  # type: ignore[arg-type]
 
 
