@@ -54,7 +54,7 @@ def test_model_vs_human_hides_the_reference_from_the_reviewer(
 def test_served_requests_give_a_seeded_sample(registry: Registry) -> None:
     serving = ServingStore(registry)
     serving.create_deployment("support", [{"model": "base", "weight": 1.0}], tenant="acme")
-    serving.set_request_logging("acme", RequestLogMode.full)
+    serving.set_request_logging("acme", RequestLogMode.FULL)
     for index in range(8):
         serving.log_request(
             prompt={"messages": [{"role": "user", "content": f"question {index % 4}"}]}, outputs=[f"answer {index}"],
