@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunesmith.audit.trail import append, key_actor, local_actor
@@ -232,14 +233,13 @@ class ReviewStore:
             item = session.get(ReviewItemRecord, item_id)
             if item is None or item.task_id != task_id:
                 raise NotFoundError(f"no item {item_id} in review task {task_id}")
+            twice = f"{reviewer.name or who} has already judged item {item_id} of task {task_id}"
             if session.scalar(
                 select(ReviewJudgementRecord.id).where(
                     ReviewJudgementRecord.item_id == item_id, ReviewJudgementRecord.reviewer == who
                 )
             ):
-                raise ConfigError(
-                    f"{reviewer.name or who} has already judged item {item_id} of task {task_id}"
-                )
+                raise ConfigError(twice)
             kind = ReviewKind(task.kind)
             _check_judgement(kind, task.rubric, choice, scores, edited_text)
             shown = shown_order(task_id, item_id, who, [output["model"] for output in item.outputs])
@@ -249,7 +249,10 @@ class ReviewStore:
                 scores=scores, edited_text=edited_text, comment=comment, seconds=seconds,
             )  # fmt: skip
             session.add(record)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError as error:  # the same reviewer's second request, racing the first
+                raise ConfigError(twice) from error
             after = {"item": item_id, "choice": record.choice, "preferred": record.preferred, "scores": scores,
                      "edited": edited_text is not None}  # fmt: skip
             append(session, who, "review.judge", f"review:{task_id}", None, after)
