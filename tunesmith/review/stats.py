@@ -36,8 +36,9 @@ from tunesmith.eval.stats import CONFIDENCE, DEFAULT_SAMPLES, Interval
 Level = Literal["nominal", "ordinal", "interval"]
 Comparison = tuple[str, str, float]  # (model a, model b, a's score: 1 win, 0.5 tie, 0 loss)
 
-_MM_TOLERANCE = 1e-10
+_MM_TOLERANCE = 1e-7  # on the log-strengths: far below the intervals
 _MM_MAX_ITERATIONS = 10_000
+_BLOCK = 250  # bootstrap resamples computed together (a (250, judgements) weight matrix at a time)
 
 
 # ---------------------------------------------------------------- bootstrap over items
@@ -49,35 +50,42 @@ def cluster_bootstrap(
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
 ) -> list[Interval]:
-    """`statistic(rows)` (a vector) on every row, with percentile intervals from resampling the groups.
+    """`statistic` with percentile intervals from resampling the groups.
 
     Args:
         groups: the group (item) of each row; a resample draws groups with replacement, all rows each.
-        statistic: row indices -> a vector of values (one per model, say).
+        statistic: (resamples, rows) row weights -> (resamples, values), e.g. one value per model. A row's
+            weight is how many times its group was drawn (all ones for the statistic itself); resamples
+            go in blocks so that every statistic is a few array operations, not a Python loop.
     """
     keys = list(dict.fromkeys(groups))
     position = {key: index for index, key in enumerate(keys)}
-    members: list[list[int]] = [[] for _ in keys]
-    for row, group in enumerate(groups):
-        members[position[group]].append(row)
-    member_arrays = [np.array(rows, dtype=int) for rows in members]
-    value = statistic(np.arange(len(groups)))
+    group_of = np.array([position[group] for group in groups], dtype=int)
+    value = statistic(np.ones((1, len(groups))))[0]
     rng = np.random.default_rng(seed)
-    draws = np.array(
-        [
-            statistic(np.concatenate([member_arrays[k] for k in rng.integers(0, len(keys), len(keys))]))
-            for _ in range(samples)
-        ]
-    ).reshape(samples, -1)
-    low, high = np.nanquantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2], axis=0)
+    draws = []
+    for block in range(0, samples, _BLOCK):
+        drawn = rng.integers(0, len(keys), (min(_BLOCK, samples - block), len(keys)))
+        counts = np.stack([np.bincount(row, minlength=len(keys)) for row in drawn])
+        draws.append(statistic(counts[:, group_of].astype(float)))
+    low, high = np.nanquantile(np.concatenate(draws), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2], axis=0)
     return [Interval(float(v), float(lo), float(hi)) for v, lo, hi in zip(value, low, high, strict=True)]
 
 
 # ---------------------------------------------------------------- preferences
 
 
-def _models(comparisons: Sequence[Comparison]) -> list[str]:
-    return sorted({model for a, b, _ in comparisons for model in (a, b)})
+def _encode(comparisons: Sequence[Comparison]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The models, and per comparison one-hot rows: (rows, pairs) games and (rows, models) points won."""
+    models = sorted({model for a, b, _ in comparisons for model in (a, b)})
+    index = {model: i for i, model in enumerate(models)}
+    games = np.zeros((len(comparisons), len(models) ** 2))
+    points = np.zeros((len(comparisons), len(models)))
+    for row, (a, b, score) in enumerate(comparisons):
+        games[row, index[a] * len(models) + index[b]] = 1.0
+        points[row, index[a]] += score
+        points[row, index[b]] += 1.0 - score
+    return models, games, points
 
 
 def win_rates(
@@ -87,47 +95,36 @@ def win_rates(
     seed: int = 0,
 ) -> dict[str, Interval]:
     """Each model's share of its comparisons won (ties half), with intervals over `items`."""
-    models = _models(comparisons)
-    index = {model: i for i, model in enumerate(models)}
-    first = np.array([index[a] for a, _, _ in comparisons])
-    second = np.array([index[b] for _, b, _ in comparisons])
-    score = np.array([s for _, _, s in comparisons], dtype=float)
+    models, games, points = _encode(comparisons)
+    size = len(models)
+    played = games.reshape(-1, size, size).sum(axis=2) + games.reshape(-1, size, size).sum(axis=1)
 
-    def rates(rows: np.ndarray) -> np.ndarray:
-        won = np.bincount(first[rows], score[rows], len(models))
-        won += np.bincount(second[rows], 1 - score[rows], len(models))
-        played = np.bincount(first[rows], minlength=len(models)) + np.bincount(
-            second[rows], minlength=len(models)
-        )
+    def rates(weights: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(won / played, dtype=float)
+            return np.asarray((weights @ points) / (weights @ played), dtype=float)
 
     return dict(zip(models, cluster_bootstrap(items, rates, samples, seed), strict=True))
 
 
-def bradley_terry(
-    first: np.ndarray, second: np.ndarray, score: np.ndarray, num_models: int, prior: float = 1.0
-) -> np.ndarray:
-    """Log-strengths (mean 0) by MM, from comparisons `first[r]` vs `second[r]` with `first`'s `score[r]`.
+def bradley_terry(games: np.ndarray, wins: np.ndarray, prior: float = 1.0) -> np.ndarray:
+    """Log-strengths (each row's mean 0) by MM, for a batch of (batch, models, models) game counts
+    (`games[b, i, j]`: comparisons of i and j, symmetric) and (batch, models) points won (ties half).
 
     `prior` virtual ties are added between every pair of models (see the module docstring).
     """
-    games = np.full((num_models, num_models), prior, dtype=float)
-    np.fill_diagonal(games, 0.0)
-    np.add.at(games, (first, second), 1.0)
-    np.add.at(games, (second, first), 1.0)
-    wins = np.full(num_models, prior * (num_models - 1) / 2)  # the virtual ties' halves
-    wins += np.bincount(first, score, num_models) + np.bincount(second, 1 - score, num_models)
-    strength = np.ones(num_models)
+    size = wins.shape[1]
+    games = games + prior * (1 - np.eye(size))
+    wins = wins + prior * (size - 1) / 2  # the virtual ties' halves
+    strength = np.ones_like(wins)
     for _ in range(_MM_MAX_ITERATIONS):
-        updated = wins / (games / (strength[:, None] + strength[None, :])).sum(axis=1)
-        updated /= np.exp(np.log(updated).mean())
-        if np.max(np.abs(updated - strength)) < _MM_TOLERANCE:
-            strength = updated
-            break
+        updated = wins / (games / (strength[:, :, None] + strength[:, None, :])).sum(axis=2)
+        updated /= np.exp(np.log(updated).mean(axis=1, keepdims=True))
+        converged = np.max(np.abs(np.log(updated / strength))) < _MM_TOLERANCE
         strength = updated
+        if converged:
+            break
     log_strength = np.log(strength)
-    return np.asarray(log_strength - log_strength.mean(), dtype=float)
+    return np.asarray(log_strength - log_strength.mean(axis=1, keepdims=True), dtype=float)
 
 
 def bradley_terry_strengths(
@@ -137,14 +134,12 @@ def bradley_terry_strengths(
     seed: int = 0,
 ) -> dict[str, Interval]:
     """Each model's Bradley-Terry log-strength, refitted on each bootstrap resample of `items`."""
-    models = _models(comparisons)
-    index = {model: i for i, model in enumerate(models)}
-    first = np.array([index[a] for a, _, _ in comparisons])
-    second = np.array([index[b] for _, b, _ in comparisons])
-    score = np.array([s for _, _, s in comparisons], dtype=float)
+    models, games, points = _encode(comparisons)
+    size = len(models)
 
-    def fit(rows: np.ndarray) -> np.ndarray:
-        return bradley_terry(first[rows], second[rows], score[rows], len(models))
+    def fit(weights: np.ndarray) -> np.ndarray:  # every resample of a block fitted at once
+        counted = (weights @ games).reshape(-1, size, size)
+        return bradley_terry(counted + counted.transpose(0, 2, 1), weights @ points)
 
     return dict(zip(models, cluster_bootstrap(items, fit, samples, seed), strict=True))
 
@@ -154,7 +149,11 @@ def mean_interval(
 ) -> Interval:
     """The mean of `values` (rubric scores, 0/1 outcomes) with its interval over `items`."""
     array = np.asarray(values, dtype=float)
-    return cluster_bootstrap(items, lambda rows: np.array([array[rows].mean()]), samples, seed)[0]
+
+    def mean(weights: np.ndarray) -> np.ndarray:
+        return np.asarray((weights @ array) / weights.sum(axis=1), dtype=float)[:, None]
+
+    return cluster_bootstrap(items, mean, samples, seed)[0]
 
 
 # ---------------------------------------------------------------- agreement

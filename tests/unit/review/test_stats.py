@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from tunesmith.review.stats import (
-    bradley_terry,
     bradley_terry_strengths,
     cohen_kappa,
     fleiss_kappa,
@@ -99,9 +98,12 @@ def test_bradley_terry_recovers_a_known_strength_order() -> None:
     first = rng.integers(0, 4, 3000)
     second = (first + rng.integers(1, 4, 3000)) % 4
     won = rng.random(3000) < 1 / (1 + np.exp(true[second] - true[first]))
-    fitted = bradley_terry(first, second, won.astype(float), 4)
-    assert list(np.argsort(-fitted)) == [0, 1, 2, 3]
-    assert fitted == pytest.approx(true - true.mean(), abs=0.15)
+    comparisons = [(f"m{a}", f"m{b}", float(w)) for a, b, w in zip(first, second, won, strict=True)]
+    fitted = bradley_terry_strengths(comparisons, list(range(3000)), samples=100)
+    assert sorted(fitted, key=lambda model: -fitted[model].value) == ["m0", "m1", "m2", "m3"]
+    for model, strength in zip(["m0", "m1", "m2", "m3"], true - true.mean(), strict=True):
+        assert fitted[model].value == pytest.approx(strength, abs=0.15)
+        assert fitted[model].ci_low < strength < fitted[model].ci_high
 
 
 def test_ties_count_half_and_a_clean_sweep_stays_finite() -> None:
