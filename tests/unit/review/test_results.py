@@ -61,6 +61,7 @@ def test_simulated_reviewers_agree_more_as_accuracy_rises_and_the_strength_order
         if accuracy >= 0.75:
             assert order == ["m1", "m2", "m3", "m4"]
             assert results.win_rates["m1"].ci_low > 0.5 > results.win_rates["m4"].ci_high
+        assert all(rate.ci_low < rate.value < rate.ci_high for rate in results.win_rates.values())
     assert alphas[0] < alphas[1] < alphas[2]  # type: ignore[operator]
 
 
