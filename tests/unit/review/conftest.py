@@ -30,12 +30,22 @@ def registry(tmp_path: Path) -> Registry:
 
 
 @pytest.fixture
+def any_registry(database_url: str) -> Registry:
+    """SQLite, then PostgreSQL (where the test server is installed)."""
+    return Registry(database_url).connect()
+
+
+@pytest.fixture
 def store(registry: Registry) -> ReviewStore:
     return ReviewStore(registry)
 
 
 @pytest.fixture
 def people(registry: Registry) -> People:
+    return make_people(registry)
+
+
+def make_people(registry: Registry) -> People:
     keys = ServingStore(registry)
 
     def caller(tenant: str | None, role: Role, name: str) -> Caller:

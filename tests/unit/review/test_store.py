@@ -11,7 +11,7 @@ from tunesmith.review.records import Choice, NewItem, ReviewKind
 from tunesmith.review.rubric import RubricSpec
 from tunesmith.review.store import ForbiddenError, NotFoundError, ReviewStore
 
-from .conftest import People, pairwise_items
+from .conftest import People, make_people, pairwise_items
 
 RUBRIC = RubricSpec(criteria={"voice": "Does it sound like the brand?", "accuracy": "Is it correct?"})
 
@@ -39,7 +39,8 @@ def test_blind_order_is_stable_for_a_reviewer_and_differs_between_reviewers(
     assert 0 < lefts.count("acme@2") < 16  # nor one model always on the left
 
 
-def test_a_reviewer_cannot_judge_an_item_twice(store: ReviewStore, people: People) -> None:
+def test_a_reviewer_cannot_judge_an_item_twice(any_registry: Registry) -> None:
+    store, people = ReviewStore(any_registry), make_people(any_registry)
     task = store.create(people.admin, "t", ReviewKind.pairwise, pairwise_items(3), source={}, tenant="acme",
                         reviewers_per_item=1)  # fmt: skip
     view = store.next_item(task.id, people.alice)
