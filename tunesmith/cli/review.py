@@ -63,7 +63,9 @@ def create(
     dataset: Annotated[
         Path | None,
         typer.Option(
-            "--dataset", help="A prepared chat dataset whose rows to approve, reject or edit (--kind data)."
+            "--dataset",
+            help="A prepared chat dataset (its folder or registry id) whose rows to approve, reject or edit "
+            "(--kind data).",
         ),
     ] = None,
     models: Annotated[

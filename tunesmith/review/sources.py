@@ -224,7 +224,8 @@ def collect_items(
     sample: int | None = None,
     seed: int = 0,
 ) -> Source:
-    """Items from exactly one of an evaluation folder, a deployment's requests or a prepared dataset."""
+    """Items from exactly one of an evaluation folder, a deployment's requests or a prepared dataset (its
+    folder or its id in the registry)."""
     if sum(source is not None for source in (evaluation, deployment, dataset)) != 1:
         raise ConfigError("give one source: --evaluation DIR, --deployment NAME or --dataset DIR")
     if (kind is ReviewKind.data) != (dataset is not None):
@@ -234,4 +235,11 @@ def collect_items(
     if deployment is not None:
         return items_from_requests(store, caller, deployment, kind, sample=sample or 50, seed=seed)
     assert dataset is not None
+    if not dataset.is_dir():  # a dataset version's id (its hash) in the registry
+        recorded = store.registry.get_dataset(str(dataset))
+        if recorded is None:
+            raise ConfigError(
+                f"{dataset}: neither a prepared dataset folder nor a dataset id in the registry"
+            )
+        dataset = Path(recorded["path"])
     return items_from_dataset(dataset, sample=sample, seed=seed)

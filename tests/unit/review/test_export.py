@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 from tunesmith.cli import app
 from tunesmith.config import ConfigError, PrepareSpec
 from tunesmith.data.prepare import prepare_data
+from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.review.export import export_review
 from tunesmith.review.records import Choice, ReviewKind
-from tunesmith.review.sources import items_from_dataset, items_from_evaluation
+from tunesmith.review.sources import collect_items, items_from_evaluation
 from tunesmith.review.store import ForbiddenError, ReviewStore
 
 from .conftest import DEMO_TEST, People, write_evaluation
@@ -67,7 +68,9 @@ def test_a_data_review_exports_the_next_dataset_version(
     spec = PrepareSpec(inputs=[DEMO_TEST], out=tmp_path / "v1", model=str(tiny_model_dir), calibrate=False)
     prepared = prepare_data(spec, registry=registry)
     total = sum(prepared.splits.values())
-    items, source = items_from_dataset(tmp_path / "v1", sample=4, seed=1)
+    items, source = collect_items(
+        ServingStore(registry), people.admin, ReviewKind.data, dataset=Path(prepared.hash), sample=4, seed=1
+    )  # the version's id in the registry names its folder
     task = store.create(
         people.admin, "d", ReviewKind.data, items, source=source, tenant="acme", reviewers_per_item=1
     )
