@@ -92,3 +92,34 @@ def test_a_data_review_exports_the_next_dataset_version(
     assert sum(row["source_ids"]["edited"] for row in rows) == 1  # type: ignore[index]
     assert any(row["messages"][-1]["content"] == "Hi! Fixed reply." for row in rows)  # type: ignore[index]
     assert _inspect(tmp_path / "v2" / "sft")["kind"] == "chat"
+
+
+def test_rubric_judgements_give_kto_rows_by_mean_score_and_edits_give_sft_rows_and_pairs(
+    store: ReviewStore, people: People
+) -> None:
+    from tunesmith.review.export import review_rows
+    from tunesmith.review.records import NewItem
+    from tunesmith.review.rubric import RubricSpec
+
+    items = [NewItem([{"role": "user", "content": f"q{i}"}], None, [{"model": "m", "text": f"answer {i}"}], {})
+             for i in range(3)]  # fmt: skip
+    rubric = RubricSpec(criteria={"voice": "?", "accuracy": "?"})
+    task = store.create(people.admin, "r", ReviewKind.rubric, items, source={}, rubric=rubric, tenant="acme")
+    ids = [item["id"] for item in store.items(task.id, people.admin)]
+    scores = {ids[0]: (5, 4), ids[1]: (1, 2), ids[2]: (3, 3)}  # good, bad, neither
+    for reviewer in (people.alice, people.bob):
+        for item_id, (voice, accuracy) in scores.items():
+            edit = "answer 1, fixed" if reviewer is people.alice and item_id == ids[1] else None
+            store.record(
+                task.id, item_id, reviewer, scores={"voice": voice, "accuracy": accuracy}, edited_text=edit
+            )
+    rows = review_rows(task, store.items(task.id, people.admin), store.judgements(task.id, people.admin),
+                       good_rating=4, bad_rating=2)  # fmt: skip
+    assert [(row["completion"], row["label"]) for row in rows.kto] == [
+        ("answer 0", True),
+        ("answer 1", False),
+    ]
+    assert rows.sft == [{"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "answer 1, fixed"}],
+                         "request_id": f"review:{task.id}:{ids[1]}", "source_ids": rows.kto[1]["source_ids"]}]  # fmt: skip
+    assert [(row["chosen"], row["rejected"]) for row in rows.dpo] == [("answer 1, fixed", "answer 1")]
+    assert rows.unused == [f"item {ids[2]}: mean score 3.00 is neither good nor bad"]
