@@ -164,9 +164,11 @@ class Disagreement:
     prompt: str  # the last user turn, for the listing
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReviewResults:
-    """Everything `review results` prints; intervals are 95% bootstrap intervals over items."""
+    """Everything `review results` prints; intervals are 95% bootstrap intervals over items.
+
+    Not frozen: `results.compute_results` fills it in, part by part, as the task's kind has them."""
 
     task: ReviewTask
     judgements: int

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +60,7 @@ def compute_results(
         _agree(results, "choice", table, ("nominal",), task.reviewers_per_item, prompts)
         if task.kind is ReviewKind.model_vs_human:
             model_or_tie = [0.0 if j.preferred == HUMAN else 1.0 for j in judgements]
-            results = replace(results, model_vs_human=mean_interval(model_or_tie, item_ids, samples, seed))
+            results.model_vs_human = mean_interval(model_or_tie, item_ids, samples, seed)
     elif task.kind is ReviewKind.rubric:
         _rubric(results, task, items, judgements, samples, seed, prompts)
     else:
