@@ -6,6 +6,7 @@ import pytest
 
 from tunesmith.audit.trail import read_log, verify_registry
 from tunesmith.config import ConfigError
+from tunesmith.registry.serving_records import Caller, Role
 from tunesmith.registry.store import Registry
 from tunesmith.review.records import Choice, NewItem, ReviewKind
 from tunesmith.review.rubric import RubricSpec
@@ -76,6 +77,10 @@ def test_tenants_see_only_their_tasks_and_roles_limit_what_they_do(
     with pytest.raises(ForbiddenError, match="creating a review task needs the admin role"):
         store.create(people.alice, "mine", ReviewKind.pairwise, pairwise_items(1), source={}, tenant="acme")
     assert store.progress(task.id, people.viewer).judged == 0  # a viewer reads
+    untenanted = store.create(people.admin, "house", ReviewKind.pairwise, pairwise_items(1), source={})
+    house = Caller(None, False, 99, name="dana", role=Role.reviewer)  # a reviewer key made without --tenant
+    assert [t.id for t in store.list_tasks(house)] == [untenanted.id]
+    assert [t.id for t in store.list_tasks(people.alice)] == [task.id]
 
 
 def test_every_change_is_audited_with_who_made_it(any_registry: Registry) -> None:
