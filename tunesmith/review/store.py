@@ -185,7 +185,9 @@ class ReviewStore:
             task = self._visible(session, task_id, reviewer)
             if task.status != TaskStatus.open:
                 raise ConfigError(f"review task {task_id} is closed")
-            items = session.scalars(select(ReviewItemRecord).where(ReviewItemRecord.task_id == task_id)).all()
+            items = session.scalars(
+                select(ReviewItemRecord.id).where(ReviewItemRecord.task_id == task_id)
+            ).all()
             judged = session.execute(
                 select(ReviewJudgementRecord.item_id, ReviewJudgementRecord.reviewer).where(
                     ReviewJudgementRecord.task_id == task_id
@@ -193,11 +195,13 @@ class ReviewStore:
             ).all()
             counts = Counter(item_id for item_id, _ in judged)
             mine = {item_id for item_id, name in judged if name == who}
-            waiting = [i for i in items if i.id not in mine and counts[i.id] < task.reviewers_per_item]
+            waiting = [i for i in items if i not in mine and counts[i] < task.reviewers_per_item]
             if not waiting:
                 return None
             # Items others started first (they complete sooner, and overlap gives agreement), then the shuffle.
-            item = min(waiting, key=lambda i: (-counts[i.id], _queue_rank(task_id, i.id, who)))
+            item = session.get_one(
+                ReviewItemRecord, min(waiting, key=lambda i: (-counts[i], _queue_rank(task_id, i, who)))
+            )
             shown = shown_order(task_id, item.id, who, [output["model"] for output in item.outputs])
             text = {output["model"]: output["text"] for output in item.outputs}
             return ItemView(
