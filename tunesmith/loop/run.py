@@ -10,14 +10,13 @@ storage (`registry.loop_store`).
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.config import ConfigError, tunesmith_home
+from tunesmith.locking import single_holder
 from tunesmith.loop.build import build_dataset, check_trigger, train_candidate, training_rows
 from tunesmith.loop.context import LoopContext, check_loop
 from tunesmith.loop.policy import LoopPolicySpec
@@ -195,24 +194,13 @@ def _run(
     return LoopOutcome(cycle, note)
 
 
-@contextmanager
-def _held(deployment: str) -> Iterator[None]:
+def _held(deployment: str) -> AbstractContextManager[None]:
     """One `loop run` per deployment on this machine: a second stops instead of training the same
     candidate into the same folder (the registry refuses its late transition anyway)."""
-    path = tunesmith_home() / "loops" / f"{deployment}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            handle.seek(0)
-            raise ConfigError(
-                f"another `tunesmith loop run` is working on {deployment} (pid {handle.read().strip()})"
-            ) from error
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return single_holder(
+        tunesmith_home() / "loops" / f"{deployment}.lock",
+        lambda pid: f"another `tunesmith loop run` is working on {deployment} (pid {pid})",
+    )
 
 
 def _start(store: LoopStore, context: LoopContext, now: bool, actor: str | None) -> LoopCycle | None:

@@ -9,16 +9,15 @@ Does not own: what a stage does (`stages`), the cache file (`cache`) or the proj
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from tunesmith.config import ConfigError, default_database_url
+from tunesmith.locking import single_holder
 from tunesmith.project.cache import (
     ProjectCache,
     StageFailure,
@@ -210,19 +209,9 @@ def project_status(root: Path) -> list[StageStatus]:
     return list(statuses.values())
 
 
-@contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
+def _locked(state_dir: Path) -> AbstractContextManager[None]:
     """Hold the project: a second `tunesmith run` in the same folder stops instead of racing this one."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with (state_dir / "lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            handle.seek(0)
-            raise ConfigError(
-                f"{state_dir.parent}: another `tunesmith run` is working here (pid {handle.read().strip()})"
-            ) from error
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+    return single_holder(
+        state_dir / "lock",
+        lambda pid: f"{state_dir.parent}: another `tunesmith run` is working here (pid {pid})",
+    )
