@@ -44,7 +44,7 @@ from tunesmith.models.adapters import adapter_base_model
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
-from tunesmith.train.loop import Objective, fit
+from tunesmith.train.loop import Objective, ValidationHook, fit
 from tunesmith.train.losses import sequence_log_probs
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
 from tunesmith.train.plan import uses_bf16, uses_packed_attention
@@ -174,6 +174,7 @@ def train_preference(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """Preference-tune a LoRA adapter on `spec.data` with the objective `build` makes from the spec.
 
@@ -185,7 +186,7 @@ def train_preference(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
     )
     with recording_outcome(run):
-        return _train(spec, build, run, resume is not None, progress)
+        return _train(spec, build, run, resume is not None, progress, on_validation)
 
 
 def _train(
@@ -194,6 +195,7 @@ def _train(
     run: RunDir,
     resuming: bool,
     show_progress: bool,
+    on_validation: ValidationHook | None,
 ) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
@@ -260,6 +262,7 @@ def _train(
     outcome = fit(
         trained.model, objective, settings, run,
         device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
+        on_validation=on_validation,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save

@@ -31,7 +31,7 @@ from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
-from tunesmith.train.loop import LoopSettings, Score, fit
+from tunesmith.train.loop import LoopSettings, Score, ValidationHook, fit
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
 from tunesmith.train.plan import (
@@ -52,21 +52,29 @@ def train_sft(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """Fine-tune `spec.model` on `spec.data`; resume the run folder `resume` from its last checkpoint.
 
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
-    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable.
+    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable. `on_validation`
+    may stop the run after a validation (a study pruning its trial).
     """
     config = spec.model_dump(mode="json")
     run = open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
     )
     with recording_outcome(run):
-        return _train(spec, run, resume is not None, progress)
+        return _train(spec, run, resume is not None, progress, on_validation)
 
 
-def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) -> TrainResult:
+def _train(
+    spec: TrainSpec,
+    run: RunDir,
+    resuming: bool,
+    show_progress: bool,
+    on_validation: ValidationHook | None,
+) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
     run.emit(EventType.validating_data, "reading and rendering the data")
@@ -120,6 +128,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     outcome = fit(
         trained.model, objective, settings, run,
         device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
+        on_validation=on_validation,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
