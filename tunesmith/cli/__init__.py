@@ -31,6 +31,7 @@ from tunesmith.cli import (
     runs,
     serve,
     train,
+    tune,
 )
 
 app = typer.Typer(
@@ -54,6 +55,7 @@ app.add_typer(logs.app, name="logs")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(loop.app, name="loop")
 app.command("train")(train.train)
+app.command("tune")(tune.tune)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("export")(export.export)

@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import psutil
@@ -28,11 +28,13 @@ from tunesmith.tune.space import grid
 
 JOURNAL_FILE = "journal.log"
 HEARTBEAT_SECONDS = 60  # RDB storage: a trial not heard from for three of these is failed and queued again
-MEDIAN_STARTUP_TRIALS = 3  # the median pruner waits for this many finished trials before pruning
+MEDIAN_STARTUP_TRIALS = (
+    3  # the median pruner waits for this many finished trials, and for a second validation
+)
 
 # A new pruner of each kind (hyperband keeps per-study state: one per study). Steps are validations.
 PRUNERS: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=1),
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=2),
     "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
     "none": optuna.pruners.NopPruner,
 }
@@ -60,7 +62,7 @@ def open_storage(url: str | None, study_dir: Path) -> BaseStorage:
 
 def load_study(spec: TuneSpec, name: str, storage: BaseStorage, worker: int) -> optuna.Study:
     """The study `name` in `storage`, created if new; worker `worker` samples with seed + worker."""
-    direction = "minimize" if spec.objective == "val_loss" else "maximize"
+    direction: Literal["minimize", "maximize"] = "minimize" if spec.objective == "val_loss" else "maximize"
     sampler: optuna.samplers.BaseSampler
     if spec.sampler == "grid":
         sampler = optuna.samplers.GridSampler(grid(spec.search), seed=spec.seed + worker)
