@@ -20,9 +20,17 @@ import optuna
 from tunesmith.config import ConfigError, TrainSpec, build_spec
 from tunesmith.config.tune import SearchSpaceSpec, TuneSpec
 from tunesmith.registry.store import Registry
+from tunesmith.train.dpo import train_dpo
+from tunesmith.train.kto import train_kto
+from tunesmith.train.orpo import train_orpo
 from tunesmith.train.rundir import RunEvent
+from tunesmith.train.sft import train_sft
 from tunesmith.tune.space import suggest, trial_section
 from tunesmith.tune.storage import worker_identity
+
+# The trainer of each method, as `tunesmith train` dispatches them. Imported here, not per trial: forked
+# workers start with them loaded.
+TRAINERS = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class _Reporter:
             return False
         self.reported.add(at)
         self.trial.report(value, at)
-        self.pruned = self.trial.should_prune()
+        self.pruned = bool(self.trial.should_prune())
         return self.pruned
 
 
@@ -90,12 +98,6 @@ def run_trial(trial: optuna.Trial, setup: TrialSetup, registry: Registry) -> flo
 
     Raises `optuna.TrialPruned` when the pruner stopped it (the run is kept, recorded as pruned).
     """
-    from tunesmith.train.dpo import train_dpo
-    from tunesmith.train.kto import train_kto
-    from tunesmith.train.orpo import train_orpo
-    from tunesmith.train.sft import train_sft
-
-    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
     spec = trial_spec(setup, trial.number, suggest(trial, setup.space))
     trial.set_user_attr("worker", worker_identity())
     trial.set_user_attr("train", spec.model_dump(mode="json", exclude_defaults=True))
@@ -113,7 +115,7 @@ def run_trial(trial: optuna.Trial, setup: TrialSetup, registry: Registry) -> flo
         trial, setup.objective, spec.batch_size * spec.grad_accum, setup.examples_per_validation
     )
     try:
-        trainers[spec.method](spec, listener=listen, progress=False, on_validation=reporter)
+        TRAINERS[spec.method](spec, listener=listen, progress=False, on_validation=reporter)
     except BaseException:
         if run_ids:
             registry.record_trial(run_ids[0], setup.study, trial.number, "failed", reporter.best)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -73,3 +74,12 @@ def test_a_killed_study_resumes_and_reruns_the_trial_the_kill_interrupted(
     assert trials[2].params == trials[1].params and trials[2].user_attrs["retry_of"] == 1
     assert result.trials["complete"] == 2 and spent(study) == 2
     assert len(Registry(default_database_url()).connect().study_runs("tune")) == 2
+
+
+def test_two_workers_share_the_journal_storage_without_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = load_tune_file(_tune_file(tmp_path, tiny_model_dir, trials=2, workers=2), {})
+    result = run_study(spec, progress=False)
+    study = optuna.load_study(study_name="tune", storage=open_storage(None, tmp_path / "study"))
+    assert result.trials["complete"] >= 2 and result.trials["fail"] == 0
+    hosts = {trial.user_attrs["worker"]["pid"] for trial in study.get_trials()}
+    assert len(hosts) >= 1 and os.getpid() not in hosts  # trials ran in worker processes
