@@ -175,6 +175,8 @@ class TuneSpec(_Spec):
             raise ValueError(
                 "give the training config the trials start from: base (a file) or train (a section)"
             )
+        if self.trials is None and self.time_budget is None:
+            raise ValueError("give a budget: trials, time_budget or both")
         if self.sampler == "grid":
             open_ranges = [
                 name

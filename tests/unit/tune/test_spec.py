@@ -62,3 +62,12 @@ def test_the_grid_sampler_needs_choices_and_base_resolves_next_to_the_file(tmp_p
     assert spec.base == tmp_path / "train.yaml" and spec.trials == 7 and spec.study == "study"
     with pytest.raises(ConfigError, match="tune: Value error, give the training config"):
         load_tune_file(_write(tmp_path, {"search": SEARCH}), {})
+
+
+def test_the_shipped_tune_config_loads_with_its_base() -> None:
+    from tests.conftest import REPO
+    from tunesmith.tune.study import base_section
+
+    spec = load_tune_file(REPO / "configs" / "tune" / "quickstart.yaml", {})
+    assert spec.study == "quickstart" and spec.search.lr is not None
+    assert base_section(spec)["name"] == "bramble-voice"
