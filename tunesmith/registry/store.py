@@ -139,7 +139,7 @@ class Registry:
             run.val_dataset_id = self._ensure_dataset(
                 session, data["val_data_hash"], config.get("val_data"), None
             )
-        if run.method == "lora":
+        if run.method != "full":  # lora, qlora: an adapter
             name = adapter_name or config.get("name") or run.id
             version = (
                 session.scalar(select(func.max(AdapterRecord.version)).where(AdapterRecord.name == name)) or 0

@@ -48,6 +48,7 @@ from tunesmith.train.loop import Objective, ValidationHook, fit
 from tunesmith.train.losses import sequence_log_probs
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
 from tunesmith.train.plan import uses_bf16, uses_packed_attention
+from tunesmith.train.quantized import require_qlora
 from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
 from tunesmith.train.sft import (
@@ -181,6 +182,8 @@ def train_preference(
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
     recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable.
     """
+    if spec.tuning == "qlora":  # before anything is loaded or written
+        require_qlora()
     config = spec.model_dump(mode="json")
     run = open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
@@ -234,6 +237,7 @@ def _train(
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
         init_adapter=spec.init_adapter,
+        quantized=spec.tuning == "qlora",
     )
 
     # ------------------------------------------------------------------ reference, once per sequence

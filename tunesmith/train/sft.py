@@ -41,6 +41,7 @@ from tunesmith.train.plan import (
     uses_bf16,
     uses_packed_attention,
 )
+from tunesmith.train.quantized import require_qlora
 from tunesmith.train.records import StepPlan, TrainResult, read_step_plan
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
 from tunesmith.train.validation import ValidationSource, hold_out, validation_file
@@ -60,6 +61,8 @@ def train_sft(
     recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable. `on_validation`
     may stop the run after a validation (a study pruning its trial).
     """
+    if spec.tuning == "qlora":  # before anything is loaded or written
+        require_qlora()
     config = spec.model_dump(mode="json")
     run = open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
@@ -93,7 +96,7 @@ def _train(
     trained = prepare_training_model(
         model_path,
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules)
-        if spec.tuning == "lora"
+        if spec.tuning != "full"
         else None,
         bf16=bf16,
         device=device,
@@ -101,6 +104,7 @@ def _train(
         packed_attention=uses_packed_attention(device, spec.compile),
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
+        quantized=spec.tuning == "qlora",
     )
 
     # ------------------------------------------------------------------ loop
@@ -330,7 +334,7 @@ def hyperparameters(spec: TrainSpec) -> dict[str, Any]:
         "max_seq_len": spec.max_seq_len,
         "seed": spec.seed,
     }
-    if spec.tuning == "lora":
+    if spec.tuning != "full":
         values |= {"lora_r": spec.lora.r, "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout}
     return values
 
