@@ -46,13 +46,13 @@ def test_a_bad_search_space_names_the_key(tmp_path: Path, search: dict, key: str
 
 
 def test_sqlite_storage_is_refused_for_parallel_workers_saying_why(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"train": {"data": "x.jsonl"}, "search": SEARCH, "storage": "sqlite:///s.db"})
+    url = f"sqlite:///{tmp_path}/study.db"
+    path = _write(tmp_path, {"train": {"data": "x.jsonl"}, "search": SEARCH, "storage": url})
     assert load_tune_file(path, {}).workers == 1  # one writer: allowed
     result = CliRunner().invoke(app, ["tune", "--config", str(path), "--workers", "2"])
     assert result.exit_code != 0
-    assert "tune: Value error, storage sqlite:///s.db: SQLite is not safe for parallel writers" in str(
-        result.exception
-    )
+    assert f"tune: Value error, storage {url}: SQLite is not safe for parallel writers" in str(result.exception)
+    assert not (tmp_path / "study.db").exists()
 
 
 def test_the_grid_sampler_needs_choices_and_base_resolves_next_to_the_file(tmp_path: Path) -> None:
