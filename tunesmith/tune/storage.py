@@ -113,7 +113,7 @@ def interrupted_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def fail_and_queue_again(study: optuna.Study, trial: FrozenTrial) -> None:
     """Mark an interrupted trial failed and queue its hyperparameters for another trial."""
-    study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    study.tell(trial.number, state=TrialState.FAIL)
     queue_again(study, trial)
 
 

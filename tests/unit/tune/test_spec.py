@@ -51,7 +51,9 @@ def test_sqlite_storage_is_refused_for_parallel_workers_saying_why(tmp_path: Pat
     assert load_tune_file(path, {}).workers == 1  # one writer: allowed
     result = CliRunner().invoke(app, ["tune", "--config", str(path), "--workers", "2"])
     assert result.exit_code != 0
-    assert f"tune: Value error, storage {url}: SQLite is not safe for parallel writers" in str(result.exception)
+    assert f"tune: Value error, storage {url}: SQLite is not safe for parallel writers" in str(
+        result.exception
+    )
     assert not (tmp_path / "study.db").exists()
 
 
