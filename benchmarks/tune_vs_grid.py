@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         run_trials(
             study, setup, registry, trials=len(study.trials) + 1, deadline=None, after_trial=lambda: None
         )
-    tune_report = write_report(study, work / "tpe", "val_loss", 42)
+    tune_report = write_report(study, work / "tpe", "val_loss")
     tune_seconds = time.perf_counter() - started
     tune_best = study.best_value
     states = [trial.state.name.lower() for trial in study.trials]

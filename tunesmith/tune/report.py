@@ -41,7 +41,7 @@ class StudyReport:
     html: Path
 
 
-def parameter_importance(study: optuna.Study, seed: int) -> dict[str, float]:
+def parameter_importance(study: optuna.Study) -> dict[str, float]:
     """Each searched hyperparameter's share of the score's variation (sums to 1), most important first;
     empty until `MIN_TRIALS_FOR_IMPORTANCE` trials completed."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -54,7 +54,7 @@ def parameter_importance(study: optuna.Study, seed: int) -> dict[str, float]:
     return {name: round(float(value), 4) for name, value in importance.items()}
 
 
-def write_report(study: optuna.Study, study_dir: Path, objective: str, seed: int) -> StudyReport:
+def write_report(study: optuna.Study, study_dir: Path, objective: str) -> StudyReport:
     """Write `best.yaml`, `importance.json` and `report.html` into `study_dir`."""
     trials = study.get_trials(deepcopy=False)
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
@@ -68,7 +68,7 @@ def write_report(study: optuna.Study, study_dir: Path, objective: str, seed: int
             f"# (run {best.user_attrs.get('run_id')}). Train with: tunesmith train --config {best_config}\n"
         )
         atomic_write_text(best_config, header + yaml.safe_dump({"train": train}, sort_keys=False))
-    importance = parameter_importance(study, seed)
+    importance = parameter_importance(study)
     atomic_write_text(study_dir / "importance.json", json.dumps(importance, indent=2) + "\n")
     page = _page(study, trials, objective, best, importance, _figures(study, complete, importance))
     atomic_write_text(study_dir / "report.html", page)

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,13 @@ def run_study(spec: TuneSpec, *, progress: bool = True) -> StudyResult:
     study = load_study(spec, spec.study, open_storage(spec.storage, study_dir), worker=0)
     for trial in interrupted_trials(study):
         fail_and_queue_again(study, trial)
-        if "run_id" in trial.user_attrs:
-            registry.record_trial(trial.user_attrs["run_id"], spec.study, trial.number, "failed", None)
+        if "run_id" in trial.user_attrs:  # the run stopped with its worker: failed, rerun as a new trial
+            run_id = trial.user_attrs["run_id"]
+            message = f"killed while running trial {trial.number} of study {spec.study}; queued to run again"
+            registry.record_event(
+                run_id, "failed", message, {}, datetime.now(UTC).isoformat(timespec="milliseconds")
+            )
+            registry.record_trial(run_id, spec.study, trial.number, "failed", None)
     setup = trial_setup(spec, spec.study, study_dir, base)
     deadline = time.time() + spec.time_budget if spec.time_budget is not None else None
     with _StudyProgress(spec, study, enabled=progress) as bar:
@@ -137,7 +143,7 @@ def run_study(spec: TuneSpec, *, progress: bool = True) -> StudyResult:
             work(study, setup, registry, spec.trials, deadline, after_trial=bar.update)
         else:
             _run_workers(spec, setup, deadline, bar)
-    report = write_report(study, study_dir, spec.objective, spec.seed)
+    report = write_report(study, study_dir, spec.objective)
     return _result(spec, study, study_dir, report)
 
 

@@ -18,6 +18,6 @@ def test_importance_ranks_the_learning_rate_first_where_it_decides_the_score() -
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=60)
-    importance = parameter_importance(study, seed=0)
+    importance = parameter_importance(study)
     assert list(importance)[0] == "lr" and importance["lr"] > 0.8
     assert set(importance) == {"lr", "rank", "dropout"}

@@ -68,12 +68,17 @@ def test_a_killed_study_resumes_and_reruns_the_trial_the_kill_interrupted(
     dead = subprocess.Popen(["true"])
     dead.wait()
     killed.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid, "started": 0.0})
+    registry = Registry(default_database_url()).connect()
+    registry.record_event("run-killed", "running", "training", {}, "2026-12-07T00:00:00")
+    killed.set_user_attr("run_id", "run-killed")
     result = run_study(spec.model_copy(update={"trials": 2}), progress=False)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert trials[2].params == trials[1].params and trials[2].user_attrs["retry_of"] == 1
     assert result.trials["complete"] == 2 and spent(study) == 2
-    assert len(Registry(default_database_url()).connect().study_runs("tune")) == 2
+    runs = {run["id"]: run for run in registry.study_runs("tune")}
+    assert len(runs) == 3 and runs["run-killed"]["status"] == "failed"
+    assert runs["run-killed"]["trial_state"] == "failed" and runs["run-killed"]["trial"] == 1
 
 
 def test_two_workers_share_the_journal_storage_without_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
