@@ -23,8 +23,8 @@ def _tune_file(tmp_path: Path, tiny_model_dir: Path, **overrides: Any) -> Path:
     val.write_text("".join((DEMO / "test.jsonl").read_text().splitlines(keepends=True)[:6]))
     spec = {
         "train": {
-            "model": str(tiny_model_dir), "data": str(DEMO / "val.jsonl"), "val_data": str(val), "max_steps": 4,
-            "batch_size": 4, "eval_every": 2, "save_every": 100, "early_stopping_patience": None,
+            "model": str(tiny_model_dir), "data": str(DEMO / "val.jsonl"), "val_data": str(val), "max_steps": 2,
+            "batch_size": 4, "eval_every": 1, "save_every": 100, "early_stopping_patience": None,
             "lora": {"dropout": 0.0},
         },
         "search": {"lr": {"low": 1e-4, "high": 1e-2}, "rank": {"choices": [2, 4]}},
