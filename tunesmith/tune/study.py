@@ -122,6 +122,7 @@ def run_study(spec: TuneSpec, *, progress: bool = True) -> StudyResult:
     running are failed and their hyperparameters queued again first.
     """
     assert spec.study is not None
+    deadline = time.time() + spec.time_budget if spec.time_budget is not None else None
     study_dir = study_folder(spec)
     base = base_section(spec)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the progress bar and the report say what happened
@@ -137,7 +138,6 @@ def run_study(spec: TuneSpec, *, progress: bool = True) -> StudyResult:
             )
             registry.record_trial(run_id, spec.study, trial.number, "failed", None)
     setup = trial_setup(spec, spec.study, study_dir, base)
-    deadline = time.time() + spec.time_budget if spec.time_budget is not None else None
     with _StudyProgress(spec, study, enabled=progress) as bar:
         if spec.workers == 1:
             work(study, setup, registry, spec.trials, deadline, after_trial=bar.update)

@@ -88,3 +88,10 @@ def test_two_workers_share_the_journal_storage_without_errors(tiny_model_dir: Pa
     assert result.trials["complete"] >= 2 and result.trials["fail"] == 0
     hosts = {trial.user_attrs["worker"]["pid"] for trial in study.get_trials()}
     assert len(hosts) >= 1 and os.getpid() not in hosts  # trials ran in worker processes
+
+
+def test_a_spent_time_budget_starts_no_trial_and_still_reports(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = load_tune_file(_tune_file(tmp_path, tiny_model_dir, trials=None, time_budget="0.001s"), {})
+    result = run_study(spec, progress=False)
+    assert result.trials["complete"] == 0 and result.best_config is None and result.best_value is None
+    assert "no trial completed yet" in Path(result.report).read_text()

@@ -48,3 +48,21 @@ def test_the_reporter_reports_at_the_count_of_examples_and_keeps_the_best_score(
     worse = _Reporter(study.ask(distributions), "val_loss", examples_per_step=8, examples_per_validation=16)
     assert worse(2, 3.0, {}) is False
     assert worse(4, 4.0, {}) is True and worse.pruned  # point 2: its best so far is above the median
+
+
+def test_a_metric_objective_is_scored_selected_and_maximised(tmp_path: Path) -> None:
+    from tunesmith.config.tune import TuneSpec
+    from tunesmith.tune.trial import trial_setup, trial_spec
+
+    base = {"data": "train.jsonl", "batch_size": 8, "eval_every": 10, "eval_metrics": ["rouge_l"]}
+    tune = TuneSpec(train=base, search={"batch_size": {"choices": [4, 16]}}, objective="accuracy")
+    setup = trial_setup(tune, "s", tmp_path, base)
+    spec = trial_spec(setup, 3, {"batch_size": 16, "lr": 1e-3})
+    assert spec.eval_metrics == ["accuracy", "rouge_l"] and spec.select_by == "accuracy"
+    assert spec.eval_every == 5 and spec.batch_size == 16  # validation every 80 examples, as the base's
+    assert spec.out == tmp_path / "trials" / "trial-0003" and spec.name == "s-trial-3"
+    study = optuna.create_study(direction="maximize")
+    reporter = _Reporter(study.ask(), "accuracy", examples_per_step=16, examples_per_validation=80)
+    reporter(5, 2.0, {"val_accuracy": 0.5})
+    reporter(10, 1.0, {"val_accuracy": 0.4})
+    assert reporter.best == 0.5  # the highest accuracy, whatever the loss
