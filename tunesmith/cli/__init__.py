@@ -32,6 +32,7 @@ from tunesmith.cli import (
     runs,
     serve,
     train,
+    tune,
 )
 
 app = typer.Typer(
@@ -56,6 +57,7 @@ app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(loop.app, name="loop")
 app.add_typer(review.app, name="review")
 app.command("train")(train.train)
+app.command("tune")(tune.tune)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("export")(export.export)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from tunesmith.cli.options import COMMAND_FLAGS, Flag, field_info, flag_names, format_default, spec_keys
 from tunesmith.config import SECTIONS
+from tunesmith.config.tune import TuneSpec
 from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.project.spec import ProjectSpec
 
@@ -47,7 +48,16 @@ def config_reference() -> str:
     parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
     parts += [_row(LoopPolicySpec, key, "") for key in spec_keys(LoopPolicySpec)]
     parts.append("\n")
+    parts.append("### tune file (`tunesmith tune --config`)\n\n")
+    parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
+    parts += [_row(TuneSpec, key, _TUNE_FLAGS.get(key, "")) for key in spec_keys(TuneSpec)]
+    parts.append("\n")
     return "".join(parts)
+
+
+# The tune file's keys that `tunesmith tune` also takes as flags (it declares them itself).
+_TUNE_FLAGS = {name: f"`--{name.replace('_', '-')}`" for name in ("trials", "time_budget", "workers", "storage",
+                                                                   "study", "seed")}  # fmt: skip
 
 
 def _row(spec_class: type[BaseModel], key: str, flag: str) -> str:

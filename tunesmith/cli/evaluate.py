@@ -203,7 +203,7 @@ def maybe_run(model: str, registry: Registry) -> dict[str, Any] | None:
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]
     artifact = Path(summary["artifact_dir"])
     run_id = summary["run_id"]
-    if summary["method"] == "lora":
+    if summary["method"] != "full":  # lora, qlora: an adapter
         candidate = Candidate(run_id, adapter_dir=artifact)
     else:
         candidate = Candidate(run_id, model=str(artifact))

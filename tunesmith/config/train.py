@@ -54,10 +54,12 @@ class TrainSpec(_Spec):
         "sft",
         description="Objective: sft (next-token loss on the answers), dpo (prompt/chosen/rejected pairs, against "
         "a frozen reference), kto (prompt/completion/label rows, thumbs up or down), orpo (pairs, no reference). "
-        "The older values lora and full still mean sft with that tuning.",
+        "The older values lora, qlora and full still mean sft with that tuning.",
     )
-    tuning: Literal["lora", "full"] = Field(
-        "lora", description="lora: train a LoRA adapter; full: train every weight (sft only)."
+    tuning: Literal["lora", "qlora", "full"] = Field(
+        "lora",
+        description="lora: train a LoRA adapter; qlora: the same adapter on a 4-bit NF4 base (a CUDA GPU and "
+        "bitsandbytes; a quarter of the base's memory); full: train every weight (sft only).",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec)
     init_adapter: Path | None = Field(
@@ -179,8 +181,8 @@ class TrainSpec(_Spec):
     @model_validator(mode="before")
     @classmethod
     def _older_method_names_tuning(cls, data: Any) -> Any:
-        """`method: lora|full` (the older spelling) is SFT with that tuning."""
-        if not isinstance(data, dict) or data.get("method") not in ("lora", "full"):
+        """`method: lora|qlora|full` (the older spelling) is SFT with that tuning."""
+        if not isinstance(data, dict) or data.get("method") not in ("lora", "qlora", "full"):
             return data
         if data.get("tuning", data["method"]) != data["method"]:
             raise ValueError(
@@ -190,12 +192,12 @@ class TrainSpec(_Spec):
 
     @model_validator(mode="after")
     def _preference_trains_an_adapter(self) -> TrainSpec:
-        if self.method != "sft" and self.tuning != "lora":
+        if self.method != "sft" and self.tuning == "full":
             raise ValueError(
                 f"method {self.method} trains a LoRA adapter (its reference is the model without it); "
-                "set tuning: lora"
+                "set tuning: lora (or qlora)"
             )
-        if self.init_adapter is not None and self.tuning != "lora":
+        if self.init_adapter is not None and self.tuning == "full":
             raise ValueError("init_adapter continues a LoRA adapter; set tuning: lora")
         if self.method != "sft" and self.eval_metrics:
             raise ValueError(f"eval_metrics score generations during sft; method {self.method} logs its own")

@@ -73,7 +73,7 @@ def model_card(
     """A Hugging Face style model card with YAML front matter."""
     rows = "\n".join(f"| {key} | {value} |" for key, value in hyperparameters.items())
     metric_rows = "\n".join(f"| {key} | {value} |" for key, value in metrics.items() if value is not None)
-    library = "peft" if method == "lora" else "transformers"
+    library = "transformers" if method == "full" else "peft"
     return f"""---
 base_model: {base_model}
 library_name: {library}

@@ -140,7 +140,7 @@ class Registry:
             run.val_dataset_id = self._ensure_dataset(
                 session, data["val_data_hash"], config.get("val_data"), None
             )
-        if run.method == "lora":
+        if run.method != "full":  # lora, qlora: an adapter
             name = adapter_name or config.get("name") or run.id
             version = (
                 session.scalar(select(func.max(AdapterRecord.version)).where(AdapterRecord.name == name)) or 0
@@ -156,6 +156,35 @@ class Registry:
             )
             after = {"path": data["artifact_dir"], "run_id": run.id}
             append(session, local_actor(), "adapter.register", f"{name}@{version}", None, after)
+
+    def record_trial(self, run_id: str, study: str, trial: int, state: str, value: float | None) -> None:
+        """Link run `run_id` to trial `trial` of hyperparameter study `study`, in `state` (running, complete,
+        pruned, failed) with its score: an event on the run, so `runs show` lists it and `study_runs` finds it."""
+        score = f" ({value:.6g})" if value is not None else ""
+        data = {"study": study, "trial": trial, "state": state, "value": value}
+        with self.session() as session, session.begin():
+            session.add(
+                RunEventRecord(
+                    run_id=run_id,
+                    type="trial",
+                    message=f"trial {trial} of study {study}: {state}{score}",
+                    data=data,
+                    created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                )
+            )
+            append(session, local_actor(), "run.trial", run_id, None, data)
+
+    def study_runs(self, study: str) -> list[dict[str, Any]]:
+        """The runs of `study`'s trials, each with `trial` (its number) and `trial_state` (the last recorded)."""
+        with self.session() as session:
+            events = session.scalars(
+                select(RunEventRecord).where(RunEventRecord.type == "trial").order_by(RunEventRecord.id)
+            ).all()
+            trials = {e.run_id: e.data for e in events if e.data.get("study") == study}  # the last one wins
+            runs = session.scalars(select(RunRecord).where(RunRecord.id.in_(trials))).all()
+            found = [_run_dict(run) | {"trial": trials[run.id]["trial"], "trial_state": trials[run.id]["state"]}
+                     for run in runs]  # fmt: skip
+            return sorted(found, key=lambda run: int(run["trial"]))
 
     def _ensure_dataset(self, session: Session, digest: str, path: str | None, rows: int | None) -> str:
         if session.get(DatasetRecord, digest) is None:

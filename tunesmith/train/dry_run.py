@@ -32,6 +32,7 @@ from tunesmith.train.plan import (
     uses_bf16,
 )
 from tunesmith.train.preference import Group, render_groups
+from tunesmith.train.quantized import qlora_shortfall
 from tunesmith.train.records import StepPlan
 from tunesmith.train.validation import ValidationSource, validation_file
 
@@ -234,6 +235,10 @@ def _suggestions(
         )
     if truncated:
         tips.append(f"{truncated} example(s) reach --max-seq-len {spec.max_seq_len} and will be truncated")
+    if spec.tuning == "qlora" and qlora_shortfall():  # the estimate is for a CUDA machine that can run it
+        tips.append(
+            f"QLoRA needs a CUDA GPU and bitsandbytes; this machine has {' and '.join(qlora_shortfall())}"
+        )
     if not device.startswith("cuda") and seconds > 3600:
         tips.append(
             f"about {seconds / 3600:.1f} h on this CPU: try --max-steps for a first look, or a GPU machine"

@@ -50,7 +50,7 @@ def finish_run(
     state = outcome.state
     model = trained.model
     model.eval()
-    artifact_dir = run.path / ("adapter" if method == "lora" else "model")
+    artifact_dir = run.path / ("model" if method == "full" else "adapter")  # lora, qlora: an adapter
     val_loss = state.best_val_loss
     metrics = {"train_loss": outcome.train_loss, "val_loss": val_loss, "best_step": state.best_step}
     card = model_card(

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.config import TrainSpec
+from tunesmith.train.loop import ValidationHook
 from tunesmith.train.model import TrainingModel
 from tunesmith.train.preference import SequencePass, Sequences, pass_log_probs, train_preference
 from tunesmith.train.preference_losses import kto_losses, kto_reference_point
@@ -29,9 +30,12 @@ def train_kto(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """KTO-tune a LoRA adapter on `spec.data` (rated answers); see `train_preference`."""
-    return train_preference(spec, _build, listener=listener, resume=resume, progress=progress)
+    return train_preference(
+        spec, _build, listener=listener, resume=resume, progress=progress, on_validation=on_validation
+    )
 
 
 def _build(spec: TrainSpec, model: TrainingModel, train: Sequences, val: Sequences) -> KTOObjective:

@@ -106,6 +106,10 @@ class LoopOutcome:
 # `objective.loss` sums it), the loop takes that as the validation loss instead of computing it again.
 Score = Callable[[], dict[str, float]]
 
+# Called after each validation with (step, val loss, task metrics as logged: `val_rouge_l` ...); True stops
+# the run there, as pruned (a hyperparameter study's trial that is not promising: `tunesmith.tune`).
+ValidationHook = Callable[[int, float, dict[str, float]], bool]
+
 
 def step_examples(settings: LoopSettings, step: int) -> list[int]:
     """The training examples of optimizer step `step`: a shuffle per epoch, seeded by (seed, epoch)."""
@@ -167,11 +171,13 @@ def fit(
     started: tuple[str, dict[str, Any]],
     score: Score | None = None,
     show_progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> LoopOutcome:
     """Train `model`'s trainable parameters on `objective` for `settings.total_steps` optimizer steps.
 
     `started` is the message and data of the `running` event (what the recipe chose); `score` adds task
-    metrics to each validation. Returns with the best validated weights loaded into `model`.
+    metrics to each validation; `on_validation` may stop the run after one (pruned). Returns with the best
+    validated weights loaded into `model`.
     """
     # ------------------------------------------------------------------ optimizer, schedule, resume
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -268,6 +274,9 @@ def fit(
             )
             progress.note_val(last_val_loss)
             stop = _select(run, model, state, settings, last_val_loss, scores, train_loss)
+            if not stop and on_validation is not None and on_validation(state.step, last_val_loss, scores):
+                run.emit(EventType.pruned, f"pruned at step {state.step}", step=state.step)
+                stop = True
         if state.step % settings.save_every == 0 and not last and not stop:
             checkpoint_start = time.perf_counter()
             state.loop_seconds += checkpoint_start - loop_start

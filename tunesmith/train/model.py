@@ -28,6 +28,7 @@ from tunesmith.lora import use_lora_forwards
 from tunesmith.models.adapters import add_lora, load_trainable_adapter
 from tunesmith.models.attention import shared_prefix_kwargs, use_packed_attention
 from tunesmith.models.loading import load_model
+from tunesmith.train.quantized import load_quantized_model
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,20 @@ def prepare_training_model(
     gradient_checkpointing: bool,
     compile_decoder: bool,
     init_adapter: Path | None = None,
+    quantized: bool = False,
 ) -> TrainingModel:
     """Load `model_path` for training: LoRA adapters when `lora` is given, else every weight trainable.
 
-    With `init_adapter`, that saved adapter is trained further in place of fresh LoRA adapters.
+    With `init_adapter`, that saved adapter is trained further in place of fresh LoRA adapters. With
+    `quantized` (QLoRA), the base loads in 4-bit NF4 on CUDA (`tunesmith.train.quantized`).
     """
     # LoRA: the frozen base can live in bf16 (half the memory, no per-step casts); adapters stay fp32.
     # Full fine-tuning keeps fp32 master weights and runs the matmuls under bf16 autocast.
-    model: Any = load_model(model_path, dtype=torch.bfloat16 if bf16 and lora else torch.float32)
+    model: Any
+    if quantized:  # already on its device, gradient checkpointing set up as planned
+        model = load_quantized_model(model_path, gradient_checkpointing=gradient_checkpointing)
+    else:
+        model = load_model(model_path, dtype=torch.bfloat16 if bf16 and lora else torch.float32)
     if init_adapter is not None:
         model = load_trainable_adapter(model, init_adapter)
     elif lora is not None:
@@ -105,10 +112,11 @@ def prepare_training_model(
         # Which forward each layer runs, in training and in validation: the table in tunesmith.lora.
         # CUDA's native dropout is already one fused kernel; a CPU's draws its mask slowly (benchmarks/RESULTS.md).
         use_lora_forwards(model, fused=fused_layers, fast_dropout=device == "cpu")
-    model.to(device)
+    if not quantized:
+        model.to(device)
     if packed_attention:
         use_packed_attention(model)
-    if gradient_checkpointing:
+    if gradient_checkpointing and not quantized:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder = model.get_decoder()
     if compile_decoder:  # row count and width vary per batch: one dynamic graph, not a recompile per shape

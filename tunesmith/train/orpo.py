@@ -15,6 +15,7 @@ import torch
 
 from tunesmith.config import TrainSpec
 from tunesmith.train.dpo import pair_metrics
+from tunesmith.train.loop import ValidationHook
 from tunesmith.train.model import TrainingModel
 from tunesmith.train.preference import (
     SequencePass,
@@ -34,9 +35,12 @@ def train_orpo(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """ORPO-tune a LoRA adapter on `spec.data` (preference pairs); see `train_preference`."""
-    return train_preference(spec, _build, listener=listener, resume=resume, progress=progress)
+    return train_preference(
+        spec, _build, listener=listener, resume=resume, progress=progress, on_validation=on_validation
+    )
 
 
 def _build(spec: TrainSpec, model: TrainingModel, train: Sequences, val: Sequences) -> ORPOObjective:

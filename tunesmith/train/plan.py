@@ -28,6 +28,7 @@ from tunesmith.data.estimate import Throughput, median_throughput
 from tunesmith.data.pack import pack_rows
 from tunesmith.models.attention import EXPLICIT_MAX_LEN
 from tunesmith.models.loading import supports_fast_bf16
+from tunesmith.train.quantized import quantized_weight_bytes
 from tunesmith.train.records import StepPlan
 
 # Values kept for backward per token and decoder layer, in units of (hidden + intermediate) values.
@@ -145,6 +146,9 @@ def estimate_memory(
     if method == "lora":
         weights = shape.parameters * (2 if bf16 else 4)  # the frozen base lives in bf16 under bf16
         trainable_state = shape.trainable * 16  # fp32 weight, gradient, two AdamW moments
+    elif method == "qlora":  # the frozen base in 4-bit NF4
+        weights = quantized_weight_bytes(shape.parameters, shape.vocab, shape.hidden)
+        trainable_state = shape.trainable * 16
     else:
         weights = shape.parameters * 4  # fp32 master weights; bf16 runs under autocast
         trainable_state = shape.parameters * 12
@@ -273,7 +277,9 @@ def plan_step_layout(
     budget = memory_budget(device, spec.memory_limit_gb)
     span = attention_span(lengths) if uses_packed_attention(device, spec.compile) else 0.0
     best: StepLayout | None = None
-    for fused in fused_layer_choices(device, spec.compile, spec.fused_layers, spec.lora.dropout):
+    # tunesmith's fused layers read a dense base weight: never on a 4-bit one (QLoRA).
+    choices = fused_layer_choices(device, spec.compile, spec.fused_layers, spec.lora.dropout)
+    for fused in choices if spec.tuning != "qlora" else [False]:
         layout = choose_step_layout(
             shape, spec.tuning, bf16, device, row_len, rows, budget, spec.gradient_checkpointing,
             spec.micro_batch_tokens, span, fused,

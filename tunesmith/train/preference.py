@@ -44,10 +44,11 @@ from tunesmith.models.adapters import adapter_base_model
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
-from tunesmith.train.loop import Objective, fit
+from tunesmith.train.loop import Objective, ValidationHook, fit
 from tunesmith.train.losses import sequence_log_probs
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
 from tunesmith.train.plan import uses_bf16, uses_packed_attention
+from tunesmith.train.quantized import require_qlora
 from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
 from tunesmith.train.sft import (
@@ -174,18 +175,21 @@ def train_preference(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """Preference-tune a LoRA adapter on `spec.data` with the objective `build` makes from the spec.
 
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
     recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable.
     """
+    if spec.tuning == "qlora":  # before anything is loaded or written
+        require_qlora()
     config = spec.model_dump(mode="json")
     run = open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
     )
     with recording_outcome(run):
-        return _train(spec, build, run, resume is not None, progress)
+        return _train(spec, build, run, resume is not None, progress, on_validation)
 
 
 def _train(
@@ -194,6 +198,7 @@ def _train(
     run: RunDir,
     resuming: bool,
     show_progress: bool,
+    on_validation: ValidationHook | None,
 ) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
@@ -232,6 +237,7 @@ def _train(
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
         init_adapter=spec.init_adapter,
+        quantized=spec.tuning == "qlora",
     )
 
     # ------------------------------------------------------------------ reference, once per sequence
@@ -260,6 +266,7 @@ def _train(
     outcome = fit(
         trained.model, objective, settings, run,
         device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
+        on_validation=on_validation,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save

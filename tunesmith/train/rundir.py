@@ -42,6 +42,7 @@ class EventType(StrEnum):
     metrics = "metrics"
     checkpoint = "checkpoint"
     early_stopped = "early_stopped"
+    pruned = "pruned"  # a hyperparameter study stopped the run at a validation (its trial was pruned)
     budget_reached = "budget_reached"
     warning = "warning"
     succeeded = "succeeded"

@@ -31,7 +31,7 @@ from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
 from tunesmith.train.finish import TrainedData, finish_run
-from tunesmith.train.loop import LoopSettings, Score, fit
+from tunesmith.train.loop import LoopSettings, Score, ValidationHook, fit
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
 from tunesmith.train.plan import (
@@ -41,6 +41,7 @@ from tunesmith.train.plan import (
     uses_bf16,
     uses_packed_attention,
 )
+from tunesmith.train.quantized import require_qlora
 from tunesmith.train.records import StepPlan, TrainResult, read_step_plan
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
 from tunesmith.train.validation import ValidationSource, hold_out, validation_file
@@ -52,21 +53,31 @@ def train_sft(
     listener: EventListener | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    on_validation: ValidationHook | None = None,
 ) -> TrainResult:
     """Fine-tune `spec.model` on `spec.data`; resume the run folder `resume` from its last checkpoint.
 
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
-    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable.
+    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable. `on_validation`
+    may stop the run after a validation (a study pruning its trial).
     """
+    if spec.tuning == "qlora":  # before anything is loaded or written
+        require_qlora()
     config = spec.model_dump(mode="json")
     run = open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
     )
     with recording_outcome(run):
-        return _train(spec, run, resume is not None, progress)
+        return _train(spec, run, resume is not None, progress, on_validation)
 
 
-def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) -> TrainResult:
+def _train(
+    spec: TrainSpec,
+    run: RunDir,
+    resuming: bool,
+    show_progress: bool,
+    on_validation: ValidationHook | None,
+) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
     run.emit(EventType.validating_data, "reading and rendering the data")
@@ -85,7 +96,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     trained = prepare_training_model(
         model_path,
         lora=LoraSettings(lora.r, lora.alpha, lora.dropout, lora.target_modules)
-        if spec.tuning == "lora"
+        if spec.tuning != "full"
         else None,
         bf16=bf16,
         device=device,
@@ -93,6 +104,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         packed_attention=uses_packed_attention(device, spec.compile),
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
+        quantized=spec.tuning == "qlora",
     )
 
     # ------------------------------------------------------------------ loop
@@ -120,6 +132,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     outcome = fit(
         trained.model, objective, settings, run,
         device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
+        on_validation=on_validation,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
@@ -321,7 +334,7 @@ def hyperparameters(spec: TrainSpec) -> dict[str, Any]:
         "max_seq_len": spec.max_seq_len,
         "seed": spec.seed,
     }
-    if spec.tuning == "lora":
+    if spec.tuning != "full":
         values |= {"lora_r": spec.lora.r, "lora_alpha": spec.lora.alpha, "lora_dropout": spec.lora.dropout}
     return values
 
