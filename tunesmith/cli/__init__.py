@@ -31,6 +31,7 @@ from tunesmith.cli import (
     runs,
     serve,
     train,
+    ui,
 )
 
 app = typer.Typer(
@@ -59,6 +60,7 @@ app.command("compare")(compare.compare)
 app.command("export")(export.export)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
+app.command("ui")(ui.ui)
 app.command("init")(project.init)
 app.command("run")(project.run)
 app.command("status")(project.status)
