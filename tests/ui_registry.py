@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,17 @@ def write_run(
         if step % 10 == 0:
             lines.append({"step": step, "epoch": step / steps, "val_loss": round(2.5 * math.exp(-step * lr * 80) + 0.7, 6),
                           "val_exact_match": round(step / (steps * 2), 4)})  # fmt: skip
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    (run_dir / "plan.json").write_text(json.dumps({"version": 2, "pass_tokens": 2048, "fits": True}), encoding="utf-8")
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8"
+    )
+    (run_dir / "plan.json").write_text(
+        json.dumps({"version": 2, "pass_tokens": 2048, "fits": True}), encoding="utf-8"
+    )
     config = {"model": model, "data": "data/train", "tuning": "lora", "lr": lr, "lora": {"r": 8, "alpha": 16}}
     registry.record_event(run_id, "created", f"run {run_id} created", {"config": config, "run_dir": str(run_dir)},
                           "2026-12-01T10:00:00.000+00:00")  # fmt: skip
-    final = {"train_loss": lines[-2]["train_loss"], "val_loss": lines[-1]["val_loss"], "tokens_per_second": 1000.0,
+    final = {"train_loss": [x for x in lines if "train_loss" in x][-1]["train_loss"],
+             "val_loss": ([x["val_loss"] for x in lines if "val_loss" in x] or [None])[-1], "tokens_per_second": 1000.0,
              "steps": steps, "device": "cpu", "precision": "fp32", "peak_memory_gb": 0.1}  # fmt: skip
     registry.record_event(
         run_id, "succeeded", "done",
@@ -63,11 +69,16 @@ def write_run(
 
             record = session.get(RunRecord, run_id)
             assert record is not None
-            record.metrics = {**record.metrics, **{f"metric_{i:02d}": (i * 0.37 + len(run_id)) % 1 for i in range(metrics)}}
+            record.metrics = {
+                **record.metrics,
+                **{f"metric_{i:02d}": (i * 0.37 + len(run_id)) % 1 for i in range(metrics)},
+            }
     return run_id
 
 
-def write_evaluation(registry: Registry, root: Path, run_id: str, examples: int = 30, name: str = "eval") -> int:
+def write_evaluation(
+    registry: Registry, root: Path, run_id: str, examples: int = 30, name: str = "eval"
+) -> int:
     """A QA evaluation of base vs the run's adapter with `examples` examples; example 0's output is XSS."""
     out = root / name
     out.mkdir(parents=True)
@@ -81,7 +92,9 @@ def write_evaluation(registry: Registry, root: Path, run_id: str, examples: int 
                           "prompt": f"question {index}?", "prediction": prediction, "reference": f"answer {index}",
                           "references": [f"answer {index}"],
                           "statistics": {"exact_match": [float(correct)], "token_f1": [float(correct) * 0.9]}})  # fmt: skip
-    (out / "predictions.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    (out / "predictions.jsonl").write_text(
+        "\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8"
+    )
 
     def interval(value: float) -> dict[str, float]:
         return {"value": value, "ci_low": value - 0.1, "ci_high": value + 0.1}
@@ -125,15 +138,19 @@ def fill(root: Path, url: str | None = None) -> Filled:
                                    run_id=run_id)  # fmt: skip
             filled.runs[tenant].append(run_id)
     filled.evaluation_id = write_evaluation(registry, root, filled.runs["acme"][-1])
-    filled.globex_evaluation_id = write_evaluation(registry, root, filled.runs["globex"][0], examples=5, name="eval-g")
+    filled.globex_evaluation_id = write_evaluation(
+        registry, root, filled.runs["globex"][0], examples=5, name="eval-g"
+    )
     store.create_deployment(filled.deployment, [{"model": "acme-adapter@1", "weight": 90},
                                                 {"model": "acme-adapter@2", "weight": 10}], tenant="acme")  # fmt: skip
+    start = datetime(2026, 12, 1, 9, tzinfo=UTC)
     for index in range(20):
         variant = "acme-adapter@1" if index % 4 else "acme-adapter@2"
         store.log_request(prompt={"prompt": "hi"}, outputs=["hello"], id=f"resp-{index}", tenant="acme",
                           endpoint="completions", requested_model=filled.deployment, deployment=filled.deployment,
                           variant=variant, user=f"u{index}", finish_reasons=["stop"], prompt_tokens=2,
-                          completion_tokens=1, latency_ms=5.0)  # fmt: skip
+                          completion_tokens=1, latency_ms=5.0,
+                          created_at=start + timedelta(hours=2.5 * index))  # fmt: skip
     acme = store.authenticate(keys["acme"])
     assert acme is not None
     for index in range(0, 20, 2):

@@ -32,5 +32,7 @@ def ui(
     if json_output:
         print_json({"url": url, "auth": auth})
     else:
-        typer.echo(f"tunesmith console at {url} ({'sign in with an API key' if auth else 'no auth: local only'})")
+        typer.echo(
+            f"tunesmith console at {url} ({'sign in with an API key' if auth else 'no auth: local only'})"
+        )
     run_ui(host, port, auth=auth)

@@ -22,9 +22,26 @@ from tunesmith.config import LOOPBACK_HOSTS, ConfigError, tunesmith_home
 from tunesmith.registry.serving_store import ServingStore
 from tunesmith.registry.store import Registry
 from tunesmith.serve.limits import AuthFailureLimit
-from tunesmith.ui.auth import ANONYMOUS, LOCAL, SESSION_COOKIE, SESSION_MAX_AGE_S, load_secret, new_session, read_session, sign_session
+from tunesmith.ui.auth import (
+    ANONYMOUS,
+    LOCAL,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    load_secret,
+    new_session,
+    read_session,
+    sign_session,
+)
 from tunesmith.ui.routes import datasets, deployments, evaluations, runs, signin
-from tunesmith.ui.web import PACKAGE_DIR, ConsoleState, SignInRequired, UiError, make_templates, page_url, render
+from tunesmith.ui.web import (
+    PACKAGE_DIR,
+    ConsoleState,
+    SignInRequired,
+    UiError,
+    make_templates,
+    page_url,
+    render,
+)
 
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
@@ -65,7 +82,9 @@ async def _session_cookie(request: Request, call_next: Callable[[Request], Await
     page changed the session (sign in, sign out) or it is new; add the security headers."""
     state: ConsoleState = request.app.state.console
     session = read_session(request.cookies.get(SESSION_COOKIE), state.secret)
-    fresh = session is None or (session.who == LOCAL) == state.auth  # none, bad, or another mode's: start again
+    fresh = (
+        session is None or (session.who == LOCAL) == state.auth
+    )  # none, bad, or another mode's: start again
     if session is None or fresh:
         session = new_session(ANONYMOUS if state.auth else LOCAL)
     request.state.session = session

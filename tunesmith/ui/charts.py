@@ -81,7 +81,7 @@ def line_chart(
     title: str,
     x_label: str,
     y_label: str,
-    width: int = 640,
+    width: int = 600,
     height: int = 260,
 ) -> Markup:
     """An SVG line chart of `series` on shared axes, with a legend; "no data" when every series is empty."""
@@ -176,10 +176,10 @@ def _axes(width: int, height: int, x_label: str, y_label: str) -> str:
 
 def _legend(entries: list[tuple[str, str]], width: int, top: int) -> tuple[str, int]:
     """The legend in rows under the plot (wrapping as needed); returns it and the height it adds."""
-    parts, x, y = [], float(_MARGIN_LEFT), top + 4
+    parts, x, y = [], float(_MARGIN_LEFT), top + 14
     for label, colour in entries:
         short = label if len(label) <= 40 else label[:39] + "…"
-        entry_width = 22 + 6.5 * len(short)
+        entry_width = 34 + 7 * len(short)
         if x + entry_width > width and x > _MARGIN_LEFT:
             x, y = float(_MARGIN_LEFT), y + 16
         parts.append(f"<rect x='{x:.1f}' y='{y - 5}' width='14' height='3' fill='{colour}'/>"

@@ -89,7 +89,9 @@ def _read(path: Path, report: dict[str, Any], metric: str) -> ExampleTable:
         by_model = rows[index]
         first = next(iter(by_model.values()))
         scores = [
-            float(aggregate(np.array([by_model[name]["statistics"][metric]]))) if name in by_model else float("nan")
+            float(aggregate(np.array([by_model[name]["statistics"][metric]])))
+            if name in by_model
+            else float("nan")
             for name in models
         ]
         examples.append(

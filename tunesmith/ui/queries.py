@@ -57,7 +57,7 @@ def caller_for_key(registry: Registry, key_id: int) -> Caller | None:
         return Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
 
 
-def _tenant_runs(tenant: str | None) -> Select[tuple[str | None]]:
+def _tenant_runs(tenant: str | None) -> Select[Any]:
     """The ids of runs whose adapters `tenant` owns."""
     return (
         select(AdapterRecord.run_id)
@@ -174,9 +174,10 @@ def find_evaluation(registry: Registry, caller: Caller, evaluation_id: int) -> d
         record = session.get(EvaluationRecord, evaluation_id)
         if record is None:
             return None
-        found = {"id": record.id, "run_id": record.run_id, "dataset_id": record.dataset_id,
+        run_id = record.run_id
+        found: dict[str, Any] = {"id": record.id, "run_id": record.run_id, "dataset_id": record.dataset_id,
                  "out_dir": record.out_dir, "report": record.report, "created_at": record.created_at}  # fmt: skip
-    return found if can_see_run(registry, caller, found["run_id"]) else None
+    return found if can_see_run(registry, caller, run_id) else None
 
 
 def _visible_datasets(caller: Caller) -> ColumnElement[bool] | None:

@@ -25,7 +25,9 @@ def read_metric_lines(run_dir: str, run_id: str) -> list[dict[str, Any]]:
 
 def curve(lines: list[dict[str, Any]], name: str) -> list[tuple[float, float]]:
     """(step, value) for every line that has `name`."""
-    return [(float(line["step"]), float(line[name])) for line in lines if isinstance(line.get(name), int | float)]
+    return [
+        (float(line["step"]), float(line[name])) for line in lines if isinstance(line.get(name), int | float)
+    ]
 
 
 def validation_table(lines: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -13,6 +13,9 @@ from typing import Any
 from tunesmith.ui.charts import Series
 
 BUCKETS = 24
+# The x axis unit for a span of traffic: the first whose limit the span is under (seconds).
+_UNITS = ((120.0, "seconds", 1.0), (7200.0, "minutes", 60.0), (172800.0, "hours", 3600.0),
+          (float("inf"), "days", 86400.0))  # fmt: skip
 
 
 def variant_totals(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -29,9 +32,13 @@ def variant_totals(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry["thumbs"] += 1
                 entry["up"] += item["thumbs"] == "up"
     return [
-        {"variant": e["variant"], "requests": e["requests"], "feedback": len(e["ratings"]),
-         "mean_rating": sum(e["ratings"]) / len(e["ratings"]) if e["ratings"] else None,
-         "thumbs_up": e["up"] / e["thumbs"] if e["thumbs"] else None}  # fmt: skip
+        {
+            "variant": e["variant"],
+            "requests": e["requests"],
+            "feedback": len(e["ratings"]),
+            "mean_rating": sum(e["ratings"]) / len(e["ratings"]) if e["ratings"] else None,
+            "thumbs_up": e["up"] / e["thumbs"] if e["thumbs"] else None,
+        }  # fmt: skip
         for e in sorted(totals.values(), key=lambda e: str(e["variant"]))
     ]
 
@@ -39,10 +46,11 @@ def variant_totals(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def traffic_series(traffic: list[dict[str, Any]]) -> tuple[list[Series], list[Series], str]:
     """(requests per bucket, mean rating per bucket) as one series per variant, and the x axis label.
 
-    x is hours since the first request; a bucket without ratings has no rating point.
+    x is time since the first request, in a unit that suits the span; a bucket without ratings has no
+    rating point.
     """
     if not traffic:
-        return [], [], "hours since the first request"
+        return [], [], "time since the first request"
     times = [datetime.fromisoformat(request["created_at"]).timestamp() for request in traffic]
     start, span = min(times), max(max(times) - min(times), 1.0)
     width = span / BUCKETS
@@ -54,10 +62,13 @@ def traffic_series(traffic: list[dict[str, Any]]) -> tuple[list[Series], list[Se
         counts.setdefault(variant, [0] * BUCKETS)[bucket] += 1
         scores = ratings.setdefault(variant, [[] for _ in range(BUCKETS)])[bucket]
         scores.extend(float(item["rating"]) for item in request["feedback"] if item["rating"] is not None)
-    hours = [(index + 0.5) * width / 3600 for index in range(BUCKETS)]
-    requests = [Series(name, list(zip(hours, map(float, row), strict=True))) for name, row in sorted(counts.items())]
+    _, unit, seconds = next(entry for entry in _UNITS if span < entry[0])
+    hours = [(index + 0.5) * width / seconds for index in range(BUCKETS)]
+    requests = [
+        Series(name, list(zip(hours, map(float, row), strict=True))) for name, row in sorted(counts.items())
+    ]
     rated = [
         Series(name, [(hour, sum(s) / len(s)) for hour, s in zip(hours, row, strict=True) if s])
         for name, row in sorted(ratings.items())
     ]
-    return requests, rated, "hours since the first request"
+    return requests, rated, f"{unit} since the first request"

@@ -138,7 +138,9 @@ async def get_caller(viewer: Annotated[Viewer, Depends(get_viewer)]) -> Caller:
     return viewer.caller
 
 
-async def get_admin(viewer: Annotated[Viewer, Depends(get_viewer)], caller: Annotated[Caller, Depends(get_caller)]) -> Viewer:
+async def get_admin(
+    viewer: Annotated[Viewer, Depends(get_viewer)], caller: Annotated[Caller, Depends(get_caller)]
+) -> Viewer:
     if not caller.is_admin:
         raise UiError(403, "this action needs an admin key")
     return viewer
@@ -148,7 +150,9 @@ async def check_csrf(request: Request) -> None:
     """403 unless the form carries this session's CSRF token (every POST depends on this)."""
     form = await request.form()
     token = form.get("csrf_token")
-    if not is_valid_csrf(request.state.session, console(request).secret, token if isinstance(token, str) else None):
+    if not is_valid_csrf(
+        request.state.session, console(request).secret, token if isinstance(token, str) else None
+    ):
         raise UiError(403, "the form's security token is missing or stale: reload the page and try again")
 
 
@@ -177,7 +181,9 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         """This page's URL with some query parameters changed (sort links, pages)."""
         params: dict[str, Any] = {key: request.query_params.getlist(key) for key in request.query_params}
         params.update(changes)
-        query = urlencode({key: value for key, value in params.items() if value not in (None, "")}, doseq=True)
+        query = urlencode(
+            {key: value for key, value in params.items() if value not in (None, "")}, doseq=True
+        )
         return request.url.path + (f"?{query}" if query else "")
 
     body = state.templates.get_template(template).render(

@@ -29,7 +29,9 @@ def deployment_list(request: Request, state: StateDep, caller: CallerDep) -> HTM
     return render(request, "deployments.html", deployments=state.store.list_deployments(caller))
 
 
-def _page(request: Request, state: ConsoleState, caller: Caller, name: str, error: str | None = None) -> HTMLResponse:
+def _page(
+    request: Request, state: ConsoleState, caller: Caller, name: str, error: str | None = None
+) -> HTMLResponse:
     deployment = state.store.find_deployment(caller, name)
     if deployment is None:
         raise UiError(404, f"no deployment {name}")
@@ -37,7 +39,12 @@ def _page(request: Request, state: ConsoleState, caller: Caller, name: str, erro
     requests, ratings, x_label = traffic_series(traffic)
     adapters = sorted(
         {v["model"] for change in deployment["history"] for v in change["variants"]}
-        | {a.key for a in state.store.visible_adapters(Caller(tenant=deployment["tenant"], is_admin=deployment["tenant"] is None))}
+        | {
+            a.key
+            for a in state.store.visible_adapters(
+                Caller(tenant=deployment["tenant"], is_admin=deployment["tenant"] is None)
+            )
+        }
     )
     return render(
         request, "deployment.html", status=400 if error else 200, deployment=deployment, error=error,
@@ -53,7 +60,9 @@ def deployment_page(request: Request, state: StateDep, caller: CallerDep, name: 
     return _page(request, state, caller, name)
 
 
-async def _change(request: Request, state: ConsoleState, admin: Any, name: str, change: Any, *args: Any) -> Response:
+async def _change(
+    request: Request, state: ConsoleState, admin: Any, name: str, change: Any, *args: Any
+) -> Response:
     """Apply a change through the store; back to the page, or the page with the reason it was refused."""
     caller = admin.caller
     if await run_in_threadpool(state.store.find_deployment, caller, name) is None:
@@ -88,7 +97,9 @@ async def set_weights(
 
 
 @router.post("/deployments/{name}/promote", dependencies=[CsrfDep])
-async def promote(request: Request, state: StateDep, admin: AdminDep, name: str, model: Annotated[str, Form()]) -> Response:
+async def promote(
+    request: Request, state: StateDep, admin: AdminDep, name: str, model: Annotated[str, Form()]
+) -> Response:
     def change(name: str, *, actor: str) -> None:
         state.store.promote(name, model.strip(), require_bias_audit=state.require_bias_audit, actor=actor)
 

@@ -37,7 +37,9 @@ def run_list(
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> HTMLResponse:
     if sort not in queries.RUN_COLUMNS and not _METRIC_NAME.match(sort):
-        raise UiError(400, f"sort={sort}: sort by a column ({', '.join(queries.RUN_COLUMNS)}) or a metric name")
+        raise UiError(
+            400, f"sort={sort}: sort by a column ({', '.join(queries.RUN_COLUMNS)}) or a metric name"
+        )
     if order not in ("asc", "desc"):
         raise UiError(400, f"order={order}: asc or desc")
     wanted = queries.RunFilter(status=status or None, model=model or None, text=(q or "").strip() or None,
@@ -60,17 +62,25 @@ def _visible_run(state: Any, caller: Caller, run_id: str) -> dict[str, Any]:
 
 @router.get("/runs/compare")
 def compare(
-    request: Request, state: StateDep, caller: CallerDep, run: Annotated[list[str], Query()] = []
+    request: Request, state: StateDep, caller: CallerDep, run: Annotated[list[str] | None, Query()] = None
 ) -> HTMLResponse:
-    ids = list(dict.fromkeys(run))  # the order given, each once
+    ids = list(dict.fromkeys(run or []))  # the order given, each once
     if not 2 <= len(ids) <= MAX_COMPARED:
         raise UiError(400, f"pick 2 to {MAX_COMPARED} runs to compare (got {len(ids)})")
     runs = [_visible_run(state, caller, run_id) for run_id in ids]
     lines = [read_metric_lines(r["run_dir"], r["id"]) for r in runs]
     charts = [
-        line_chart([Series(r["id"], curve(one, name)) for r, one in zip(runs, lines, strict=True)],
-                   title=title, x_label="optimizer step", y_label=name)  # fmt: skip
-        for name, title in (("train_loss", "train loss"), ("val_loss", "validation loss"), ("lr", "learning rate"))
+        line_chart(
+            [Series(r["id"], curve(one, name)) for r, one in zip(runs, lines, strict=True)],
+            title=title,
+            x_label="optimizer step",
+            y_label=name,
+        )  # fmt: skip
+        for name, title in (
+            ("train_loss", "train loss"),
+            ("val_loss", "validation loss"),
+            ("lr", "learning rate"),
+        )
     ]
     metric_names = sorted({key for r in runs for key in (r["metrics"] or {})})
     diff = config_diff([r["config"] for r in runs])

@@ -49,9 +49,7 @@ async def login(
                       error="invalid or revoked API key (create one with `tunesmith keys create`)")  # fmt: skip
     request.state.session = new_session(str(caller.key_id))
     target = _safe_next(next)
-    return RedirectResponse(
-        target or page_url(request, "/runs"), status_code=303
-    )
+    return RedirectResponse(target or page_url(request, "/runs"), status_code=303)
 
 
 @router.post("/logout", dependencies=[CsrfDep])
