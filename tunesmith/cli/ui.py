@@ -26,8 +26,9 @@ def ui(
       tunesmith ui --no-auth                       # then open http://127.0.0.1:8600
       tunesmith ui --host 0.0.0.0 --port 9000      # others sign in with their API keys
     """
-    from tunesmith.ui.app import run_ui
+    from tunesmith.ui.app import check_host, run_ui
 
+    check_host(host, auth=auth)
     url = f"http://{host}:{port}/"
     if json_output:
         print_json({"url": url, "auth": auth})

@@ -120,16 +120,21 @@ def _install_errors(app: FastAPI) -> None:
         return render(request, "error.html", status=400, message=str(error))
 
 
+def check_host(host: str, *, auth: bool) -> None:
+    """Without auth the console listens on this machine only (as `serve --no-auth`); ConfigError otherwise."""
+    if not auth and host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"--no-auth lets anyone who can reach the port act as admin; only with --host on this machine "
+            f"({', '.join(sorted(LOOPBACK_HOSTS))}), not {host}"
+        )
+
+
 def run_ui(host: str, port: int, *, auth: bool) -> None:
     """Serve the console over the default registry until interrupted; without auth, loopback only."""
     import uvicorn
 
     from tunesmith.config import default_database_url
 
-    if not auth and host not in LOOPBACK_HOSTS:
-        raise ConfigError(
-            f"--no-auth lets anyone who can reach the port act as admin; only with --host on this machine "
-            f"({', '.join(sorted(LOOPBACK_HOSTS))}), not {host}"
-        )
+    check_host(host, auth=auth)
     app = create_ui_app(Registry(default_database_url()).connect(), auth=auth)
     uvicorn.run(app, host=host, port=port, log_level="info")
