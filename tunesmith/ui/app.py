@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,7 @@ from tunesmith.ui.web import (
     ConsoleState,
     SignInRequired,
     UiError,
+    get_viewer,
     make_templates,
     page_url,
     render,
@@ -103,6 +105,7 @@ async def _session_cookie(request: Request, call_next: Callable[[Request], Await
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(UiError)
     async def refused(request: Request, error: UiError) -> Response:
+        await get_viewer(request)  # the page's header shows who is signed in, as on any page
         return render(request, "error.html", status=error.status, message=error.message)
 
     @app.exception_handler(SignInRequired)
@@ -113,11 +116,20 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         message = "no such page" if error.status_code == 404 else str(error.detail)
+        await get_viewer(request)
         return render(request, "error.html", status=error.status_code, message=message)
 
     @app.exception_handler(ConfigError)
     async def bad_input(request: Request, error: ConfigError) -> Response:
+        await get_viewer(request)
         return render(request, "error.html", status=400, message=str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError) -> Response:
+        """A query or form value of the wrong kind: a 400 naming it, not a JSON dump."""
+        await get_viewer(request)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
+        return render(request, "error.html", status=400, message=f"bad request: {problems}")
 
 
 def check_host(host: str, *, auth: bool) -> None:

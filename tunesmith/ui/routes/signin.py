@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith.serve.limits import LimitError
@@ -28,7 +28,11 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, viewer: ViewerDep, next: str | None = None) -> HTMLResponse:
+async def login_page(
+    request: Request, state: StateDep, viewer: ViewerDep, next: str | None = None
+) -> Response:
+    if not state.auth:  # the local user is signed in already
+        return RedirectResponse(page_url(request, "/runs"), status_code=303)
     return render(request, "login.html", next=_safe_next(next), error=None)
 
 
