@@ -11,8 +11,14 @@
   // data-focus-key="/" focuses that field. Keys typed into a field are left to the field, except
   // Enter on an element marked data-submit-on-enter.
   document.addEventListener("keydown", function (event) {
+    const form = document.querySelector("form[data-submit-on-enter]");
+    if (form && event.key === "Enter" && (event.ctrlKey || event.metaKey)) {  // from any field
+      event.preventDefault(); form.requestSubmit(); return;
+    }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (typing(event)) return;
+    if (form && event.key === "Enter") { event.preventDefault(); form.requestSubmit(); return; }
+    if (/^[1-5]$/.test(event.key) && scoreNext(event.key)) { event.preventDefault(); return; }
     const focus = document.querySelector('[data-focus-key="' + CSS.escape(event.key) + '"]');
     if (focus) { event.preventDefault(); focus.focus(); return; }
     const target = document.querySelector('[data-key="' + CSS.escape(event.key) + '"]');
@@ -25,6 +31,18 @@
       target.click();
     }
   });
+
+  // Rubric: keys 1-5 score the first criterion without a score (then the last one, to correct it).
+  function scoreNext(key) {
+    const criteria = Array.from(document.querySelectorAll("fieldset.criterion"));
+    if (!criteria.length) return false;
+    const open = criteria.find(function (c) { return !c.querySelector("input:checked"); }) || criteria[criteria.length - 1];
+    const input = open.querySelector('input[value="' + key + '"]');
+    if (!input) return false;
+    input.checked = true;
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+    return true;
+  }
 
   // Tables with class "sortable": click a header to sort by that column (numbers as numbers).
   function cellValue(row, index) {
