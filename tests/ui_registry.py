@@ -157,3 +157,39 @@ def fill(root: Path, url: str | None = None) -> Filled:
         store.record_feedback(acme, f"resp-{index}", rating=5 if index % 4 else 2, thumbs=None, comment=None,
                               correction=None, preferred_over=None, ranking=None)  # fmt: skip
     return filled
+
+
+@dataclass
+class Reviews:
+    store: Any  # a ReviewStore
+    admin: Any  # the admin Caller
+    keys: dict[str, str]  # alice, bob (reviewers of acme), vic (a viewer of acme)
+    pairwise: int
+    rubric: int
+
+
+def fill_reviews(filled: Filled) -> Reviews:
+    """Two reviewers and a viewer of tenant acme, a blind pairwise task of 10 items (acme-adapter@1 against
+    base, each output starting with its model's name) and a rubric task of 5 items, 2 reviewers each."""
+    from tunesmith.registry.serving_records import Caller, Role
+    from tunesmith.review.records import NewItem, ReviewKind
+    from tunesmith.review.rubric import RubricSpec
+    from tunesmith.review.store import ReviewStore
+
+    store = ReviewStore(filled.registry)
+    keys = {name: filled.store.create_key("acme", admin=False, role=role, name=name)
+            for name, role in (("alice", Role.reviewer), ("bob", Role.reviewer), ("vic", Role.viewer))}  # fmt: skip
+    admin = Caller(tenant=None, is_admin=True)
+    models = ("acme-adapter@1", "base")
+    pairs = [NewItem([{"role": "user", "content": f"write tagline {i}"}], f"reference {i}",
+                     [{"model": m, "text": f"{m} says: tagline {i}"} for m in models], {"example": i})
+             for i in range(10)]  # fmt: skip
+    pairwise = store.create(admin, "taglines: adapter vs base", ReviewKind.pairwise, pairs, source={"test": True},
+                            tenant="acme")  # fmt: skip
+    singles = [NewItem([{"role": "user", "content": f"rate answer {i}"}], None,
+                       [{"model": models[i % 2], "text": f"answer {i} <script>window.__xss = 1</script>"}], {"example": i})
+               for i in range(5)]  # fmt: skip
+    rubric = RubricSpec(criteria={"voice": "Does it sound like acme?", "accuracy": "Is it correct?"})
+    scored = store.create(admin, "voice check", ReviewKind.rubric, singles, source={"test": True}, rubric=rubric,
+                          tenant="acme")  # fmt: skip
+    return Reviews(store, admin, keys, pairwise.id, scored.id)

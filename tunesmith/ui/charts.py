@@ -96,43 +96,62 @@ def line_chart(
     if not points:
         return Markup(f"{head}<text x='{width / 2}' y='{height / 2}' text-anchor='middle' class='empty'>no data"
                       "</text></svg>")  # fmt: skip
-    x_low, x_high = min(p[0] for p in points), max(p[0] for p in points)
-    y_low, y_high = min(p[1] for p in points), max(p[1] for p in points)
-    if y_high == y_low:
-        y_low, y_high = y_low - 0.5, y_high + 0.5
-    if x_high == x_low:
-        x_low, x_high = x_low - 0.5, x_high + 0.5
-    plot_w = width - _MARGIN_LEFT - _MARGIN_RIGHT
-    plot_h = height - _MARGIN_TOP - _MARGIN_BOTTOM
-
-    def sx(x: float) -> float:
-        return _MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w
-
-    def sy(y: float) -> float:
-        return _MARGIN_TOP + (1 - (y - y_low) / (y_high - y_low)) * plot_h
-
-    parts = [head, _axes(width, height, x_label, y_label)]
-    for tick in nice_ticks(y_low, y_high):
-        y = sy(tick)
-        parts.append(f"<line class='grid' x1='{_MARGIN_LEFT}' x2='{width - _MARGIN_RIGHT}' y1='{y:.1f}' "
-                     f"y2='{y:.1f}'/><text x='{_MARGIN_LEFT - 6}' y='{y + 4:.1f}' text-anchor='end'>"
-                     f"{_label(tick)}</text>")  # fmt: skip
-    for tick in nice_ticks(x_low, x_high, 6):
-        x = sx(tick)
-        parts.append(f"<text x='{x:.1f}' y='{height - _MARGIN_BOTTOM + 16}' text-anchor='middle'>"
-                     f"{_label(tick)}</text>")  # fmt: skip
+    scale = _Scale.fit(points, width, height)
+    parts = [head, _axes(width, height, x_label, y_label), scale.ticks(width, height)]
     for index, line in enumerate(finite):
         colour = PALETTE[index % len(PALETTE)]
-        coordinates = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in thin(line.points))
+        coordinates = " ".join(f"{scale.x(x):.1f},{scale.y(y):.1f}" for x, y in thin(line.points))
         dash = " stroke-dasharray='5 3'" if line.dashed else ""
         parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.6'{dash} points='{coordinates}'>"
                      f"<title>{html.escape(line.label)}</title></polyline>")  # fmt: skip
         if len(line.points) == 1:  # a single evaluation still shows
             x, y = line.points[0]
-            parts.append(f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{colour}'/>")
+            parts.append(f"<circle cx='{scale.x(x):.1f}' cy='{scale.y(y):.1f}' r='3' fill='{colour}'/>")
     parts.append(legend)
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Data coordinates to the plot area's pixels (y grows downward in SVG)."""
+
+    x_low: float
+    x_high: float
+    y_low: float
+    y_high: float
+    plot_width: float
+    plot_height: float
+
+    @classmethod
+    def fit(cls, points: list[tuple[float, float]], width: int, height: int) -> _Scale:
+        x_low, x_high = min(p[0] for p in points), max(p[0] for p in points)
+        y_low, y_high = min(p[1] for p in points), max(p[1] for p in points)
+        if y_high == y_low:  # a flat line sits mid-plot
+            y_low, y_high = y_low - 0.5, y_high + 0.5
+        if x_high == x_low:
+            x_low, x_high = x_low - 0.5, x_high + 0.5
+        return cls(x_low, x_high, y_low, y_high, width - _MARGIN_LEFT - _MARGIN_RIGHT,
+                   height - _MARGIN_TOP - _MARGIN_BOTTOM)  # fmt: skip
+
+    def x(self, value: float) -> float:
+        return _MARGIN_LEFT + (value - self.x_low) / (self.x_high - self.x_low) * self.plot_width
+
+    def y(self, value: float) -> float:
+        return _MARGIN_TOP + (1 - (value - self.y_low) / (self.y_high - self.y_low)) * self.plot_height
+
+    def ticks(self, width: int, height: int) -> str:
+        """Horizontal grid lines with y labels, and x labels under the axis."""
+        parts = []
+        for tick in nice_ticks(self.y_low, self.y_high):
+            y = self.y(tick)
+            parts.append(f"<line class='grid' x1='{_MARGIN_LEFT}' x2='{width - _MARGIN_RIGHT}' y1='{y:.1f}' "
+                         f"y2='{y:.1f}'/><text x='{_MARGIN_LEFT - 6}' y='{y + 4:.1f}' text-anchor='end'>"
+                         f"{_label(tick)}</text>")  # fmt: skip
+        for tick in nice_ticks(self.x_low, self.x_high, 6):
+            parts.append(f"<text x='{self.x(tick):.1f}' y='{height - _MARGIN_BOTTOM + 16}' text-anchor='middle'>"
+                         f"{_label(tick)}</text>")  # fmt: skip
+        return "".join(parts)
 
 
 def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, unit: str = "%", width: int = 480) -> Markup:
