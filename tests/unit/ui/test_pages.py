@@ -181,3 +181,18 @@ def test_without_auth_the_local_user_is_an_admin_and_forms_still_need_the_token(
     rebinding = TestClient(create_ui_app(filled.registry, auth=False, secret_path=tmp_path / "secret"),
                            base_url="http://evil.example")  # fmt: skip
     assert rebinding.get("/runs").status_code == 400
+
+
+def test_the_console_queries_run_on_sqlite_and_postgresql(database_url: str, tmp_path: Path) -> None:
+    from tunesmith.ui import queries
+
+    filled = fill(tmp_path, database_url)
+    acme = filled.store.authenticate(filled.keys["acme"])
+    assert acme is not None
+    wanted = queries.RunFilter(text="ACME", sort="val_loss", descending=False)
+    runs, total = queries.list_runs(filled.registry, ADMIN, wanted)
+    assert total == 3 and [r["id"] for r in runs] == ["run-acme-2", "run-acme-1", "run-acme-0"]
+    runs, total = queries.list_runs(filled.registry, acme, queries.RunFilter(sort="dataset"))
+    assert total == 3 and all(r["id"].startswith("run-acme") for r in runs)
+    assert queries.find_evaluation(filled.registry, acme, filled.globex_evaluation_id) is None
+    assert [d["id"] for d in queries.list_datasets(filled.registry, acme)] == ["d" * 64]
