@@ -77,7 +77,12 @@ def write_run(
 
 
 def write_evaluation(
-    registry: Registry, root: Path, run_id: str, examples: int = 30, name: str = "eval"
+    registry: Registry,
+    root: Path,
+    run_id: str,
+    examples: int = 30,
+    name: str = "eval",
+    per_class: bool = False,
 ) -> int:
     """A QA evaluation of base vs the run's adapter with `examples` examples; example 0's output is XSS."""
     out = root / name
@@ -112,6 +117,10 @@ def write_evaluation(
         "comparisons": [{"model": "acme-adapter", "reference": "base", "metric": "exact_match", "difference": 0.16,
                          "ci_low": 0.02, "ci_high": 0.3, "p_value": 0.01, "verdict": "better"}],
     }  # fmt: skip
+    if per_class:  # as a classification report has them (the page shows a table per model)
+        report["models"][1]["per_class"] = {
+            "<refund>": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 3}
+        }
     return registry.record_evaluation(run_id, report, out)
 
 
@@ -139,7 +148,7 @@ def fill(root: Path, url: str | None = None) -> Filled:
             filled.runs[tenant].append(run_id)
     filled.evaluation_id = write_evaluation(registry, root, filled.runs["acme"][-1])
     filled.globex_evaluation_id = write_evaluation(
-        registry, root, filled.runs["globex"][0], examples=5, name="eval-g"
+        registry, root, filled.runs["globex"][0], examples=5, name="eval-g", per_class=True
     )
     store.create_deployment(filled.deployment, [{"model": "acme-adapter@1", "weight": 90},
                                                 {"model": "acme-adapter@2", "weight": 10}], tenant="acme")  # fmt: skip
@@ -171,10 +180,11 @@ class Reviews:
 def fill_reviews(filled: Filled) -> Reviews:
     """Two reviewers and a viewer of tenant acme, a blind pairwise task of 10 items (acme-adapter@1 against
     base, each output starting with its model's name) and a rubric task of 5 items, 2 reviewers each."""
-    from tunesmith.registry.serving_records import Caller, Role
     from tunesmith.review.records import NewItem, ReviewKind
     from tunesmith.review.rubric import RubricSpec
     from tunesmith.review.store import ReviewStore
+
+    from tunesmith.registry.serving_records import Caller, Role
 
     store = ReviewStore(filled.registry)
     keys = {name: filled.store.create_key("acme", admin=False, role=role, name=name)

@@ -45,6 +45,7 @@ from tunesmith.ui.web import (
     render,
 )
 
+ROUTERS = (signin.router, runs.router, datasets.router, evaluations.router, deployments.router)
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
     "x-content-type-options": "nosniff",
@@ -69,7 +70,7 @@ def create_ui_app(
         login_failures=AuthFailureLimit(10, window_s=60), require_bias_audit=require_bias_audit,
         templates=make_templates(),
     )  # fmt: skip
-    for router in (signin.router, runs.router, datasets.router, evaluations.router, deployments.router):
+    for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     app.middleware("http")(_session_cookie)

@@ -196,3 +196,21 @@ def test_the_console_queries_run_on_sqlite_and_postgresql(database_url: str, tmp
     assert total == 3 and all(r["id"].startswith("run-acme") for r in runs)
     assert queries.find_evaluation(filled.registry, acme, filled.globex_evaluation_id) is None
     assert [d["id"] for d in queries.list_datasets(filled.registry, acme)] == ["d" * 64]
+
+
+def test_every_post_checks_the_csrf_token() -> None:
+    from fastapi.routing import APIRoute
+
+    from tunesmith.ui.app import ROUTERS
+    from tunesmith.ui.web import check_csrf
+
+    routes = [route for router in ROUTERS for route in router.routes]
+    posts = [r for r in routes if isinstance(r, APIRoute) and "POST" in r.methods]
+    assert len(posts) >= 5
+    for route in posts:
+        assert any(d.call is check_csrf for d in route.dependant.dependencies), route.path
+
+
+def test_per_class_tables_show_escaped_labels(filled: Filled, tmp_path: Path) -> None:
+    page = signed_in(filled, tmp_path, "globex").get(f"/evaluations/{filled.globex_evaluation_id}").text
+    assert "Per class: acme-adapter" in page and "&lt;refund&gt;" in page and "0.850" in page
