@@ -46,6 +46,7 @@ def test_sign_in_then_runs_run_and_compare_show_the_recorded_curves(page: Any, c
     assert polyline_sizes(page, "train loss") == [40, 40, 40]
     assert polyline_sizes(page, "validation loss") == [4, 4, 4]
     assert page.locator("#config-diff tr.differs").first.inner_text().startswith("lr")
+    assert "val_exact_match" in page.inner_text("#metric-table")  # the last validation scores too
     screenshot(page, "compare")
 
 

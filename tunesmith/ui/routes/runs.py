@@ -82,9 +82,15 @@ def compare(
             ("lr", "learning rate"),
         )
     ]
-    metric_names = sorted({key for r in runs for key in (r["metrics"] or {})})
+    # the registry's final metrics, with each run's last validation scores from its metrics.jsonl
+    finals = [
+        {**(r["metrics"] or {}), **(validation_table(one)[1] or [{}])[-1]}
+        for r, one in zip(runs, lines, strict=True)
+    ]
+    metric_names = sorted({key for final in finals for key in final if key not in ("step", "epoch")})
     diff = config_diff([r["config"] for r in runs])
-    return render(request, "compare.html", runs=runs, charts=charts, metric_names=metric_names, diff=diff)
+    return render(request, "compare.html", runs=runs, charts=charts, metric_names=metric_names, diff=diff,
+                  finals=finals)  # fmt: skip
 
 
 @router.get("/runs/{run_id}")
