@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from tunesmith.registry.database import create_registry_engine
 from tunesmith.registry.models import AdapterRecord, RunEventRecord
 from tunesmith.registry.serving import ApiKeyRecord, FeedbackRecord, RequestLogRecord
-from tunesmith.registry.serving_store import Caller, ServingStore
+from tunesmith.registry.serving_store import Caller, Role, ServingStore
 from tunesmith.registry.store import Registry
 
 ROWS = 40  # per writer
@@ -81,10 +81,10 @@ def test_the_schema_is_migrated_to_the_newest_revision(database_url: str) -> Non
     registry = Registry(database_url).connect()
     Registry(database_url).connect()  # connecting again is a no-op
     with registry.session() as session:
-        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+        assert session.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
     store = ServingStore(registry)
     key = store.create_key("acme", admin=False)
-    assert store.authenticate(key) == Caller("acme", is_admin=False, key_id=1)
+    assert store.authenticate(key) == Caller("acme", is_admin=False, key_id=1, role=Role.viewer)
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from tunesmith.cli import (
     monitor,
     project,
     quickstart,
+    review,
     runs,
     serve,
     train,
@@ -54,6 +55,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(logs.app, name="logs")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(loop.app, name="loop")
+app.add_typer(review.app, name="review")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

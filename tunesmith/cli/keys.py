@@ -1,4 +1,5 @@
-"""`tunesmith keys`: API keys for the server, each mapped to a tenant (or admin). Stored hashed."""
+"""`tunesmith keys`: API keys for the server and the console, each mapped to a tenant (or admin), with an
+account name and a role (admin, reviewer, viewer). Stored hashed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import typer
 from rich.table import Table
 
 from tunesmith.cli.common import console, print_json
+from tunesmith.registry.serving_records import Role
 
 app = typer.Typer(help="API keys for `tunesmith serve` (stored hashed; a key is shown once).")
 
@@ -16,25 +18,42 @@ def create_key(
         None, "--tenant", "-t", help="Tenant the key acts for (created if new)."
     ),
     admin: bool = typer.Option(
-        False, "--admin", help="An admin key: admin endpoints, every tenant's models."
+        False, "--admin", help="An admin key: admin endpoints, every tenant's models (same as --role admin)."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="The account's name (a reviewer's, shown in review progress)."
+    ),
+    role: Role | None = typer.Option(
+        None,
+        "--role",
+        help="admin (everything), reviewer (judges its tenant's review tasks) or viewer (reads); "
+        "default: admin with --admin, else viewer.",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Create a key and print it once; only its hash is kept."""
+    """Create a key and print it once; only its hash is kept.
+
+    Examples:
+      tunesmith keys create --tenant acme
+      tunesmith keys create --name alice --role reviewer --tenant acme
+    """
     from tunesmith.config import default_database_url
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
 
-    key = ServingStore(Registry(default_database_url()).connect()).create_key(tenant, admin=admin)
+    store = ServingStore(Registry(default_database_url()).connect())
+    key = store.create_key(tenant, admin=admin, role=role, name=name)
+    granted = role or (Role.admin if admin else Role.viewer)
     if json_output:
-        print_json({"key": key, "tenant": tenant, "admin": admin})
+        print_json({"key": key, "tenant": tenant, "admin": granted is Role.admin, "name": name,
+                    "role": str(granted)})  # fmt: skip
         return
     console.print(f"{key}\n[dim]Shown once: store it now. Send it as 'Authorization: Bearer <key>'.[/]")
 
 
 @app.command("list")
 def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every key: id, prefix, tenant, admin, revoked."""
+    """Every key: id, prefix, name, role, tenant, admin, revoked."""
     from tunesmith.config import default_database_url
     from tunesmith.registry.serving_store import ServingStore
     from tunesmith.registry.store import Registry
@@ -44,11 +63,11 @@ def list_keys(json_output: bool = typer.Option(False, "--json", help="Print JSON
         print_json(keys)
         return
     table = Table(title="API keys")
-    for column in ("id", "prefix", "tenant", "admin", "revoked", "created"):
+    for column in ("id", "prefix", "name", "role", "tenant", "admin", "revoked", "created"):
         table.add_column(column, no_wrap=True)
     for key in keys:
-        table.add_row(str(key["id"]), key["prefix"], key["tenant"] or "-", str(key["admin"]), str(key["revoked"]),
-                      key["created_at"][:19])  # fmt: skip
+        table.add_row(str(key["id"]), key["prefix"], key["name"] or "-", key["role"] or "-", key["tenant"] or "-",
+                      str(key["admin"]), str(key["revoked"]), key["created_at"][:19])  # fmt: skip
     console.print(table)
 
 

@@ -19,8 +19,7 @@ def write_review_sheet(eval_dir: Path, rubric: dict[str, str], examples: int) ->
     for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         rows.setdefault(row["index"], []).append(row)
-    count = len(rows)
-    chosen = sorted({index * count // min(examples, count) for index in range(min(examples, count))})
+    chosen = spaced_indices(len(rows), examples)
     lines = [
         "# Review sheet",
         "",
@@ -40,6 +39,11 @@ def write_review_sheet(eval_dir: Path, rubric: dict[str, str], examples: int) ->
     path = eval_dir / "review.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def spaced_indices(count: int, wanted: int) -> list[int]:
+    """`wanted` positions (at most `count`) evenly spaced through `range(count)`: the same ones every time."""
+    return sorted({index * count // min(wanted, count) for index in range(min(wanted, count))})
 
 
 def _quote(text: str) -> str:

@@ -37,6 +37,8 @@ class ApiKeyRecord(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # first characters, to tell keys apart in listings
     tenant: Mapped[str | None] = mapped_column(ForeignKey("tenants.name"), nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the account, e.g. a reviewer
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a `Role`; set for every key (0007)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 

@@ -9,8 +9,17 @@ API print (`TypedDict`s, so they are the JSON as well as its type). Does not own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from typing_extensions import TypedDict  # pydantic (FastAPI responses) needs this one before 3.12
+
+
+class Role(StrEnum):
+    """What a key's account may do (keys made before roles: admin keys are admins, the rest viewers)."""
+
+    admin = "admin"  # everything: admin endpoints, every tenant, creating review tasks
+    reviewer = "reviewer"  # judges review items of its tenant's tasks (and reads what a viewer reads)
+    viewer = "viewer"  # reads its tenant's runs, models and review results; calls its models
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,15 @@ class Caller:
     tenant: str | None
     is_admin: bool
     key_id: int | None = None  # the API key's id (the audit trail's actor); None when auth is off
+    name: str | None = None  # the key's account name (`keys create --name`); None: an unnamed key
+    role: Role | None = None  # None: from `is_admin` (admin, else viewer), as for a Caller made in code
+
+    @property
+    def account_role(self) -> Role:
+        """The role this caller acts in."""
+        if self.role is not None:
+            return self.role
+        return Role.admin if self.is_admin else Role.viewer
 
     def can_see(self, owner: str | None) -> bool:
         """Whether this caller may see (and call) something owned by tenant `owner` (None: no tenant)."""

@@ -35,6 +35,7 @@ from tunesmith.registry.serving_records import (
     Caller,
     Deployment,
     DeploymentDetail,
+    Role,
     VariantWeight,
 )
 from tunesmith.registry.store import Registry
@@ -44,6 +45,7 @@ __all__ = [  # Caller and AdapterVersion are served from here too: the callers o
     "AdapterVersion",
     "Caller",
     "NotFoundError",
+    "Role",
     "ServingStore",
     "choose_variant",
     "hash_key",
@@ -106,23 +108,43 @@ class ServingStore(RequestLogQueries):
 
     # ------------------------------------------------------------------ tenants and keys
 
-    def create_key(self, tenant: str | None, *, admin: bool, actor: str | None = None) -> str:
+    def create_key(
+        self,
+        tenant: str | None,
+        *,
+        admin: bool,
+        role: Role | None = None,
+        name: str | None = None,
+        actor: str | None = None,
+    ) -> str:
         """A new API key (returned once, stored hashed); creates the tenant if new.
 
-        `actor` (here and in the other changing methods) is who the audit record names; None: the
-        local OS user (the CLI).
+        `role` defaults to admin for `admin`, else viewer; `role=Role.admin` makes an admin key. A
+        reviewer key without a tenant judges the review tasks that have none. `actor` (here and in the
+        other changing methods) is who the audit record names; None: the local OS user (the CLI).
         """
-        if tenant is None and not admin:
+        if admin and role not in (None, Role.admin):
+            raise ConfigError(f"an admin key has the admin role, not {role}")
+        role = role or (Role.admin if admin else Role.viewer)
+        admin = role is Role.admin
+        if tenant is None and role is Role.viewer:
             raise ConfigError("a key needs --tenant NAME, or --admin for an admin key")
         key = "ts-" + secrets.token_urlsafe(32)
         with self._session() as session, session.begin():
             if tenant is not None and session.get(TenantRecord, tenant) is None:
                 session.add(TenantRecord(name=tenant))
                 session.flush()
-            record = ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin)
+            record = ApiKeyRecord(key_hash=hash_key(key), prefix=key[:10], tenant=tenant, is_admin=admin,
+                                  name=name, role=str(role))  # fmt: skip
             session.add(record)
             session.flush()
-            after = {"prefix": record.prefix, "tenant": tenant, "admin": admin}
+            after = {
+                "prefix": record.prefix,
+                "tenant": tenant,
+                "admin": admin,
+                "name": name,
+                "role": str(role),
+            }
             append(session, actor or local_actor(), "key.create", f"key:{record.id}", None, after)
         return key
 
@@ -133,6 +155,8 @@ class ServingStore(RequestLogQueries):
                 {
                     "id": k.id,
                     "prefix": k.prefix,
+                    "name": k.name,
+                    "role": k.role,
                     "tenant": k.tenant,
                     "admin": k.is_admin,
                     "revoked": k.revoked,
@@ -155,7 +179,8 @@ class ServingStore(RequestLogQueries):
             record = session.scalar(select(ApiKeyRecord).where(ApiKeyRecord.key_hash == hash_key(key)))
             if record is None or record.revoked:
                 return None
-            return Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
+            role = Role(record.role) if record.role else (Role.admin if record.is_admin else Role.viewer)
+            return Caller(record.tenant, record.is_admin, record.id, name=record.name, role=role)
 
     # ------------------------------------------------------------------ adapters
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tunesmith.audit.trail import append, local_actor
 from tunesmith.config import ConfigError, tunesmith_home
 from tunesmith.registry import loop as _loop  # noqa: F401  (its tables join `Base`)
+from tunesmith.registry import review as _review  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry import serving as _serving  # noqa: F401  (its tables join `Base`)
 from tunesmith.registry.database import create_registry_engine, migrate
 from tunesmith.registry.models import (

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.config import ConfigError
-from tunesmith.registry.serving_store import Caller, NotFoundError, ServingStore, choose_variant
+from tunesmith.registry.serving_store import Caller, NotFoundError, Role, ServingStore, choose_variant
 
 ACME = Caller(tenant="acme", is_admin=False)
 GLOBEX = Caller(tenant="globex", is_admin=False)
@@ -18,8 +18,8 @@ def test_keys_are_stored_hashed_map_to_tenants_and_can_be_revoked(
 ) -> None:
     key = store.create_key("acme", admin=False)
     admin_key = store.create_key(None, admin=True)
-    assert store.authenticate(key) == Caller(tenant="acme", is_admin=False, key_id=1)  # the id: audit actor
-    assert store.authenticate(admin_key) == Caller(tenant=None, is_admin=True, key_id=2)
+    assert store.authenticate(key) == Caller("acme", False, 1, role=Role.viewer)  # the id: audit actor
+    assert store.authenticate(admin_key) == Caller(None, True, 2, role=Role.admin)
     assert store.authenticate(key + "x") is None
     dump = "\n".join(sqlite3.connect(tmp_path / "registry.db").iterdump())
     assert key not in dump and key[10:] not in dump  # only the hash and a short prefix are kept
