@@ -33,7 +33,7 @@ from tunesmith.ui.auth import (
     read_session,
     sign_session,
 )
-from tunesmith.ui.routes import datasets, deployments, evaluations, runs, signin
+from tunesmith.ui.routes import datasets, deployments, evaluations, judging, reviews, runs, signin
 from tunesmith.ui.web import (
     PACKAGE_DIR,
     ConsoleState,
@@ -45,7 +45,8 @@ from tunesmith.ui.web import (
     render,
 )
 
-ROUTERS = (signin.router, runs.router, datasets.router, evaluations.router, deployments.router)
+ROUTERS = (signin.router, runs.router, datasets.router, evaluations.router, deployments.router, reviews.router,
+           judging.router)  # fmt: skip
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
     "x-content-type-options": "nosniff",

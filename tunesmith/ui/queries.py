@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 
 from tunesmith.registry.models import AdapterRecord, DatasetRecord, EvaluationRecord, RunRecord
 from tunesmith.registry.serving import AdapterOwnerRecord, ApiKeyRecord
-from tunesmith.registry.serving_records import Caller
+from tunesmith.registry.serving_records import Caller, Role
 from tunesmith.registry.store import Registry
 
 RUN_COLUMNS: dict[str, Any] = {
@@ -54,7 +54,9 @@ def caller_for_key(registry: Registry, key_id: int) -> Caller | None:
         record = session.get(ApiKeyRecord, key_id)
         if record is None or record.revoked:
             return None
-        return Caller(tenant=record.tenant, is_admin=record.is_admin, key_id=record.id)
+        # as `ServingStore.authenticate` makes it (by hash); change both together
+        role = Role(record.role) if record.role else (Role.admin if record.is_admin else Role.viewer)
+        return Caller(record.tenant, record.is_admin, record.id, name=record.name, role=role)
 
 
 def _tenant_runs(tenant: str | None) -> Select[Any]:

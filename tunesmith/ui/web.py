@@ -82,8 +82,9 @@ class Viewer:
             return "not signed in"
         if self.caller.key_id is None:
             return "local (no auth)"
-        role = "admin" if self.caller.is_admin else f"tenant {self.caller.tenant}"
-        return f"{role}, key {self.caller.key_id}"
+        who = self.caller.name or f"key {self.caller.key_id}"
+        tenant = f", tenant {self.caller.tenant}" if self.caller.tenant else ""
+        return f"{who} ({self.caller.account_role}{tenant})"
 
 
 def make_templates() -> Environment:
