@@ -101,3 +101,30 @@ def test_export_turns_judgements_into_a_dataset(
     assert 'id="exported"' in done.text
     summary = inspect_dataset(out / "dpo")
     assert summary["rows"] == 10 and summary["hash"][:12] in done.text
+
+
+def test_data_and_model_vs_human_items_show_what_their_kind_needs(
+    setup: tuple[Filled, Reviews, Path],
+) -> None:
+    from tunesmith.review.records import HUMAN, NewItem, ReviewKind
+
+    _, reviews, _ = setup
+    prompt = [{"role": "user", "content": "opening hours?"}]
+    row = reviews.store.create(reviews.admin, "rows", ReviewKind.data, [NewItem(prompt, None, [{"model": "data", "text": "9 to 5"}], {"line": 0})],
+                               source={"test": True}, tenant="acme", reviewers_per_item=1)  # fmt: skip
+    versus = reviews.store.create(reviews.admin, "human?", ReviewKind.model_vs_human,
+                                  [NewItem(prompt, "the human answer", [{"model": "acme-adapter@1", "text": "the model answer"},
+                                                                       {"model": HUMAN, "text": "the human answer"}], {"example": 0})],
+                                  source={"test": True}, tenant="acme", reviewers_per_item=1)  # fmt: skip
+    alice = client(setup, "alice")
+    page = alice.get(f"/reviews/{row.id}/next").text
+    assert 'value="approve" data-key="y"' in page and 'value="reject" data-key="n"' in page
+    edited = alice.post(page.split('id="judgement"')[0].rsplit('action="', 1)[1].split('"')[0],
+                        data={"csrf_token": token(page), "choice": "approve", "edited": "9 to 5, Mon-Fri",
+                              "original": page.split('name="original" value="')[1].split('"')[0], "shown_at": "0"})  # fmt: skip
+    assert edited.status_code == 200 and "Nothing left for you" in edited.text
+    [judgement] = reviews.store.judgements(row.id, reviews.admin)
+    assert judgement.edited_text == "9 to 5, Mon-Fri" and judgement.seconds == 3600.0  # capped
+    page = alice.get(f"/reviews/{versus.id}/next").text
+    assert 'class="message reference"' not in page  # blind: the reference is one of the two outputs
+    assert "the model answer" in page and "the human answer" in page and "acme-adapter@1" not in page
