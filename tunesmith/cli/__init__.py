@@ -33,6 +33,7 @@ from tunesmith.cli import (
     serve,
     train,
     tune,
+    ui,
 )
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ app.command("compare")(compare.compare)
 app.command("export")(export.export)
 app.command("quickstart")(quickstart.quickstart)
 app.command("serve")(serve.serve)
+app.command("ui")(ui.ui)
 app.command("init")(project.init)
 app.command("run")(project.run)
 app.command("status")(project.status)

@@ -25,7 +25,7 @@ def serve(
     deployment (A/B variants, see `tunesmith deploy`). Keys come from `tunesmith keys create`.
 
     Endpoints: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback, /admin/...,
-    /health, /metrics. Ctrl-C finishes in-flight requests, then exits.
+    /health, /metrics, and with --ui the web console at /ui. Ctrl-C finishes in-flight requests, then exits.
 
     Examples:
       tunesmith serve --adapter acme=runs/run-20261123-182501-3fa9 --no-auth

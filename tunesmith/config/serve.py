@@ -161,6 +161,10 @@ class ServeSpec(_Spec):
         True,
         description="Require API keys. Without them anyone who can reach the port may call: local use only.",
     )
+    ui: bool = Field(
+        False,
+        description="Also serve the web console (`tunesmith ui`) at /ui, signed in with the same API keys.",
+    )
     max_batch_size: int = Field(16, gt=0, description="Most requests decoded together in one batch.")
     max_wait_ms: float = Field(
         10.0, ge=0, description="How long the first queued request waits for others to join its batch."

@@ -130,6 +130,11 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (openai.router, feedback.router, events.router, admin.router, ops.router):
         app.include_router(router)
+    if spec.ui:
+        from tunesmith.ui.app import create_ui_app
+
+        console = create_ui_app(store.registry, auth=spec.auth, require_bias_audit=spec.require_bias_audit)
+        app.mount("/ui", console)
     app.add_middleware(BodyLimit, max_bytes=spec.max_request_bytes)
     if not spec.auth:  # open only to this machine: refuse other Host names (DNS rebinding)
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, "[::1]"])
