@@ -180,11 +180,10 @@ class Reviews:
 def fill_reviews(filled: Filled) -> Reviews:
     """Two reviewers and a viewer of tenant acme, a blind pairwise task of 10 items (acme-adapter@1 against
     base, each output starting with its model's name) and a rubric task of 5 items, 2 reviewers each."""
+    from tunesmith.registry.serving_records import Caller, Role
     from tunesmith.review.records import NewItem, ReviewKind
     from tunesmith.review.rubric import RubricSpec
     from tunesmith.review.store import ReviewStore
-
-    from tunesmith.registry.serving_records import Caller, Role
 
     store = ReviewStore(filled.registry)
     keys = {name: filled.store.create_key("acme", admin=False, role=role, name=name)
