@@ -29,6 +29,21 @@ class LoraSpec(_Spec):
     )
 
 
+class DistributedSpec(_Spec):
+    """How `tunesmith train --nproc N` splits one job across processes and machines (torchrun)."""
+
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto",
+        description="auto: ddp for LoRA, fsdp for full fine-tuning. ddp: every process holds the whole model "
+        "and trains on its share of each step's examples, gradients summed across processes. fsdp: FSDP2 "
+        "shards weights, gradients and optimizer state across processes (full fine-tuning of a model that does "
+        "not fit one device). deepspeed: ZeRO-3 through DeepSpeed, which is not installed with tunesmith.",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="Communication backend. auto: nccl on CUDA, gloo on CPU."
+    )
+
+
 class TrainSpec(_Spec):
     """One training job: supervised fine-tuning or preference tuning (DPO, KTO, ORPO)."""
 
@@ -173,6 +188,10 @@ class TrainSpec(_Spec):
     )
     log_every: int = Field(1, gt=0, description="Optimizer steps between metric lines.")
     seed: int = Field(42, description="Seed for data order, adapter init and dropout.")
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="How `tunesmith train --nproc N` splits the job; ignored in one process.",
+    )
     name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
     out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
 
@@ -197,6 +216,8 @@ class TrainSpec(_Spec):
             )
         if self.init_adapter is not None and self.tuning != "lora":
             raise ValueError("init_adapter continues a LoRA adapter; set tuning: lora")
+        if self.distributed.strategy == "fsdp" and self.tuning != "full":
+            raise ValueError("distributed.strategy fsdp shards full fine-tuning; LoRA trains with ddp")
         if self.method != "sft" and self.eval_metrics:
             raise ValueError(f"eval_metrics score generations during sft; method {self.method} logs its own")
         return self
