@@ -93,8 +93,8 @@ def train(
       tunesmith train --method dpo --data pairs.jsonl --init-adapter run-20261123-182501-3fa9
       tunesmith train --config configs/quickstart.yaml --nproc 2   # two processes (torchrun)
     """
+    # The launching process of a --nproc run imports no trainer (transformers): its processes do.
     from tunesmith.config import default_database_url
-    from tunesmith.models.loading import default_device
     from tunesmith.registry.store import Registry
     from tunesmith.train.distributed import (
         LaunchSettings,
@@ -103,13 +103,8 @@ def train(
         launch_training,
         worker_rank,
     )
-    from tunesmith.train.dpo import train_dpo
-    from tunesmith.train.kto import train_kto
-    from tunesmith.train.orpo import train_orpo
-    from tunesmith.train.sft import train_sft
     from tunesmith.train.trackers import parse_trackers
 
-    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
     trackers = parse_trackers(report_to or "")
 
     # The other processes of a --nproc run leave the registry to process 0 (their --resume is a folder).
@@ -135,15 +130,22 @@ def train(
         _print_plan(spec, registry, json_output, launch.world_size)
         return
     if (nproc is not None or nnodes > 1) and not is_worker():
-        check_launch(launch, spec, default_device())
+        check_launch(launch, spec)
         worker_options = ["--json"] * json_output + (["--report-to", report_to] if report_to else [])
         launch_training(spec, resume_dir, launch, worker_options)  # process 0 prints the summary
         return
     if is_worker():
         _train_in_worker(spec, resume_dir, registry, json_output, trackers)
         return
-    listen = _listener(registry, spec.name)
-    result = trainers[spec.method](spec, listener=listen, resume=resume_dir, progress=True)
+    from tunesmith.train.dpo import train_dpo
+    from tunesmith.train.kto import train_kto
+    from tunesmith.train.orpo import train_orpo
+    from tunesmith.train.sft import train_sft
+
+    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
+    result = trainers[spec.method](
+        spec, listener=_listener(registry, spec.name), resume=resume_dir, progress=True
+    )
     _print_result(result, json_output, trackers)
 
 

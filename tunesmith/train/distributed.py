@@ -30,14 +30,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import yaml
 
 from tunesmith.config import ConfigError, TrainSpec
-from tunesmith.train.plan import MemoryEstimate
 from tunesmith.train.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tunesmith.train.plan import MemoryEstimate
 
 T = TypeVar("T")
 _BUCKET_ELEMENTS = 1 << 24  # 64 MB of fp32 gradients per all-reduce call
@@ -255,8 +257,11 @@ class LaunchSettings:
         return self.nproc * self.nnodes
 
 
-def check_launch(settings: LaunchSettings, spec: TrainSpec, device: str) -> None:
+def check_launch(settings: LaunchSettings, spec: TrainSpec) -> None:
     """Raise `ConfigError` naming the flag for a launch that cannot work, before any process starts."""
+    device = (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )  # `default_device`, without importing transformers
     if settings.nproc < 1:
         raise ConfigError(f"--nproc {settings.nproc}: give at least 1 process per machine")
     if settings.nnodes < 1:
