@@ -125,7 +125,7 @@ def train(
         spec = build_spec(TrainSpec, section, flags)
         if spec.init_adapter is not None and not spec.init_adapter.is_dir():  # a run id: its adapter
             spec.init_adapter = registry.find_run_dir(str(spec.init_adapter)) / "adapter"
-    launch = LaunchSettings(nproc or 1, nnodes, node_rank, master_addr, master_port)
+    launch = LaunchSettings(1 if nproc is None else nproc, nnodes, node_rank, master_addr, master_port)
     if dry_run:
         _print_plan(spec, registry, json_output, launch.world_size)
         return
