@@ -48,8 +48,8 @@ def train(
     nproc: int | None = typer.Option(
         None,
         "--nproc",
-        help="Train in this many processes on this machine through torchrun (one per GPU; gloo on CPU); "
-        "the distributed: section picks ddp or fsdp. With --dry-run: memory per device.",
+        help="Train in this many processes on this machine through torchrun (one per GPU with nccl; gloo on "
+        "CPU), each on its share of every step (the distributed: section). With --dry-run: memory per device.",
         rich_help_panel="Several processes",
     ),
     nnodes: int = typer.Option(

@@ -32,12 +32,12 @@ class LoraSpec(_Spec):
 class DistributedSpec(_Spec):
     """How `tunesmith train --nproc N` splits one job across processes and machines (torchrun)."""
 
-    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
-        "auto",
-        description="auto: ddp for LoRA, fsdp for full fine-tuning. ddp: every process holds the whole model "
-        "and trains on its share of each step's examples, gradients summed across processes. fsdp: FSDP2 "
-        "shards weights, gradients and optimizer state across processes (full fine-tuning of a model that does "
-        "not fit one device). deepspeed: ZeRO-3 through DeepSpeed, which is not installed with tunesmith.",
+    strategy: Literal["ddp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model (LoRA, or full fine-tuning of a model that fits "
+        "one device) and trains on its share of each step's examples, gradients summed across processes. "
+        "deepspeed: ZeRO-3 sharding through DeepSpeed, which tunesmith does not install or run (an error "
+        "says so).",
     )
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="Communication backend. auto: nccl on CUDA, gloo on CPU."
@@ -216,8 +216,6 @@ class TrainSpec(_Spec):
             )
         if self.init_adapter is not None and self.tuning != "lora":
             raise ValueError("init_adapter continues a LoRA adapter; set tuning: lora")
-        if self.distributed.strategy == "fsdp" and self.tuning != "full":
-            raise ValueError("distributed.strategy fsdp shards full fine-tuning; LoRA trains with ddp")
         if self.method != "sft" and self.eval_metrics:
             raise ValueError(f"eval_metrics score generations during sft; method {self.method} logs its own")
         return self

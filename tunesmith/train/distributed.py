@@ -17,8 +17,9 @@ needs their sum. So each process takes its shard of the same global step (a func
 divides its summed loss by the step's loss tokens over every process, runs its passes, and one
 all-reduce per step (in buckets, the loss sum riding along) sums the trainable gradients: the gradient of
 the global step's token mean, as one process computes it, to rounding. LoRA gradients are a few MB, so
-overlapping the all-reduce with backward would save nothing worth DDP's constraints. FSDP2 (`fully_shard`)
-shards full fine-tuning instead (`tunesmith.train.sharded`).
+overlapping the all-reduce with backward would save nothing worth DDP's constraints. Full fine-tuning
+runs the same way (the all-reduce in 64 MB buckets); sharding a model that does not fit one device
+(FSDP2, ZeRO-3) is not built.
 """
 
 from __future__ import annotations
@@ -209,15 +210,13 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 def check_strategy(spec: TrainSpec) -> str:
-    """The strategy a multi-process run of `spec` uses (auto resolved); a clear error for one that cannot run."""
+    """The strategy a multi-process run of `spec` uses; a clear error for one that cannot run here."""
     strategy = spec.distributed.strategy
-    if strategy == "auto":
-        return "fsdp" if spec.tuning == "full" else "ddp"
     if strategy == "deepspeed":
         raise ConfigError(
             "train.distributed.strategy: deepspeed (ZeRO-3) is not part of tunesmith's install: `pip install "
-            "deepspeed` and run it through its own launcher, or use fsdp, which shards weights, gradients and "
-            "optimizer state the same way with PyTorch alone"
+            "deepspeed` and run it through its own launcher; tunesmith trains with ddp (every process holds "
+            "the model)"
         )
     return strategy
 
@@ -343,19 +342,12 @@ def share_run(replicas: Replicas, open_main: Callable[[], RunDir]) -> RunDir:
     return RunDir(Path(path), run_id, writes=False)
 
 
-def device_memory(memory: MemoryEstimate, strategy: str, processes: int, layers: int) -> MemoryEstimate:
-    """Peak bytes on each device when `processes` train one step as `memory` estimates it for one.
+def device_memory(memory: MemoryEstimate, strategy: str) -> MemoryEstimate:
+    """Peak bytes on each device when several processes train one step as `memory` estimates it for one.
 
-    ddp: every process holds everything, plus a bucket of gradients being summed. fsdp: weights,
-    gradients and optimizer state are split across processes; a layer's weights are gathered whole while
-    it runs (and the next one's prefetched): two layers' worth.
+    ddp: every process holds everything (weights, optimizer state, its own passes' activations), plus a
+    bucket of gradients flattened to be summed (`ProcessGroup.sum_gradients`).
     """
-    if strategy == "ddp":
-        bucket = min(memory.trainable_state // 4, _BUCKET_ELEMENTS * 4)
-        return replace(memory, overhead=memory.overhead + bucket)
-    live = memory.weights + memory.trainable_state + memory.activations + memory.loss_buffers
-    weights = memory.weights // processes + 2 * memory.weights // max(layers, 1)
-    trainable_state = memory.trainable_state // processes
-    sharded = weights + trainable_state + memory.activations + memory.loss_buffers
-    overhead = memory.overhead * sharded // max(live, 1)
-    return replace(memory, weights=weights, trainable_state=trainable_state, overhead=overhead)
+    assert strategy == "ddp"  # `check_strategy` refuses the others
+    bucket = min(memory.trainable_state // 4, _BUCKET_ELEMENTS * 4)  # fp32 gradients: a quarter of the state
+    return replace(memory, overhead=memory.overhead + bucket)

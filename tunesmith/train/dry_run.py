@@ -60,7 +60,7 @@ class TrainPlan:
     total_tokens: int
     layout: StepPlan
     processes: int  # `--nproc` times `--nnodes`
-    strategy: str | None  # ddp, fsdp (None: one process)
+    strategy: str | None  # ddp (None: one process)
     memory_per_device_gb: dict[str, float]  # the layout's memory as each process's device holds it
     tokens_per_second: float
     throughput_source: str
@@ -115,9 +115,7 @@ def plan_training(
     seconds = job.seconds + reference_seconds
     truncated = data.truncated
     strategy = check_strategy(spec) if processes > 1 else None
-    per_device = (
-        device_memory(layout.memory, strategy, processes, shape.layers) if strategy else layout.memory
-    )
+    per_device = device_memory(layout.memory, strategy) if strategy else layout.memory
     return TrainPlan(
         model=spec.model,
         objective=spec.method,

@@ -49,11 +49,6 @@ def test_a_master_port_in_use_is_refused() -> None:
             check_launch(LaunchSettings(nproc=2, master_port=port), _spec())
 
 
-def test_fsdp_is_for_full_fine_tuning() -> None:
-    with pytest.raises(ValueError, match="fsdp shards full fine-tuning"):
-        _spec(distributed={"strategy": "fsdp"})
-
-
 def test_each_process_takes_a_contiguous_share_and_together_every_example_once() -> None:
     items = list(range(7))
     shares = [ProcessGroup(rank, 3, "cpu").shard(items) for rank in range(3)]
@@ -61,26 +56,23 @@ def test_each_process_takes_a_contiguous_share_and_together_every_example_once()
     assert ALONE.shard(items) == items and ProcessGroup(1, 2, "cpu").shard([5]) == [5]
 
 
-def test_fsdp_splits_weights_and_optimizer_state_where_ddp_holds_them_all() -> None:
+def test_ddp_holds_everything_in_each_process_and_a_gradient_bucket() -> None:
     one = MemoryEstimate(
         weights=8_000, trainable_state=24_000, activations=1_000, loss_buffers=500, overhead=3_350
     )
-    ddp = device_memory(one, "ddp", 4, layers=8)
-    fsdp = device_memory(one, "fsdp", 4, layers=8)
-    assert ddp.weights == one.weights and ddp.total > one.total  # a gradient bucket being summed
-    assert fsdp.trainable_state == 6_000 and fsdp.weights == 2_000 + 2_000  # a quarter, and two layers whole
-    assert fsdp.total < one.total / 2
+    ddp = device_memory(one, "ddp")
+    assert (ddp.weights, ddp.trainable_state, ddp.activations) == (8_000, 24_000, 1_000)
+    assert ddp.total == one.total + 6_000  # fp32 gradients flattened to be summed
 
 
 def test_nproc_zero_is_a_usage_error_on_the_command_line(tiny_model_dir: Path) -> None:
     args = ["train", "--data", str(DEMO / "train.jsonl"), "--model", str(tiny_model_dir), "--max-steps", "1"]
     result = runner.invoke(app, [*args, "--nproc", "0"])  # were it launched, one short step, not a hang
-    assert isinstance(result.exception, ConfigError) and "--nproc 0" in str(
-        result.exception
-    )  # main(): exit 2
+    assert isinstance(result.exception, ConfigError)  # `main()` prints it and exits 2
+    assert "--nproc 0" in str(result.exception)
 
 
-def test_dry_run_gives_memory_per_device_for_the_strategy(tiny_model_dir: Path) -> None:
+def test_dry_run_gives_memory_per_device_for_every_process(tiny_model_dir: Path) -> None:
     args = [
         "train",
         "--data",
@@ -91,11 +83,8 @@ def test_dry_run_gives_memory_per_device_for_the_strategy(tiny_model_dir: Path) 
         "--json",
     ]
     one = json.loads(runner.invoke(app, args).stdout)
-    ddp = json.loads(runner.invoke(app, [*args, "--nproc", "2"]).stdout)
-    fsdp = json.loads(runner.invoke(app, [*args, "--nproc", "2", "--tuning", "full"]).stdout)
-    assert one["strategy"] is None and one["memory_per_device_gb"] == one["layout"]["memory_gb"]
-    assert ddp["strategy"] == "ddp" and ddp["processes"] == 2
+    ddp = json.loads(runner.invoke(app, [*args, "--nproc", "2", "--nnodes", "2"]).stdout)
+    assert one["strategy"] is None and one["processes"] == 1
+    assert one["memory_per_device_gb"] == one["layout"]["memory_gb"]
+    assert ddp["strategy"] == "ddp" and ddp["processes"] == 4
     assert ddp["memory_per_device_gb"]["weights"] == ddp["layout"]["memory_gb"]["weights"]
-    assert fsdp["strategy"] == "fsdp"  # auto: full fine-tuning shards
-    # (the tiny model's gigabytes round to 0.0: `device_memory` is measured above in bytes)
-    assert fsdp["memory_per_device_gb"]["total"] <= fsdp["layout"]["memory_gb"]["total"]
