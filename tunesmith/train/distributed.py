@@ -321,7 +321,6 @@ def launch_training(spec: TrainSpec, resume: Path | None, settings: LaunchSettin
         else:
             launcher += [f"--master-addr={settings.master_addr}", f"--master-port={settings.master_port}"]
         command = get_args_parser().parse_args([*launcher, "-m", "tunesmith", "train", *job, *args])
-        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default for several processes
         try:
             run(command)
         except ChildFailedError as error:
