@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,12 +41,17 @@ def _flags() -> list[str]:
 
 def _launch(args: list[str], home: Path) -> dict[str, Any]:
     env = {**os.environ, "TUNESMITH_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
+    launcher = subprocess.Popen(
         [sys.executable, "-m", "tunesmith", "train", *args, "--nproc", "2", "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary: dict[str, Any] = json.loads(done.stdout)  # process 0's summary, and nothing from process 1
+    try:
+        stdout, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)  # the launcher and both training processes
+        raise
+    assert launcher.returncode == 0, stderr[-3000:]
+    summary: dict[str, Any] = json.loads(stdout)  # process 0's summary, and nothing from process 1
     return summary
 
 

@@ -206,6 +206,12 @@ def fit(
             state.world_size = replicas.world_size
         run.truncate_metrics(state.step)
         run.emit(EventType.resumed, f"resumed from step {state.step}", step=state.step)
+    resumed_at = replicas.agree(state.step)
+    if resumed_at != state.step:  # every process must start at one step, or their all-reduces never meet
+        raise RuntimeError(
+            f"process {replicas.rank} would resume at step {state.step}, process 0 at step {resumed_at}: the "
+            f"run folder {run.path} must be on storage every machine reads"
+        )
     message, data = started
     run.emit(EventType.running, message, **data)
     run.write_status(RunStatus.running)
