@@ -205,7 +205,8 @@ TRAIN_FLAGS = (
     Flag("grad_accum"), Flag("lr"), Flag("lora.r"),
     Flag("lora.alpha"), Flag("lora.dropout"), Flag("max_seq_len"), Flag("eval_every"), Flag("save_every"),
     Flag("precision"), Flag("memory_limit_gb"), Flag("micro_batch_tokens"), Flag("gradient_checkpointing"),
-    Flag("seed"), Flag("eval_metrics", "--eval-metric"), Flag("select_by"), Flag("name"),
+    Flag("seed"), Flag("eval_metrics", "--eval-metric"), Flag("select_by"),
+    Flag("distributed.strategy", "--strategy"), Flag("distributed.backend", "--backend"), Flag("name"),
     Flag("out", short="-o"),
 )  # fmt: skip
 COMPARE_FLAGS = (

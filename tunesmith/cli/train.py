@@ -15,7 +15,11 @@ from tunesmith.config import TrainSpec, build_spec, load_config_file
 from tunesmith.train.validation import ValidationSource
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tunesmith.registry.store import Registry
+    from tunesmith.train.records import TrainResult
+    from tunesmith.train.rundir import RunEvent
 
 
 @spec_flags(TrainSpec, TRAIN_FLAGS)
@@ -41,6 +45,37 @@ def train(
         "--report-to",
         help="Copy the finished run into experiment trackers: mlflow, tensorboard, wandb (comma-separated).",
     ),
+    nproc: int | None = typer.Option(
+        None,
+        "--nproc",
+        help="Train in this many processes on this machine through torchrun (one per GPU with nccl; gloo on "
+        "CPU), each on its share of every step (the distributed: section). With --dry-run: memory per device.",
+        rich_help_panel="Several processes",
+    ),
+    nnodes: int = typer.Option(
+        1,
+        "--nnodes",
+        help="Machines in the job (run the same command on each).",
+        rich_help_panel="Several processes",
+    ),
+    node_rank: int = typer.Option(
+        0,
+        "--node-rank",
+        help="This machine's index, 0 to nnodes-1 (0 writes the run folder).",
+        rich_help_panel="Several processes",
+    ),
+    master_addr: str = typer.Option(
+        "127.0.0.1",
+        "--master-addr",
+        help="Address of machine 0, where the processes meet.",
+        rich_help_panel="Several processes",
+    ),
+    master_port: int | None = typer.Option(
+        None,
+        "--master-port",
+        help="Free port on machine 0 (needed with --nnodes; one machine: picked for you).",
+        rich_help_panel="Several processes",
+    ),
     *,
     flags: dict[str, Any],
 ) -> None:
@@ -56,20 +91,25 @@ def train(
       tunesmith train --resume run-20261123-182501-3fa9
       tunesmith train --data train.jsonl --tuning full --dry-run   # will it fit, how long?
       tunesmith train --method dpo --data pairs.jsonl --init-adapter run-20261123-182501-3fa9
+      tunesmith train --config configs/quickstart.yaml --nproc 2   # two processes (torchrun)
     """
+    # The launching process of a --nproc run imports no trainer (transformers): its processes do.
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
-    from tunesmith.train.dpo import train_dpo
-    from tunesmith.train.kto import train_kto
-    from tunesmith.train.orpo import train_orpo
-    from tunesmith.train.rundir import EventType, RunEvent
-    from tunesmith.train.sft import train_sft
-    from tunesmith.train.trackers import parse_trackers, report_run
+    from tunesmith.train.distributed import (
+        LaunchSettings,
+        check_launch,
+        is_worker,
+        launch_training,
+        worker_rank,
+    )
+    from tunesmith.train.trackers import parse_trackers
 
-    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
     trackers = parse_trackers(report_to or "")
 
-    registry = Registry(default_database_url()).connect()
+    # The other processes of a --nproc run leave the registry to process 0 (their --resume is a folder).
+    follower = is_worker() and worker_rank() > 0
+    registry = Registry(default_database_url()) if follower else Registry(default_database_url()).connect()
     given = [key for key, value in flags.items() if value is not None]
     resume_dir: Path | None = None
     if resume is not None:
@@ -85,17 +125,64 @@ def train(
         spec = build_spec(TrainSpec, section, flags)
         if spec.init_adapter is not None and not spec.init_adapter.is_dir():  # a run id: its adapter
             spec.init_adapter = registry.find_run_dir(str(spec.init_adapter)) / "adapter"
+    launch = LaunchSettings(1 if nproc is None else nproc, nnodes, node_rank, master_addr, master_port)
     if dry_run:
-        _print_plan(spec, registry, json_output)
+        _print_plan(spec, registry, json_output, launch.world_size)
         return
-    record = registry.run_listener(spec.name)
+    if (nproc is not None or nnodes > 1) and not is_worker():
+        check_launch(launch, spec)
+        worker_options = ["--json"] * json_output + (["--report-to", report_to] if report_to else [])
+        launch_training(spec, resume_dir, launch, worker_options)  # process 0 prints the summary
+        return
+    if is_worker():
+        _train_in_worker(spec, resume_dir, registry, json_output, trackers)
+        return
+    from tunesmith.train.dpo import train_dpo
+    from tunesmith.train.kto import train_kto
+    from tunesmith.train.orpo import train_orpo
+    from tunesmith.train.sft import train_sft
+
+    trainers = {"sft": train_sft, "dpo": train_dpo, "kto": train_kto, "orpo": train_orpo}
+    result = trainers[spec.method](
+        spec, listener=_listener(registry, spec.name), resume=resume_dir, progress=True
+    )
+    _print_result(result, json_output, trackers)
+
+
+def _train_in_worker(
+    spec: TrainSpec, resume_dir: Path | None, registry: Registry, json_output: bool, trackers: list[str]
+) -> None:
+    """One process of a `--nproc` run (started by torchrun): sft with its peers; process 0 records and prints."""
+    from tunesmith.models.loading import default_device
+    from tunesmith.train.distributed import check_strategy, join_process_group
+    from tunesmith.train.sft import train_sft
+
+    check_strategy(spec)
+    with join_process_group(spec.distributed.backend, default_device()) as group:
+        main = group.rank == 0
+        listener = _listener(registry, spec.name) if main else None
+        result = train_sft(spec, listener=listener, resume=resume_dir, progress=True, replicas=group)
+    if main:
+        _print_result(result, json_output, trackers)
+
+
+def _listener(registry: Registry, name: str | None) -> Callable[[RunEvent], None]:
+    """Record each event in the registry; print warnings as they happen."""
+    from tunesmith.train.rundir import EventType
+
+    record = registry.run_listener(name)
 
     def listen(event: RunEvent) -> None:
         record(event)
         if event.type in (EventType.warning, EventType.early_stopped, EventType.budget_reached):
             err_console.print(f"[yellow]{event.type.value}:[/] {event.message}", highlight=False)
 
-    result = trainers[spec.method](spec, listener=listen, resume=resume_dir, progress=True)
+    return listen
+
+
+def _print_result(result: TrainResult, json_output: bool, trackers: list[str]) -> None:
+    from tunesmith.train.trackers import report_run
+
     for tracker, where in report_run(Path(result.run_dir), trackers).items():
         err_console.print(f"reported to {tracker}: {where}", highlight=False)
     if json_output:
@@ -132,10 +219,10 @@ _PLANNED_VALIDATION = {
 }
 
 
-def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
+def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool, processes: int) -> None:
     from tunesmith.train.dry_run import plan_training
 
-    plan = plan_training(spec, registry.measured_throughput)
+    plan = plan_training(spec, registry.measured_throughput, processes)
     if json_output:
         print_json(plan.to_dict())
         return
@@ -157,6 +244,13 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool) -> None:
         f"{memory['trainable_state']}, activations {memory['activations']}, loss {memory['loss_buffers']}, "
         f"allocator {memory['overhead']}",
     )
+    if plan.strategy is not None:
+        per_device = plan.memory_per_device_gb
+        table.add_row(
+            "per device (GB)",
+            f"{per_device['total']} in each of {plan.processes} processes ({plan.strategy}): weights "
+            f"{per_device['weights']}, optimizer {per_device['trainable_state']}",
+        )
     table.add_row(
         "step layout",
         f"passes of {layout.pass_tokens:,} tokens, gradient checkpointing "

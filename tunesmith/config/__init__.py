@@ -42,7 +42,7 @@ from tunesmith.config.serve import (
     TermsGuardSpec,
     TopicGuardSpec,
 )
-from tunesmith.config.train import LoraSpec, TrainSpec
+from tunesmith.config.train import DistributedSpec, LoraSpec, TrainSpec
 
 __all__ = [
     "BiasAuditSpec",
@@ -51,6 +51,7 @@ __all__ = [
     "ConfigFile",
     "DEFAULT_MODEL",
     "DataFormat",
+    "DistributedSpec",
     "Duration",
     "EvalSpec",
     "EvalTask",

@@ -29,6 +29,21 @@ class LoraSpec(_Spec):
     )
 
 
+class DistributedSpec(_Spec):
+    """How `tunesmith train --nproc N` splits one job across processes and machines (torchrun)."""
+
+    strategy: Literal["ddp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model (LoRA, or full fine-tuning of a model that fits "
+        "one device) and trains on its share of each step's examples, gradients summed across processes. "
+        "deepspeed: ZeRO-3 sharding through DeepSpeed, which tunesmith does not install or run (an error "
+        "says so).",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="Communication backend. auto: nccl on CUDA, gloo on CPU."
+    )
+
+
 class TrainSpec(_Spec):
     """One training job: supervised fine-tuning or preference tuning (DPO, KTO, ORPO)."""
 
@@ -175,6 +190,10 @@ class TrainSpec(_Spec):
     )
     log_every: int = Field(1, gt=0, description="Optimizer steps between metric lines.")
     seed: int = Field(42, description="Seed for data order, adapter init and dropout.")
+    distributed: DistributedSpec = Field(
+        default_factory=DistributedSpec,
+        description="How `tunesmith train --nproc N` splits the job; ignored in one process.",
+    )
     name: str | None = Field(None, description="Adapter name in the registry; defaults to the run id.")
     out: Path | None = Field(None, description="Run directory; default TUNESMITH_HOME/runs/<run id>.")
 

@@ -37,6 +37,7 @@ class LoopState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     planned_steps: int = 0  # the steps the schedule spans, re-planned under a time budget (0: not recorded)
+    world_size: int = 1  # processes that trained (`tunesmith train --nproc`)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -61,8 +62,12 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: LoopState,
     keep: int,
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write `directory/step-N` atomically and prune all but the newest `keep` checkpoints."""
+    """Write `directory/step-N` atomically and prune all but the newest `keep` checkpoints.
+
+    `rank_rngs`: every process's `rng_state()` by rank, when several trained (each resumes its own draws).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{_PREFIX}{state.step:08d}"
     staging = directory / f".staging-{state.step:08d}"
@@ -70,14 +75,8 @@ def save_checkpoint(
     staging.mkdir()
     save_file(trainable_state(model), str(staging / "trainable.safetensors"))
     torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy_rng": _numpy_rng_state(),
-            "python_rng": random.getstate(),
-        },
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng_state()}
+        | ({"rank_rngs": rank_rngs} if rank_rngs is not None else {}),
         staging / "state.pt",
     )
     (staging / "loop.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
@@ -119,10 +118,12 @@ def load_latest_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
 ) -> tuple[LoopState, list[str]]:
     """Restore the newest of `checkpoints` that reads back whole; returns its counters and what was skipped.
 
-    Raises ValueError when none of them does.
+    Process `rank` of a run of several takes its own random generators where the checkpoint holds them
+    (one written by as many processes); otherwise rank 0's. Raises ValueError when none reads back.
     """
     skipped: list[str] = []
     for path in reversed(checkpoints):
@@ -134,13 +135,28 @@ def load_latest_checkpoint(
         load_trainable_state(model, saved.trainable)
         optimizer.load_state_dict(saved.state["optimizer"])
         scheduler.load_state_dict(saved.state["scheduler"])
-        torch.set_rng_state(saved.state["torch_rng"])
-        if saved.state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved.state["cuda_rng"])
-        _set_numpy_rng_state(saved.state["numpy_rng"])
-        random.setstate(saved.state["python_rng"])
+        rank_rngs = saved.state.get("rank_rngs", [])
+        set_rng_state(rank_rngs[rank] if rank < len(rank_rngs) else saved.state)
         return saved.loop, skipped
     raise ValueError(f"no checkpoint could be read back: {'; '.join(skipped)}")
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (dropout draws), as a checkpoint holds them."""
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_rng": _numpy_rng_state(),
+        "python_rng": random.getstate(),
+    }
+
+
+def set_rng_state(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"]:
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    _set_numpy_rng_state(saved["numpy_rng"])
+    random.setstate(saved["python_rng"])
 
 
 def _numpy_rng_state() -> dict[str, Any]:

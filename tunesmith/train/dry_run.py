@@ -21,6 +21,7 @@ from tunesmith.data.render import render_example
 from tunesmith.data.split import held_out_indices
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import planned_steps
+from tunesmith.train.distributed import check_strategy, device_memory
 from tunesmith.train.plan import (
     GB,
     StepLayout,
@@ -59,6 +60,9 @@ class TrainPlan:
     epochs: float  # passes over the training data those steps make
     total_tokens: int
     layout: StepPlan
+    processes: int  # `--nproc` times `--nnodes`
+    strategy: str | None  # ddp (None: one process)
+    memory_per_device_gb: dict[str, float]  # the layout's memory as each process's device holds it
     tokens_per_second: float
     throughput_source: str
     reference_seconds: float  # dpo, kto: scoring the data under the reference before training (0 otherwise)
@@ -69,13 +73,17 @@ class TrainPlan:
         return asdict(self)
 
 
-def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list[float]]) -> TrainPlan:
+def plan_training(
+    spec: TrainSpec, measured: Callable[[str, str, str, str], list[float]], processes: int = 1
+) -> TrainPlan:
     """Estimate `spec` without training: tokens, steps and epochs (or what its budget buys), memory, the
     step layout and minutes.
 
     Args:
         spec: the job.
         measured: `(base_model, method, device, precision) -> tokens/s of earlier runs` (the registry's).
+        processes: processes that will train it (`--nproc` times `--nnodes`): memory per device for the
+            strategy of `spec.distributed`. Time is estimated for one process.
     """
     model_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(model_path)
@@ -107,6 +115,8 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
     )
     seconds = job.seconds + reference_seconds
     truncated = data.truncated
+    strategy = check_strategy(spec) if processes > 1 else None
+    per_device = device_memory(layout.memory, strategy) if strategy else layout.memory
     return TrainPlan(
         model=spec.model,
         objective=spec.method,
@@ -126,6 +136,9 @@ def plan_training(spec: TrainSpec, measured: Callable[[str, str, str, str], list
         epochs=round(steps / steps_per_epoch, 2),
         total_tokens=total_tokens,
         layout=step_plan(layout),
+        processes=processes,
+        strategy=strategy,
+        memory_per_device_gb=per_device.to_gb(),
         tokens_per_second=round(job.throughput.tokens_per_second, 1),
         throughput_source=job.throughput.source,
         reference_seconds=_significant(reference_seconds),

@@ -13,6 +13,12 @@ Does not own: what a batch is or how its loss is computed (an `Objective`, e.g.
 An objective cuts one step's examples into batches (memory-sized passes) and sums a loss over each;
 the loop divides every batch's sum by the count of the whole step (loss tokens for SFT, pairs for
 preference objectives), so the gradient is that of the step's mean, however the step was cut.
+
+Across processes (`tunesmith train --nproc`, `tunesmith.train.distributed`) each trains on its shard of
+the same step, the step's count is the total over every process and the gradients are summed after the
+passes, so the step's gradient is still that of its mean over every unit (not a mean of process means);
+validation is sharded the same way; rank 0 writes the run folder, and what a process measured for itself
+(the time budget's plan, task metrics) is rank 0's everywhere, so every process takes the same steps.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ from tunesmith.train.checkpoint import (
     list_checkpoints,
     load_latest_checkpoint,
     load_trainable_state,
+    rng_state,
     save_checkpoint,
     trainable_state,
 )
+from tunesmith.train.distributed import ALONE, Replicas
 from tunesmith.train.plots import plot_loss_curve
 from tunesmith.train.progress import TrainProgress
 from tunesmith.train.rundir import EventType, RunDir, RunStatus
@@ -172,19 +180,21 @@ def fit(
     score: Score | None = None,
     show_progress: bool = True,
     on_validation: ValidationHook | None = None,
+    replicas: Replicas = ALONE,
 ) -> LoopOutcome:
     """Train `model`'s trainable parameters on `objective` for `settings.total_steps` optimizer steps.
 
     `started` is the message and data of the `running` event (what the recipe chose); `score` adds task
-    metrics to each validation; `on_validation` may stop the run after one (pruned). Returns with the best
-    validated weights loaded into `model`.
+    metrics to each validation; `on_validation` may stop the run after one (pruned); `replicas`, the other
+    processes of a multi-process run. Returns with the best validated weights loaded into `model` (in
+    rank 0, which saves them).
     """
     # ------------------------------------------------------------------ optimizer, schedule, resume
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(  # CUDA: one fused kernel for all parameters, not a few launches each
         parameters, lr=settings.lr, weight_decay=settings.weight_decay, fused=device.startswith("cuda")
     )
-    state = LoopState(planned_steps=settings.total_steps)
+    state = LoopState(planned_steps=settings.total_steps, world_size=replicas.world_size)
 
     def schedule(step: int) -> float:  # reads the plan as it stands: resumed, or planned again under a budget
         return lr_factor(step, round(settings.warmup_ratio * state.planned_steps), state.planned_steps)
@@ -192,12 +202,22 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoints = list_checkpoints(run.checkpoints_path)
     if resuming and checkpoints:
-        state, skipped = load_latest_checkpoint(checkpoints, model, optimizer, scheduler)
+        state, skipped = load_latest_checkpoint(checkpoints, model, optimizer, scheduler, replicas.rank)
         state.planned_steps = state.planned_steps or settings.total_steps  # earlier builds recorded no plan
         for reason in skipped:
             run.emit(EventType.warning, f"skipped a checkpoint that does not read back whole ({reason})")
+        if state.world_size != replicas.world_size:  # the same examples per step; dropout draws differ
+            run.emit(EventType.warning, f"resumed in {replicas.world_size} process(es) a run checkpointed in "
+                     f"{state.world_size}: the same examples, but not the same dropout draws")  # fmt: skip
+            state.world_size = replicas.world_size
         run.truncate_metrics(state.step)
         run.emit(EventType.resumed, f"resumed from step {state.step}", step=state.step)
+    resumed_at = replicas.agree(state.step)
+    if resumed_at != state.step:  # every process must start at one step, or their all-reduces never meet
+        raise RuntimeError(
+            f"process {replicas.rank} would resume at step {state.step}, process 0 at step {resumed_at}: the "
+            f"run folder {run.path} must be on storage every machine reads"
+        )
     message, data = started
     run.emit(EventType.running, message, **data)
     run.write_status(RunStatus.running)
@@ -215,16 +235,17 @@ def fit(
     model.train()
     while state.step < state.planned_steps:
         step_start = time.perf_counter()
-        batches = objective.step_batches(step_examples(settings, state.step))
-        step_count = sum(batch.count for batch in batches)
+        batches = objective.step_batches(replicas.shard(step_examples(settings, state.step)))
+        counted = replicas.total(sum(batch.count for batch in batches), sum(b.num_tokens for b in batches))
+        step_count, step_tokens = int(counted[0]), int(counted[1])  # over every process
         step_loss = torch.zeros((), device=device)
-        step_tokens = sum(batch.num_tokens for batch in batches)
         for batch in batches:  # memory-sized passes; the same sum of gradients as one
             loss_sum = objective.loss(batch)
             (loss_sum / step_count).backward()
             step_loss += loss_sum.detach()
-            state.trained_tokens += batch.num_tokens
-            window_tokens += batch.num_tokens
+        step_loss = replicas.sum_gradients(parameters, step_loss)
+        state.trained_tokens += step_tokens
+        window_tokens += step_tokens
         torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -238,7 +259,9 @@ def fit(
         if settings.time_budget is not None:
             timing.steps.append((step_seconds, step_tokens))
             elapsed = state.loop_seconds + time.perf_counter() - loop_start
-            state.planned_steps = _plan_again(state.step, elapsed, timing, settings, validation)
+            state.planned_steps = replicas.agree(
+                _plan_again(state.step, elapsed, timing, settings, validation)
+            )
             progress.set_total(state.planned_steps)
         last = state.step >= state.planned_steps
 
@@ -262,10 +285,12 @@ def fit(
         stop = False
         if validation and (state.step % settings.eval_every == 0 or last):
             validation_start = time.perf_counter()
-            metrics = score() if score else {}
+            metrics = replicas.on_main(score) if score else {}
             # A score that computed the validation loss with its metrics spares a second pass over the data.
             last_val_loss = (
-                metrics.pop("loss") if "loss" in metrics else _validation_loss(model, objective, validation)
+                metrics.pop("loss")
+                if "loss" in metrics
+                else _validation_loss(model, objective, validation, replicas)
             )
             scores = {f"val_{name}": round(value, 6) for name, value in metrics.items()}
             timing.validation = time.perf_counter() - validation_start
@@ -281,18 +306,27 @@ def fit(
             checkpoint_start = time.perf_counter()
             state.loop_seconds += checkpoint_start - loop_start
             loop_start = checkpoint_start
-            path = save_checkpoint(
-                run.checkpoints_path, model, optimizer, scheduler, state, settings.keep_checkpoints
-            )
-            run.emit(
-                EventType.checkpoint,
-                f"checkpoint at step {state.step}",
-                step=state.step,
-                path=str(path),
-                train_loss=train_loss,
-                val_loss=last_val_loss,
-            )
-            plot_loss_curve(run.read_metrics(), run.path / "loss_curve.png", title=run.run_id)
+            # Each process's own random generators, so each resumes its own dropout draws.
+            rank_rngs = replicas.gather(rng_state()) if replicas.world_size > 1 else None
+            if run.writes:
+                path = save_checkpoint(
+                    run.checkpoints_path,
+                    model,
+                    optimizer,
+                    scheduler,
+                    state,
+                    settings.keep_checkpoints,
+                    rank_rngs,
+                )
+                run.emit(
+                    EventType.checkpoint,
+                    f"checkpoint at step {state.step}",
+                    step=state.step,
+                    path=str(path),
+                    train_loss=train_loss,
+                    val_loss=last_val_loss,
+                )
+                plot_loss_curve(run.read_metrics(), run.path / "loss_curve.png", title=run.run_id)
             timing.checkpoint = time.perf_counter() - checkpoint_start
         if stop:
             break
@@ -308,7 +342,7 @@ def fit(
         )
 
     # ------------------------------------------------------------------ the best weights
-    if state.best_step is not None and state.best_step != state.step:
+    if state.best_step is not None and state.best_step != state.step and run.writes:
         load_trainable_state(model, load_file(str(run.path / "best" / "trainable.safetensors")))
         run.emit(EventType.warning, f"keeping the best checkpoint (step {state.best_step}) over the last")
     return LoopOutcome(state=state, train_loss=train_loss)
@@ -340,15 +374,18 @@ def _plan_again(
 
 
 @torch.no_grad()
-def _validation_loss(model: torch.nn.Module, objective: Objective[Any], batches: list[Any]) -> float:
-    """The mean loss over every validation unit (token-weighted for SFT)."""
+def _validation_loss(
+    model: torch.nn.Module, objective: Objective[Any], batches: list[Any], replicas: Replicas
+) -> float:
+    """The mean loss over every validation unit (token-weighted for SFT), each process scoring its share."""
     model.eval()
     total, count = 0.0, 0
-    for batch in batches:
+    for batch in replicas.shard(batches):
         total += float(objective.loss(batch))
         count += batch.count
     model.train()
-    return total / max(count, 1)
+    summed, counted = replicas.total(total, count)
+    return summed / max(counted, 1)
 
 
 def _select(
@@ -391,6 +428,8 @@ def _select(
 
 
 def _save_best(run: RunDir, model: torch.nn.Module) -> None:
+    if not run.writes:
+        return
     best = run.path / "best"
     best.mkdir(exist_ok=True)
     save_file(trainable_state(model), str(best / ".trainable.tmp"))

@@ -88,12 +88,19 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class RunDir:
-    """A run's folder. Appends are line-atomic; whole files are written atomically."""
+    """A run's folder. Appends are line-atomic; whole files are written atomically.
 
-    def __init__(self, path: Path, run_id: str, listener: EventListener | None = None) -> None:
+    `writes` False: a view for the other processes of a multi-process run, which read the folder (its
+    checkpoints, plan.json) and write nothing; process 0 writes it.
+    """
+
+    def __init__(
+        self, path: Path, run_id: str, listener: EventListener | None = None, *, writes: bool = True
+    ) -> None:
         self.path = path
         self.run_id = run_id
         self.listener = listener
+        self.writes = writes
 
     @property
     def events_path(self) -> Path:
@@ -109,13 +116,16 @@ class RunDir:
 
     def emit(self, type_: EventType, message: str, **data: Any) -> RunEvent:
         event = RunEvent(run_id=self.run_id, type=type_, message=message, data=data)
+        if not self.writes:
+            return event
         _append_line(self.events_path, event.to_json())
         if self.listener is not None:
             self.listener(event)
         return event
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        _append_line(self.metrics_path, json.dumps(record))
+        if self.writes:
+            _append_line(self.metrics_path, json.dumps(record))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
@@ -127,10 +137,12 @@ class RunDir:
     def truncate_metrics(self, through_step: int) -> None:
         """Drop metric lines after `through_step` (written after the checkpoint a resume starts from)."""
         kept = [record for record in self.read_metrics() if record["step"] <= through_step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+        if self.writes:
+            atomic_write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
-        atomic_write_text(self.path / name, json.dumps(payload, indent=2, default=str) + "\n")
+        if self.writes:
+            atomic_write_text(self.path / name, json.dumps(payload, indent=2, default=str) + "\n")
 
     def write_status(self, status: RunStatus, error: str | None = None) -> None:
         """`status.json`: what `tunesmith runs` and `--resume` read first."""

@@ -30,6 +30,7 @@ from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
+from tunesmith.train.distributed import ALONE, Replicas, share_run
 from tunesmith.train.finish import TrainedData, finish_run
 from tunesmith.train.loop import LoopSettings, Score, ValidationHook, fit
 from tunesmith.train.losses import linear_cross_entropy
@@ -54,21 +55,23 @@ def train_sft(
     resume: Path | None = None,
     progress: bool = True,
     on_validation: ValidationHook | None = None,
+    replicas: Replicas = ALONE,
 ) -> TrainResult:
     """Fine-tune `spec.model` on `spec.data`; resume the run folder `resume` from its last checkpoint.
 
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
     recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable. `on_validation`
-    may stop the run after a validation (a study pruning its trial).
+    may stop the run after a validation (a study pruning its trial). `replicas`: the other processes of a
+    `--nproc` run, each calling this (rank 0 writes the run folder).
     """
     if spec.tuning == "qlora":  # before anything is loaded or written
         require_qlora()
     config = spec.model_dump(mode="json")
-    run = open_run(
+    run = share_run(replicas, lambda: open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
-    )
+    ))  # fmt: skip
     with recording_outcome(run):
-        return _train(spec, run, resume is not None, progress, on_validation)
+        return _train(spec, run, resume is not None, progress, on_validation, replicas)
 
 
 def _train(
@@ -77,6 +80,7 @@ def _train(
     resuming: bool,
     show_progress: bool,
     on_validation: ValidationHook | None,
+    replicas: Replicas,
 ) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
@@ -91,7 +95,7 @@ def _train(
     # ------------------------------------------------------------------ model
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
-    plan = choose_step_plan(run, spec, model_path, bf16, device, train_examples, resuming)
+    plan = replicas.agree(choose_step_plan(run, spec, model_path, bf16, device, train_examples, resuming))
     lora = spec.lora
     trained = prepare_training_model(
         model_path,
@@ -106,6 +110,8 @@ def _train(
         compile_decoder=spec.compile,
         quantized=spec.tuning == "qlora",
     )
+    if replicas.world_size > 1:  # the same adapter initialised everywhere; each process its own dropout draws
+        torch.manual_seed(spec.seed + 7919 * replicas.rank)
 
     # ------------------------------------------------------------------ loop
     objective = SFTObjective(
@@ -123,24 +129,26 @@ def _train(
     lengths = [len(example.input_ids) for example in train_examples]
     speed = budget_speed(spec, model_path, bf16, device, plan)
     steps = planned_steps(spec, lengths, sum(len(example.input_ids) for example in val_examples), speed)
+    steps = replicas.agree(steps)  # a time budget plans from a speed each process measured
     settings = loop_settings(spec, len(train_examples), steps)
     started = (
-        f"training {steps_message(spec, steps, speed)} on {device} ({'bf16' if bf16 else 'fp32'}), passes of "
+        f"training {steps_message(spec, steps, speed)} on {_devices(device, replicas.world_size)} "
+        f"({'bf16' if bf16 else 'fp32'}), passes of "
         f"{plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
-        {"layout": plan.to_dict(), "planned_steps": steps},
+        {"layout": plan.to_dict(), "planned_steps": steps, "processes": replicas.world_size},
     )
     outcome = fit(
         trained.model, objective, settings, run,
-        device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
-        on_validation=on_validation,
+        device=device, resuming=resuming, started=started, score=score,
+        show_progress=show_progress and run.writes, on_validation=on_validation, replicas=replicas,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
     data = TrainedData(train_hash, val_hash, len(train_examples), len(val_examples), validation)
-    return finish_run(
+    return replicas.on_main(lambda: finish_run(
         run, trained, tokenizer, outcome,
         method=spec.tuning, base_model=spec.model, hyperparameters=hyperparameters(spec), data=data, plan=plan,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,10 @@ def _pass(batch: PackedBatch, rows: slice) -> SFTPass:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _devices(device: str, processes: int) -> str:
+    return device if processes == 1 else f"{processes} processes ({device})"
 
 
 def loop_settings(spec: TrainSpec, num_examples: int, total_steps: int) -> LoopSettings:

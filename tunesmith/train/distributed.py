@@ -1,0 +1,352 @@
+"""Training across processes and machines: the launch through torchrun, and what the loop asks of its peers.
+
+Owns: `launch_training` (checks a launch, then starts `python -m tunesmith train` in each process through
+`torch.distributed.run`, torchrun's own programmatic entry, so `torchrun -m tunesmith train` by hand does
+the same), joining the process group in a worker (`join_process_group`), and `Replicas`, the few things the
+loop (`tunesmith.train.loop`) and the recipe (`tunesmith.train.sft`) ask of the other processes: the shard
+of a step's examples this process trains on, totals over every process, the summed gradients, and rank
+0's value of anything a process measured or chose for itself. `ALONE` answers for one process, as if no
+other existed, so the one-process path runs exactly as it did before. Does not own: the loop, the
+objectives, or the run folder (only rank 0 writes it: `RunDir.writes`).
+
+Data parallel with an explicit all-reduce, not `DistributedDataParallel`: the loop runs the decoder and
+the loss head outside the model's `forward` (`TrainingModel.hidden_states`, `linear_cross_entropy`), which
+DDP's reducer needs to see; a process's share of a step packs into as many passes as it needs, and DDP
+needs every process to call backward equally often; DDP averages gradients where a token-weighted loss
+needs their sum. So each process takes its shard of the same global step (a function of (seed, step)),
+divides its summed loss by the step's loss tokens over every process, runs its passes, and one
+all-reduce per step (in buckets, the loss sum riding along) sums the trainable gradients: the gradient of
+the global step's token mean, as one process computes it, to rounding. LoRA gradients are a few MB, so
+overlapping the all-reduce with backward would save nothing worth DDP's constraints. Full fine-tuning
+runs the same way (the all-reduce in 64 MB buckets); sharding a model that does not fit one device
+(FSDP2, ZeRO-3) is not built.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import torch
+import yaml
+
+from tunesmith.config import ConfigError, TrainSpec
+from tunesmith.train.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tunesmith.train.plan import MemoryEstimate
+
+T = TypeVar("T")
+_BUCKET_ELEMENTS = 1 << 24  # 64 MB of fp32 gradients per all-reduce call
+
+
+class Replicas(Protocol):
+    """The other processes of a data-parallel run, as the loop and the recipe need them."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    def shard(self, items: list[T]) -> list[T]:
+        """This process's share of `items` (the same list in every process)."""
+        ...
+
+    def total(self, *values: float) -> list[float]:
+        """Each of `values` summed over every process."""
+        ...
+
+    def sum_gradients(self, parameters: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Sum `parameters`' gradients over every process in place; returns `loss` summed the same way."""
+        ...
+
+    def agree(self, value: T) -> T:
+        """Rank 0's `value` (picklable), in every process."""
+        ...
+
+    def on_main(self, compute: Callable[[], T]) -> T:
+        """`compute()` run by rank 0 alone, its result in every process."""
+        ...
+
+    def gather(self, value: T) -> list[T]:
+        """Every process's `value`, by rank."""
+        ...
+
+
+class _Alone:
+    """One process: every question answers itself."""
+
+    rank = 0
+    world_size = 1
+
+    def shard(self, items: list[T]) -> list[T]:
+        return items
+
+    def total(self, *values: float) -> list[float]:
+        return list(values)
+
+    def sum_gradients(self, parameters: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def agree(self, value: T) -> T:
+        return value
+
+    def on_main(self, compute: Callable[[], T]) -> T:
+        return compute()
+
+    def gather(self, value: T) -> list[T]:
+        return [value]
+
+
+ALONE: Replicas = _Alone()
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process in a torch.distributed group: gloo on CPU, nccl on CUDA (`device` holds its tensors)."""
+
+    rank: int
+    world_size: int
+    device: str
+
+    def shard(self, items: list[T]) -> list[T]:
+        # A contiguous share, not every n-th: where a share is whole micro-batches, a process packs and
+        # runs exactly the passes one process would, so with two processes the summed gradient is bitwise
+        # the one process's (a + b == b + a); with more it differs in rounding (the all-reduce's order).
+        count = len(items)
+        return items[self.rank * count // self.world_size : (self.rank + 1) * count // self.world_size]
+
+    def total(self, *values: float) -> list[float]:
+        import torch.distributed as dist
+
+        # float64 holds token counts exactly (below 2**53) and loss sums to fp32's precision and beyond.
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return [float(value) for value in tensor.tolist()]
+
+    def sum_gradients(self, parameters: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        # A process whose shard was empty (the short last step of an epoch) has no gradients: zeros.
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        tensors = [parameter.grad for parameter in parameters if parameter.grad is not None]
+        summed_loss = loss.detach().reshape(1).to(tensors[0].dtype)
+        for bucket in _buckets([*tensors, summed_loss]):
+            flat = torch.cat([tensor.reshape(-1) for tensor in bucket])
+            dist.all_reduce(flat)
+            offset = 0
+            for tensor in bucket:
+                tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+                offset += tensor.numel()
+        return summed_loss.reshape(()).to(loss.dtype)
+
+    def agree(self, value: T) -> T:
+        import torch.distributed as dist
+
+        holder: list[Any] = [value]
+        dist.broadcast_object_list(holder, src=0)
+        result: T = holder[0]
+        return result
+
+    def on_main(self, compute: Callable[[], T]) -> T:
+        import torch.distributed as dist
+
+        holder: list[Any] = [compute() if self.rank == 0 else None]
+        dist.broadcast_object_list(holder, src=0)
+        result: T = holder[0]
+        return result
+
+    def gather(self, value: T) -> list[T]:
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+
+def _buckets(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """`tensors` in order, grouped into runs of about `_BUCKET_ELEMENTS` (one all-reduce each)."""
+    bucket: list[torch.Tensor] = []
+    size = 0
+    for tensor in tensors:
+        bucket.append(tensor)
+        size += tensor.numel()
+        if size >= _BUCKET_ELEMENTS:
+            yield bucket
+            bucket, size = [], 0
+    if bucket:
+        yield bucket
+
+
+# ---------------------------------------------------------------------- in a worker
+
+
+def is_worker() -> bool:
+    """Whether this process was started by torchrun (`tunesmith train --nproc`, or torchrun by hand)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def worker_rank() -> int:
+    """This worker's global rank (0 writes the run folder and the registry)."""
+    return int(os.environ["RANK"])
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend `distributed.backend` names on `device`: auto is nccl on CUDA, gloo on CPU."""
+    if backend == "auto":
+        return "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl" and not device.startswith("cuda"):
+        raise ConfigError("train.distributed.backend: nccl needs CUDA GPUs; use gloo (or auto) on CPU")
+    return backend
+
+
+def check_strategy(spec: TrainSpec) -> str:
+    """The strategy a multi-process run of `spec` uses; a clear error for one that cannot run here."""
+    strategy = spec.distributed.strategy
+    if strategy == "deepspeed":
+        raise ConfigError(
+            "train.distributed.strategy: deepspeed (ZeRO-3) is not part of tunesmith's install: `pip install "
+            "deepspeed` and run it through its own launcher; tunesmith trains with ddp (every process holds "
+            "the model)"
+        )
+    return strategy
+
+
+@contextmanager
+def join_process_group(backend: str, device: str) -> Iterator[ProcessGroup]:
+    """Join the group torchrun set up (its env variables); leave it on the way out."""
+    import torch.distributed as dist
+
+    name = resolve_backend(backend, device)
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if name == "nccl":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(name)
+    try:
+        yield ProcessGroup(dist.get_rank(), dist.get_world_size(), device)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------- launching
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Where the processes of one job run: `nproc` on each of `nnodes` machines."""
+
+    nproc: int
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None  # None on one machine: torchrun picks a free port
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+
+def check_launch(settings: LaunchSettings, spec: TrainSpec) -> None:
+    """Raise `ConfigError` naming the flag for a launch that cannot work, before any process starts."""
+    device = (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )  # `default_device`, without importing transformers
+    if settings.nproc < 1:
+        raise ConfigError(f"--nproc {settings.nproc}: give at least 1 process per machine")
+    if settings.nnodes < 1:
+        raise ConfigError(f"--nnodes {settings.nnodes}: give at least 1 machine")
+    if not 0 <= settings.node_rank < settings.nnodes:
+        raise ConfigError(
+            f"--node-rank {settings.node_rank}: must be 0 to {settings.nnodes - 1} for --nnodes {settings.nnodes}"
+        )
+    if settings.nnodes > 1 and settings.master_port is None:
+        raise ConfigError(
+            "--nnodes above 1 needs --master-addr and --master-port (the same on every machine)"
+        )
+    if spec.method != "sft":
+        raise ConfigError(f"--nproc trains sft; method {spec.method} runs in one process for now")
+    check_strategy(spec)
+    backend = resolve_backend(spec.distributed.backend, device)
+    if backend == "nccl" and settings.nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"--nproc {settings.nproc}: nccl runs one process per GPU and this machine has "
+            f"{torch.cuda.device_count()}"
+        )
+    if settings.master_port is not None and settings.node_rank == 0:
+        _check_port_free(settings.master_port)
+
+
+def _check_port_free(port: int) -> None:
+    """Rank 0's machine serves the rendezvous on `port`: refuse one another program holds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("", port))
+        except OSError as error:
+            raise ConfigError(
+                f"--master-port {port} is in use on this machine ({error.strerror}); pick a free port"
+            ) from error
+
+
+def launch_training(spec: TrainSpec, resume: Path | None, settings: LaunchSettings, args: list[str]) -> None:
+    """Run `tunesmith train` (`spec`, or the run folder `resume`) in `settings.nproc` processes here.
+
+    `args` are the worker's other `tunesmith train` options (--json, --report-to ...). Blocks until every
+    process ends; raises `ConfigError` naming the failed ranks when one fails.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    with tempfile.TemporaryDirectory(prefix="tunesmith-launch-") as folder:
+        job = ["--resume", str(resume)]
+        if resume is None:  # the spec as resolved here (flags and config merged), read back by every worker
+            config = Path(folder) / "train.yaml"
+            config.write_text(yaml.safe_dump({"train": spec.model_dump(mode="json")}), encoding="utf-8")
+            job = ["--config", str(config)]
+        launcher = [
+            f"--nnodes={settings.nnodes}", f"--nproc-per-node={settings.nproc}",
+            f"--node-rank={settings.node_rank}", "--max-restarts=0",
+        ]  # fmt: skip
+        if settings.master_port is None:
+            launcher.append("--standalone")
+        else:
+            launcher += [f"--master-addr={settings.master_addr}", f"--master-port={settings.master_port}"]
+        command = get_args_parser().parse_args([*launcher, "-m", "tunesmith", "train", *job, *args])
+        try:
+            run(command)
+        except ChildFailedError as error:
+            ranks = ", ".join(str(rank) for rank in sorted(error.failures))
+            raise ConfigError(
+                f"training failed in process(es) {ranks}; the first error is above"
+                + ("" if resume is None else f"; resume with `tunesmith train --resume {resume} --nproc ...`")
+            ) from None
+
+
+def share_run(replicas: Replicas, open_main: Callable[[], RunDir]) -> RunDir:
+    """The run folder rank 0 opens (`open_main`); the other processes get a view of it that writes nothing."""
+    if replicas.rank == 0:
+        run = open_main()
+        replicas.agree((str(run.path), run.run_id))
+        return run
+    path, run_id = replicas.agree(("", ""))
+    return RunDir(Path(path), run_id, writes=False)
+
+
+def device_memory(memory: MemoryEstimate, strategy: str) -> MemoryEstimate:
+    """Peak bytes on each device when several processes train one step as `memory` estimates it for one.
+
+    ddp: every process holds everything (weights, optimizer state, its own passes' activations), plus a
+    bucket of gradients flattened to be summed (`ProcessGroup.sum_gradients`).
+    """
+    assert strategy == "ddp"  # `check_strategy` refuses the others
+    bucket = min(memory.trainable_state // 4, _BUCKET_ELEMENTS * 4)  # fp32 gradients: a quarter of the state
+    return replace(memory, overhead=memory.overhead + bucket)
