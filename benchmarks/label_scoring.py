@@ -156,9 +156,13 @@ def measure(
         lambda: dense_score_labels(model, tokenizer, prompts[:reference], labels, batch_size=BATCH)
     )
     load_dense = os.getloadavg()[0]
+    unshared, no_prefix = _timed(
+        lambda: _without_shared_prefix(model, tokenizer, prompts[:reference], labels)
+    )
     plain_scores, slow = _timed(lambda: plain_score_labels(model, ids[:plain], continuations))
     count = len(prompts)
     dense_total, plain_total = dense * count / reference, slow * count / plain
+    no_prefix_total = no_prefix * count / reference
     return {
         "prompts": count,
         "mean_prompt_tokens": round(sum(len(i) for i in ids) / count, 1),
@@ -167,6 +171,7 @@ def measure(
         "dense_measured_on": reference,
         "plain_s": round(plain_total, 1),
         "plain_measured_on": plain,
+        "tunesmith_without_shared_prefix_s": round(no_prefix_total, 1),
         "speedup_vs_dense": round(dense_total / fast, 2),
         "speedup_vs_plain": round(plain_total / fast, 1),
         "forward_tokens": tokens,
@@ -176,6 +181,18 @@ def measure(
         "same_predictions_vs_dense": float((scores[:reference].argmax(1) == dense_scores.argmax(1)).float().mean()),
         "load": [round(load_fast, 2), round(load_dense, 2), round(os.getloadavg()[0], 2)],
     }  # fmt: skip
+
+
+def _without_shared_prefix(model: Any, tokenizer: Any, prompts: list[str], labels: list[str]) -> torch.Tensor:
+    """tunesmith's path with every prompt computed whole in its row (the trie alone): what the prefix gives."""
+    from tunesmith.eval import classify
+
+    shared_prefix_length = classify.shared_prefix_length
+    classify.shared_prefix_length = lambda prompt_ids: 0  # type: ignore[assignment]
+    try:
+        return classify.score_labels(model, tokenizer, prompts, labels, batch_size=BATCH)
+    finally:
+        classify.shared_prefix_length = shared_prefix_length
 
 
 @torch.inference_mode()
