@@ -21,9 +21,12 @@ Paths, each on the same prompts:
 whole set would take hours); their seconds for the whole set are extrapolated linearly (prompts are
 sampled, so the subset's lengths are typical; the figures say which are extrapolated). Their scores
 on the subset are compared with tunesmith's (largest absolute difference; the same predicted labels).
-The ceiling is the forward tokens each path computes (padding included) for the whole set: time is
-roughly proportional to it. The machine is shared: run with OMP_NUM_THREADS=1; the load average is
-printed with every figure.
+`tunesmith_without_shared_prefix` is tunesmith's path with each prompt computed whole in its row (the
+trie alone), on the reference subset: what the shared prefix gives. The ceiling is the forward tokens
+each path computes (padding included) for the whole set: time is roughly proportional to it. The
+machine is shared: run with OMP_NUM_THREADS=1. Each time is given as wall seconds and as this
+process's CPU seconds (one thread, so CPU seconds are the work done whatever else runs; the speedups
+are taken from them); the load average is printed with every figure.
 
 Results, dated, with their commands and machines: benchmarks/RESULTS.md ("Label scoring").
 """
@@ -108,10 +111,16 @@ def _prompts(tokenizer: Any, count: int) -> tuple[dict[str, list[str]], list[str
     return prompts, labels
 
 
-def _timed(function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Time:
+    wall: float  # seconds on the clock: depends on what else the shared machine runs
+    cpu: float  # seconds this process ran (one thread): the work done, nearly independent of the load
+
+
+def _timed(function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, _Time]:
+    wall, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return result, time.perf_counter() - started
+    return result, _Time(time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def _forward_tokens(prompt_lengths: list[int], continuations: list[list[int]]) -> dict[str, int]:
@@ -156,24 +165,26 @@ def measure(
         lambda: dense_score_labels(model, tokenizer, prompts[:reference], labels, batch_size=BATCH)
     )
     load_dense = os.getloadavg()[0]
-    unshared, no_prefix = _timed(
-        lambda: _without_shared_prefix(model, tokenizer, prompts[:reference], labels)
-    )
+    _, no_prefix = _timed(lambda: _without_shared_prefix(model, tokenizer, prompts[:reference], labels))
     plain_scores, slow = _timed(lambda: plain_score_labels(model, ids[:plain], continuations))
     count = len(prompts)
-    dense_total, plain_total = dense * count / reference, slow * count / plain
-    no_prefix_total = no_prefix * count / reference
+
+    def whole(measured: _Time, on: int) -> dict[str, float]:  # extrapolated from `on` prompts to all
+        return {"wall_s": round(measured.wall * count / on, 1), "cpu_s": round(measured.cpu * count / on, 1)}
+
+    seconds = {
+        "tunesmith": whole(fast, count),
+        "dense": whole(dense, reference),
+        "tunesmith_without_shared_prefix": whole(no_prefix, reference),
+        "plain": whole(slow, plain),
+    }
     return {
         "prompts": count,
         "mean_prompt_tokens": round(sum(len(i) for i in ids) / count, 1),
-        "tunesmith_s": round(fast, 1),
-        "dense_s": round(dense_total, 1),
-        "dense_measured_on": reference,
-        "plain_s": round(plain_total, 1),
-        "plain_measured_on": plain,
-        "tunesmith_without_shared_prefix_s": round(no_prefix_total, 1),
-        "speedup_vs_dense": round(dense_total / fast, 2),
-        "speedup_vs_plain": round(plain_total / fast, 1),
+        "seconds": seconds,
+        "measured_on": {"dense": reference, "tunesmith_without_shared_prefix": reference, "plain": plain},
+        "cpu_speedup_vs_dense": round(seconds["dense"]["cpu_s"] / seconds["tunesmith"]["cpu_s"], 2),
+        "cpu_speedup_vs_plain": round(seconds["plain"]["cpu_s"] / seconds["tunesmith"]["cpu_s"], 1),
         "forward_tokens": tokens,
         "token_ratio_dense_over_tunesmith": round(tokens["dense"] / tokens["tunesmith"], 2),
         "max_abs_difference_vs_dense": float((scores[:reference] - dense_scores).abs().max()),
