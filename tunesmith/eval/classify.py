@@ -6,10 +6,13 @@ sequences form a trie (`label_trie`): labels that open with the same tokens shar
 node's token is computed once per prompt. The opening every prompt shares (the chat template's system
 text, a zero-shot instruction naming every label, few-shot demonstrations) is prefilled once per call
 into a KV cache (transformers' `DynamicCache`); each batch of prompts then runs one forward on that
-cache over each prompt's own tokens followed by the whole trie, a 4D mask letting a trie node attend to
-its prompt and its ancestors only (tree attention), positions continuing from its prompt. The output
-head runs only where a label token is predicted: at each prompt's last token and at the trie's inner
-nodes. A label's log-probability is the sum over its path. Nothing is parsed: the prediction is the
+cache over each prompt's own tokens followed by the trie's inner nodes, a 4D mask letting a trie node
+attend to its prompt and its ancestors only (tree attention), positions continuing from its prompt.
+Leaves are never inputs: a node's log-probability is read from its parent's output, and a leaf has no
+children (every label's end-of-turn token is one). So the output head runs where a label token is
+predicted only: at each prompt's last token and at the inner nodes. A label's log-probability is the
+sum over its path. All levels of the trie run in one forward rather than one per level: the same
+tokens, fewer calls, and no cache to copy per branch. Nothing is parsed: the prediction is the
 label with the highest summed log-probability. With an out-of-scope label, a prediction whose
 log-probability falls below a threshold becomes "none of these" instead; the threshold is calibrated on
 labelled validation examples (`calibrate_out_of_scope`). Does not own: prompts (see `baselines`) or
@@ -88,7 +91,13 @@ def score_labels(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """(N, L) summed log-probabilities of each label after each rendered prompt."""
+    """(N, L) summed log-probabilities of each label after each rendered prompt.
+
+    The prompts' shared opening is computed once per call, then `batch_size` prompts at a time with every
+    label on top (see the module docstring); the result equals one forward per (prompt, label) pair.
+    """
+    if not prompts:
+        return torch.empty(0, len(labels))
     trie = label_trie(label_continuations(tokenizer, labels))
     device = next(model.parameters()).device
     decoder, head = model.get_decoder(), model.get_output_embeddings()

@@ -98,6 +98,7 @@ def test_prompts_of_different_lengths_in_one_batch_and_alone(tiny: tuple[Any, An
         model, tokenizer, prompts[1:2], LABELS, batch_size=1
     )  # all but its last token shared
     assert torch.allclose(alone, expected[1:2], atol=1e-4)
+    assert score_labels(model, tokenizer, [], LABELS, batch_size=2).shape == (0, len(LABELS))
 
 
 def test_an_adapter_scores_as_evaluation_and_serving_load_it(
