@@ -190,8 +190,7 @@ def _label_logprobs(head: torch.nn.Module, queries: torch.Tensor, layout: _TrieL
     """(B, L) label log-probabilities from the hidden states (B, Q, H) of each row's predicting queries."""
     rows = []
     for row in queries:  # one row's logits at a time: (Q, V) in fp32 is tens of MB
-        # In fp32 whatever the model's dtype; the kernel casts as it reads (a cast, then logsumexp,
-        # made a batch ~10% slower on a CPU).
+        # In fp32 whatever the model's dtype; the kernel casts as it reads (no fp32 copy of the logits).
         logprobs = torch.log_softmax(head(row), dim=-1, dtype=torch.float32)  # (Q, V)
         rows.append(logprobs[layout.predictors, layout.tokens])  # (N,)
     return torch.stack(rows) @ layout.membership  # (B, N) @ (N, L)
