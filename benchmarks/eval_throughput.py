@@ -4,9 +4,9 @@ One command:  .venv/bin/python benchmarks/eval_throughput.py [--examples 48] [--
 
 Model: the embedded SmolLM2-135M-Instruct, in the precision `tunesmith eval` picks for this machine.
 - classification: the first `--examples` CLINC150 test utterances of 10 intents, prompted zero-shot with
-  the label list (`baselines.classification_instruction`); tunesmith's `score_labels` (prompt once + all
-  labels in one row, 4D mask, one forward per batch of 16) against the plain way, one forward over
-  prompt + label for every (example, label) pair. Both must pick the same labels (`same_predictions`).
+  the label list (`baselines.classification_instruction`); tunesmith's `score_labels` (the shared opening
+  prefilled once, each prompt and the label trie on its cache, batches of 16) against the plain way, one
+  forward over prompt + label for every (example, label) pair. With many labels: label_scoring.py. Both must pick the same labels (`same_predictions`).
 - generation: the first `--examples` GSM8K test questions, greedy, 64 new tokens; `generate_batched`
   (length-sorted, left-padded batches of 16 with a KV cache) against one prompt at a time.
 The machine is shared: the load average is printed with every figure.

@@ -1,15 +1,22 @@
-"""Classification by label log-likelihood: every label scored after every prompt, one forward per batch.
+"""Classification by label log-likelihood: each prompt prefilled once, every label scored on its cache.
 
 Owns: the label continuations (each label as the chat template closes an assistant turn, end-of-turn
-included, so `balance` and `balance_transfer` are told apart), and scoring them. One row per prompt
-holds the prompt once followed by every label; a 4D attention mask lets each label attend to the
-prompt and to its own earlier tokens only, and position ids continue from the prompt for every label.
-So a batch costs one forward pass over (prompt + all labels) tokens, the prompt is never recomputed
-per label, and the output head runs only where a label token is predicted. Nothing is parsed: the
-prediction is the label with the highest summed log-probability. With an out-of-scope label, a
-prediction whose log-probability falls below a threshold becomes "none of these" instead; the
-threshold is calibrated on labelled validation examples (`calibrate_out_of_scope`). Does not own:
-prompts (see `baselines`) or metrics.
+included, so `balance` and `balance_transfer` are told apart), and scoring them. The labels' token
+sequences form a trie (`label_trie`): labels that open with the same tokens share those nodes, and each
+node's token is computed once per prompt. The opening every prompt shares (the chat template's system
+text, a zero-shot instruction naming every label, few-shot demonstrations) is prefilled once per call
+into a KV cache (transformers' `DynamicCache`); each batch of prompts then runs one forward on that
+cache over each prompt's own tokens followed by the trie's inner nodes, a 4D mask letting a trie node
+attend to its prompt and its ancestors only (tree attention), positions continuing from its prompt.
+Leaves are never inputs: a node's log-probability is read from its parent's output, and a leaf has no
+children (every label's end-of-turn token is one). So the output head runs where a label token is
+predicted only: at each prompt's last token and at the inner nodes. A label's log-probability is the
+sum over its path. All levels of the trie run in one forward rather than one per level: the same
+tokens, fewer calls, and no cache to copy per branch. Nothing is parsed: the prediction is the
+label with the highest summed log-probability. With an out-of-scope label, a prediction whose
+log-probability falls below a threshold becomes "none of these" instead; the threshold is calibrated on
+labelled validation examples (`calibrate_out_of_scope`). Does not own: prompts (see `baselines`) or
+metrics. Measured figures: benchmarks/RESULTS.md, "Label scoring".
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.data.records import Message
 from tunesmith.data.render import render_text
@@ -41,6 +48,39 @@ def label_continuations(tokenizer: PreTrainedTokenizerBase, labels: Sequence[str
     return continuations
 
 
+@dataclass(frozen=True)
+class LabelTrie:
+    """Label token sequences as a trie; nodes are numbered so that a parent comes before its children."""
+
+    tokens: list[int]  # each node's token
+    parents: list[int]  # each node's parent node, -1 under the root (predicted by the prompt's last token)
+    depths: list[int]  # 0 under the root
+    paths: list[list[int]]  # each label's nodes, root to end (a label may end on another's inner node)
+
+
+def label_trie(continuations: Sequence[Sequence[int]]) -> LabelTrie:
+    """The trie of `continuations` (label token ids); a shared opening is one path of nodes."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    children: dict[tuple[int, int], int] = {}  # (parent, token) -> node
+    paths = []
+    for ids in continuations:
+        if not ids:
+            raise ValueError("a label renders to no tokens")
+        node, path = -1, []
+        for depth, token in enumerate(ids):
+            if (node, token) not in children:
+                children[node, token] = len(tokens)
+                tokens.append(token)
+                parents.append(node)
+                depths.append(depth)
+            node = children[node, token]
+            path.append(node)
+        paths.append(path)
+    return LabelTrie(tokens, parents, depths, paths)
+
+
 @torch.inference_mode()
 def score_labels(
     model: PreTrainedModel,
@@ -51,31 +91,109 @@ def score_labels(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """(N, L) summed log-probabilities of each label after each rendered prompt."""
-    continuations = label_continuations(tokenizer, labels)
+    """(N, L) summed log-probabilities of each label after each rendered prompt.
+
+    The prompts' shared opening is computed once per call, then `batch_size` prompts at a time with every
+    label on top (see the module docstring); the result equals one forward per (prompt, label) pair.
+    """
+    if not prompts:
+        return torch.empty(0, len(labels))
+    trie = label_trie(label_continuations(tokenizer, labels))
     device = next(model.parameters()).device
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    shared = shared_prefix_length(prompt_ids)
+    prefix = _prefill(decoder, prompt_ids[0][:shared], device) if shared else []
+    layout = _TrieLayout.of(trie, len(labels), device)
     order = sorted(range(len(prompts)), key=lambda index: len(prompt_ids[index]))
     scores = torch.empty(len(prompts), len(labels))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = _label_batch([prompt_ids[index] for index in chunk], continuations, tokenizer.pad_token_id)
+        remainders = [prompt_ids[index][shared:] for index in chunk]
+        batch = _trie_batch(remainders, layout, shared, tokenizer.pad_token_id)
+        size = len(chunk)
+        # The shared prefix's keys and values, one view per row; the cache copies them when it appends.
+        cache = DynamicCache([(k.expand(size, -1, -1, -1), v.expand(size, -1, -1, -1)) for k, v in prefix])
         hidden = decoder(
             input_ids=batch.input_ids.to(device),
             attention_mask=batch.attention_mask.to(device),
             position_ids=batch.position_ids.to(device),
-            use_cache=False,
+            cache=cache,
+            use_cache=True,
         ).last_hidden_state  # (B, T, H)
-        rows, queries = batch.query_rows.to(device), batch.query_positions.to(device)
-        logits = head(hidden[rows, queries]).float()  # (Q, V): only where a label token is predicted
-        token_logprobs = logits.log_softmax(-1).gather(1, batch.targets.to(device)[:, None])[:, 0]
-        per_label = torch.zeros(len(chunk) * len(labels), device=device)
-        per_label.index_add_(0, batch.owners.to(device), token_logprobs)
-        scores[chunk] = per_label.view(len(chunk), len(labels)).cpu()
+        queries = hidden.gather(
+            1, batch.query_positions.to(device)[:, :, None].expand(-1, -1, hidden.shape[-1])
+        )
+        scores[chunk] = _label_logprobs(head, queries, layout).cpu()
         if on_batch is not None:
-            on_batch(len(chunk))
+            on_batch(size)
     return scores
+
+
+def shared_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt opens with, leaving at least the last token of each prompt (it predicts the
+    first label token, so its output is needed per prompt)."""
+    first = prompt_ids[0]
+    length = min(len(ids) for ids in prompt_ids) - 1
+    for ids in prompt_ids[1:]:
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    return max(length, 0)
+
+
+def _prefill(
+    decoder: torch.nn.Module, ids: list[int], device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (1, heads, P, head size) keys and values of the shared prefix `ids`."""
+    cache = DynamicCache()
+    decoder(input_ids=torch.tensor([ids], device=device), cache=cache, use_cache=True)
+    return [(keys, values) for keys, values, _ in cache]
+
+
+@dataclass(frozen=True)
+class _TrieLayout:
+    """What runs through the model for a trie, and where each node's log-probability is read.
+
+    Only inner nodes (those with children) are model inputs: a node's log-probability is read from its
+    parent's output, so a leaf's own output is never needed (every label's end-of-turn token is a leaf).
+    """
+
+    inner_tokens: list[int]  # (I,) the inner nodes' tokens, parents first
+    inner_depths: list[int]  # (I,)
+    ancestors: torch.Tensor  # (I, I) bool: inner node j is i or one of its ancestors
+    predictors: torch.Tensor  # (N,) query of each node's parent: 0 the prompt's last token, 1 + i inner i
+    tokens: torch.Tensor  # (N,) each node's token
+    membership: torch.Tensor  # (N, L) 1 where node n is on label l's path
+
+    @classmethod
+    def of(cls, trie: LabelTrie, num_labels: int, device: torch.device) -> _TrieLayout:
+        inner = sorted({parent for parent in trie.parents if parent >= 0})
+        index_of = {node: index for index, node in enumerate(inner)}
+        ancestors = torch.eye(len(inner), dtype=torch.bool)
+        for index, node in enumerate(inner):  # a parent comes first, so its row is complete
+            if trie.parents[node] >= 0:
+                ancestors[index] |= ancestors[index_of[trie.parents[node]]]
+        predictors = [0 if parent < 0 else 1 + index_of[parent] for parent in trie.parents]
+        membership = torch.zeros(len(trie.tokens), num_labels)
+        for label, path in enumerate(trie.paths):
+            membership[path, label] = 1.0
+        return cls(
+            [trie.tokens[node] for node in inner],
+            [trie.depths[node] for node in inner],
+            ancestors,
+            torch.tensor(predictors, device=device),
+            torch.tensor(trie.tokens, device=device),
+            membership.to(device),
+        )
+
+
+def _label_logprobs(head: torch.nn.Module, queries: torch.Tensor, layout: _TrieLayout) -> torch.Tensor:
+    """(B, L) label log-probabilities from the hidden states (B, Q, H) of each row's predicting queries."""
+    rows = []
+    for row in queries:  # one row's logits at a time: (Q, V) in fp32 is tens of MB
+        # In fp32 whatever the model's dtype; the kernel casts as it reads (no fp32 copy of the logits).
+        logprobs = torch.log_softmax(head(row), dim=-1, dtype=torch.float32)  # (Q, V)
+        rows.append(logprobs[layout.predictors, layout.tokens])  # (N,)
+    return torch.stack(rows) @ layout.membership  # (B, N) @ (N, L)
 
 
 def predict_labels(scores: torch.Tensor, threshold: float | None = None, out_of_scope: int = -1) -> list[int]:
@@ -120,55 +238,33 @@ def calibrate_out_of_scope(scores: torch.Tensor, gold: Sequence[int], out_of_sco
 
 
 @dataclass(frozen=True)
-class _LabelBatch:
-    """Rows of [prompt | label 1 | label 2 | ...] with the mask and gather indices to score them."""
+class _TrieBatch:
+    """Rows of [prompt's own tokens | padding | the trie's inner nodes] on the shared prefix, with their mask."""
 
     input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, 1, T, T) bool, True = may attend
+    attention_mask: torch.Tensor  # (B, 1, T, P + T) bool, True = may attend; P the shared prefix
     position_ids: torch.Tensor  # (B, T)
-    query_rows: torch.Tensor  # (Q,) row of each scored prediction
-    query_positions: torch.Tensor  # (Q,) position whose output predicts the target
-    targets: torch.Tensor  # (Q,) the label token predicted there
-    owners: torch.Tensor  # (Q,) row * num_labels + label index
+    query_positions: torch.Tensor  # (B, 1 + I): the prompt's last token, then each inner node
 
 
-def _label_batch(prompts: list[list[int]], continuations: list[list[int]], pad_id: int) -> _LabelBatch:
-    labels_length = sum(len(ids) for ids in continuations)
-    width = max(len(ids) for ids in prompts) + labels_length
-    size = len(prompts)
-    input_ids = torch.full((size, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((size, 1, width, width), dtype=torch.bool)
-    positions = torch.zeros((size, width), dtype=torch.long)
-    rows, queries, targets, owners = [], [], [], []
-    for row, prompt in enumerate(prompts):
-        length = len(prompt)
-        input_ids[row, :length] = torch.tensor(prompt)
-        mask[row, 0, :length, :length] = torch.ones(length, length, dtype=torch.bool).tril()
-        positions[row, :length] = torch.arange(length)
-        cursor = length
-        for label_index, ids in enumerate(continuations):
-            size_label = len(ids)
-            span = slice(cursor, cursor + size_label)
-            input_ids[row, span] = torch.tensor(ids)
-            mask[row, 0, span, :length] = True
-            mask[row, 0, span, span] = torch.ones(size_label, size_label, dtype=torch.bool).tril()
-            positions[row, span] = torch.arange(length, length + size_label)
-            # The prompt's last position predicts the first label token; each label token the next.
-            for offset, token in enumerate(ids):
-                rows.append(row)
-                queries.append(length - 1 if offset == 0 else cursor + offset - 1)
-                targets.append(token)
-                owners.append(row * len(continuations) + label_index)
-            cursor += size_label
-        # Padding attends to itself only, so no attention row is empty (an empty row would give NaN).
-        tail = torch.arange(cursor, width)
-        mask[row, 0, tail, tail] = True
-    return _LabelBatch(
-        input_ids,
-        mask,
-        positions,
-        torch.tensor(rows),
-        torch.tensor(queries),
-        torch.tensor(targets),
-        torch.tensor(owners),
-    )
+def _trie_batch(prompts: list[list[int]], layout: _TrieLayout, shared: int, pad_id: int) -> _TrieBatch:
+    size, inner = len(prompts), len(layout.inner_tokens)
+    width = max(len(ids) for ids in prompts)  # S: the longest prompt remainder
+    lengths = torch.tensor([len(ids) for ids in prompts])  # (B,)
+    input_ids = torch.full((size, width + inner), pad_id, dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+    input_ids[:, width:] = torch.tensor(layout.inner_tokens, dtype=torch.long)
+    mask = torch.zeros((size, 1, width + inner, shared + width + inner), dtype=torch.bool)
+    mask[..., :shared] = True
+    # The prompt's tokens attend causally; padding too (its output is unused, and no row is empty).
+    mask[:, 0, :width, shared : shared + width] = torch.ones(width, width, dtype=torch.bool).tril()
+    mask[:, 0, width:, shared : shared + width] = (torch.arange(width) < lengths[:, None])[:, None, :]
+    mask[:, 0, width:, shared + width :] = layout.ancestors
+    positions = torch.empty((size, width + inner), dtype=torch.long)
+    positions[:, :width] = shared + torch.arange(width)
+    positions[:, width:] = shared + lengths[:, None] + torch.tensor(layout.inner_depths, dtype=torch.long)
+    query_positions = torch.empty((size, 1 + inner), dtype=torch.long)
+    query_positions[:, 0] = lengths - 1
+    query_positions[:, 1:] = width + torch.arange(inner)
+    return _TrieBatch(input_ids, mask, positions, query_positions)

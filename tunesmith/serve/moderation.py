@@ -1,7 +1,7 @@
 """The classifier guardrail: a tunesmith classification fine-tune, served on the same base, as moderator.
 
 Owns: scoring a prompt (or a whole answer) with the classifier adapter, the way `tunesmith eval` scores classification
-(every label's summed log-likelihood as the assistant's answer, one forward, see
+(every label's summed log-likelihood as the assistant's answer, scored on the prompt's cache, see
 `eval.classify.score_labels`), turned into probabilities over the labels. The prompt is rendered as
 the classifier was trained on text/label rows (its instruction, a blank line, the text). It runs on
 the engine's worker thread, which owns the model, between decode batches (under load it waits for

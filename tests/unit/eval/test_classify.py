@@ -1,4 +1,4 @@
-"""Label scoring in one forward per batch equals scoring each (prompt, label) pair on its own."""
+"""Label scoring equals scoring each (prompt, label) pair on its own; few-shot selection and prompts; calibration."""
 
 from __future__ import annotations
 
