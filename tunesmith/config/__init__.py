@@ -43,6 +43,7 @@ from tunesmith.config.serve import (
     TopicGuardSpec,
 )
 from tunesmith.config.train import LoraSpec, TrainSpec
+from tunesmith.config.federated import FederatedSpec, PartitionSpec, load_federated_spec
 
 __all__ = [
     "BiasAuditSpec",
@@ -54,6 +55,7 @@ __all__ = [
     "Duration",
     "EvalSpec",
     "EvalTask",
+    "FederatedSpec",
     "GateMeasure",
     "GuardAction",
     "GuardrailSpec",
@@ -61,6 +63,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "LoraSpec",
     "MonitorJudgeSpec",
+    "PartitionSpec",
     "PiiGuardSpec",
     "Precision",
     "PrepareSpec",
@@ -76,6 +79,7 @@ __all__ = [
     "duration_seconds",
     "format_validation_error",
     "load_config_file",
+    "load_federated_spec",
     "tunesmith_home",
 ]
 

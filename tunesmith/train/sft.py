@@ -81,6 +81,10 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
     plan = choose_step_plan(run, spec, model_path, bf16, device, train_examples, resuming)
+    if spec.init_adapter is not None:
+        from tunesmith.train.preference import check_init_adapter  # preference imports this module
+
+        check_init_adapter(spec.init_adapter, spec.model, model_path)
     lora = spec.lora
     trained = prepare_training_model(
         model_path,
@@ -93,6 +97,7 @@ def _train(spec: TrainSpec, run: RunDir, resuming: bool, show_progress: bool) ->
         packed_attention=uses_packed_attention(device, spec.compile),
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
+        init_adapter=spec.init_adapter,
     )
 
     # ------------------------------------------------------------------ loop
