@@ -36,3 +36,52 @@ def test_simulation_records_each_round_and_the_final_adapter_loads(tiny_model_di
     assert summary["error"] <= summary["fedavg_error"]
     model = load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), Path(result.final_adapter_dir))
     assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_server_and_three_client_processes_on_loopback_complete_three_rounds(
+    tiny_model_dir: Path, tmp_path: Path, isolated_home: Path
+) -> None:
+    """Flower's deployment runtime: a SuperLink (`federated server`) and three SuperNodes, real processes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO, free_port
+
+    lines = (DEMO / "val.jsonl").read_text().splitlines()
+    data = []
+    for number in range(3):
+        path = tmp_path / f"owner-{number}" / "train.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(lines[number::3]) + "\n")
+        data.append(path)
+    config = tmp_path / "fed.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir), "rounds": 3, "local_steps": 1, "min_clients": 3, "batch_size": 4,
+        "max_seq_len": 512, "pack_len": 512, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "out": str(tmp_path / "server"), "name": "branches",
+    }))  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNESMITH_HOME": str(isolated_home), "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    tunesmith = [sys.executable, "-m", "tunesmith", "federated"]
+    server = subprocess.Popen([*tunesmith, "server", "--config", str(config), "--port", str(port), "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    clients = [
+        subprocess.Popen([*tunesmith, "client", "--data", str(path), "--server", f"127.0.0.1:{port}",
+                          "--port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+        for path in data
+    ]
+    try:
+        output, errors = server.communicate(timeout=400)
+    finally:
+        for process in [server, *clients]:
+            process.terminate()
+            process.wait(30)
+    assert server.returncode == 0, errors.decode()[-3000:]
+    result = json.loads(output)
+    assert [r["adapter"] for r in result["rounds"]] == ["branches@1", "branches@2", "branches@3"]
+    assert all(len(r["clients"]) == 3 for r in result["rounds"])
+    assert sum(c["examples"] for c in result["rounds"][0]["clients"]) == 40

@@ -20,6 +20,7 @@ from tunesmith.cli import (
     deploy,
     evaluate,
     export,
+    federated,
     guardrails,
     keys,
     logs,
@@ -53,6 +54,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(logs.app, name="logs")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(loop.app, name="loop")
+app.add_typer(federated.app, name="federated")
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("compare")(compare.compare)

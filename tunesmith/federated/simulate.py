@@ -12,17 +12,20 @@ it is still Flower's public, documented in-process entry point, and the one that
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith.config import FederatedSpec, tunesmith_home
+from tunesmith.federated.aggregate import Arrays
 from tunesmith.federated.client import LocalTraining
 from tunesmith.federated.partition import partition_rows, read_partition_rows, write_partitions
 from tunesmith.federated.record import RoundRecorder, RoundSummary
 from tunesmith.federated.server import FederationError, FederationPlan, initial_adapter, run_rounds
 from tunesmith.registry.store import Registry
+from tunesmith.train.rundir import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,35 @@ def client_datasets(spec: FederatedSpec, out: Path) -> list[Path]:
     return write_partitions(rows, shares, out / "partitions")
 
 
-def start_recorder(spec: FederatedSpec, out: Path, registry: Registry | None) -> tuple[RoundRecorder, str]:
-    """The recorder of the job's rounds, and the base model's local path."""
+@dataclass(frozen=True)
+class JobStart:
+    """What the server holds before round 1: the recorder and the initial global adapter."""
+
+    recorder: RoundRecorder
+    arrays: Arrays
+    adapter_config: dict[str, Any]
+
+
+def start_job(spec: FederatedSpec, out: Path, registry: Registry | None) -> JobStart:
+    """The round recorder (with the base model's tokenizer) and a fresh, seeded global adapter."""
     from tunesmith.models.loading import load_tokenizer, resolve_model
 
     model_path = resolve_model(spec.model)
     job = spec.model_dump(mode="json")
-    return RoundRecorder(out, spec.name, spec.model, load_tokenizer(model_path), registry, job), model_path
+    recorder = RoundRecorder(out, spec.name, spec.model, load_tokenizer(model_path), registry, job)
+    lora = spec.lora
+    arrays, adapter_config = initial_adapter(model_path, lora.r, lora.alpha, lora.dropout, lora.target_modules, spec.seed)
+    return JobStart(recorder, arrays, adapter_config)
+
+
+def finish_job(spec: FederatedSpec, out: Path, clients: int, summaries: list[RoundSummary]) -> FederatedResult:
+    """The job's result, also written to `out/result.json`."""
+    if len(summaries) != spec.rounds:
+        raise FederationError(f"the job stopped after {len(summaries)} of {spec.rounds} rounds (see its log)")
+    last = summaries[-1]
+    result = FederatedResult(spec.name, str(out), clients, summaries, last.adapter, last.adapter_dir)
+    atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=2))
+    return result
 
 
 def simulate(spec: FederatedSpec, registry: Registry | None) -> FederatedResult:
@@ -85,16 +110,14 @@ def simulate(spec: FederatedSpec, registry: Registry | None) -> FederatedResult:
 
     out = job_folder(spec)
     data = client_datasets(spec, out)
-    recorder, model_path = start_recorder(spec, out, registry)
-    lora = spec.lora
-    arrays, adapter_config = initial_adapter(model_path, lora.r, lora.alpha, lora.dropout, lora.target_modules, spec.seed)
+    start = start_job(spec, out, registry)
     plan = federation_plan(spec, min_clients=len(data))
     summaries: list[RoundSummary] = []
     errors: list[BaseException] = []
 
     def main(grid: Any, context: Any) -> None:
         try:
-            summaries.extend(run_rounds(grid, plan, arrays, adapter_config, recorder))
+            summaries.extend(run_rounds(grid, plan, start.arrays, start.adapter_config, start.recorder))
         except BaseException as error:  # re-raised below: the simulation only logs its ServerApp's errors
             errors.append(error)
             raise
@@ -107,10 +130,7 @@ def simulate(spec: FederatedSpec, registry: Registry | None) -> FederatedResult:
     )  # fmt: skip
     if errors:
         raise errors[0]
-    if len(summaries) != spec.rounds:
-        raise FederationError(f"the simulation stopped after {len(summaries)} of {spec.rounds} rounds (see its log)")
-    last = summaries[-1]
-    return FederatedResult(spec.name, str(out), len(data), summaries, last.adapter, last.adapter_dir)
+    return finish_job(spec, out, len(data), summaries)
 
 
 def backend_config(clients: int) -> dict[str, Any]:
