@@ -1,4 +1,6 @@
-"""Federated fine-tuning end to end on the tiny model: Flower's simulation (Ray) with three clients."""
+"""Federated fine-tuning end to end on the tiny model, on Flower's two runtimes: the simulation (Ray) and the
+deployment (a SuperLink and SuperNodes as separate processes on loopback). Both are slow: the fast tests of
+the same rounds (a stand-in Grid, clients trained in-process) are in tests/unit/federated."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from tunesmith.config import FederatedSpec, default_database_url
 from tunesmith.registry.store import Registry
 
 
-def test_simulation_records_each_round_and_the_final_adapter_loads(tiny_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.slow  # Ray's start and its workers' imports: about 80 s on a shared 2-core machine
+def test_simulation_records_each_round_and_the_final_adapter_loads(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from transformers import AutoModelForCausalLM
 
     from tunesmith.federated.simulate import simulate
@@ -38,7 +43,7 @@ def test_simulation_records_each_round_and_the_final_adapter_loads(tiny_model_di
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # four processes and a ClientApp process per message: minutes on a shared 2-core machine
 def test_server_and_three_client_processes_on_loopback_complete_three_rounds(
     tiny_model_dir: Path, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -64,14 +69,32 @@ def test_server_and_three_client_processes_on_loopback_complete_three_rounds(
         "max_seq_len": 512, "pack_len": 512, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "out": str(tmp_path / "server"), "name": "branches",
     }))  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TUNESMITH_HOME": str(isolated_home), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TUNESMITH_HOME": str(isolated_home),
+        "OMP_NUM_THREADS": "1",
+    }
     port = free_port()
     tunesmith = [sys.executable, "-m", "tunesmith", "federated"]
     server = subprocess.Popen([*tunesmith, "server", "--config", str(config), "--port", str(port), "--json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
     clients = [
-        subprocess.Popen([*tunesmith, "client", "--data", str(path), "--server", f"127.0.0.1:{port}",
-                          "--port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+        subprocess.Popen(
+            [
+                *tunesmith,
+                "client",
+                "--data",
+                str(path),
+                "--server",
+                f"127.0.0.1:{port}",
+                "--port",
+                str(free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )  # fmt: skip
         for path in data
     ]
     try:

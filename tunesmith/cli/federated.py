@@ -15,7 +15,9 @@ app = typer.Typer(
 )
 
 _Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-_Config = Annotated[Path, typer.Option("--config", "-c", help="The federated job (fed.yaml).", show_default=False)]
+_Config = Annotated[
+    Path, typer.Option("--config", "-c", help="The federated job (fed.yaml).", show_default=False)
+]
 
 
 def _registry() -> Any:
@@ -53,15 +55,26 @@ def simulate(config: _Config, json_output: _Json = False) -> None:
 @app.command("server")
 def server(
     config: _Config,
-    host: Annotated[str, typer.Option("--host", help="Address the SuperLink listens on (0.0.0.0: all).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="The SuperLink's port (its Fleet, Control and Runtime APIs).")] = 9092,
+    host: Annotated[
+        str, typer.Option("--host", help="Address the SuperLink listens on (0.0.0.0: all).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="The SuperLink's port (its Fleet, Control and Runtime APIs).")
+    ] = 9092,
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS (default on loopback only).")] = False,
-    ssl_certfile: Annotated[Path | None, typer.Option("--ssl-certfile", help="TLS: the server certificate.")] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option("--ssl-certfile", help="TLS: the server certificate.")
+    ] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="TLS: its private key.")] = None,
-    ssl_ca_certfile: Annotated[Path | None, typer.Option("--ssl-ca-certfile", help="TLS: the CA certificate.")] = None,
+    ssl_ca_certfile: Annotated[
+        Path | None, typer.Option("--ssl-ca-certfile", help="TLS: the CA certificate.")
+    ] = None,
     auth_public_keys: Annotated[
         Path | None,
-        typer.Option("--auth-list-public-keys", help="CSV of the client public keys allowed (Flower's SuperNode authentication; needs TLS)."),
+        typer.Option(
+            "--auth-list-public-keys",
+            help="CSV of the client public keys allowed (Flower's SuperNode authentication; needs TLS).",
+        ),
     ] = None,
     json_output: _Json = False,
 ) -> None:
@@ -91,16 +104,29 @@ def server(
 
 @app.command("client")
 def client(
-    data: Annotated[Path, typer.Option("--data", help="This client's data: a file or prepared folder.", show_default=False)],
-    server_address: Annotated[str, typer.Option("--server", help="The SuperLink, HOST:PORT.", show_default=False)],
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="This client's data: a file or prepared folder.", show_default=False),
+    ],
+    server_address: Annotated[
+        str, typer.Option("--server", help="The SuperLink, HOST:PORT.", show_default=False)
+    ],
     port: Annotated[int, typer.Option("--port", help="This SuperNode's local ClientApp API port.")] = 9094,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Where local runs go (default: beside the data).")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option("--work-dir", help="Where local runs go (default: beside the data).")
+    ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS (default on loopback only).")] = False,
     root_certificates: Annotated[
-        Path | None, typer.Option("--root-certificates", help="TLS: the CA certificate the server's is checked against.")
+        Path | None,
+        typer.Option("--root-certificates", help="TLS: the CA certificate the server's is checked against."),
     ] = None,
-    auth_private_key: Annotated[Path | None, typer.Option("--auth-private-key", help="SuperNode authentication: this client's private key.")] = None,
-    auth_public_key: Annotated[Path | None, typer.Option("--auth-public-key", help="SuperNode authentication: its public key.")] = None,
+    auth_private_key: Annotated[
+        Path | None,
+        typer.Option("--auth-private-key", help="SuperNode authentication: this client's private key."),
+    ] = None,
+    auth_public_key: Annotated[
+        Path | None, typer.Option("--auth-public-key", help="SuperNode authentication: its public key.")
+    ] = None,
 ) -> None:
     """Join a federated job as a data owner: train the global adapter on --data when the server asks.
 
@@ -123,7 +149,9 @@ def _show(result: dict[str, Any], json_output: bool) -> None:
     if json_output:
         print_json(result)
         return
-    table = Table(title=f"{result['name']}: {result['clients']} clients, final adapter {result['final_adapter'] or result['final_adapter_dir']}")
+    table = Table(
+        title=f"{result['name']}: {result['clients']} clients, final adapter {result['final_adapter'] or result['final_adapter_dir']}"
+    )
     for column in ("round", "adapter", "clients", "loss", "error", "fedavg error", "traffic MB"):
         table.add_column(column, justify="right", no_wrap=True)
     for summary in result["rounds"]:

@@ -31,6 +31,7 @@ from tunesmith.config.base import (
     tunesmith_home,
 )
 from tunesmith.config.eval import BiasAuditSpec, EvalSpec, EvalTask, GateMeasure, JudgeSpec
+from tunesmith.config.federated import FederatedSpec, PartitionSpec, load_federated_spec
 from tunesmith.config.prepare import PrepareSpec
 from tunesmith.config.serve import (
     ClassifierGuardSpec,
@@ -43,7 +44,6 @@ from tunesmith.config.serve import (
     TopicGuardSpec,
 )
 from tunesmith.config.train import LoraSpec, TrainSpec
-from tunesmith.config.federated import FederatedSpec, PartitionSpec, load_federated_spec
 
 __all__ = [
     "BiasAuditSpec",

@@ -20,7 +20,9 @@ from tunesmith.config.train import LoraSpec
 class PartitionSpec(_Spec):
     """One dataset split among simulated clients (each client's share stays on its own node)."""
 
-    data: Path = Field(..., description="The dataset to split: a data file or a prepared folder (its train split).")
+    data: Path = Field(
+        ..., description="The dataset to split: a data file or a prepared folder (its train split)."
+    )
     clients: int = Field(..., ge=2, description="How many clients share it.")
     by: Literal["iid", "label", "column", "dirichlet"] = Field(
         "iid",
@@ -41,7 +43,8 @@ class FederatedSpec(_Spec):
     """A federated fine-tuning job: clients train a shared LoRA adapter; only adapter weights travel."""
 
     model: str = Field(
-        DEFAULT_MODEL, description="Base model every client holds: catalog name, Hugging Face id or local directory."
+        DEFAULT_MODEL,
+        description="Base model every client holds: catalog name, Hugging Face id or local directory.",
     )
     client_data: list[Path] | None = Field(
         None, description="Simulation: each client's own dataset (a file or prepared folder), one per client."

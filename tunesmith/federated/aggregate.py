@@ -48,7 +48,9 @@ def lora_modules(arrays: Arrays) -> list[str]:
     prefixes = sorted(key.removesuffix(LORA_A) for key in arrays if key.endswith(LORA_A))
     missing = [prefix for prefix in prefixes if prefix + LORA_B not in arrays]
     if missing or 2 * len(prefixes) != len(arrays):
-        raise ValueError(f"not a LoRA adapter state dict (unpaired keys near {missing[:3] or sorted(arrays)[:3]})")
+        raise ValueError(
+            f"not a LoRA adapter state dict (unpaired keys near {missing[:3] or sorted(arrays)[:3]})"
+        )
     return prefixes
 
 
@@ -57,21 +59,21 @@ def example_weights(examples: Sequence[int]) -> NDArray[np.float64]:
     counts = np.asarray(examples, dtype=np.float64)
     if counts.size == 0 or (counts <= 0).any():
         raise ValueError(f"every client must report a positive example count, got {list(examples)}")
-    return counts / counts.sum()
+    weights: NDArray[np.float64] = counts / counts.sum()
+    return weights
 
 
 def fedavg(clients: Sequence[Arrays], weights: NDArray[np.float64]) -> Arrays:
     """The weighted average of every array (A and B separately)."""
     return {
-        key: np.sum([w * client[key].astype(np.float64) for client, w in zip(clients, weights, strict=True)], axis=0)
-        .astype(np.float32)
+        key: np.sum(
+            [w * client[key].astype(np.float64) for client, w in zip(clients, weights, strict=True)], axis=0
+        ).astype(np.float32)
         for key in clients[0]
     }
 
 
-def exact_average(
-    clients: Sequence[Arrays], weights: NDArray[np.float64], rank: int
-) -> tuple[Arrays, float]:
+def exact_average(clients: Sequence[Arrays], weights: NDArray[np.float64], rank: int) -> tuple[Arrays, float]:
     """The weighted average of the clients' products B·A, factorised at `rank`; and its relative residual.
 
     Factors are returned balanced (B = U·√S, A = √S·Vᵀ) at exactly `rank` (zero-padded when the average's
@@ -81,7 +83,10 @@ def exact_average(
     residual_sq = total_sq = 0.0
     for prefix in lora_modules(clients[0]):
         stacked_b = np.concatenate(
-            [w * client[prefix + LORA_B].astype(np.float64) for client, w in zip(clients, weights, strict=True)],
+            [
+                w * client[prefix + LORA_B].astype(np.float64)
+                for client, w in zip(clients, weights, strict=True)
+            ],
             axis=1,
         )  # (d_out, N·r)
         stacked_a = np.concatenate([client[prefix + LORA_A].astype(np.float64) for client in clients], axis=0)

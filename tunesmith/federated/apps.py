@@ -29,7 +29,7 @@ def client_app(data: list[Path] | None, work: Path | None) -> Any:
 
     app = ClientApp()
 
-    @app.train()  # type: ignore[untyped-decorator]
+    @app.train()
     def train(message: Message, context: Context) -> Message:
         import torch
 
@@ -40,7 +40,9 @@ def client_app(data: list[Path] | None, work: Path | None) -> Any:
             client_work = (work or client_data.parent) / f"client-{node['partition-id']}"
         else:
             client_data = Path(str(node["data"]))
-            client_work = Path(str(node["work-dir"])) if "work-dir" in node else client_data.parent / "federated-client"
+            client_work = (
+                Path(str(node["work-dir"])) if "work-dir" in node else client_data.parent / "federated-client"
+            )
         arrays, adapter_config, training = read_train_content(message.content)
         update = train_local_round(arrays, adapter_config, training, client_data, client_work)
         return Message(update_content(update), reply_to=message)

@@ -55,7 +55,9 @@ class ClientUpdate:
 def write_adapter(arrays: Arrays, adapter_config: dict[str, Any], directory: Path) -> None:
     """A peft adapter folder (weights and config) from tensors; the config names `base_model_name_or_path`."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(directory / ADAPTER_WEIGHTS))
+    save_file(
+        {key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(directory / ADAPTER_WEIGHTS)
+    )
     atomic_write_text(directory / ADAPTER_CONFIG, json.dumps(adapter_config, indent=2, sort_keys=True))
 
 
@@ -83,6 +85,7 @@ def train_local_round(
         warmup_ratio=0.0, early_stopping_patience=None, out=round_dir / "run",
     )  # fmt: skip
     result = train_sft(spec, progress=False)
+    assert result.artifact_dir is not None  # a LoRA run always saves its adapter
     trained, _ = read_adapter(Path(result.artifact_dir))
     return ClientUpdate(
         arrays=trained,

@@ -68,11 +68,21 @@ def superlink_command(host: str, port: int, transport: Transport, database: Path
 
 def supernode_command(server: str, data: Path, work: Path, port: int, transport: Transport) -> list[str]:
     node_config = f'data="{data.resolve()}" work-dir="{work.resolve()}"'
-    command = [_bin("flower-supernode"), "--superlink", server, "--port", str(port), "--node-config", node_config]
+    command = [
+        _bin("flower-supernode"),
+        "--superlink",
+        server,
+        "--port",
+        str(port),
+        "--node-config",
+        node_config,
+    ]
     if transport.insecure:
         return [*command, "--insecure"]
     if transport.ssl_ca_certfile is None:
-        raise ConfigError(f"client: {server} is not on loopback; pass --root-certificates (TLS) or --insecure")
+        raise ConfigError(
+            f"client: {server} is not on loopback; pass --root-certificates (TLS) or --insecure"
+        )
     command += ["--root-certificates", str(transport.ssl_ca_certfile)]
     if transport.auth_private_key is not None and transport.auth_public_key is not None:
         command += ["--auth-supernode-private-key", str(transport.auth_private_key),
@@ -88,14 +98,14 @@ def write_app(folder: Path, config: Path) -> Path:
     """The Flower app folder `flwr run` builds a FAB from: components and the path of `fed.yaml`."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pyproject.toml").write_text(
-        "[build-system]\nrequires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"\n\n"
-        "[project]\nname = \"tunesmith-federated\"\nversion = \"1.0.0\"\n"
-        "description = \"tunesmith federated fine-tuning (the code is the installed tunesmith package)\"\n"
-        "license = \"Apache-2.0\"\ndependencies = []\n\n"
-        "[tool.hatch.build.targets.wheel]\npackages = [\".\"]\n\n"
-        "[tool.flwr.app]\npublisher = \"tunesmith\"\n\n"
-        "[tool.flwr.app.components]\nserverapp = \"tunesmith.federated.deployed:server\"\n"
-        "clientapp = \"tunesmith.federated.deployed:client\"\n\n"
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "tunesmith-federated"\nversion = "1.0.0"\n'
+        'description = "tunesmith federated fine-tuning (the code is the installed tunesmith package)"\n'
+        'license = "Apache-2.0"\ndependencies = []\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
+        '[tool.flwr.app]\npublisher = "tunesmith"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "tunesmith.federated.deployed:server"\n'
+        'clientapp = "tunesmith.federated.deployed:client"\n\n'
         f"[tool.flwr.app.config]\nconfig = {json.dumps(str(config.resolve()))}\n",
         encoding="utf-8",
     )
@@ -105,9 +115,13 @@ def write_app(folder: Path, config: Path) -> Path:
 def write_connection(flwr_home: Path, address: str, transport: Transport) -> None:
     """The SuperLink connection `flwr run` submits to, in FLWR_HOME/config.toml."""
     flwr_home.mkdir(parents=True, exist_ok=True)
-    security = "insecure = true" if transport.insecure else f"root-certificates = {json.dumps(str(transport.ssl_ca_certfile))}"
+    security = (
+        "insecure = true"
+        if transport.insecure
+        else f"root-certificates = {json.dumps(str(transport.ssl_ca_certfile))}"
+    )
     (flwr_home / "config.toml").write_text(
-        f"[superlink]\ndefault = \"{CONNECTION}\"\n\n[superlink.{CONNECTION}]\naddress = \"{address}\"\n{security}\n",
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{security}\n',
         encoding="utf-8",
     )
 
@@ -119,7 +133,9 @@ def wait_for_port(host: str, port: int, seconds: float) -> None:
             if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.2)
-    raise FederationError(f"the SuperLink did not listen on {host}:{port} within {seconds:.0f}s (see superlink.log)")
+    raise FederationError(
+        f"the SuperLink did not listen on {host}:{port} within {seconds:.0f}s (see superlink.log)"
+    )
 
 
 def serve(config: Path, spec: FederatedSpec, out: Path, host: str, port: int, transport: Transport,

@@ -50,7 +50,9 @@ def update_content(update: ClientUpdate) -> Any:
     tensors = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in update.arrays.items()})
     metrics = MetricRecord({"examples": update.examples, "train_loss": update.train_loss, "steps": update.steps,
                             "trained_tokens": update.trained_tokens})  # fmt: skip
-    return RecordDict({"update": tensors, "metrics": metrics, "dataset": ConfigRecord({"hash": update.data_hash})})
+    return RecordDict(
+        {"update": tensors, "metrics": metrics, "dataset": ConfigRecord({"hash": update.data_hash})}
+    )
 
 
 def read_update_content(content: Any) -> ClientUpdate:

@@ -68,7 +68,9 @@ class RoundRecorder:
     tokenizer: PreTrainedTokenizerBase
     registry: Registry | None
     job: dict[str, Any]  # the federated spec as JSON: each round's run config
-    job_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    job_id: str = field(
+        default_factory=lambda: datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    )
     previous: RoundSummary | None = None
 
     def record(self, round_number: int, aggregate: Aggregate, adapter_config: dict[str, Any],
@@ -86,7 +88,11 @@ class RoundRecorder:
         card = model_card(run_id=run_id, base_model=self.base_model, method="lora", data_hash=_data_hash(clients),
                           hyperparameters=hyperparameters, metrics={"train_loss": round(loss, 4)})  # fmt: skip
         atomic_write_text(adapter_dir / "README.md", card)
-        adapter = self._register(run_id, round_number, round_dir, adapter_dir, clients, aggregate, loss) if self.registry else ""
+        adapter = (
+            self._register(run_id, round_number, round_dir, adapter_dir, clients, aggregate, loss)
+            if self.registry
+            else ""
+        )
         summary = RoundSummary(
             round=round_number, run_id=run_id, adapter=adapter, adapter_dir=str(adapter_dir),
             aggregation=aggregation, rank=aggregate.rank, error=aggregate.error,

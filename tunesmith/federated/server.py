@@ -75,7 +75,9 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
         failed = [reply for reply in replies if reply.has_error()]
         if failed or len(replies) != len(sampled):
             reasons = "; ".join(f"node {r.metadata.src_node_id}: {r.error.reason}" for r in failed)
-            raise FederationError(f"round {round_number}: {len(replies) - len(failed)} of {len(sampled)} clients replied ({reasons})")
+            raise FederationError(
+                f"round {round_number}: {len(replies) - len(failed)} of {len(sampled)} clients replied ({reasons})"
+            )
         updates = [read_update_content(reply.content) for reply in replies]
         sent = tensor_bytes(content)
         reports = [
@@ -84,10 +86,14 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
                          bytes_sent=tensor_bytes(reply.content), data_hash=u.data_hash)
             for reply, u in zip(replies, updates, strict=True)
         ]  # fmt: skip
-        result = aggregate(plan.aggregation, [u.arrays for u in updates], [u.examples for u in updates], plan.rank)
+        result = aggregate(
+            plan.aggregation, [u.arrays for u in updates], [u.examples for u in updates], plan.rank
+        )
         arrays = result.arrays
         adapter_config = {**adapter_config, "r": result.rank, "lora_alpha": scale * result.rank}
-        summaries.append(recorder.record(round_number, result, adapter_config, plan.aggregation, reports, None))
+        summaries.append(
+            recorder.record(round_number, result, adapter_config, plan.aggregation, reports, None)
+        )
     return summaries
 
 
@@ -96,6 +102,8 @@ def _connected(grid: Any, minimum: int) -> list[int]:
     deadline = time.monotonic() + NODE_WAIT_SECONDS
     while len(nodes := sorted(grid.get_node_ids())) < minimum:
         if time.monotonic() > deadline:
-            raise FederationError(f"{len(nodes)} clients connected in {NODE_WAIT_SECONDS:.0f}s; {minimum} needed")
+            raise FederationError(
+                f"{len(nodes)} clients connected in {NODE_WAIT_SECONDS:.0f}s; {minimum} needed"
+            )
         time.sleep(0.5)
     return nodes

@@ -69,7 +69,9 @@ def client_datasets(spec: FederatedSpec, out: Path) -> list[Path]:
     if partition is None:
         raise FederationError("a simulation needs client_data or partition in the config")
     rows = read_partition_rows(partition.data)
-    shares = partition_rows(rows, partition.clients, partition.by, partition.column, partition.alpha, partition.seed)
+    shares = partition_rows(
+        rows, partition.clients, partition.by, partition.column, partition.alpha, partition.seed
+    )
     return write_partitions(rows, shares, out / "partitions")
 
 
@@ -90,11 +92,15 @@ def start_job(spec: FederatedSpec, out: Path, registry: Registry | None) -> JobS
     job = spec.model_dump(mode="json")
     recorder = RoundRecorder(out, spec.name, spec.model, load_tokenizer(model_path), registry, job)
     lora = spec.lora
-    arrays, adapter_config = initial_adapter(model_path, lora.r, lora.alpha, lora.dropout, lora.target_modules, spec.seed)
+    arrays, adapter_config = initial_adapter(
+        model_path, lora.r, lora.alpha, lora.dropout, lora.target_modules, spec.seed
+    )
     return JobStart(recorder, arrays, adapter_config)
 
 
-def finish_job(spec: FederatedSpec, out: Path, clients: int, summaries: list[RoundSummary]) -> FederatedResult:
+def finish_job(
+    spec: FederatedSpec, out: Path, clients: int, summaries: list[RoundSummary]
+) -> FederatedResult:
     """The job's result, also written to `out/result.json`."""
     if len(summaries) != spec.rounds:
         raise FederationError(f"the job stopped after {len(summaries)} of {spec.rounds} rounds (see its log)")

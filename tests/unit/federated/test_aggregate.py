@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunesmith.federated.aggregate import aggregate, average_error, example_weights, exact_average, fedavg
+from tunesmith.federated.aggregate import aggregate, average_error, exact_average, example_weights, fedavg
 
 
 def _clients(count: int, rank: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -23,7 +23,10 @@ def _clients(count: int, rank: int, seed: int = 0) -> list[dict[str, np.ndarray]
 def _average_product(clients: list[dict[str, np.ndarray]], examples: list[int]) -> np.ndarray:
     weights = np.asarray(examples, dtype=np.float64) / sum(examples)
     key = "m.layers.0.q_proj.lora_"
-    return sum(w * c[key + "B.weight"].astype(np.float64) @ c[key + "A.weight"] for c, w in zip(clients, weights))
+    return sum(
+        w * c[key + "B.weight"].astype(np.float64) @ c[key + "A.weight"]
+        for c, w in zip(clients, weights, strict=True)
+    )
 
 
 def test_exact_at_clients_times_rank_matches_the_weighted_average_of_products() -> None:

@@ -37,9 +37,15 @@ class LocalGrid:
         for message in messages:
             node = message.metadata.dst_node_id
             arrays, adapter_config, training = read_train_content(message.content)
-            update = train_local_round(arrays, adapter_config, training, self.data[node - 1], self.work / str(node))
+            update = train_local_round(
+                arrays, adapter_config, training, self.data[node - 1], self.work / str(node)
+            )
             content = update_content(update)
-            replies.append(SimpleNamespace(content=content, metadata=SimpleNamespace(src_node_id=node), has_error=lambda: False))
+            replies.append(
+                SimpleNamespace(
+                    content=content, metadata=SimpleNamespace(src_node_id=node), has_error=lambda: False
+                )
+            )
             self.sent.append(message.content)
         self.replies += replies
         return replies
@@ -80,7 +86,12 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     # only weights travel: the payload keys, and no example's text in any string the records carry
     assert all(set(content.keys()) == TO_CLIENT_KEYS for content in grid.sent)
     assert all(set(reply.content.keys()) == TO_SERVER_KEYS for reply in grid.replies)
-    strings = [str(v) for c in grid.sent + [r.content for r in grid.replies] for rec in c.config_records.values() for v in rec.values()]
+    strings = [
+        str(v)
+        for c in grid.sent + [r.content for r in grid.replies]
+        for rec in c.config_records.values()
+        for v in rec.values()
+    ]
     texts = _text_of_every_row(DEMO / "val.jsonl")
     assert not any(text in string for text in texts for string in strings)
     # each round: a run, the next adapter version, lineage, an audit record with per-client metrics
@@ -95,9 +106,20 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     assert [r["target"] for r in rounds] == ["shops@1", "shops@2"]
     assert rounds[1]["before"] == {"adapter": "shops@1", "run_id": summaries[0].run_id}
     client = rounds[1]["after"]["clients"][0]
-    assert set(client) == {"node_id", "examples", "train_loss", "steps", "trained_tokens", "bytes_received", "bytes_sent", "data_hash"}
+    assert set(client) == {
+        "node_id",
+        "examples",
+        "train_loss",
+        "steps",
+        "trained_tokens",
+        "bytes_received",
+        "bytes_sent",
+        "data_hash",
+    }
     assert sum(c["examples"] for c in rounds[1]["after"]["clients"]) == 40
-    assert summaries[1].traffic_bytes == sum(c.bytes_received + c.bytes_sent for c in summaries[1].clients) > 0
+    assert (
+        summaries[1].traffic_bytes == sum(c.bytes_received + c.bytes_sent for c in summaries[1].clients) > 0
+    )
     # the clients trained: the global adapter's B moved off zero
     final = json.loads((Path(summaries[1].adapter_dir) / "adapter_config.json").read_text())
     assert final["r"] == 4 and summaries[1].error <= summaries[1].fedavg_error
@@ -107,9 +129,15 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     ("raw", "message"),
     [
         ({"rounds": 0, "client_data": ["a"]}, "rounds: Input should be greater than 0"),
-        ({"partition": {"data": "x", "clients": 1}}, "partition.clients: Input should be greater than or equal to 2"),
+        (
+            {"partition": {"data": "x", "clients": 1}},
+            "partition.clients: Input should be greater than or equal to 2",
+        ),
         ({"aggregation": "median"}, "aggregation: Input should be 'exact' or 'fedavg'"),
-        ({"client_data": ["a"], "partition": {"data": "x", "clients": 2}}, "set client_data or partition, not both"),
+        (
+            {"client_data": ["a"], "partition": {"data": "x", "clients": 2}},
+            "set client_data or partition, not both",
+        ),
         ({"fraction": 1.5}, "fraction: Input should be less than or equal to 1"),
         ({"rounds": 2, "rouns": 3}, "rouns: Extra inputs are not permitted"),
     ],
@@ -123,3 +151,11 @@ def test_bad_config_names_the_key(tmp_path: Path, raw: dict[str, Any], message: 
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=message):
         load_federated_spec(path)
+
+
+def test_the_shipped_federated_config_loads() -> None:
+    from tests.conftest import REPO
+    from tunesmith.config import load_federated_spec
+
+    spec = load_federated_spec(REPO / "configs" / "federated" / "fed.yaml")
+    assert spec.num_clients() == 4 and spec.partition is not None and spec.partition.data.is_file()
