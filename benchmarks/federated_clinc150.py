@@ -74,7 +74,7 @@ def _correct(predictions: Path) -> dict[str, np.ndarray]:
     by_model: dict[str, list[float]] = {}
     for line in predictions.read_text(encoding="utf-8").splitlines():
         item = json.loads(line)
-        by_model.setdefault(item["model"], []).append(float(item["statistics"]["accuracy"][0]))
+        by_model.setdefault(item["model"], []).append(float(item["prediction"] == item["reference"]))
     return {name: np.asarray(values) for name, values in by_model.items()}
 
 
