@@ -31,7 +31,7 @@ from tunesmith.config.base import (
     tunesmith_home,
 )
 from tunesmith.config.eval import BiasAuditSpec, EvalSpec, EvalTask, GateMeasure, JudgeSpec
-from tunesmith.config.federated import FederatedSpec, PartitionSpec, load_federated_spec
+from tunesmith.config.federated import FederatedSpec, PartitionSpec, PrivacySpec, load_federated_spec
 from tunesmith.config.prepare import PrepareSpec
 from tunesmith.config.serve import (
     ClassifierGuardSpec,
@@ -67,6 +67,7 @@ __all__ = [
     "PiiGuardSpec",
     "Precision",
     "PrepareSpec",
+    "PrivacySpec",
     "SECTIONS",
     "ServeSpec",
     "SpecT",

@@ -1,6 +1,6 @@
 """The federated job (`fed.yaml`): who holds which data, how many rounds, how the server aggregates.
 
-Owns: `FederatedSpec` and its `PartitionSpec`, read by `tunesmith federated
+Owns: `FederatedSpec` and its parts (`PartitionSpec`, `PrivacySpec`), read by `tunesmith federated
 simulate` and `tunesmith federated server`, and `load_federated_spec`, whose errors name the file and the
 key. Does not own: running anything (`tunesmith.federated`); no torch, no flwr.
 """
@@ -37,6 +37,20 @@ class PartitionSpec(_Spec):
         0.5, gt=0, description="dirichlet: concentration; small values give each client few labels."
     )
     seed: int = Field(0, description="Seed of the shuffle and of the Dirichlet draws.")
+
+
+class PrivacySpec(_Spec):
+    """Client-level differential privacy: each client's update clipped, Gaussian noise on their average."""
+
+    clip: float = Field(
+        ..., gt=0, description="L2 norm each client's update (all adapter tensors) is clipped to."
+    )
+    noise_multiplier: float = Field(
+        ..., gt=0, description="Noise standard deviation on the sum of the updates, as a multiple of clip."
+    )
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="The delta of the (epsilon, delta) guarantee reported."
+    )
 
 
 class FederatedSpec(_Spec):
@@ -77,6 +91,11 @@ class FederatedSpec(_Spec):
     lr: float = Field(2e-4, gt=0, description="Clients' peak learning rate.")
     max_seq_len: int = Field(512, ge=16, description="Longest example in tokens; longer ones are truncated.")
     pack_len: int = Field(1024, ge=16, description="Target packed-row length of the local batches.")
+    privacy: PrivacySpec | None = Field(
+        None,
+        description="Differential privacy (client-side fixed clipping, Gaussian noise at the server, equal client "
+        "weights; needs aggregation: fedavg); epsilon spent is reported each round.",
+    )
     seed: int = Field(42, description="Seed of the initial adapter, client sampling and local training.")
     name: str = Field("federated", description="Adapter name in the registry; each round is a new version.")
     out: Path | None = Field(None, description="Server folder; default TUNESMITH_HOME/federated/<name>.")
@@ -87,6 +106,11 @@ class FederatedSpec(_Spec):
             raise ValueError("set client_data or partition, not both")
         if self.client_data is not None and not self.client_data:
             raise ValueError("client_data: list at least one dataset")
+        if self.privacy is not None and self.aggregation != "fedavg":
+            raise ValueError(
+                "privacy: needs aggregation: fedavg (noise is added to the averaged adapter; the exact "
+                "aggregation reads each client's factors, which privacy must not release)"
+            )
         return self
 
     def num_clients(self) -> int | None:

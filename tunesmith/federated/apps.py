@@ -27,7 +27,7 @@ def client_app(data: list[Path] | None, work: Path | None) -> Any:
     from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
 
-    app = ClientApp()
+    app = ClientApp(mods=[_clip_when_asked])
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
@@ -48,6 +48,17 @@ def client_app(data: list[Path] | None, work: Path | None) -> Any:
         return Message(update_content(update), reply_to=message)
 
     return app
+
+
+def _clip_when_asked(message: Any, context: Any, call_next: Any) -> Any:
+    """Flower's client-side fixed clipping of the update, when the server's round asks for it (privacy)."""
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    from tunesmith.federated.messages import CLIPPING_NORM
+
+    if CLIPPING_NORM in message.content["config"]:
+        return fixedclipping_mod(message, context, call_next)
+    return call_next(message, context)
 
 
 def server_app(main: Callable[[Any, Any], None]) -> Any:

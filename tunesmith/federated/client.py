@@ -88,7 +88,9 @@ def train_local_round(
     assert result.artifact_dir is not None  # a LoRA run always saves its adapter
     trained, _ = read_adapter(Path(result.artifact_dir))
     return ClientUpdate(
-        arrays=trained,
+        arrays={
+            key: trained[key] for key in global_arrays
+        },  # the order sent: Flower's clipping mod pairs them
         examples=result.num_examples,
         train_loss=float(result.train_loss) if result.train_loss is not None else float("nan"),
         steps=result.steps,

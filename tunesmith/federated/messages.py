@@ -1,7 +1,7 @@
 """What travels between the server and a client, in Flower's Message API records. Nothing else does.
 
 Owns: the two payloads and their keys. Server → client: `global` (the adapter's tensors) and `config`
-(the round's local training settings and the adapter's peft config). Client → server: `update` (the
+(the round's local training settings, the adapter's peft config and, under privacy, the clipping norm). Client → server: `update` (the
 trained adapter's tensors), `metrics` (examples, loss, steps, tokens) and `dataset` (the content hash
 of the client's data). No example, prompt or answer text is ever put in a record: tests check the keys.
 Does not own: training or aggregation.
@@ -20,13 +20,17 @@ from tunesmith.federated.client import ClientUpdate, LocalTraining
 
 TO_CLIENT_KEYS = frozenset({"global", "config"})
 TO_SERVER_KEYS = frozenset({"update", "metrics", "dataset"})
+CLIPPING_NORM = "clipping_norm"  # the config key flwr.clientapp.mod.fixedclipping_mod reads
 
 
-def train_content(arrays: Arrays, adapter_config: dict[str, Any], training: LocalTraining) -> Any:
-    """The `RecordDict` a sampled client receives for a round."""
+def train_content(
+    arrays: Arrays, adapter_config: dict[str, Any], training: LocalTraining, clip: float | None = None
+) -> Any:
+    """The `RecordDict` a sampled client receives for a round; with `clip`, Flower's clipping mod's key."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-    config = ConfigRecord({**asdict(training), "adapter_config": json.dumps(adapter_config, sort_keys=True)})
+    values = {**asdict(training), "adapter_config": json.dumps(adapter_config, sort_keys=True)}
+    config = ConfigRecord(values if clip is None else {**values, CLIPPING_NORM: clip})
     tensors = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in arrays.items()})
     return RecordDict({"global": tensors, "config": config})
 
@@ -35,6 +39,7 @@ def read_train_content(content: Any) -> tuple[Arrays, dict[str, Any], LocalTrain
     """The global adapter, its peft config and the round's settings from `train_content`'s record."""
     config = dict(content["config"])
     adapter_config = json.loads(str(config.pop("adapter_config")))
+    config.pop(CLIPPING_NORM, None)  # read by Flower's clipping mod around the client
     training = LocalTraining(
         model=str(config["model"]), round=int(config["round"]), local_steps=int(config["local_steps"]),
         batch_size=int(config["batch_size"]), lr=float(config["lr"]), max_seq_len=int(config["max_seq_len"]),

@@ -20,6 +20,7 @@ from typing import Any
 from tunesmith.federated.aggregate import Arrays, aggregate
 from tunesmith.federated.client import LocalTraining, read_adapter
 from tunesmith.federated.messages import read_update_content, tensor_bytes, train_content
+from tunesmith.federated.privacy import add_noise, gaussian_epsilon
 from tunesmith.federated.record import ClientReport, RoundRecorder, RoundSummary
 
 NODE_WAIT_SECONDS = 600.0  # how long a round waits for `min_clients` to connect
@@ -36,6 +37,16 @@ class FederationPlan:
     rank: int  # the exact aggregation's global rank
     seed: int
     training: LocalTraining  # its `round` is set per round
+    privacy: Privacy | None = None
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """Client-level differential privacy (see `tunesmith.federated.privacy`)."""
+
+    clip: float
+    noise_multiplier: float
+    delta: float
 
 
 class FederationError(RuntimeError):
@@ -69,7 +80,8 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
     for round_number in range(1, plan.rounds + 1):
         nodes = _connected(grid, plan.min_clients)
         sampled = sorted(sampler.sample(nodes, max(1, round(plan.fraction * len(nodes)))))
-        content = train_content(arrays, adapter_config, replace(plan.training, round=round_number))
+        clip = plan.privacy.clip if plan.privacy else None
+        content = train_content(arrays, adapter_config, replace(plan.training, round=round_number), clip)
         messages = [Message(content, dst_node_id=node, message_type=MessageType.TRAIN) for node in sampled]
         replies = list(grid.send_and_receive(messages))
         failed = [reply for reply in replies if reply.has_error()]
@@ -86,13 +98,21 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
                          bytes_sent=tensor_bytes(reply.content), data_hash=u.data_hash)
             for reply, u in zip(replies, updates, strict=True)
         ]  # fmt: skip
-        result = aggregate(
-            plan.aggregation, [u.arrays for u in updates], [u.examples for u in updates], plan.rank
-        )
+        # Under privacy every client weighs the same: one client moves the average by at most clip / n.
+        weights = [u.examples for u in updates] if plan.privacy is None else [1] * len(updates)
+        result = aggregate(plan.aggregation, [u.arrays for u in updates], weights, plan.rank)
+        epsilon = None
+        if plan.privacy is not None:
+            privacy = plan.privacy
+            noisy = add_noise(
+                result.arrays, privacy.clip, privacy.noise_multiplier, len(updates), plan.seed + round_number
+            )
+            result = replace(result, arrays=noisy)
+            epsilon = gaussian_epsilon(round_number, privacy.noise_multiplier, privacy.delta)
         arrays = result.arrays
         adapter_config = {**adapter_config, "r": result.rank, "lora_alpha": scale * result.rank}
         summaries.append(
-            recorder.record(round_number, result, adapter_config, plan.aggregation, reports, None)
+            recorder.record(round_number, result, adapter_config, plan.aggregation, reports, epsilon)
         )
     return summaries
 

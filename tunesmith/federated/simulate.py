@@ -23,7 +23,7 @@ from tunesmith.federated.aggregate import Arrays
 from tunesmith.federated.client import LocalTraining
 from tunesmith.federated.partition import partition_rows, read_partition_rows, write_partitions
 from tunesmith.federated.record import RoundRecorder, RoundSummary
-from tunesmith.federated.server import FederationError, FederationPlan, initial_adapter, run_rounds
+from tunesmith.federated.server import FederationError, FederationPlan, Privacy, initial_adapter, run_rounds
 from tunesmith.registry.store import Registry
 from tunesmith.train.rundir import atomic_write_text
 
@@ -48,9 +48,11 @@ def federation_plan(spec: FederatedSpec, min_clients: int) -> FederationPlan:
         model=spec.model, round=0, local_steps=spec.local_steps, batch_size=spec.batch_size, lr=spec.lr,
         max_seq_len=spec.max_seq_len, pack_len=spec.pack_len, seed=spec.seed,
     )  # fmt: skip
+    privacy = spec.privacy
     return FederationPlan(
         rounds=spec.rounds, fraction=spec.fraction, min_clients=min_clients, aggregation=spec.aggregation,
         rank=spec.resolved_global_rank(), seed=spec.seed, training=training,
+        privacy=Privacy(privacy.clip, privacy.noise_multiplier, privacy.delta) if privacy else None,
     )  # fmt: skip
 
 

@@ -61,13 +61,13 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
 ) -> None:
     from flwr.supercore.task_identity import TaskIdentity
 
-    from tunesmith.federated.server import initial_adapter, run_rounds
+    from tunesmith.federated.server import run_rounds
 
     # what a Flower runtime sets before a ServerApp builds messages
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", 0)
     monkeypatch.setattr(TaskIdentity, "_task_id", 0)
-    from tunesmith.federated.simulate import client_datasets, federation_plan, start_recorder
+    from tunesmith.federated.simulate import client_datasets, federation_plan, start_job
 
     spec = FederatedSpec.model_validate({
         "model": str(tiny_model_dir), "rounds": 2, "local_steps": 2, "batch_size": 4, "max_seq_len": 512,
@@ -77,11 +77,12 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     })  # fmt: skip
     registry = Registry(default_database_url()).connect()
     data = client_datasets(spec, tmp_path / "fed")
-    recorder, model_path = start_recorder(spec, tmp_path / "fed", registry)
-    arrays, adapter_config = initial_adapter(model_path, 4, 8, 0.0, "all-linear", seed=0)
+    start = start_job(spec, tmp_path / "fed", registry)
     grid = LocalGrid(data, tmp_path / "clients")
 
-    summaries = run_rounds(grid, federation_plan(spec, min_clients=2), arrays, adapter_config, recorder)
+    summaries = run_rounds(
+        grid, federation_plan(spec, min_clients=2), start.arrays, start.adapter_config, start.recorder
+    )
 
     # only weights travel: the payload keys, and no example's text in any string the records carry
     assert all(set(content.keys()) == TO_CLIENT_KEYS for content in grid.sent)
