@@ -124,6 +124,14 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     # the clients trained: the global adapter's B moved off zero
     final = json.loads((Path(summaries[1].adapter_dir) / "adapter_config.json").read_text())
     assert final["r"] == 4 and summaries[1].error <= summaries[1].fedavg_error
+    # the final adapter is a normal peft folder: it loads as any trained adapter does
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.models.adapters import load_adapter
+
+    model = load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), Path(summaries[1].adapter_dir))
+    trained_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert trained_b and any(float(p.abs().sum()) > 0 for p in trained_b)  # B left zero: the clients trained
 
 
 @pytest.mark.parametrize(
