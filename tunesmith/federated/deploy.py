@@ -158,8 +158,10 @@ def serve(config: Path, spec: FederatedSpec, out: Path, host: str, port: int, tr
         try:
             wait_for_port(connect_host, port, 60)
             with (out / "flwr-run.log").open("wb") as run_log:
-                subprocess.run([_bin("flwr"), "run", str(app), CONNECTION, "--stream"], stdout=run_log,
-                               stderr=subprocess.STDOUT, env=env, check=True, timeout=timeout)  # fmt: skip
+                status = subprocess.call([_bin("flwr"), "run", str(app), CONNECTION, "--stream"], stdout=run_log,
+                                         stderr=subprocess.STDOUT, env=env, timeout=timeout)  # fmt: skip
+            if status != 0:
+                raise FederationError(f"`flwr run` failed (exit {status}); see {out / 'flwr-run.log'}")
         finally:
             link.terminate()
             link.wait(30)
