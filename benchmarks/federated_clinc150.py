@@ -61,12 +61,17 @@ def _train(model: str, data: Path, steps: int, out: Path, args: argparse.Namespa
 
     spec = TrainSpec(
         model=model, data=data, max_steps=steps, hold_out_val=False, batch_size=args.batch_size, lr=args.lr,
-        max_seq_len=256, lora=LoraSpec(r=args.rank, alpha=2 * args.rank, dropout=0.0), warmup_ratio=0.0,
+        max_seq_len=256, lora=LoraSpec(r=args.rank, alpha=2 * args.rank, dropout=0.0, target_modules=_targets(args)),
+        warmup_ratio=0.0,
         early_stopping_patience=None, out=out, seed=args.seed,
     )  # fmt: skip
     result = train_sft(spec, progress=False)
     assert result.artifact_dir is not None
     return Path(result.artifact_dir)
+
+
+def _targets(args: argparse.Namespace) -> list[str] | str:
+    return "all-linear" if args.targets == "all-linear" else args.targets.split(",")
 
 
 def _correct(predictions: Path) -> dict[str, np.ndarray]:
@@ -108,7 +113,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = FederatedSpec(
         model=args.model, client_data=owners, rounds=args.rounds, local_steps=args.local_steps,
         aggregation=args.aggregation, batch_size=args.batch_size, lr=args.lr, max_seq_len=256, seed=args.seed,
-        lora={"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.0}, out=work / "federated", name="clinc-fed",
+        lora={"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.0, "target_modules": _targets(args)},
+        out=work / "federated", name="clinc-fed",
     )  # fmt: skip
     federated = simulate(spec, Registry(default_database_url()).connect())
     timings["federated_s"] = round(time.perf_counter() - started, 1)
@@ -180,7 +186,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             }
             for s in federated.rounds
         ],  # fmt: skip
-        "traffic_per_round_mb": round(max(traffic) / 1e6, 3),
+        "traffic_per_round_mb": round(max(traffic) / 1e6, 3),  # all clients, both ways
+        "traffic_per_client_per_round_mb": round(max(traffic) / args.clients / 1e6, 3),
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -203,6 +210,9 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--aggregation", choices=["exact", "fedavg"], default="exact")
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument(
+        "--targets", default="all-linear", help="adapted modules, e.g. q_proj,v_proj (fewer: less traffic)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
