@@ -142,7 +142,7 @@ def client(
     transport = Transport(plain, ssl_ca_certfile=root_certificates, auth_private_key=auth_private_key,
                           auth_public_key=auth_public_key)  # fmt: skip
     work = work_dir or (data.parent if data.is_file() else data) / "federated-client"
-    raise typer.Exit(run_client(server_address, data, work, port, transport))
+    run_client(server_address, data, work, port, transport)
 
 
 def _show(result: dict[str, Any], json_output: bool) -> None:

@@ -16,6 +16,7 @@ is built locally by `flwr run` from the app folder; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from tunesmith.config import LOOPBACK_HOSTS, ConfigError, FederatedSpec
 from tunesmith.federated.server import FederationError
@@ -172,16 +174,19 @@ def serve(config: Path, spec: FederatedSpec, out: Path, host: str, port: int, tr
     return result
 
 
-def run_client(server: str, data: Path, work: Path, port: int, transport: Transport) -> int:
-    """Run a SuperNode for `data` until the SuperLink goes away or Ctrl-C; returns its exit status."""
+def run_client(server: str, data: Path, work: Path, port: int, transport: Transport) -> NoReturn:
+    """Become a SuperNode for `data` until stopped (Ctrl-C, a signal).
+
+    The process is replaced, not forked: stopping `tunesmith federated client` stops the SuperNode itself,
+    never leaving one behind.
+    """
     if not data.exists():
         raise FileNotFoundError(f"--data: no such file or folder: {data}")
-    return subprocess.call(supernode_command(server, data, work, port, transport), env=_environment())
+    command = supernode_command(server, data, work, port, transport)
+    os.execvpe(command[0], command, _environment())
 
 
 def _environment() -> dict[str, str]:
-    import os
-
     # Flower's processes start their helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name:
     # those installed beside this Python come first. One core per client process (a SuperNode starts
     # a ClientApp process per message).
