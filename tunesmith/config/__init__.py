@@ -31,6 +31,7 @@ from tunesmith.config.base import (
     tunesmith_home,
 )
 from tunesmith.config.eval import BiasAuditSpec, EvalSpec, EvalTask, GateMeasure, JudgeSpec
+from tunesmith.config.federated import FederatedSpec, PartitionSpec, PrivacySpec, load_federated_spec
 from tunesmith.config.prepare import PrepareSpec
 from tunesmith.config.serve import (
     ClassifierGuardSpec,
@@ -55,6 +56,7 @@ __all__ = [
     "Duration",
     "EvalSpec",
     "EvalTask",
+    "FederatedSpec",
     "GateMeasure",
     "GuardAction",
     "GuardrailSpec",
@@ -62,9 +64,11 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "LoraSpec",
     "MonitorJudgeSpec",
+    "PartitionSpec",
     "PiiGuardSpec",
     "Precision",
     "PrepareSpec",
+    "PrivacySpec",
     "SECTIONS",
     "ServeSpec",
     "SpecT",
@@ -77,6 +81,7 @@ __all__ = [
     "duration_seconds",
     "format_validation_error",
     "load_config_file",
+    "load_federated_spec",
     "tunesmith_home",
 ]
 

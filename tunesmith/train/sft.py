@@ -96,6 +96,10 @@ def _train(
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
     plan = replicas.agree(choose_step_plan(run, spec, model_path, bf16, device, train_examples, resuming))
+    if spec.init_adapter is not None:
+        from tunesmith.train.preference import check_init_adapter  # preference imports this module
+
+        check_init_adapter(spec.init_adapter, spec.model, model_path)
     lora = spec.lora
     trained = prepare_training_model(
         model_path,
@@ -109,6 +113,7 @@ def _train(
         gradient_checkpointing=plan.gradient_checkpointing,
         compile_decoder=spec.compile,
         quantized=spec.tuning == "qlora",
+        init_adapter=spec.init_adapter,
     )
     if replicas.world_size > 1:  # the same adapter initialised everywhere; each process its own dropout draws
         torch.manual_seed(spec.seed + 7919 * replicas.rank)

@@ -1,0 +1,238 @@
+"""Federated vs pooled vs local-only fine-tuning on CLINC150 split among data owners with skewed labels.
+
+One command:  .venv/bin/python benchmarks/federated_clinc150.py [--json-out FILE]
+Small run:    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/federated_clinc150.py --intents 20 \\
+                  --train-per-intent 40 --test-per-intent 10 --rounds 3 --local-steps 4
+
+The issue's goal, on the embedded SmolLM2-135M-Instruct:
+1. CLINC150's in-scope training utterances (`../shared/datasets/clinc150/data_full.json`) as `text`/`label`
+   rows, split among `--clients` owners (10) by a seeded Dirichlet(alpha) label skew (`--alpha` 0.1: most
+   owners see few intents), as `tunesmith federated simulate` partitions them.
+2. Federated: `--rounds` rounds of `--local-steps` steps on every owner, exact aggregation, with Flower's
+   simulation, recorded in a throwaway registry. Traffic per round is read from the round summaries.
+3. Pooled: one adapter trained on all the rows with the same total steps (rounds x local steps x clients).
+4. Local-only: each owner trains alone for the steps it trained in the federation (rounds x local steps).
+5. All adapters are scored on the same test set (label log-likelihood, the first `--test-per-intent` test
+   utterances of each intent). Reported: each one's accuracy with a 95% bootstrap interval; federated /
+   pooled (goal >= 0.95); federated minus the average owner's local-only accuracy, per test example, with a
+   paired bootstrap interval (goal: excludes zero); traffic per round (goal <= 5 MB).
+
+The machine is shared: the load average is printed with the figures. Results, dated, with commands and
+machines: benchmarks/RESULTS.md ("Federated CLINC150").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
+
+
+def _rows(pairs: list[list[str]], intents: list[str], per_intent: int | None) -> list[dict[str, str]]:
+    """`text`/`label` rows of the chosen intents, the first `per_intent` of each (None: all)."""
+    taken: dict[str, int] = {}
+    rows = []
+    for text, intent in pairs:
+        if intent in intents and (per_intent is None or taken.get(intent, 0) < per_intent):
+            taken[intent] = taken.get(intent, 0) + 1
+            rows.append({"text": text, "label": intent})
+    return rows
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _train(model: str, data: Path, steps: int, out: Path, args: argparse.Namespace) -> Path:
+    from tunesmith.config import LoraSpec, TrainSpec
+    from tunesmith.train.sft import train_sft
+
+    spec = TrainSpec(
+        model=model, data=data, max_steps=steps, hold_out_val=False, batch_size=args.batch_size, lr=args.lr,
+        max_seq_len=256, lora=LoraSpec(r=args.rank, alpha=2 * args.rank, dropout=0.0, target_modules=_targets(args)),
+        warmup_ratio=0.0,
+        early_stopping_patience=None, out=out, seed=args.seed,
+    )  # fmt: skip
+    result = train_sft(spec, progress=False)
+    assert result.artifact_dir is not None
+    return Path(result.artifact_dir)
+
+
+def _targets(args: argparse.Namespace) -> list[str] | str:
+    return "all-linear" if args.targets == "all-linear" else args.targets.split(",")
+
+
+def _correct(predictions: Path) -> dict[str, np.ndarray]:
+    """Per model, 1.0 where its prediction on a test example was right."""
+    by_model: dict[str, list[float]] = {}
+    for line in predictions.read_text(encoding="utf-8").splitlines():
+        item = json.loads(line)
+        by_model.setdefault(item["model"], []).append(float(item["prediction"] == item["reference"]))
+    return {name: np.asarray(values) for name, values in by_model.items()}
+
+
+def _interval(values: np.ndarray, samples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean with a 95% bootstrap interval (resampling test examples)."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    return {"value": round(float(values.mean()), 4), "ci_low": round(float(np.percentile(means, 2.5)), 4),
+            "ci_high": round(float(np.percentile(means, 97.5)), 4)}  # fmt: skip
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from tunesmith.config import FederatedSpec, default_database_url
+    from tunesmith.data.ingest import load_examples
+    from tunesmith.eval.evaluate import Candidate, evaluate_models
+    from tunesmith.federated.partition import partition_rows, write_partitions
+    from tunesmith.federated.simulate import simulate
+    from tunesmith.registry.store import Registry
+
+    os.environ["TUNESMITH_HOME"] = str(work / "home")  # a throwaway registry for the rounds
+    data = json.loads(CLINC.read_text(encoding="utf-8"))
+    intents = sorted({intent for _, intent in data["train"]})[: args.intents]
+    rows = _rows(data["train"], intents, args.train_per_intent)
+    pooled = _write(work / "pooled.jsonl", rows)
+    test = _write(work / "test.jsonl", _rows(data["test"], intents, args.test_per_intent))
+    shares = partition_rows(rows, args.clients, "dirichlet", "label", args.alpha, args.seed)
+    owners = write_partitions(rows, shares, work / "owners")
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    spec = FederatedSpec(
+        model=args.model, client_data=owners, rounds=args.rounds, local_steps=args.local_steps,
+        aggregation=args.aggregation, batch_size=args.batch_size, lr=args.lr, max_seq_len=256, seed=args.seed,
+        lora={"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.0, "target_modules": _targets(args)},
+        out=work / "federated", name="clinc-fed",
+    )  # fmt: skip
+    federated = simulate(spec, Registry(default_database_url()).connect())
+    timings["federated_s"] = round(time.perf_counter() - started, 1)
+
+    started = time.perf_counter()
+    total_steps = args.rounds * args.local_steps * args.clients
+    pooled_adapter = _train(args.model, pooled, total_steps, work / "pooled-run", args)
+    timings["pooled_s"] = round(time.perf_counter() - started, 1)
+
+    started = time.perf_counter()
+    local = [
+        _train(args.model, owner, args.rounds * args.local_steps, work / f"local-{number}", args)
+        for number, owner in enumerate(owners)
+    ]
+    timings["local_s"] = round(time.perf_counter() - started, 1)
+
+    started = time.perf_counter()
+    candidates = [
+        Candidate("federated", Path(federated.final_adapter_dir)),
+        Candidate("pooled", pooled_adapter),
+    ]
+    candidates += [Candidate(f"local-{number}", path) for number, path in enumerate(local)]
+    evaluate_models(
+        args.model, candidates, load_examples(test), work / "eval", train_examples=load_examples(pooled),
+        batch_size=args.eval_batch_size, show_progress=not args.quiet,
+    )  # fmt: skip
+    timings["evaluation_s"] = round(time.perf_counter() - started, 1)
+
+    correct = _correct(work / "eval" / "predictions.jsonl")
+    local_mean = np.mean([correct[f"local-{number}"] for number in range(args.clients)], axis=0)
+    ratio = correct["federated"].mean() / max(correct["pooled"].mean(), 1e-9)
+    traffic = [summary.traffic_bytes for summary in federated.rounds]
+    return {
+        "task": {
+            "intents": len(intents),
+            "train_rows": len(rows),
+            "test_rows": len(correct["federated"]),
+            "clients": args.clients,
+            "alpha": args.alpha,
+            "rows_per_client": [len(share) for share in shares],
+            "intents_per_client": [len({rows[i]["label"] for i in share}) for share in shares],
+        },  # fmt: skip
+        "training": {
+            "rounds": args.rounds,
+            "local_steps": args.local_steps,
+            "pooled_steps": total_steps,
+            "local_only_steps": args.rounds * args.local_steps,
+            "aggregation": args.aggregation,
+            "rank": args.rank,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            **timings,
+        },  # fmt: skip
+        "accuracy": {
+            "federated": _interval(correct["federated"]),
+            "pooled": _interval(correct["pooled"]),
+            "local_only_average": _interval(local_mean),
+            "local_only_each": [round(float(correct[f"local-{n}"].mean()), 4) for n in range(args.clients)],
+        },
+        "federated_over_pooled": round(float(ratio), 4),
+        "federated_minus_local_average": _interval(correct["federated"] - local_mean),
+        "rounds": [
+            {
+                "round": s.round,
+                "train_loss": round(s.train_loss, 4),
+                "error": s.error,
+                "fedavg_error": s.fedavg_error,
+                "traffic_mb": round(s.traffic_bytes / 1e6, 3),
+            }
+            for s in federated.rounds
+        ],  # fmt: skip
+        "traffic_per_round_mb": round(max(traffic) / 1e6, 3),  # all clients, both ways
+        "traffic_per_client_per_round_mb": round(max(traffic) / args.clients / 1e6, 3),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average": [round(value, 2) for value in os.getloadavg()],
+        },  # fmt: skip
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument(
+        "--alpha", type=float, default=0.1, help="Dirichlet label skew (smaller: more skewed)"
+    )
+    parser.add_argument("--intents", type=int, default=150, help="the first N intents, alphabetically")
+    parser.add_argument("--train-per-intent", type=int, default=None, help="default: all (100)")
+    parser.add_argument("--test-per-intent", type=int, default=None, help="default: all (30)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--local-steps", type=int, default=20)
+    parser.add_argument("--aggregation", choices=["exact", "fedavg"], default="exact")
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument(
+        "--targets", default="all-linear", help="adapted modules, e.g. q_proj,v_proj (fewer: less traffic)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for data, runs and report (default: temp)"
+    )
+    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    if not CLINC.is_file():
+        raise SystemExit(f"{CLINC} not found: the shared datasets folder is needed")
+    work = args.work or Path(tempfile.mkdtemp(prefix="federated-clinc150-"))
+    work.mkdir(parents=True, exist_ok=True)
+    figures = run(args, work)
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json_out is not None:
+        args.json_out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
