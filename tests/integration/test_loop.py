@@ -1,5 +1,5 @@
 """The improvement loop end to end on the tiny model: a champion serving a deployment, corrections on the
-questions it gets wrong, then three cycles. A candidate trained on shuffled answers is blocked at the gate;
+questions it gets wrong, then three cycles. A candidate trained on swapped answers is blocked at the gate;
 a good one that passes the gate but loses its canary is rolled back (after a `--until` stop resumed
 without redoing the dataset); a good one a person approves wins its canary and is promoted. Every step
 is a registry state with an audit record and lineage.
@@ -74,15 +74,17 @@ def _canary_traffic(
         store.record_feedback(ACME, response, thumbs="up" if rng.random() < rate else "down")
 
 
-def _shuffled(real: Any) -> Any:
-    """`training_rows` with the answers shuffled between rows: a deliberately bad candidate."""
+def _swapped(real: Any) -> Any:
+    """`training_rows` with every answer swapped for the other topic's (hours questions answered with the
+    delivery reply and the other way round): a deliberately bad candidate. Shuffling was not bad enough
+    once the candidate continued the champion's adapter: half the delivery rows kept their right answer,
+    which the champion never gave."""
 
     def rows(context: Any, feedback_id: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         made, sources = real(context, feedback_id)
-        answers = [row["messages"][-1]["content"] for row in made]
-        random.Random(0).shuffle(answers)
+        wrong = {OPEN: DELIVER, DELIVER: OPEN}
         return [
-            _chat(row["messages"][0]["content"], answer) for row, answer in zip(made, answers, strict=True)
+            _chat(row["messages"][0]["content"], wrong[row["messages"][-1]["content"]]) for row in made
         ], sources
 
     return rows
@@ -92,7 +94,7 @@ def _policy(path: Path, frozen: Path, model: Path, **extra: Any) -> Path:
     policy = {
         "trigger": {"on_alert": False, "min_feedback": 12},
         "data": {"near_dup_threshold": None},
-        "train": {"overrides": {"max_steps": 80}},
+        "train": {"overrides": {"max_steps": 80, "lr": 5e-3}},  # the candidate continues the champion: a gentler lr
         "gate": {"metric": "rouge_l", "metrics": ["rouge_l", "rouge_1", "exact_match"], "tolerance": 0.05,
                  "frozen_test": str(frozen), "max_new_tokens": 8, "bootstrap_samples": 200,
                  "production_sample": 4, "judge": {"model": str(model)}},
@@ -126,9 +128,9 @@ def test_bad_candidate_blocked_canary_loser_rolled_back_good_one_promoted(
                          [_chat(q, DELIVER) for q in TEST_DELIVERY])  # fmt: skip
     policy = load_policy(_policy(tmp_path / "loop.yaml", frozen, tiny_model_dir))
 
-    # cycle 1: trained on shuffled answers, blocked at the gate; the deployment never changes
+    # cycle 1: trained on swapped answers, blocked at the gate; the deployment never changes
     with monkeypatch.context() as patch:
-        patch.setattr(build, "training_rows", _shuffled(build.training_rows))
+        patch.setattr(build, "training_rows", _swapped(build.training_rows))
         blocked = run_loop(registry, "support", policy).cycle
     assert blocked is not None and blocked.state == LoopState.blocked, blocked
     assert blocked.reason is not None and "rouge_l" in blocked.reason
