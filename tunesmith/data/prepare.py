@@ -30,6 +30,8 @@ from tunesmith.data.rows import PrepRow, RowKind
 from tunesmith.data.split import SPLITS, assign_splits
 
 Progress = Callable[[str], None]
+# Inputs this large are streamed (bounded memory); in memory, a row takes several times its file size.
+STREAM_MIN_BYTES = 64 << 20
 
 
 class DatasetRegistry(Protocol):
@@ -50,6 +52,31 @@ def prepare_data(
     spec: PrepareSpec, *, registry: DatasetRegistry | None = None, progress: Progress | None = None
 ) -> PrepareResult:
     """Run every preparation step on `spec.inputs` and write the dataset folder `spec.out`.
+
+    Inputs of `STREAM_MIN_BYTES` or more stream through disk with bounded memory (`prepare_stream`);
+    smaller ones are prepared in memory. Both find and write exactly the same.
+
+    Raises:
+        DataError: invalid rows with `on_error="fail"` (every one listed), or no rows left.
+        ValueError: inputs of different forms, or an output folder that is not a prepared dataset.
+    """
+    if sum(_input_bytes(path) for path in spec.inputs) >= STREAM_MIN_BYTES:
+        from tunesmith.data.prepare_stream import prepare_data_streaming
+
+        return prepare_data_streaming(spec, registry=registry, progress=progress)
+    return prepare_data_in_memory(spec, registry=registry, progress=progress)
+
+
+def _input_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    return path.stat().st_size if path.exists() else 0  # a missing input is reported when it is read
+
+
+def prepare_data_in_memory(
+    spec: PrepareSpec, *, registry: DatasetRegistry | None = None, progress: Progress | None = None
+) -> PrepareResult:
+    """Every preparation step with every row in memory: the reference `prepare_stream` is held to.
 
     Raises:
         DataError: invalid rows with `on_error="fail"` (every one listed), or no rows left.

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import write_jsonl
 from tunesmith.config import PrepareSpec
 from tunesmith.data import prepare_stream
-from tunesmith.data.prepare import prepare_data
+from tunesmith.data.prepare import prepare_data_in_memory
 from tunesmith.data.prepare_stream import prepare_data_streaming
 
 _GENERATOR = Path(__file__).parents[3] / "benchmarks" / "synthetic_chat.py"
@@ -35,16 +35,16 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     "fields",
     [
         {},  # the defaults: redact, exact and near dedup, boilerplate, leakage check
-        {"pii": "drop", "min_tokens": 150, "split": (0.6, 0.2, 0.2), "seed": 3},
+        {"pii": "drop", "min_tokens": 560, "split": (0.6, 0.2, 0.2), "seed": 3},
     ],
 )
 def test_streaming_output_equals_in_memory(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
 ) -> None:
     data = tmp_path / "chat.jsonl"
-    write_jsonl(data, _synthetic(3000))
+    write_jsonl(data, _synthetic(1500))
     base = {"inputs": [data], "model": str(tiny_model_dir), "calibrate": False, **fields}
-    memory = prepare_data(PrepareSpec.model_validate({**base, "out": tmp_path / "memory"}))
+    memory = prepare_data_in_memory(PrepareSpec.model_validate({**base, "out": tmp_path / "memory"}))
     monkeypatch.setattr(prepare_stream, "CHUNK", 128)  # many chunks: state carried across them
     streamed = prepare_data_streaming(PrepareSpec.model_validate({**base, "out": tmp_path / "streamed"}))
 
@@ -56,8 +56,10 @@ def test_streaming_output_equals_in_memory(
     if fields:
         assert removed["pii"] > 0 and removed["length"] > 0
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "report.json"):
-        written = [json.loads(p.read_text(encoding="utf-8")) if p.suffix == ".json" else p.read_text()
-                   for p in (tmp_path / "memory" / name, tmp_path / "streamed" / name)]
+        written = [
+            json.loads(p.read_text(encoding="utf-8")) if p.suffix == ".json" else p.read_text()
+            for p in (tmp_path / "memory" / name, tmp_path / "streamed" / name)
+        ]
         if name == "report.json":
             written = [_comparable(report) for report in written]
         assert written[0] == written[1], name
