@@ -71,6 +71,7 @@ def prepare_data_streaming(
     """
     say = progress or (lambda _: None)
     started = time.perf_counter()
+    spec.out.parent.mkdir(parents=True, exist_ok=True)  # the spill files go next to the output
     with tempfile.TemporaryDirectory(prefix=".tunesmith-prepare-", dir=spec.out.parent) as tmp:
         return _prepare(spec, Path(tmp), registry, say, started)
 
@@ -103,7 +104,7 @@ def _prepare(
     context = context_length(Path(model_path)) if Path(model_path).is_dir() else None
     max_tokens = spec.max_tokens or context
     kept = _Kept(spec, clean_log)
-    second = (kept.chunk(chunk, boilerplate, tokenizer) for chunk in _read(tmp / "fixed.pickle"))
+    second = (kept.chunk(chunk, boilerplate, tokenizer, say) for chunk in _read(tmp / "fixed.pickle"))
     _spill(second, tmp / "kept.pickle")
     (tmp / "fixed.pickle").unlink()
     logs = [validate, *kept.logs(boilerplate)]
@@ -196,10 +197,17 @@ class _Kept:
         self.total: list[npt.NDArray[np.int64]] = []
         self.loss: list[npt.NDArray[np.int64]] = []
         self.counts = [0, 0, 0]  # rows out of clean, pii, exact dedup
+        self.seen = 0  # rows in
         self.kind = RowKind.chat  # set from the first row (every row has one kind: see validation)
         self.input_rows: list[int] = []
 
-    def chunk(self, rows: list[PrepRow], boilerplate: dict[int, int], tokenizer: Any) -> list[PrepRow]:
+    def chunk(
+        self, rows: list[PrepRow], boilerplate: dict[int, int], tokenizer: Any, say: Progress
+    ) -> list[PrepRow]:
+        say(
+            f"cleaning, finding personal data, removing exact duplicates, counting tokens: {self.seen:,} rows"
+        )
+        self.seen += len(rows)
         out = []
         self.kind = rows[0].kind
         for row in rows:
@@ -302,7 +310,8 @@ def _finish(
         _fill_samples(log, pending.get(log.name, []), texts)
     final = indices[leak_keep]
     final_assigned = [split for split, keep in zip(assigned, leak_keep.tolist(), strict=True) if keep]
-    split_of = dict(zip(final.tolist(), final_assigned, strict=True))
+    split_of = np.full(len(kept.sources), -1, dtype=np.int8)  # a spilled row's split (-1: removed)
+    split_of[final] = [SPLITS.index(split) for split in final_assigned]
     say("estimating training cost")
     total, loss = total[final], loss[final]
     estimate = _estimate(spec, model_path, total, final_assigned, registry)
@@ -325,8 +334,8 @@ def _finish(
         for index, row in _rows(spill):
             if index in leak_rows:
                 leak_texts[index] = row
-            split = split_of.get(index)
-            if split is not None:
+            if split_of[index] >= 0:
+                split = SPLITS[split_of[index]]
                 count_row(row, split, labels, turns)
                 yield row.output(DEFAULT_INSTRUCTION), split  # a custom instruction is kept per row
 
