@@ -13,7 +13,8 @@ token counts, a split), never with the rows' text:
 
 What each step finds is exactly what `prepare`'s in-memory steps find on the same input (a test holds
 them to the same dataset hash and report counts). The one approximation: boilerplate lines are counted
-by 64-bit hash, not by text. Does not own: the checks themselves or their logs (see `prepare`).
+by 64-bit hash, not by text. Does not own: the checks themselves or their logs (see `prepare`), nor
+the global steps' rewrites on keys (see `prepare_stream_steps`).
 """
 
 from __future__ import annotations
@@ -47,17 +48,22 @@ from tunesmith.data.prepare import (
     _is_first,
     _pii_row,
 )
-from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog, count_row, iter_valid_rows, report_numbers
+from tunesmith.data.prepare_steps import StepLog, count_row, iter_valid_rows, report_numbers
 from tunesmith.data.prepare_steps import validate_log as make_validate_log
+from tunesmith.data.prepare_stream_steps import (
+    Mask,
+    Pending,
+    fill_samples,
+    leakage,
+    length_filter,
+    near_dedup,
+)
 from tunesmith.data.records import DataError, DataProblem
 from tunesmith.data.report import write_html_report
 from tunesmith.data.rows import PrepRow, RowKind
 from tunesmith.data.split import SPLITS, assign_splits
 
 CHUNK = 4096  # rows per spilled chunk: the most row text held in memory at once
-
-Mask = npt.NDArray[np.bool_]
-Pending = list[tuple[int, str]]  # (row index, reason) of a step's samples, texts read in a later pass
 
 
 def prepare_data_streaming(
@@ -287,11 +293,11 @@ def _finish(
     if spec.near_dup_threshold is not None:
         signatures = np.concatenate(kept.signatures)
         kept.signatures = []
-        log, clusters = _near_dedup(signatures, kept.sources, spec.near_dup_threshold, alive, pending)
+        log, clusters = near_dedup(signatures, kept.sources, spec.near_dup_threshold, alive, pending)
         logs.append(log)
         del signatures
     total, loss = np.concatenate(kept.total), np.concatenate(kept.loss)
-    logs.append(_length_filter(total, spec.min_tokens, max_tokens, kept.sources, alive, pending))
+    logs.append(length_filter(total, spec.min_tokens, max_tokens, kept.sources, alive, pending))
     if not alive.any():
         last = next(log for log in reversed(logs) if log.removed)
         reasons = ", ".join(f"{kind}: {count}" for kind, count in last.reasons().items())
@@ -303,11 +309,11 @@ def _finish(
     say("checking for leakage across splits")
     prompts, texts = _prompt_pass(spill, spec.seed, alive, pending, clusters)
     threshold = spec.leakage_threshold
-    leak_log, leaks, leak_keep = _leakage(prompts, indices, assigned, kept.sources, threshold, pending)
+    leak_log, leaks, leak_keep = leakage(prompts, indices, assigned, kept.sources, threshold, pending)
     del prompts
     logs.append(leak_log)
     for log in logs[:-1]:
-        _fill_samples(log, pending.get(log.name, []), texts)
+        fill_samples(log, pending.get(log.name, []), texts)
     final = indices[leak_keep]
     final_assigned = [split for split, keep in zip(assigned, leak_keep.tolist(), strict=True) if keep]
     split_of = np.full(len(kept.sources), -1, dtype=np.int8)  # a spilled row's split (-1: removed)
@@ -340,7 +346,7 @@ def _finish(
                 yield row.output(DEFAULT_INSTRUCTION), split  # a custom instruction is kept per row
 
     def finish() -> tuple[dict[str, Any], dict[str, Any]]:
-        _fill_samples(leak_log, pending.get(leak_log.name, []), leak_texts)
+        fill_samples(leak_log, pending.get(leak_log.name, []), leak_texts)
         report = report_numbers(
             kept.kind, final_assigned, logs, labels, turns, total, loss, context, max_tokens, estimate
         )
@@ -365,76 +371,6 @@ def _keep(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     result.append(finished[0])
     return finished
-
-
-def _remove(
-    log: StepLog, pending: dict[str, Pending], index: int, source: str, reason: str, kind: str
-) -> None:
-    """`StepLog.remove` for a row whose text is not in memory: its sample's text is read in a later pass."""
-    log.remove(None, reason, kind=kind, source=source)
-    samples = pending.setdefault(log.name, [])
-    if len(samples) < MAX_SAMPLES:
-        samples.append((index, reason))
-
-
-def _fill_samples(log: StepLog, samples: Pending, texts: dict[int, PrepRow]) -> None:
-    for index, reason in samples:
-        log.sample(texts[index], reason)
-
-
-def _near_dedup(
-    signatures: dedup.Signatures,
-    sources: list[str],
-    threshold: float,
-    alive: Mask,
-    pending: dict[str, Pending],
-) -> tuple[StepLog, list[dict[str, Any]]]:
-    """`prepare._near_dedup` on signatures alone: cluster members' texts are filled in by the prompt pass."""
-    log = StepLog("near_dedup", {"threshold": threshold, "method": "MinHash/LSH, word 3-grams"}, len(sources))
-    pairs = dedup.candidate_pairs(signatures, threshold)
-    groups = dedup.clusters(len(sources), pairs)
-    report: list[dict[str, Any]] = []
-    for members in groups:
-        # Greedy in input order: a row goes only if it is within the threshold of a row kept before it
-        # (a chain a~b~c does not remove c for being like a when it is not).
-        kept = [members[0]]
-        for index in members[1:]:
-            scores = dedup.similarity(signatures[[index] * len(kept)], signatures[kept])
-            best = int(scores.argmax())
-            if scores[best] < threshold:
-                kept.append(index)
-                continue
-            alive[index] = False
-            reason = f"near-duplicate of {sources[kept[best]]} (Jaccard ≈ {scores[best]:.2f})"
-            _remove(log, pending, index, sources[index], reason, "near-duplicate")
-        report.append(
-            {
-                "size": len(members),
-                "kept": ", ".join(sources[i] for i in kept[:5]),
-                "members": [{"source": sources[i], "text": i} for i in members[:5]],
-            }
-        )
-    report.sort(key=lambda cluster: -cluster["size"])
-    return log.done(int(alive.sum())), report[:20]
-
-
-def _length_filter(
-    total: npt.NDArray[np.int64],
-    min_tokens: int,
-    max_tokens: int | None,
-    sources: list[str],
-    alive: Mask,
-    pending: dict[str, Pending],
-) -> StepLog:
-    log = StepLog("length", {"min_tokens": min_tokens, "max_tokens": max_tokens}, int(alive.sum()))
-    keep = total >= min_tokens
-    if max_tokens is not None:
-        keep &= total <= max_tokens
-    for index in np.nonzero(alive & ~keep)[0].tolist():
-        bound = f"< min {min_tokens}" if total[index] < min_tokens else f"> max {max_tokens}"
-        _remove(log, pending, index, sources[index], f"{int(total[index])} tokens {bound}", f"tokens {bound}")
-    alive &= keep
-    return log.done(int(alive.sum()))
 
 
 def _split(spec: PrepareSpec, kept: _Kept, indices: npt.NDArray[np.int64], logs: list[StepLog]) -> list[str]:
@@ -473,43 +409,3 @@ def _prompt_pass(
         for member in cluster["members"]:
             member["text"] = texts[member["text"]].full_text()[:300]
     return np.concatenate(signatures), texts
-
-
-def _leakage(
-    signatures: dedup.Signatures,
-    indices: npt.NDArray[np.int64],
-    assigned: list[str],
-    sources: list[str],
-    threshold: float,
-    pending: dict[str, Pending],
-) -> tuple[StepLog, list[dict[str, Any]], Mask]:
-    """`prepare._leakage` on prompt signatures of the rows left (`indices`: their rows in the spill)."""
-    log = StepLog("leakage", {"threshold": threshold, "compares": "prompts (model input)"}, len(indices))
-    groups = dedup.clusters(len(indices), dedup.candidate_pairs(signatures, threshold))
-    order = {name: rank for rank, name in enumerate(SPLITS)}
-    keep = np.ones(len(indices), dtype=bool)
-    leaks = []
-    for members in groups:
-        # The cluster's earliest split keeps its rows; the same prompt in a later split is a leak.
-        first = min(members, key=lambda i: (order[assigned[i]], i))
-        later = [i for i in members if order[assigned[i]] > order[assigned[first]]]
-        if not later:
-            continue
-        scores = dedup.similarity(signatures[later], signatures[[first] * len(later)]).tolist()
-        matched = sources[int(indices[first])]
-        for index, score in zip(later, scores, strict=True):
-            keep[index] = False
-            row = int(indices[index])
-            reason = f"{assigned[index]} prompt near-duplicates {assigned[first]} row {matched}"
-            kind = f"{assigned[index]} leaks from {assigned[first]}"
-            _remove(log, pending, row, sources[row], f"{reason} (Jaccard ≈ {score:.2f})", kind)
-            leaks.append(
-                {
-                    "removed": sources[row],
-                    "from": assigned[index],
-                    "matches": matched,
-                    "in": assigned[first],
-                    "similarity": round(score, 3),
-                }
-            )
-    return log.done(int(keep.sum())), leaks, keep
