@@ -375,7 +375,7 @@ def _keep(
 
 def _split(spec: PrepareSpec, kept: _Kept, indices: npt.NDArray[np.int64], logs: list[StepLog]) -> list[str]:
     """`prepare._split` on the kept rows' labels and groups."""
-    classification = kept.labels[int(indices[0])] is not None
+    classification = kept.kind is RowKind.classification
     labels = [kept.labels[i] for i in indices.tolist()] if spec.stratify and classification else None
     groups = [kept.groups[i] for i in indices.tolist()] if spec.group_by else None
     params = {

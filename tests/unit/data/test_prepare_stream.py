@@ -79,3 +79,28 @@ def test_prepare_data_streams_large_inputs_only(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(prepare, "STREAM_MIN_BYTES", data.stat().st_size)
     prepare.prepare_data(spec)
     assert calls == ["memory", "stream"]
+
+
+def test_streaming_equals_in_memory_for_labels_and_groups(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stratified and grouped splits see the same labels and groups, in the same order."""
+    chats = _synthetic(200)
+    rows = [
+        {
+            "text": row["messages"][0]["content"],
+            "label": ["billing", "refund", "other"][index % 3],
+            "user": index % 37,
+        }
+        for index, row in enumerate(chats)
+    ]
+    data = tmp_path / "labels.jsonl"
+    write_jsonl(data, rows)
+    monkeypatch.setattr(prepare_stream, "CHUNK", 64)
+    for fields in ({}, {"group_by": "user"}):
+        base = {"inputs": [data], "model": str(tiny_model_dir), "calibrate": False, **fields}
+        memory = prepare_data_in_memory(PrepareSpec.model_validate({**base, "out": tmp_path / "memory"}))
+        streamed = prepare_data_streaming(PrepareSpec.model_validate({**base, "out": tmp_path / "streamed"}))
+        assert streamed.hash == memory.hash
+        assert _comparable(streamed.report) == _comparable(memory.report)
+        assert memory.report["labels"]
