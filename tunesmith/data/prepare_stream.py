@@ -38,6 +38,7 @@ from tunesmith.data.lengths import count_tokens
 from tunesmith.data.output import input_sha256, write_dataset_rows
 from tunesmith.data.prepare import (
     DatasetRegistry,
+    Fixes,
     PrepareResult,
     Progress,
     _boilerplate_mask,
@@ -95,7 +96,8 @@ def _prepare(
     clean_log = _clean_log(spec, 0)
     fixes = _fixes(spec)
     line_hashes: list[npt.NDArray[np.int64]] = []
-    fixed = (_chunk_fixed(chunk, fixes, clean_log, line_hashes) for chunk in _chunks(rows))
+    count_lines = spec.boilerplate_share > 0
+    fixed = (_chunk_fixed(chunk, fixes, clean_log, line_hashes, count_lines) for chunk in _chunks(rows))
     valid = _spill(fixed, tmp / "fixed.pickle")
     validate = make_validate_log(spec.inputs, spec.format, spec.on_error, problems, input_rows, valid)
     clean_log.rows_in = valid
@@ -164,10 +166,15 @@ def _line_hashes(rows: list[PrepRow]) -> npt.NDArray[np.int64]:
 
 
 def _chunk_fixed(
-    rows: list[PrepRow], fixes: Any, log: StepLog, line_hashes: list[npt.NDArray[np.int64]]
+    rows: list[PrepRow],
+    fixes: Fixes,
+    log: StepLog,
+    line_hashes: list[npt.NDArray[np.int64]],
+    count_lines: bool,
 ) -> list[PrepRow]:
     fixed = [_fix(row, fixes, log) for row in rows]
-    line_hashes.append(_line_hashes(fixed))
+    if count_lines:
+        line_hashes.append(_line_hashes(fixed))
     return fixed
 
 

@@ -35,14 +35,14 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
     "fields",
     [
         {},  # the defaults: redact, exact and near dedup, boilerplate, leakage check
-        {"pii": "drop", "min_tokens": 560, "split": (0.6, 0.2, 0.2), "seed": 3},
+        {"pii": "drop", "min_tokens": 560, "boilerplate_share": 0, "split": (0.6, 0.2, 0.2), "seed": 3},
     ],
 )
 def test_streaming_output_equals_in_memory(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
 ) -> None:
     data = tmp_path / "chat.jsonl"
-    write_jsonl(data, _synthetic(1500))
+    write_jsonl(data, _synthetic(1000))
     base = {"inputs": [data], "model": str(tiny_model_dir), "calibrate": False, **fields}
     memory = prepare_data_in_memory(PrepareSpec.model_validate({**base, "out": tmp_path / "memory"}))
     monkeypatch.setattr(prepare_stream, "CHUNK", 128)  # many chunks: state carried across them
