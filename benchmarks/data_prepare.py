@@ -6,9 +6,8 @@ Generates `--rows` dirty synthetic chats of about 200 tokens (benchmarks/synthet
 near-duplicates, personal data, HTML, mojibake, boilerplate, leak candidates) in a child process, then
 prepares them in this one with every step on (near-dedup and leakage check included, calibration off),
 and prints rows/s, seconds per step and peak RSS of the preparing process. Target: 100k rows < 60 s on
-a 2-core laptop CPU; 1 million rows ≤ 2 GB peak RSS and ≥ 3,000 rows/s. `--path memory` runs the
-in-memory steps, `--path stream` the streaming ones (`prepare_stream`), `--path auto` what `prepare_data`
-picks for the input's size. The load average is printed too: on a shared machine, figures are slower.
+a 2-core laptop CPU; 1 million rows ≤ 2 GB peak RSS and ≥ 3,000 rows/s. `--path stream` (what
+`prepare_data` runs) streams rows through disk, `--path memory` runs the in-memory reference steps. The load average is printed too: on a shared machine, figures are slower.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import time
 from pathlib import Path
 
 from tunesmith.config import PrepareSpec
-from tunesmith.data.prepare import prepare_data, prepare_data_in_memory
+from tunesmith.data.prepare import prepare_data_in_memory
 from tunesmith.data.prepare_stream import prepare_data_streaming
 
-PATHS = {"auto": prepare_data, "memory": prepare_data_in_memory, "stream": prepare_data_streaming}
+PATHS = {"memory": prepare_data_in_memory, "stream": prepare_data_streaming}
 
 
 def _mark(marks: list[tuple[str, float]], step: str) -> None:
@@ -42,7 +41,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--path", choices=sorted(PATHS), default="auto", help="which preparation runs")
+    parser.add_argument("--path", choices=sorted(PATHS), default="stream", help="which preparation runs")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

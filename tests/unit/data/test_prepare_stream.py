@@ -65,22 +65,6 @@ def test_streaming_output_equals_in_memory(
         assert written[0] == written[1], name
 
 
-def test_prepare_data_streams_large_inputs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunesmith.data import prepare
-
-    data = tmp_path / "chat.jsonl"
-    write_jsonl(data, _synthetic(3))
-    spec = PrepareSpec.model_validate({"inputs": [data], "out": tmp_path / "out", "calibrate": False})
-    calls: list[str] = []
-    monkeypatch.setattr(prepare_stream, "prepare_data_streaming", lambda *a, **k: calls.append("stream"))
-    monkeypatch.setattr(prepare, "prepare_data_in_memory", lambda *a, **k: calls.append("memory"))
-    monkeypatch.setattr(prepare, "STREAM_MIN_BYTES", data.stat().st_size + 1)
-    prepare.prepare_data(spec)
-    monkeypatch.setattr(prepare, "STREAM_MIN_BYTES", data.stat().st_size)
-    prepare.prepare_data(spec)
-    assert calls == ["memory", "stream"]
-
-
 def test_streaming_equals_in_memory_for_labels_and_groups(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
