@@ -218,7 +218,7 @@ def _remove_boilerplate(rows: list[PrepRow], share: float, log: StepLog) -> list
     )
     counts = clean.count_lines(texts)
     lines = clean.boilerplate_lines(counts, len(rows), share)
-    log.details["boilerplate_lines"] = sorted(lines, key=lambda line: -counts[line])[:20]
+    log.details["boilerplate_lines"] = sorted(lines, key=lambda line: (-counts[line], line))[:20]
     if not lines:
         return rows
     out = []
