@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,25 @@ def write_dataset(
     kind: str,
     html: Callable[[dict[str, Any], Path], None],
 ) -> tuple[str, dict[str, int]]:
+    """Write the folder from rows in memory (see `write_dataset_rows`); returns (hash, rows per split)."""
+    return write_dataset_rows(
+        out, zip(outputs, assigned, strict=True), lambda: (report, lineage), kind=kind, html=html
+    )
+
+
+def write_dataset_rows(
+    out: Path,
+    rows: Iterable[tuple[dict[str, Any], str]],
+    finish: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+    *,
+    kind: str,
+    html: Callable[[dict[str, Any], Path], None],
+) -> tuple[str, dict[str, int]]:
     """Write the folder in a staging directory, then swap it into place; returns (hash, rows per split).
 
-    A kill at any moment leaves `out` as it was or complete and new (see `swap`).
+    `rows` (each normalised row with its split) are streamed to the split files; `finish` is called once
+    they are all written and gives the report and the lineage. A kill at any moment leaves `out` as it
+    was or complete and new (see `swap`).
 
     The dataset hash covers every split's normalised rows (and which split each is in), so the same
     data prepared the same way hashes the same whatever the input file format.
@@ -63,20 +79,26 @@ def write_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        digests = {name: hashlib.sha256() for name in SPLITS}
+        counts = dict.fromkeys(SPLITS, 0)
+        handles = {name: (staging / f"{name}.jsonl").open("wb") for name in SPLITS}
+        try:
+            for row, split in rows:
+                data = (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+                handles[split].write(data)
+                digests[split].update(data)
+                counts[split] += 1
+        finally:
+            for handle in handles.values():
+                handle.close()
         splits: dict[str, dict[str, Any]] = {}
         dataset_digest = hashlib.sha256()
         for name in SPLITS:
-            lines = [
-                json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n"
-                for row, split in zip(outputs, assigned, strict=True)
-                if split == name
-            ]
-            data = "".join(lines).encode("utf-8")
-            (staging / f"{name}.jsonl").write_bytes(data)
-            split_hash = hashlib.sha256(data).hexdigest()
-            splits[name] = {"file": f"{name}.jsonl", "rows": len(lines), "hash": split_hash}
+            split_hash = digests[name].hexdigest()
+            splits[name] = {"file": f"{name}.jsonl", "rows": counts[name], "hash": split_hash}
             dataset_digest.update(f"{name}:{split_hash}\n".encode())
         digest = dataset_digest.hexdigest()
+        report, lineage = finish()
         report = {**report, "hash": digest}
         (staging / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
         html(report, staging / "report.html")
@@ -85,14 +107,14 @@ def write_dataset(
             "kind": kind,
             "created_at": datetime.now(UTC).isoformat(),
             "splits": splits,
-            "rows": len(outputs),
+            "rows": sum(counts.values()),
             "lineage": lineage,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
         swap_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # the old folder, after a swap
-    return digest, {name: info["rows"] for name, info in splits.items()}
+    return digest, counts
 
 
 def _check_target(out: Path) -> None:

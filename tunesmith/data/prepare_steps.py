@@ -9,7 +9,7 @@ split and leakage steps (see `prepare`) or the HTML (see `report`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +92,27 @@ def read_inputs(
     Raises:
         DataError: with `on_error="fail"`, every invalid row; in any mode, when no valid row is left.
     """
-    rows: list[PrepRow] = []
     problems: list[DataProblem] = []
     per_input: list[int] = []
+    rows = list(
+        iter_valid_rows(inputs, data_format, column_map, instruction, group_by, problems, per_input, progress)
+    )
+    log = validate_log(inputs, data_format, on_error, problems, per_input, len(rows))
+    return rows, log, per_input
+
+
+def iter_valid_rows(
+    inputs: list[Path],
+    data_format: DataFormat | None,
+    column_map: Mapping[str, str],
+    instruction: str,
+    group_by: str | None,
+    problems: list[DataProblem],
+    per_input: list[int],
+    progress: Callable[[str], None],
+) -> Iterator[PrepRow]:
+    """Every valid row of every input, one at a time; invalid ones are appended to `problems`, and the
+    rows read per input to `per_input` (once an input is read to its end)."""
     kind: RowKind | None = None
     for path in inputs:
         count = 0
@@ -114,18 +132,33 @@ def read_inputs(
                 if row.kind is not kind:
                     problem = DataProblem(location, f"a {row.kind.value} row among {kind.value} rows")
                 else:
-                    rows.append(row)
+                    yield row
             if problem is not None:
                 problems.append(_with_input(problem, path, inputs))
         per_input.append(count)
+
+
+def validate_log(
+    inputs: list[Path],
+    data_format: DataFormat | None,
+    on_error: str,
+    problems: list[DataProblem],
+    per_input: list[int],
+    valid: int,
+) -> StepLog:
+    """The validation step's log once every input is read.
+
+    Raises:
+        DataError: with `on_error="fail"`, every invalid row; in any mode, when no valid row is left.
+    """
     log = StepLog("validate", {"on_error": on_error, "format": data_format}, sum(per_input))
     if problems and on_error == "fail":
         raise DataError(problems)
     for problem in problems:
         log.remove(None, problem.message, source=problem.location)
-    if not rows:
+    if not valid:
         raise DataError(problems or [DataProblem(", ".join(map(str, inputs)), "no examples in the input")])
-    return rows, log.done(len(rows)), per_input
+    return log.done(valid)
 
 
 def _with_input(problem: DataProblem, path: Path, inputs: list[Path]) -> DataProblem:
@@ -146,16 +179,41 @@ def build_report(
     estimate: dict[str, Any],
 ) -> dict[str, Any]:
     """The numbers of report.json: steps, splits, token statistics, labels, turns and the estimate."""
-    splits = {name: assigned.count(name) for name in SPLITS}
     labels: dict[str, dict[str, int]] = {}
-    if rows and rows[0].kind is RowKind.classification:
-        for row, split in zip(rows, assigned, strict=True):
-            counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
-            counts[split] += 1
+    turns: Counter[int] = Counter()
+    for row, split in zip(rows, assigned, strict=True):
+        count_row(row, split, labels, turns)
+    return report_numbers(
+        rows[0].kind, assigned, logs, labels, turns, total_tokens, loss_tokens, context, max_tokens, estimate
+    )
+
+
+def count_row(row: PrepRow, split: str, labels: dict[str, dict[str, int]], turns: Counter[int]) -> None:
+    """Add a kept row to the report's label counts per split and its chats' turn counts."""
+    if row.kind is RowKind.classification:
+        counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
+        counts[split] += 1
+    elif row.kind is RowKind.chat:
+        turns[sum(1 for role in row.roles if role != "system")] += 1
+
+
+def report_numbers(
+    kind: RowKind,
+    assigned: list[str],
+    logs: list[StepLog],
+    labels: dict[str, dict[str, int]],
+    turns: Counter[int],
+    total_tokens: npt.NDArray[np.int64],
+    loss_tokens: npt.NDArray[np.int64],
+    context: int | None,
+    max_tokens: int | None,
+    estimate: dict[str, Any],
+) -> dict[str, Any]:
+    """`build_report` from counts gathered row by row (`count_row`): no rows kept in memory."""
+    splits = {name: assigned.count(name) for name in SPLITS}
     histogram, edges = np.histogram(total_tokens, bins=40)
-    turns = [sum(1 for role in row.roles if role != "system") for row in rows if row.kind is RowKind.chat]
     return {
-        "kind": rows[0].kind.value,
+        "kind": kind.value,
         "steps": [log.to_json() for log in logs],
         "splits": splits,
         "tokens": {
@@ -171,6 +229,6 @@ def build_report(
             "max": int(total_tokens.max()),
         },
         "labels": labels,
-        "turns": {str(n): turns.count(n) for n in sorted(set(turns))},
+        "turns": {str(n): turns[n] for n in sorted(turns)},
         "estimate": estimate,
     }
