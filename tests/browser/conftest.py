@@ -28,8 +28,11 @@ INSTALL_HINT = (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    """One browser for this folder's tests, stopped when they end: Playwright's sync API keeps an event
+    loop running on the main thread while it is open, which breaks every later test that calls
+    `asyncio.run` (the serving tests)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
