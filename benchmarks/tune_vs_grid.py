@@ -63,38 +63,6 @@ def _write_task(args: argparse.Namespace, work: Path) -> tuple[Path, Path, int]:
     return work / "train.jsonl", work / "val.jsonl", len(train)
 
 
-def _tiny_model(directory: Path, texts: list[str]) -> Path:
-    """A 2-layer Llama (hidden 64) with a byte-level BPE tokenizer trained here and a ChatML template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from tests.conftest import CHATML_TEMPLATE
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-    )  # fmt: skip
-    fast.chat_template = CHATML_TEMPLATE
-    fast.save_pretrained(directory)
-    config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    return directory
-
-
 def _examples_trained(study: Any) -> int:
     """Training examples the study's finished trials ran: steps x examples per step, from each run."""
     total = 0
@@ -122,11 +90,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     train, val, num_train = _write_task(args, work)
     model = args.model
     if args.tiny:
+        from tests.conftest import build_tiny_model  # the test suite's tiny model, on this task's text
+
         texts = [
             json.loads(line)["text"] + " " + json.loads(line)["label"]
             for line in train.read_text().splitlines()
         ]
-        model = str(_tiny_model(work / "tiny-model", texts))
+        model = str(build_tiny_model(work / "tiny-model", texts))
     steps_per_epoch_at_8 = max(1, num_train // 8)
     base = {"model": model, "data": str(train), "val_data": str(val), "epochs": args.epochs, "batch_size": 8,
             "eval_every": max(1, steps_per_epoch_at_8 // 2), "save_every": 10_000,

@@ -35,15 +35,20 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama (hidden 64) with a byte-level BPE tokenizer trained here and a ChatML template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    directory = tmp_path_factory.mktemp("tiny-model")
     corpus = [
         json.loads(line)["messages"][-1]["content"] + " " + json.loads(line)["messages"][1]["content"]
         for line in (DEMO / "train.jsonl").read_text(encoding="utf-8").splitlines()
     ]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), corpus)
+
+
+def build_tiny_model(directory: Path, corpus: list[str]) -> Path:
+    """Write a 2-layer Llama (hidden 64, seeded) to `directory`, its byte-level BPE tokenizer trained on
+    `corpus`, with a ChatML template (the fixture's model; benchmarks build one on their own task's text)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
