@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -147,3 +148,30 @@ def clusters(count: int, pairs: npt.NDArray[np.int64]) -> list[list[int]]:
     for node in sorted({int(n) for n in pairs.ravel()}):
         groups.setdefault(root(node), []).append(node)
     return sorted((members for members in groups.values() if len(members) > 1), key=lambda m: m[0])
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A near-duplicate cluster resolved: the rows kept, and each removed row with the kept row it is
+    like and their estimated Jaccard similarity."""
+
+    members: list[int]
+    kept: list[int]
+    removed: list[tuple[int, int, float]]
+
+
+def resolve_clusters(signatures: Signatures, threshold: float) -> list[Resolved]:
+    """Near-duplicate clusters, each resolved greedily in input order: a row goes only if it is within
+    `threshold` of a row kept before it (a chain a~b~c does not remove c for being like a when it is not)."""
+    resolved = []
+    for members in clusters(len(signatures), candidate_pairs(signatures, threshold)):
+        kept, removed = [members[0]], []
+        for index in members[1:]:
+            scores = similarity(signatures[[index] * len(kept)], signatures[kept])
+            best = int(scores.argmax())
+            if scores[best] < threshold:
+                kept.append(index)
+            else:
+                removed.append((index, kept[best], float(scores[best])))
+        resolved.append(Resolved(members, kept, removed))
+    return resolved

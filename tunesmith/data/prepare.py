@@ -288,22 +288,13 @@ def _near_dedup(
 ) -> tuple[list[PrepRow], list[dict[str, Any]]]:
     log = StepLog("near_dedup", {"threshold": threshold, "method": "MinHash/LSH, word 3-grams"}, len(rows))
     signatures = dedup.MinHasher(seed).signatures([row.full_text() for row in rows])
-    pairs = dedup.candidate_pairs(signatures, threshold)
-    groups = dedup.clusters(len(rows), pairs)
     drop = np.zeros(len(rows), dtype=bool)
     report: list[dict[str, Any]] = []
-    for members in groups:
-        # Greedy in input order: a row goes only if it is within the threshold of a row kept before it
-        # (a chain a~b~c does not remove c for being like a when it is not).
-        kept = [members[0]]
-        for index in members[1:]:
-            scores = dedup.similarity(signatures[[index] * len(kept)], signatures[kept])
-            best = int(scores.argmax())
-            if scores[best] < threshold:
-                kept.append(index)
-                continue
+    for cluster in dedup.resolve_clusters(signatures, threshold):
+        members, kept = cluster.members, cluster.kept
+        for index, like, score in cluster.removed:
             drop[index] = True
-            reason = f"near-duplicate of {rows[kept[best]].source} (Jaccard ≈ {scores[best]:.2f})"
+            reason = f"near-duplicate of {rows[like].source} (Jaccard ≈ {score:.2f})"
             log.remove(rows[index], reason, kind="near-duplicate")
         report.append(
             {

@@ -47,21 +47,12 @@ def near_dedup(
 ) -> tuple[StepLog, list[dict[str, Any]]]:
     """`prepare._near_dedup` on signatures alone: cluster members' texts are filled in by the prompt pass."""
     log = StepLog("near_dedup", {"threshold": threshold, "method": "MinHash/LSH, word 3-grams"}, len(sources))
-    pairs = dedup.candidate_pairs(signatures, threshold)
-    groups = dedup.clusters(len(sources), pairs)
     report: list[dict[str, Any]] = []
-    for members in groups:
-        # Greedy in input order: a row goes only if it is within the threshold of a row kept before it
-        # (a chain a~b~c does not remove c for being like a when it is not).
-        kept = [members[0]]
-        for index in members[1:]:
-            scores = dedup.similarity(signatures[[index] * len(kept)], signatures[kept])
-            best = int(scores.argmax())
-            if scores[best] < threshold:
-                kept.append(index)
-                continue
+    for cluster in dedup.resolve_clusters(signatures, threshold):
+        members, kept = cluster.members, cluster.kept
+        for index, like, score in cluster.removed:
             alive[index] = False
-            reason = f"near-duplicate of {sources[kept[best]]} (Jaccard ≈ {scores[best]:.2f})"
+            reason = f"near-duplicate of {sources[like]} (Jaccard ≈ {score:.2f})"
             remove_later(log, pending, index, sources[index], reason, "near-duplicate")
         report.append(
             {
