@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tunesmith.cli.common import UsageError, console, fail, print_json
@@ -39,16 +40,26 @@ def simulate(config: _Config, json_output: _Json = False) -> None:
       tunesmith federated simulate --config fed.yaml
     """
     from tunesmith.config import load_federated_spec
+    from tunesmith.federated.record import RoundSummary
     from tunesmith.federated.server import FederationError
     from tunesmith.federated.simulate import simulate as run_simulation
 
     spec = load_federated_spec(config)
     if spec.num_clients() is None:
         raise UsageError(f"{config}: a simulation needs client_data or partition")
-    try:
-        result = run_simulation(spec, _registry())
-    except FederationError as error:
-        fail(str(error))
+    with Progress(
+        TextColumn("[bold]federated rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, disable=json_output,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("", total=spec.rounds)
+
+        def advance(summary: RoundSummary) -> None:
+            progress.update(task, advance=1, description=f"client loss {summary.train_loss:.4f}")
+
+        try:
+            result = run_simulation(spec, _registry(), on_round=advance)
+        except FederationError as error:
+            fail(str(error))
     _show(result.to_dict(), json_output)
 
 

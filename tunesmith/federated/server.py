@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,10 @@ def initial_adapter(model_path: str, rank: int, alpha: int, dropout: float, targ
 
 
 def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: dict[str, Any],
-               recorder: RoundRecorder) -> list[RoundSummary]:  # fmt: skip
-    """Run `plan.rounds` rounds on `grid` (a Flower `Grid`) from the global adapter `arrays`."""
+               recorder: RoundRecorder,
+               on_round: Callable[[RoundSummary], None] | None = None) -> list[RoundSummary]:  # fmt: skip
+    """Run `plan.rounds` rounds on `grid` (a Flower `Grid`) from the global adapter `arrays`; `on_round`
+    sees each recorded round (a progress bar)."""
     from flwr.app import Message, MessageType
 
     sampler = random.Random(plan.seed)
@@ -114,6 +117,8 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
         summaries.append(
             recorder.record(round_number, result, adapter_config, plan.aggregation, reports, epsilon)
         )
+        if on_round is not None:
+            on_round(summaries[-1])
     return summaries
 
 

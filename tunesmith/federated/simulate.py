@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,11 @@ def finish_job(
     return result
 
 
-def simulate(spec: FederatedSpec, registry: Registry | None) -> FederatedResult:
-    """Run the federated job of `spec` in simulation; rounds are recorded in `registry` when given."""
+def simulate(
+    spec: FederatedSpec, registry: Registry | None, on_round: Callable[[RoundSummary], None] | None = None
+) -> FederatedResult:
+    """Run the federated job of `spec` in simulation; rounds are recorded in `registry` when given, and
+    `on_round` sees each one as it ends."""
     from flwr.simulation import run_simulation
 
     out = job_folder(spec)
@@ -125,7 +129,9 @@ def simulate(spec: FederatedSpec, registry: Registry | None) -> FederatedResult:
 
     def main(grid: Any, context: Any) -> None:
         try:
-            summaries.extend(run_rounds(grid, plan, start.arrays, start.adapter_config, start.recorder))
+            summaries.extend(
+                run_rounds(grid, plan, start.arrays, start.adapter_config, start.recorder, on_round)
+            )
         except BaseException as error:  # re-raised below: the simulation only logs its ServerApp's errors
             errors.append(error)
             raise

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import DEMO
 from tunesmith.config import FederatedSpec, default_database_url
 from tunesmith.federated.messages import TO_CLIENT_KEYS, TO_SERVER_KEYS, read_train_content, update_content
+from tunesmith.federated.record import RoundSummary
 from tunesmith.registry.store import Registry
 
 
@@ -80,9 +81,12 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     start = start_job(spec, tmp_path / "fed", registry)
     grid = LocalGrid(data, tmp_path / "clients")
 
+    seen: list[RoundSummary] = []  # what a progress bar is shown
     summaries = run_rounds(
-        grid, federation_plan(spec, min_clients=2), start.arrays, start.adapter_config, start.recorder
-    )
+        grid, federation_plan(spec, min_clients=2), start.arrays, start.adapter_config, start.recorder,
+        on_round=seen.append,
+    )  # fmt: skip
+    assert seen == summaries
 
     # only weights travel: the payload keys, and no example's text in any string the records carry
     assert all(set(content.keys()) == TO_CLIENT_KEYS for content in grid.sent)
