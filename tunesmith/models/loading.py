@@ -73,6 +73,11 @@ def ensure_embedded_model(entry: CatalogModel) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         staging.rename(target)  # atomic: a killed conversion never leaves a half-written model
+    except OSError:
+        # Another process (a second `tunesmith train`, a parallel test worker) converted it first:
+        # its rename won, and the model it left is complete.
+        if not (target / "config.json").is_file():
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -23,3 +23,38 @@ def test_an_embedded_model_under_a_symlinked_cache_resolves_as_its_directory_doe
     assert (
         loading.resolve_model("tiny") == loading.resolve_model(str(tmp_path / "models" / "tiny")) == str(real)
     )
+
+
+def test_a_conversion_that_loses_the_race_to_another_process_keeps_the_winners_model(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp_path / "models" / "tiny"
+    entry = SimpleNamespace(name="tiny", package="tiny", cache_dir=lambda: target)
+    monkeypatch.setattr(loading, "embedded_gguf_path", lambda _: tmp_path / "tiny.gguf")
+    # The GGUF read is the slow part of a real conversion; the tiny model stands in for what it yields.
+    load_model, load_tokenizer = AutoModelForCausalLM.from_pretrained, AutoTokenizer.from_pretrained
+
+    def load_as_from_gguf(*_: object, **__: object) -> object:
+        model = load_model(tiny_model_dir)
+        model.config.quantization_config = {"quant_method": "gguf"}  # as a GGUF load leaves it
+        return model
+
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", load_as_from_gguf)
+    monkeypatch.setattr(
+        loading.AutoTokenizer, "from_pretrained", lambda *_, **__: load_tokenizer(tiny_model_dir)
+    )
+    make_staging = tempfile.mkdtemp
+
+    def other_process_finishes_first(**options: str) -> str:
+        shutil.copytree(tiny_model_dir, target)  # its rename lands while this one is still writing
+        return make_staging(**options)
+
+    monkeypatch.setattr(loading.tempfile, "mkdtemp", other_process_finishes_first)
+    assert loading.ensure_embedded_model(entry) == target  # type: ignore[arg-type]
+    assert (target / "config.json").is_file()
+    assert [path.name for path in target.parent.iterdir()] == ["tiny"]  # no staging folder left behind
