@@ -58,6 +58,17 @@ def sprt(lift: float, futility: float) -> Decide:
     return decide
 
 
+def one_sided_sprt(lift: float) -> Decide:
+    """Wald's SPRT of "B is better by exactly `lift`" against "no difference", with all of alpha on that
+    one side: the lower bound on the stopping sample for a test at this alpha (Wald-Wolfowitz optimality)."""
+
+    def decide(sa: np.ndarray, na: np.ndarray, sb: np.ndarray, nb: np.ndarray) -> np.ndarray:
+        difference, variance = _difference(sa, na, sb, nb)
+        return ((lift * difference - lift**2 / 2) / variance >= np.log(1 / ALPHA)).astype(int)
+
+    return decide
+
+
 def simulate(
     decide: Decide, rate_a: float, rate_b: float, experiments: int, peek: int, horizon: int, seed: int
 ) -> dict[str, float]:
@@ -95,6 +106,7 @@ def main() -> None:
     tests: dict[str, Decide] = {f"msprt tau={tau}": msprt(tau) for tau in (0.03, 0.05, 0.08)}
     tests["z-test peeked (reference)"] = peeked_z
     tests["sprt +-5pt futility 0.2 (reference)"] = sprt(0.05, 0.2)
+    tests["sprt +5pt one-sided (reference: the bound)"] = one_sided_sprt(0.05)
     rows = []
     for name, decide in tests.items():
         null = simulate(decide, 0.60, 0.60, args.experiments, args.peek, args.horizon, args.seed)
