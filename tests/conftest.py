@@ -17,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tunesmith" / "data" / "demo"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` each worker gets its share of the cores: N workers each running torch on
+    every core oversubscribe a small machine (a 2-core VM runs several times slower that way)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads  # subprocesses too
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
