@@ -9,7 +9,6 @@ record is compared, or what is done with a cluster (see `prepare`).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -84,13 +84,11 @@ class TokenCounter:
         rests: list[str] = []
         per_text: list[int] = []
         for text in texts:
-            # Most texts are ASCII with single spaces between words: split in C, no regex.
-            if text.isascii() and text.isprintable() and "  " not in text and text == text.strip(" "):
-                pieces = text.split(" ")
-            elif _UNSAFE_SPACE.search(text) is None and text == text.strip(" "):
-                pieces = text.split(" ")
+            if text == text.strip(" ") and _is_safe(text):
+                pieces = text.split(" ")  # in C: every space starts a piece
             else:
-                pieces = [piece.removeprefix(" ") for piece in _SAFE_SPACE.split(text)]
+                first, *later = _SAFE_SPACE.split(text)  # each later part starts with its space
+                pieces = [first, *(part[1:] for part in later)]
             firsts.append(pieces[0])
             rests.extend(pieces[1:])
             per_text.append(len(pieces) - 1)
@@ -100,15 +98,13 @@ class TokenCounter:
         return counts + np.bincount(owner, weights=later, minlength=len(texts)).astype(np.int64)
 
     def _cached(self, cache: dict[str, int], pieces: list[str], prefix: str) -> npt.NDArray[np.int64]:
-        counts = list(map(cache.get, pieces))
-        if None in counts:
-            missing = list(dict.fromkeys(piece for piece, n in zip(pieces, counts, strict=True) if n is None))
-            if len(cache) + len(missing) > _CACHE_LIMIT:
+        if not all(map(cache.__contains__, pieces)):
+            if len(cache) > _CACHE_LIMIT:
                 cache.clear()
+            missing = [piece for piece in dict.fromkeys(pieces) if piece not in cache]
             found = self._encode([prefix + piece for piece in missing])
             cache.update(zip(missing, found.tolist(), strict=True))
-            counts = list(map(cache.__getitem__, pieces))
-        return np.asarray(counts, dtype=np.int64)
+        return np.fromiter(map(cache.__getitem__, pieces), dtype=np.int64, count=len(pieces))
 
     def _encode(self, texts: list[str]) -> npt.NDArray[np.int64]:
         lengths = np.zeros(len(texts), dtype=np.int64)
@@ -126,6 +122,14 @@ def count_tokens(
     return TokenCounter(tokenizer).count(rows)
 
 
+def _is_safe(text: str) -> bool:
+    """Whether every space in `text` (neither first nor last) sits between two printable ASCII characters."""
+    # Most texts are printable ASCII with single spaces between words: a check in C, no regex.
+    if text.isascii() and text.isprintable():
+        return "  " not in text
+    return _UNSAFE_SPACE.search(text) is None
+
+
 def _is_space_additive(backend: Tokenizer) -> bool:
     """Whether texts may be counted piece by piece, cut before spaces between printable ASCII characters."""
     pre_tokenizer = backend.pre_tokenizer
@@ -136,7 +140,9 @@ def _is_space_additive(backend: Tokenizer) -> bool:
     if backend.truncation is not None or backend.padding is not None:
         return False
     added = backend.get_added_tokens_decoder().values()
-    return not any(token.lstrip or token.rstrip or token.single_word or " " in token.content for token in added)
+    return not any(
+        token.lstrip or token.rstrip or token.single_word or " " in token.content for token in added
+    )
 
 
 def _template_overhead(tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...]) -> tuple[int, int]:
