@@ -87,8 +87,8 @@ class TokenCounter:
             if text == text.strip(" ") and _is_safe(text):
                 pieces = text.split(" ")  # in C: every space starts a piece
             else:
-                first, *later = _SAFE_SPACE.split(text)  # each later part starts with its space
-                pieces = [first, *(part[1:] for part in later)]
+                head, *tail = _SAFE_SPACE.split(text)  # each later part starts with its space
+                pieces = [head, *(part[1:] for part in tail)]
             firsts.append(pieces[0])
             rests.extend(pieces[1:])
             per_text.append(len(pieces) - 1)
