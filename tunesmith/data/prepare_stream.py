@@ -91,6 +91,7 @@ def prepare_data_streaming(
     """
     say = progress or (lambda _: None)
     started = time.perf_counter()
+    say("loading the tokenizer")
     from tunesmith.data.estimate import context_length
     from tunesmith.models.loading import load_tokenizer, resolve_model
 
