@@ -54,13 +54,12 @@ from tunesmith.data.prepare_stream_rows import (
     ChunkWorker,
     Kept,
     RowSettings,
-    SignTask,
     chunk_path,
     merge_log,
     read_chunk,
+    sign_prompts,
 )
 from tunesmith.data.prepare_stream_steps import (
-    Mask,
     Pending,
     fill_samples,
     leakage,
@@ -291,7 +290,7 @@ def _finish(
     indices = np.nonzero(alive)[0]
     assigned = _split(spec, kept, indices, logs)
     say("checking for leakage across splits")
-    prompts, texts = _prompt_pass(pool, kept, alive, pending, clusters)
+    prompts, texts = sign_prompts(pool, kept.survivors, alive, pending, clusters)
     threshold = spec.leakage_threshold
     leak_log, leaks, leak_keep = leakage(prompts, indices, assigned, kept.sources, threshold, pending)
     del prompts
@@ -372,31 +371,3 @@ def _split(spec: PrepareSpec, kept: _Kept, indices: npt.NDArray[np.int64], logs:
     assigned = assign_splits(len(indices), spec.split, spec.seed, labels=labels, groups=groups)
     logs.append(log.done(len(indices)))
     return assigned
-
-
-def _prompt_pass(
-    pool: ChunkPool, kept: _Kept, alive: Mask, pending: dict[str, Pending], clusters: list[dict[str, Any]]
-) -> tuple[dedup.Signatures, dict[int, PrepRow]]:
-    """Sign the prompts of the rows left (for the leakage check) and read the rows samples show."""
-    wanted = {index for samples in pending.values() for index, _ in samples}
-    wanted |= {member["text"] for cluster in clusters for member in cluster["members"]}
-    starts = np.cumsum([0] + [len(survivors) for survivors in kept.survivors])
-    tasks = (
-        SignTask(
-            chunk,
-            survivors,
-            alive[start : start + len(survivors)],
-            int(start),
-            sorted(index for index in wanted if start <= index < start + len(survivors)),
-        )
-        for chunk, (survivors, start) in enumerate(zip(kept.survivors, starts.tolist(), strict=False))
-    )
-    signatures: list[dedup.Signatures] = []
-    texts: dict[int, PrepRow] = {}
-    for chunk_signatures, chunk_texts in pool.map(ChunkWorker.sign, tasks):
-        signatures.append(chunk_signatures)
-        texts.update(chunk_texts)
-    for cluster in clusters:
-        for member in cluster["members"]:
-            member["text"] = texts[member["text"]].full_text()[:300]
-    return np.concatenate(signatures), texts

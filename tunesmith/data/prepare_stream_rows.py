@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,7 @@ from tunesmith.data import clean, dedup, pii
 from tunesmith.data.lengths import TokenCounter
 from tunesmith.data.prepare import Fixes, _boilerplate_mask, _fix, _pii_row
 from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog
+from tunesmith.data.prepare_stream_steps import Mask, Pending
 from tunesmith.data.rows import PrepRow, RowKind
 
 Task = TypeVar("Task")
@@ -196,6 +197,39 @@ def merge_log(log: StepLog, part: StepLog) -> None:
     log.removed.extend(part.removed)
     log.changed.update(part.changed)
     log.samples.extend(part.samples[: MAX_SAMPLES - len(log.samples)])
+
+
+def sign_prompts(
+    pool: ChunkPool,
+    survivors: list[npt.NDArray[np.int64]],
+    alive: Mask,
+    pending: dict[str, Pending],
+    clusters: list[dict[str, Any]],
+) -> tuple[dedup.Signatures, dict[int, PrepRow]]:
+    """Pass 3: sign the prompts of the rows left (for the leakage check) and read the rows samples show
+    (`survivors`: per chunk, the offsets of its kept rows; `alive`: over the kept rows)."""
+    wanted = {index for samples in pending.values() for index, _ in samples}
+    wanted |= {member["text"] for cluster in clusters for member in cluster["members"]}
+    starts = np.cumsum([0] + [len(offsets) for offsets in survivors])
+    tasks = (
+        SignTask(
+            chunk,
+            offsets,
+            alive[start : start + len(offsets)],
+            start,
+            sorted(index for index in wanted if start <= index < start + len(offsets)),
+        )
+        for chunk, (offsets, start) in enumerate(zip(survivors, starts.tolist(), strict=False))
+    )
+    signatures: list[dedup.Signatures] = []
+    texts: dict[int, PrepRow] = {}
+    for chunk_signatures, chunk_texts in pool.map(ChunkWorker.sign, tasks):
+        signatures.append(chunk_signatures)
+        texts.update(chunk_texts)
+    for cluster in clusters:
+        for member in cluster["members"]:
+            member["text"] = texts[member["text"]].full_text()[:300]
+    return np.concatenate(signatures), texts
 
 
 # ---------------------------------------------------------------- running chunks in processes
