@@ -47,7 +47,7 @@ from tunesmith.data.prepare import (
     _estimate,
     _fixes,
 )
-from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog, count_row, iter_valid_rows, report_numbers
+from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog, count_kept, iter_valid_rows, report_numbers
 from tunesmith.data.prepare_steps import validate_log as make_validate_log
 from tunesmith.data.prepare_stream_rows import (
     ChunkPool,
@@ -57,9 +57,11 @@ from tunesmith.data.prepare_stream_rows import (
     chunk_path,
     merge_log,
     read_chunk,
+    read_lines,
     sign_prompts,
 )
 from tunesmith.data.prepare_stream_steps import (
+    Mask,
     Pending,
     fill_samples,
     leakage,
@@ -246,14 +248,25 @@ class _Kept:
             logs.append(self.exact.done(self.counts[2]))
         return logs
 
-    def rows(self) -> Iterator[tuple[int, PrepRow]]:
-        """The kept rows, read back from the spill, with their indices."""
-        index = 0
+    def read_rows(self, wanted: set[int]) -> dict[int, PrepRow]:
+        """A few kept rows (by index), read back from the spill."""
+        found: dict[int, PrepRow] = {}
+        start = 0
         for chunk, survivors in enumerate(self.survivors):
-            rows = read_chunk(chunk_path(self.tmp, "kept", chunk))
-            for offset in survivors.tolist():
-                yield index, rows[offset]
-                index += 1
+            here = [index for index in wanted if start <= index < start + len(survivors)]
+            if here:
+                rows = read_chunk(chunk_path(self.tmp, "kept", chunk))
+                found.update((index, rows[int(survivors[index - start])]) for index in here)
+            start += len(survivors)
+        return found
+
+    def lines(self, alive: Mask) -> Iterator[tuple[int, bytes]]:
+        """The output lines pass 3 spilled (of the kept rows `alive` then), with the rows' indices."""
+        start = 0
+        for chunk, survivors in enumerate(self.survivors):
+            indices = np.nonzero(alive[start : start + len(survivors)])[0] + start
+            yield from zip(indices.tolist(), read_lines(self.tmp, chunk), strict=True)
+            start += len(survivors)
 
 
 # ---------------------------------------------------------------- global steps on keys, then passes 3 and 4
@@ -290,7 +303,7 @@ def _finish(
     indices = np.nonzero(alive)[0]
     assigned = _split(spec, kept, indices, logs)
     say("checking for leakage across splits")
-    prompts, texts = sign_prompts(pool, kept.survivors, alive, pending, clusters)
+    prompts, texts, turn_counts = sign_prompts(pool, kept.survivors, alive, pending, clusters)
     threshold = spec.leakage_threshold
     leak_log, leaks, leak_keep = leakage(prompts, indices, assigned, kept.sources, threshold, pending)
     del prompts
@@ -316,20 +329,19 @@ def _finish(
     }
     labels: dict[str, dict[str, int]] = {}
     turns: Counter[int] = Counter()
-    leak_rows = {index for index, _ in pending.get(leak_log.name, [])}
-    leak_texts: dict[int, PrepRow] = {}
+    turns_of = np.zeros(len(kept.sources), dtype=np.int64)
+    turns_of[indices] = turn_counts
+    leak_samples = pending.get(leak_log.name, [])
+    fill_samples(leak_log, leak_samples, kept.read_rows({index for index, _ in leak_samples}))
 
-    def rows() -> Iterator[tuple[dict[str, Any], str]]:
-        for index, row in kept.rows():
-            if index in leak_rows:
-                leak_texts[index] = row
+    def lines() -> Iterator[tuple[bytes, str]]:
+        for index, line in kept.lines(alive):
             if split_of[index] >= 0:
                 split = SPLITS[split_of[index]]
-                count_row(row, split, labels, turns)
-                yield row.output(DEFAULT_INSTRUCTION), split  # a custom instruction is kept per row
+                count_kept(kept.kind, kept.labels[index], int(turns_of[index]), split, labels, turns)
+                yield line, split
 
     def finish() -> tuple[dict[str, Any], dict[str, Any]]:
-        fill_samples(leak_log, pending.get(leak_log.name, []), leak_texts)
         report = report_numbers(
             kept.kind, final_assigned, logs, labels, turns, total, loss, context, max_tokens, estimate
         )
@@ -340,7 +352,7 @@ def _finish(
     say("writing")
     result: list[dict[str, Any]] = []
     digest, split_counts = write_dataset_rows(
-        spec.out, rows(), lambda: _keep(result, finish()), kind=kept.kind.value, html=write_html_report
+        spec.out, lines(), lambda: _keep(result, finish()), kind=kept.kind.value, html=write_html_report
     )
     report = result[0]
     if registry is not None:

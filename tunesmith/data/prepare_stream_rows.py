@@ -25,9 +25,11 @@ import numpy.typing as npt
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data import clean, dedup, pii
+from tunesmith.data.ingest import DEFAULT_INSTRUCTION
 from tunesmith.data.lengths import TokenCounter
+from tunesmith.data.output import encode_row
 from tunesmith.data.prepare import Fixes, _boilerplate_mask, _fix, _pii_row
-from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog
+from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog, chat_turns
 from tunesmith.data.prepare_stream_steps import Mask, Pending
 from tunesmith.data.rows import PrepRow, RowKind
 
@@ -61,6 +63,13 @@ def read_chunk(path: Path) -> list[PrepRow]:
     with path.open("rb") as handle:
         rows: list[PrepRow] = pickle.load(handle)  # our own file, written above
     return rows
+
+
+def read_lines(folder: Path, index: int) -> list[bytes]:
+    """The output lines pass 3 spilled for a chunk's rows still alive then."""
+    with chunk_path(folder, "lines", index).open("rb") as handle:
+        lines: list[bytes] = pickle.load(handle)  # our own file, written in `ChunkWorker.sign`
+    return lines
 
 
 @dataclass
@@ -102,6 +111,16 @@ class SignTask:
     alive: npt.NDArray[np.bool_]
     start: int  # the global index of the chunk's first kept row
     wanted: list[int]
+
+
+@dataclass(frozen=True)
+class Signed:
+    """Pass 3 on a chunk: prompt signatures and `chat_turns` of its rows still alive (whose output lines
+    it spilled, see `read_lines`), and the rows samples show, by global index."""
+
+    signatures: dedup.Signatures
+    texts: dict[int, PrepRow]
+    turns: npt.NDArray[np.int64]
 
 
 class ChunkWorker:
@@ -152,13 +171,19 @@ class ChunkWorker:
         result.total, result.loss = self.counter.count(out)
         return result
 
-    def sign(self, task: SignTask) -> tuple[dedup.Signatures, dict[int, PrepRow]]:
-        """Pass 3: the prompt signatures of the chunk's rows still alive, and the rows samples show."""
+    def sign(self, task: SignTask) -> Signed:
+        """Pass 3: sign the prompts of the chunk's rows still alive, and spill them as written out."""
         rows = read_chunk(chunk_path(self.settings.folder, "kept", task.index))
         kept = [rows[offset] for offset in task.survivors.tolist()]
         left = [row for row, alive in zip(kept, task.alive.tolist(), strict=True) if alive]
-        signatures = self.hasher.signatures([row.prompt_text() for row in left])
-        return signatures, {index: kept[index - task.start] for index in task.wanted}
+        lines = [encode_row(row.output(DEFAULT_INSTRUCTION)) for row in left]  # a custom instruction stays
+        with chunk_path(self.settings.folder, "lines", task.index).open("wb") as handle:
+            pickle.dump(lines, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        return Signed(
+            self.hasher.signatures([row.prompt_text() for row in left]),
+            {index: kept[index - task.start] for index in task.wanted},
+            np.asarray([chat_turns(row) for row in left], dtype=np.int64),
+        )
 
 
 def _line_hashes(rows: list[PrepRow]) -> npt.NDArray[np.int64]:
@@ -205,9 +230,10 @@ def sign_prompts(
     alive: Mask,
     pending: dict[str, Pending],
     clusters: list[dict[str, Any]],
-) -> tuple[dedup.Signatures, dict[int, PrepRow]]:
-    """Pass 3: sign the prompts of the rows left (for the leakage check) and read the rows samples show
-    (`survivors`: per chunk, the offsets of its kept rows; `alive`: over the kept rows)."""
+) -> tuple[dedup.Signatures, dict[int, PrepRow], npt.NDArray[np.int64]]:
+    """Pass 3: sign the prompts of the rows left (for the leakage check), read the rows samples show and
+    spill the rows left as written out (`survivors`: per chunk, the offsets of its kept rows; `alive`:
+    over the kept rows). Returns the signatures and `chat_turns` of the rows left, and the rows read."""
     wanted = {index for samples in pending.values() for index, _ in samples}
     wanted |= {member["text"] for cluster in clusters for member in cluster["members"]}
     starts = np.cumsum([0] + [len(offsets) for offsets in survivors])
@@ -222,14 +248,16 @@ def sign_prompts(
         for chunk, (offsets, start) in enumerate(zip(survivors, starts.tolist(), strict=False))
     )
     signatures: list[dedup.Signatures] = []
+    turns: list[npt.NDArray[np.int64]] = []
     texts: dict[int, PrepRow] = {}
-    for chunk_signatures, chunk_texts in pool.map(ChunkWorker.sign, tasks):
-        signatures.append(chunk_signatures)
-        texts.update(chunk_texts)
+    for signed in pool.map(ChunkWorker.sign, tasks):
+        signatures.append(signed.signatures)
+        turns.append(signed.turns)
+        texts.update(signed.texts)
     for cluster in clusters:
         for member in cluster["members"]:
             member["text"] = texts[member["text"]].full_text()[:300]
-    return np.concatenate(signatures), texts
+    return np.concatenate(signatures), texts, np.concatenate(turns)
 
 
 # ---------------------------------------------------------------- running chunks in processes
