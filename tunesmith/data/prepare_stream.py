@@ -130,16 +130,15 @@ def _prepare(
     )
     clean_log = _clean_log(spec, 0)
     line_hashes: list[npt.NDArray[np.int64]] = []
-    valid = 0
+    valid = chunks = 0
     for fixed in pool.map(ChunkWorker.fix, enumerate(_chunks(rows))):
-        valid += fixed.rows
+        valid, chunks = valid + fixed.rows, chunks + 1
         clean_log.changed.update(fixed.changed)
         line_hashes.append(fixed.line_hashes)
     validate = make_validate_log(spec.inputs, spec.format, spec.on_error, problems, input_rows, valid)
     clean_log.rows_in = valid
     boilerplate = _boilerplate_hashes(line_hashes, valid, spec.boilerplate_share)
     del line_hashes
-    chunks = -(-valid // CHUNK)
     say("cleaning, finding personal data, removing exact duplicates, counting tokens")
     kept = _Kept(spec, clean_log, tmp)
     tasks = ((index, boilerplate, spec.dedup) for index in range(chunks))
