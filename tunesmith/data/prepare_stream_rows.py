@@ -3,9 +3,8 @@
 Owns: what each pass does to the rows of one chunk on its own (pass 1: the text fixes and boilerplate
 line hashes; pass 2: boilerplate removal, empty rows, personal data, the exact-duplicate key, MinHash
 signature and token counts; pass 3: prompt signatures, the output lines, and the rows report samples
-show), the chunk
-files each pass reads and writes, and `ChunkPool`, which runs chunks in worker processes (or in this
-one) and hands results back in chunk order. A chunk's results never depend on other chunks, so what
+show), the chunk files each pass reads and writes, and `ChunkPool`, which runs chunks in worker
+processes (or in this one) and hands results back in chunk order. A chunk's results never depend on other chunks, so what
 the parent decides from them in order (exact dedup, near-dup, split, leakage: see `prepare_stream`)
 is the same for any `num_proc`. Does not own: those decisions, or the steps' functions (see `prepare`).
 """
