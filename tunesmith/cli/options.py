@@ -223,7 +223,7 @@ PREPARE_FLAGS = (
     Flag("column_map", "--map", parse=parse_pairs, metavar="FIELD=COLUMN"), Flag("format"),
     Flag("instruction"), Flag("on_error"), Flag("model", short="-m"), Flag("min_tokens"),
     Flag("max_tokens"), Flag("pii"), Flag("split", parse=parse_split, metavar="TRAIN/VAL/TEST"),
-    Flag("seed"), Flag("group_by"), Flag("near_dup_threshold"), Flag("dedup"), Flag("epochs"),
+    Flag("seed"), Flag("group_by"), Flag("near_dup_threshold"), Flag("dedup"), Flag("num_proc"), Flag("epochs"),
     Flag("calibrate"), Flag("gpu_prices"),
 )  # fmt: skip
 SERVE_FLAGS = (

@@ -75,6 +75,12 @@ class PrepareSpec(_Spec):
     leakage_threshold: float = Field(
         0.8, gt=0, le=1, description="Prompt similarity above which a val/test row leaks from another split."
     )
+    num_proc: int | None = Field(
+        None,
+        ge=1,
+        description="Worker processes for the per-row steps (cleaning, personal data, token counts, MinHash); "
+        "default one per CPU. The output is the same for any number.",
+    )
     epochs: float = Field(3.0, gt=0, description="Epochs assumed by the cost estimate.")
     method: Literal["lora", "full"] = Field(
         "lora", description="Training method assumed by the cost estimate."

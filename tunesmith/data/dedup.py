@@ -9,7 +9,6 @@ record is compared, or what is done with a cluster (see `prepare`).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ _EMPTY = np.uint32(0xFFFFFFFF)  # a bin no shingle fell into
 # Punctuation becomes a space, so "word." and "word" are one word (cheaper than a \w+ regex).
 _PUNCTUATION = str.maketrans({char: " " for char in string.punctuation})
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_CACHE_LIMIT = 1_000_000  # words whose hashes are kept; the cache starts over past it
 
 Signatures = npt.NDArray[np.uint32]  # (rows, NUM_BINS)
 
@@ -43,12 +43,12 @@ def _mix(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 
 class MinHasher:
-    """Turns texts into MinHash signatures; words get ids in first-seen order, so runs are deterministic."""
+    """Turns texts into MinHash signatures. A word's hash depends on the word and the seed alone, so a
+    text's signature is the same whatever was signed before it, in whichever process."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self._vocabulary: dict[str, int] = {}
-        self._seen = 0  # words hashed so far: new ids continue from here
+        self._word_hashes: dict[str, int] = {}  # a cache: blake2b of each word seen
 
     def signatures(self, texts: Sequence[str], chunk: int = 2048) -> Signatures:
         """One row of `NUM_BINS` uint32 per text (empty bins hold 0xFFFFFFFF)."""
@@ -57,19 +57,28 @@ class MinHasher:
             out[start : start + chunk] = self._chunk(texts[start : start + chunk])
         return out
 
+    def _hashes(self, words: list[str]) -> list[int]:
+        cache = self._word_hashes
+        if not all(map(cache.__contains__, words)):
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
+            for word in [word for word in dict.fromkeys(words) if word not in cache]:
+                digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+                cache[word] = int.from_bytes(digest, "little")
+        return list(map(cache.__getitem__, words))
+
     def _chunk(self, texts: Sequence[str]) -> Signatures:
-        vocabulary = self._vocabulary
-        ids: list[int] = []
+        words: list[str] = []
         owners: list[int] = []
         for row, text in enumerate(texts):
-            words = text.casefold().translate(_PUNCTUATION).split()
+            text_words = text.casefold().translate(_PUNCTUATION).split()
             # A text shorter than one shingle is one shingle; word ids are padded so it still hashes.
-            words += [""] * max(0, SHINGLE_WORDS - len(words))
-            # A new word's id is the running position: unique and deterministic, set in C by map().
-            ids.extend(map(vocabulary.setdefault, words, itertools.count(len(ids) + self._seen)))
-            owners.extend([row] * len(words))
-        self._seen += len(ids)
-        word_hash = _mix(np.asarray(ids, dtype=np.uint64) + np.uint64(self.seed))
+            text_words += [""] * max(0, SHINGLE_WORDS - len(text_words))
+            words.extend(text_words)
+            owners.extend([row] * len(text_words))
+        with np.errstate(over="ignore"):
+            hashed = np.asarray(self._hashes(words), dtype=np.uint64) + np.uint64(self.seed)
+        word_hash = _mix(hashed)
         owner = np.asarray(owners, dtype=np.int64)
         # Shingle i covers words i..i+2 of the same text.
         valid = owner[: -SHINGLE_WORDS + 1] == owner[SHINGLE_WORDS - 1 :]

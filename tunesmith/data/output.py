@@ -52,14 +52,18 @@ def write_dataset(
     html: Callable[[dict[str, Any], Path], None],
 ) -> tuple[str, dict[str, int]]:
     """Write the folder from rows in memory (see `write_dataset_rows`); returns (hash, rows per split)."""
-    return write_dataset_rows(
-        out, zip(outputs, assigned, strict=True), lambda: (report, lineage), kind=kind, html=html
-    )
+    lines = ((encode_row(row), split) for row, split in zip(outputs, assigned, strict=True))
+    return write_dataset_rows(out, lines, lambda: (report, lineage), kind=kind, html=html)
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """A normalised row as its split file holds it (and the hashes cover it): one JSON line, keys sorted."""
+    return (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
 def write_dataset_rows(
     out: Path,
-    rows: Iterable[tuple[dict[str, Any], str]],
+    lines: Iterable[tuple[bytes, str]],
     finish: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
     *,
     kind: str,
@@ -67,7 +71,8 @@ def write_dataset_rows(
 ) -> tuple[str, dict[str, int]]:
     """Write the folder in a staging directory, then swap it into place; returns (hash, rows per split).
 
-    `rows` (each normalised row with its split) are streamed to the split files; `finish` is called once
+    `lines` (each normalised row, as `encode_row` writes it, with its split) are streamed to the split
+    files; `finish` is called once
     they are all written and gives the report and the lineage. A kill at any moment leaves `out` as it
     was or complete and new (see `swap`).
 
@@ -83,8 +88,7 @@ def write_dataset_rows(
         counts = dict.fromkeys(SPLITS, 0)
         handles = {name: (staging / f"{name}.jsonl").open("wb") for name in SPLITS}
         try:
-            for row, split in rows:
-                data = (json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+            for data, split in lines:
                 handles[split].write(data)
                 digests[split].update(data)
                 counts[split] += 1

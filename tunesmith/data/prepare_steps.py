@@ -190,11 +190,28 @@ def build_report(
 
 def count_row(row: PrepRow, split: str, labels: dict[str, dict[str, int]], turns: Counter[int]) -> None:
     """Add a kept row to the report's label counts per split and its chats' turn counts."""
-    if row.kind is RowKind.classification:
-        counts = labels.setdefault(str(row.label()), dict.fromkeys(SPLITS, 0))
+    count_kept(row.kind, row.label(), chat_turns(row), split, labels, turns)
+
+
+def chat_turns(row: PrepRow) -> int:
+    """The turns of a chat row that the report counts (system prompts are not turns)."""
+    return sum(1 for role in row.roles if role != "system")
+
+
+def count_kept(
+    kind: RowKind,
+    label: str | None,
+    turn_count: int,
+    split: str,
+    labels: dict[str, dict[str, int]],
+    turns: Counter[int],
+) -> None:
+    """`count_row` from a row's label and `chat_turns`, when the row itself is not in memory."""
+    if kind is RowKind.classification:
+        counts = labels.setdefault(str(label), dict.fromkeys(SPLITS, 0))
         counts[split] += 1
-    elif row.kind is RowKind.chat:
-        turns[sum(1 for role in row.roles if role != "system")] += 1
+    elif kind is RowKind.chat:
+        turns[turn_count] += 1
 
 
 def report_numbers(

@@ -4,23 +4,27 @@ Owns: running the steps of `prepare` in passes over chunks of rows spilled to te
 memory grows only with what the global steps must keep per row (a source name, two MinHash signatures,
 token counts, a split), never with the rows' text:
 
-1. read, validate and fix each row (clean's per-text fixes); hash its lines for the boilerplate count;
-2. remove boilerplate, empty rows and personal data; drop exact duplicates (hashes only); sign the
-   kept rows for near-dedup and count their tokens;
+1. read and validate each row; fix it (clean's per-text fixes) and hash its lines for the boilerplate
+   count;
+2. remove boilerplate, empty rows and personal data; sign the rows for near-dedup and count their
+   tokens; drop exact duplicates (hashes only);
 3. (in memory, signatures only) near-dedup, the length filter and the split; then a pass signs the
    prompts of the rows left for the leakage check;
 4. write the kept rows to their splits.
 
-What each step finds is exactly what `prepare`'s in-memory steps find on the same input (a test holds
-them to the same dataset hash and report counts). The one approximation: boilerplate lines are counted
-by 64-bit hash, not by text. Does not own: the checks themselves or their logs (see `prepare`), nor
-the global steps' rewrites on keys (see `prepare_stream_steps`).
+The per-row work of passes 1–3 runs in `num_proc` worker processes, a chunk at a time (see
+`prepare_stream_rows`); everything that depends on the order of rows (which exact duplicate comes first,
+near-dup resolution, the split, leakage) is decided here, in chunk order, so the output is the same for
+any `num_proc`. What each step finds is exactly what `prepare`'s in-memory steps find on the same input
+(a test holds them to the same dataset hash and report). The one approximation: boilerplate lines are
+counted by 64-bit hash, not by text. Does not own: the checks themselves or their logs (see
+`prepare`), nor the global steps' rewrites on keys (see `prepare_stream_steps`).
 """
 
 from __future__ import annotations
 
 import itertools
-import pickle
+import os
 import tempfile
 import time
 from collections import Counter
@@ -32,25 +36,30 @@ import numpy as np
 import numpy.typing as npt
 
 from tunesmith.config import PrepareSpec
-from tunesmith.data import clean, dedup, pii
+from tunesmith.data import dedup, pii
 from tunesmith.data.ingest import DEFAULT_INSTRUCTION
-from tunesmith.data.lengths import count_tokens
 from tunesmith.data.output import input_sha256, write_dataset_rows
 from tunesmith.data.prepare import (
     DatasetRegistry,
-    Fixes,
     PrepareResult,
     Progress,
-    _boilerplate_mask,
     _clean_log,
     _estimate,
-    _fix,
     _fixes,
-    _is_first,
-    _pii_row,
 )
-from tunesmith.data.prepare_steps import StepLog, count_row, iter_valid_rows, report_numbers
+from tunesmith.data.prepare_steps import MAX_SAMPLES, StepLog, count_kept, iter_valid_rows, report_numbers
 from tunesmith.data.prepare_steps import validate_log as make_validate_log
+from tunesmith.data.prepare_stream_rows import (
+    ChunkPool,
+    ChunkWorker,
+    Kept,
+    RowSettings,
+    chunk_path,
+    merge_log,
+    read_chunk,
+    read_lines,
+    sign_prompts,
+)
 from tunesmith.data.prepare_stream_steps import (
     Mask,
     Pending,
@@ -64,7 +73,12 @@ from tunesmith.data.report import write_html_report
 from tunesmith.data.rows import PrepRow, RowKind
 from tunesmith.data.split import SPLITS, assign_splits
 
-CHUNK = 4096  # rows per spilled chunk: the most row text held in memory at once
+CHUNK = 4096  # rows per spilled chunk: the most row text a process holds at once
+
+
+def default_num_proc() -> int:
+    """Worker processes when the spec names none: one per CPU this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 def prepare_data_streaming(
@@ -78,13 +92,34 @@ def prepare_data_streaming(
     """
     say = progress or (lambda _: None)
     started = time.perf_counter()
+    say("loading the tokenizer")
+    from tunesmith.data.estimate import context_length
+    from tunesmith.models.loading import load_tokenizer, resolve_model
+
+    model_path = resolve_model(spec.model)
+    # Loaded before the worker processes start: they are forked, and share it.
+    tokenizer = load_tokenizer(model_path)
+    context = context_length(Path(model_path)) if Path(model_path).is_dir() else None
+    tokens = (model_path, context, spec.max_tokens or context)
     spec.out.parent.mkdir(parents=True, exist_ok=True)  # the spill files go next to the output
     with tempfile.TemporaryDirectory(prefix=".tunesmith-prepare-", dir=spec.out.parent) as tmp:
-        return _prepare(spec, Path(tmp), registry, say, started)
+        sign = spec.near_dup_threshold is not None
+        settings = RowSettings(Path(tmp), _fixes(spec), spec.boilerplate_share > 0, spec.pii, sign, spec.seed)
+        pool = ChunkPool(ChunkWorker(settings, tokenizer), spec.num_proc or default_num_proc())
+        try:
+            return _prepare(spec, Path(tmp), pool, registry, say, started, tokens)
+        finally:
+            pool.close()
 
 
 def _prepare(
-    spec: PrepareSpec, tmp: Path, registry: DatasetRegistry | None, say: Progress, started: float
+    spec: PrepareSpec,
+    tmp: Path,
+    pool: ChunkPool,
+    registry: DatasetRegistry | None,
+    say: Progress,
+    started: float,
+    tokens: tuple[str, int | None, int | None],
 ) -> PrepareResult:
     instruction = spec.instruction or DEFAULT_INSTRUCTION
     say("reading and validating")
@@ -94,88 +129,31 @@ def _prepare(
         spec.inputs, spec.format, spec.column_map, instruction, spec.group_by, problems, input_rows, say
     )
     clean_log = _clean_log(spec, 0)
-    fixes = _fixes(spec)
     line_hashes: list[npt.NDArray[np.int64]] = []
-    count_lines = spec.boilerplate_share > 0
-    fixed = (_chunk_fixed(chunk, fixes, clean_log, line_hashes, count_lines) for chunk in _chunks(rows))
-    valid = _spill(fixed, tmp / "fixed.pickle")
+    valid = chunks = 0
+    for fixed in pool.map(ChunkWorker.fix, enumerate(_chunks(rows))):
+        valid, chunks = valid + fixed.rows, chunks + 1
+        clean_log.changed.update(fixed.changed)
+        line_hashes.append(fixed.line_hashes)
     validate = make_validate_log(spec.inputs, spec.format, spec.on_error, problems, input_rows, valid)
     clean_log.rows_in = valid
     boilerplate = _boilerplate_hashes(line_hashes, valid, spec.boilerplate_share)
     del line_hashes
     say("cleaning, finding personal data, removing exact duplicates, counting tokens")
-    from tunesmith.data.estimate import context_length
-    from tunesmith.models.loading import load_tokenizer, resolve_model
-
-    model_path = resolve_model(spec.model)
-    tokenizer = load_tokenizer(model_path)
-    context = context_length(Path(model_path)) if Path(model_path).is_dir() else None
-    max_tokens = spec.max_tokens or context
-    kept = _Kept(spec, clean_log)
-    second = (kept.chunk(chunk, boilerplate, tokenizer, say) for chunk in _read(tmp / "fixed.pickle"))
-    _spill(second, tmp / "kept.pickle")
-    (tmp / "fixed.pickle").unlink()
+    kept = _Kept(spec, clean_log, tmp)
+    tasks = ((index, boilerplate, spec.dedup) for index in range(chunks))
+    for result in pool.map(ChunkWorker.keep, tasks):
+        kept.add(result, say)
     logs = [validate, *kept.logs(boilerplate)]
     say("removing near-duplicates, filtering lengths, splitting")
     kept.input_rows = input_rows
-    tokens = (model_path, context, max_tokens)
-    return _finish(spec, tmp / "kept.pickle", kept, logs, registry, say, started, tokens)
+    return _finish(spec, pool, kept, logs, registry, say, started, tokens)
 
 
 def _chunks(rows: Iterable[PrepRow]) -> Iterator[list[PrepRow]]:
     iterator = iter(rows)
     while chunk := list(itertools.islice(iterator, CHUNK)):
         yield chunk
-
-
-def _spill(chunks: Iterable[list[PrepRow]], path: Path) -> int:
-    """Write chunks of rows to `path` (pickled: a private temporary file); returns the rows written."""
-    count = 0
-    with path.open("wb") as handle:
-        for chunk in chunks:
-            pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            count += len(chunk)
-    return count
-
-
-def _read(path: Path) -> Iterator[list[PrepRow]]:
-    with path.open("rb") as handle:
-        while True:
-            try:
-                chunk: list[PrepRow] = pickle.load(handle)  # our own file, written above
-            except EOFError:
-                return
-            yield chunk
-
-
-def _rows(path: Path) -> Iterator[tuple[int, PrepRow]]:
-    return enumerate(row for chunk in _read(path) for row in chunk)
-
-
-# ---------------------------------------------------------------- pass 1: validate and fix
-
-
-def _line_hashes(rows: list[PrepRow]) -> npt.NDArray[np.int64]:
-    """Hashes of each row's distinct boilerplate-candidate lines (as `clean.count_lines` counts them)."""
-    hashes: list[int] = []
-    for row in rows:
-        texts = (text for text, mask in zip(row.texts, _boilerplate_mask(row), strict=True) if mask)
-        lines = {line.strip() for text in texts for line in text.split("\n")}
-        hashes.extend(hash(line) for line in lines if len(line) >= clean.BOILERPLATE_MIN_CHARS)
-    return np.asarray(hashes, dtype=np.int64)
-
-
-def _chunk_fixed(
-    rows: list[PrepRow],
-    fixes: Fixes,
-    log: StepLog,
-    line_hashes: list[npt.NDArray[np.int64]],
-    count_lines: bool,
-) -> list[PrepRow]:
-    fixed = [_fix(row, fixes, log) for row in rows]
-    if count_lines:
-        line_hashes.append(_line_hashes(fixed))
-    return fixed
 
 
 def _boilerplate_hashes(line_hashes: list[npt.NDArray[np.int64]], rows: int, share: float) -> dict[int, int]:
@@ -188,20 +166,18 @@ def _boilerplate_hashes(line_hashes: list[npt.NDArray[np.int64]], rows: int, sha
     return dict(zip(values[found].tolist(), counts[found].tolist(), strict=True))
 
 
-# ---------------------------------------------------------------- pass 2: per-row steps, keys kept
-
-
 class _Kept:
-    """What pass 2 keeps of the rows it lets through: sources, signatures, tokens, labels, groups."""
+    """What pass 2 keeps of the rows it lets through (sources, signatures, tokens, labels, groups), and
+    which of each chunk's spilled rows are not exact duplicates of an earlier row (`survivors`)."""
 
-    def __init__(self, spec: PrepareSpec, clean_log: StepLog) -> None:
+    def __init__(self, spec: PrepareSpec, clean_log: StepLog, tmp: Path) -> None:
         self.spec = spec
+        self.tmp = tmp
         self.clean = clean_log
         self.pii = StepLog("pii", {"mode": spec.pii}, 0)
         self.found = dict.fromkeys(pii.KINDS, 0)
         self.exact = StepLog("exact_dedup", {"normalisation": "case folding, whitespace collapsed"}, 0)
-        self.first: dict[bytes, str] = {}
-        self.hasher = dedup.MinHasher(spec.seed)
+        self.first: dict[bytes, str] = {}  # exact-duplicate key → the source of the kept row that has it
         self.boilerplate_text: dict[int, str] = {}
         self.sources: list[str] = []
         self.labels: list[str | None] = []
@@ -209,61 +185,53 @@ class _Kept:
         self.signatures: list[dedup.Signatures] = []
         self.total: list[npt.NDArray[np.int64]] = []
         self.loss: list[npt.NDArray[np.int64]] = []
+        self.survivors: list[npt.NDArray[np.int64]] = []  # per chunk: offsets of its kept rows
         self.counts = [0, 0, 0]  # rows out of clean, pii, exact dedup
         self.seen = 0  # rows in
         self.kind = RowKind.chat  # set from the first row (every row has one kind: see validation)
         self.input_rows: list[int] = []
 
-    def chunk(
-        self, rows: list[PrepRow], boilerplate: dict[int, int], tokenizer: Any, say: Progress
-    ) -> list[PrepRow]:
+    def add(self, chunk: Kept, say: Progress) -> None:
+        """Take in a chunk's results, in chunk order, and drop its rows that repeat an earlier one."""
         say(
             f"cleaning, finding personal data, removing exact duplicates, counting tokens: {self.seen:,} rows"
         )
-        self.seen += len(rows)
-        out = []
-        self.kind = rows[0].kind
-        for row in rows:
-            if boilerplate:
-                row = self._strip_boilerplate(row, boilerplate)
-            if any(not text.strip() for text in row.texts):
-                self.clean.remove(row, "empty after cleaning")
-                continue
-            self.counts[0] += 1
-            kept = _pii_row(row, self.spec.pii, self.pii, self.found)
-            if kept is None:
-                continue
-            self.counts[1] += 1
-            if self.spec.dedup and not _is_first(kept, self.first, self.exact):
-                continue
-            out.append(kept)
-        self.counts[2] += len(out)
-        self.sources.extend(row.source for row in out)
-        self.labels.extend(row.label() for row in out)
-        self.groups.extend(row.group for row in out)
-        if self.spec.near_dup_threshold is not None:
-            self.signatures.append(self.hasher.signatures([row.full_text() for row in out]))
-        total, loss = count_tokens(tokenizer, out)
-        self.total.append(total)
-        self.loss.append(loss)
-        return out
+        index = len(self.survivors)
+        self.kind = chunk.kind
+        self.seen += chunk.rows_in
+        merge_log(self.clean, chunk.clean)
+        merge_log(self.pii, chunk.pii)
+        for name, count in chunk.found.items():
+            self.found[name] += count
+        for line_hash, line in chunk.boilerplate_text.items():
+            self.boilerplate_text.setdefault(line_hash, line)
+        self.counts[0] += chunk.after_clean
+        self.counts[1] += len(chunk.sources)
+        survivors = self._survivors(chunk, index) if self.spec.dedup else list(range(len(chunk.sources)))
+        self.counts[2] += len(survivors)
+        self.survivors.append(np.asarray(survivors, dtype=np.int64))
+        self.sources.extend(chunk.sources[offset] for offset in survivors)
+        self.labels.extend(chunk.labels[offset] for offset in survivors)
+        self.groups.extend(chunk.groups[offset] for offset in survivors)
+        if chunk.signatures is not None:
+            self.signatures.append(chunk.signatures[survivors])
+        assert chunk.total is not None and chunk.loss is not None
+        self.total.append(chunk.total[survivors])
+        self.loss.append(chunk.loss[survivors])
 
-    def _strip_boilerplate(self, row: PrepRow, boilerplate: dict[int, int]) -> PrepRow:
-        texts = []
-        for text, mask in zip(row.texts, _boilerplate_mask(row), strict=True):
-            lines = {line.strip() for line in text.split("\n")} if mask else set()
-            found = {
-                line
-                for line in lines
-                if len(line) >= clean.BOILERPLATE_MIN_CHARS and hash(line) in boilerplate
-            }
-            for line in found:
-                self.boilerplate_text.setdefault(hash(line), line)
-            texts.append(clean.remove_lines(text, found))
-        if texts == list(row.texts):
-            return row
-        self.clean.changed["removed_boilerplate"] += 1
-        return row.with_texts(texts)
+    def _survivors(self, chunk: Kept, index: int) -> list[int]:
+        """`prepare._is_first` on the chunk's keys: offsets of the rows no earlier row repeats."""
+        survivors: list[int] = []
+        for offset, (key, source) in enumerate(zip(chunk.keys, chunk.sources, strict=True)):
+            if key in self.first:
+                reason = f"exact duplicate of {self.first[key]}"
+                self.exact.remove(None, reason, kind="exact duplicate", source=source)
+                if len(self.exact.samples) < MAX_SAMPLES:  # read back: a few rows a run
+                    self.exact.sample(read_chunk(chunk_path(self.tmp, "kept", index))[offset], reason)
+                continue
+            self.first[key] = source
+            survivors.append(offset)
+        return survivors
 
     def logs(self, boilerplate: dict[int, int]) -> list[StepLog]:
         """The logs of clean, pii and (when on) exact dedup, as `prepare`'s steps would write them."""
@@ -279,13 +247,33 @@ class _Kept:
             logs.append(self.exact.done(self.counts[2]))
         return logs
 
+    def read_rows(self, wanted: set[int]) -> dict[int, PrepRow]:
+        """A few kept rows (by index), read back from the spill."""
+        found: dict[int, PrepRow] = {}
+        start = 0
+        for chunk, survivors in enumerate(self.survivors):
+            here = [index for index in wanted if start <= index < start + len(survivors)]
+            if here:
+                rows = read_chunk(chunk_path(self.tmp, "kept", chunk))
+                found.update((index, rows[int(survivors[index - start])]) for index in here)
+            start += len(survivors)
+        return found
+
+    def lines(self, alive: Mask) -> Iterator[tuple[int, bytes]]:
+        """The output lines pass 3 spilled (of the kept rows `alive` then), with the rows' indices."""
+        start = 0
+        for chunk, survivors in enumerate(self.survivors):
+            indices = np.nonzero(alive[start : start + len(survivors)])[0] + start
+            yield from zip(indices.tolist(), read_lines(self.tmp, chunk), strict=True)
+            start += len(survivors)
+
 
 # ---------------------------------------------------------------- global steps on keys, then passes 3 and 4
 
 
 def _finish(
     spec: PrepareSpec,
-    spill: Path,
+    pool: ChunkPool,
     kept: _Kept,
     logs: list[StepLog],
     registry: DatasetRegistry | None,
@@ -314,7 +302,7 @@ def _finish(
     indices = np.nonzero(alive)[0]
     assigned = _split(spec, kept, indices, logs)
     say("checking for leakage across splits")
-    prompts, texts = _prompt_pass(spill, spec.seed, alive, pending, clusters)
+    prompts, texts, turn_counts = sign_prompts(pool, kept.survivors, alive, pending, clusters)
     threshold = spec.leakage_threshold
     leak_log, leaks, leak_keep = leakage(prompts, indices, assigned, kept.sources, threshold, pending)
     del prompts
@@ -340,20 +328,19 @@ def _finish(
     }
     labels: dict[str, dict[str, int]] = {}
     turns: Counter[int] = Counter()
-    leak_rows = {index for index, _ in pending.get(leak_log.name, [])}
-    leak_texts: dict[int, PrepRow] = {}
+    turns_of = np.zeros(len(kept.sources), dtype=np.int64)
+    turns_of[indices] = turn_counts
+    leak_samples = pending.get(leak_log.name, [])
+    fill_samples(leak_log, leak_samples, kept.read_rows({index for index, _ in leak_samples}))
 
-    def rows() -> Iterator[tuple[dict[str, Any], str]]:
-        for index, row in _rows(spill):
-            if index in leak_rows:
-                leak_texts[index] = row
+    def lines() -> Iterator[tuple[bytes, str]]:
+        for index, line in kept.lines(alive):
             if split_of[index] >= 0:
                 split = SPLITS[split_of[index]]
-                count_row(row, split, labels, turns)
-                yield row.output(DEFAULT_INSTRUCTION), split  # a custom instruction is kept per row
+                count_kept(kept.kind, kept.labels[index], int(turns_of[index]), split, labels, turns)
+                yield line, split
 
     def finish() -> tuple[dict[str, Any], dict[str, Any]]:
-        fill_samples(leak_log, pending.get(leak_log.name, []), leak_texts)
         report = report_numbers(
             kept.kind, final_assigned, logs, labels, turns, total, loss, context, max_tokens, estimate
         )
@@ -364,7 +351,7 @@ def _finish(
     say("writing")
     result: list[dict[str, Any]] = []
     digest, split_counts = write_dataset_rows(
-        spec.out, rows(), lambda: _keep(result, finish()), kind=kept.kind.value, html=write_html_report
+        spec.out, lines(), lambda: _keep(result, finish()), kind=kept.kind.value, html=write_html_report
     )
     report = result[0]
     if registry is not None:
@@ -395,24 +382,3 @@ def _split(spec: PrepareSpec, kept: _Kept, indices: npt.NDArray[np.int64], logs:
     assigned = assign_splits(len(indices), spec.split, spec.seed, labels=labels, groups=groups)
     logs.append(log.done(len(indices)))
     return assigned
-
-
-def _prompt_pass(
-    spill: Path, seed: int, alive: Mask, pending: dict[str, Pending], clusters: list[dict[str, Any]]
-) -> tuple[dedup.Signatures, dict[int, PrepRow]]:
-    """Sign the prompts of the rows left (for the leakage check) and read the rows samples show."""
-    wanted = {index for samples in pending.values() for index, _ in samples}
-    wanted |= {member["text"] for cluster in clusters for member in cluster["members"]}
-    hasher = dedup.MinHasher(seed)
-    signatures: list[dedup.Signatures] = []
-    texts: dict[int, PrepRow] = {}
-    start = 0
-    for chunk in _read(spill):
-        left = [row for offset, row in enumerate(chunk) if alive[start + offset]]
-        signatures.append(hasher.signatures([row.prompt_text() for row in left]))
-        texts.update((start + offset, row) for offset, row in enumerate(chunk) if start + offset in wanted)
-        start += len(chunk)
-    for cluster in clusters:
-        for member in cluster["members"]:
-            member["text"] = texts[member["text"]].full_text()[:300]
-    return np.concatenate(signatures), texts

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import write_jsonl
 from tunesmith.config import PrepareSpec
 from tunesmith.data import prepare_stream
+from tunesmith.data.lengths import TokenCounter
 from tunesmith.data.prepare import prepare_data_in_memory
 from tunesmith.data.prepare_stream import prepare_data_streaming
 
@@ -34,8 +35,15 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "fields",
     [
-        {},  # the defaults: redact, exact and near dedup, boilerplate, leakage check
-        {"pii": "drop", "min_tokens": 560, "boilerplate_share": 0, "split": (0.6, 0.2, 0.2), "seed": 3},
+        {"num_proc": 2},  # the defaults (redact, exact and near dedup, boilerplate, leakage), 2 workers
+        {
+            "pii": "drop",
+            "min_tokens": 560,
+            "boilerplate_share": 0,
+            "split": (0.6, 0.2, 0.2),
+            "seed": 3,
+            "num_proc": 1,
+        },
     ],
 )
 def test_streaming_output_equals_in_memory(
@@ -53,7 +61,7 @@ def test_streaming_output_equals_in_memory(
     assert _comparable(streamed.report) == _comparable(memory.report)
     removed = {step["name"]: step["rows_in"] - step["rows_out"] for step in memory.report["steps"]}
     assert removed["exact_dedup"] > 0 and removed["near_dedup"] > 0 and removed["leakage"] > 0
-    if fields:
+    if fields["num_proc"] == 1:
         assert removed["pii"] > 0 and removed["length"] > 0
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "report.json"):
         written = [
@@ -88,3 +96,65 @@ def test_streaming_equals_in_memory_for_labels_and_groups(
         assert streamed.hash == memory.hash
         assert _comparable(streamed.report) == _comparable(memory.report)
         assert memory.report["labels"]
+
+
+def test_any_num_proc_writes_the_same_dataset(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers sign and count chunks; the parent decides in chunk order: 1 or 3 processes, same files."""
+    data = tmp_path / "chat.jsonl"
+    write_jsonl(data, _synthetic(600))
+    monkeypatch.setattr(prepare_stream, "CHUNK", 50)  # more chunks than workers: results come back in order
+    results = {}
+    for num_proc in (1, 3):
+        spec = {"inputs": [data], "model": str(tiny_model_dir), "calibrate": False, "num_proc": num_proc}
+        results[num_proc] = prepare_data_streaming(
+            PrepareSpec.model_validate({**spec, "out": tmp_path / str(num_proc)})
+        )
+    assert results[1].hash == results[3].hash
+    assert _comparable(results[1].report) == _comparable(results[3].report)
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "3" / name).read_bytes()
+    assert results[1].report["clusters"] and results[1].report["leaks"]
+
+
+_TRICKY = [
+    "",
+    " ",
+    "plain words, one space apart.",
+    "  two leading spaces",
+    "trailing space ",
+    "double  space, triple   space, and a tab\t here",
+    "a line \n then a space before it, and \n  after, indented\n    four",
+    "it's, don't 've 're 'll 'd can't ' s",
+    "naïve café über straße 東京 😀 ok",
+    "no\u00a0break space and a\u2003 wide one",
+    "<|im_start|>user special tokens <|im_end|> inside",
+    "numbers 12345 678 90.5 and -3 x=y+1 (brackets) [x] {y}",
+    "ctrl\x0b vertical tab \x1f unit separator \x7f del",
+    "  \n\n  ",
+]
+
+
+def test_token_counter_counts_what_the_tokenizer_counts() -> None:
+    """Counting piece by piece (cached) gives the whole text's count, on tricky spacing and scripts, with
+    a byte-level BPE that has merged runs of spaces (as real ones do: where a cut would change counts)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = _TRICKY + [m["content"] for row in _synthetic(200) for m in row["messages"]]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(texts + ["   x    y\n     z\t  \t   w"] * 5000, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    assert len(backend.encode("   ").ids) == 1  # a merged run of spaces
+    counter = TokenCounter(tokenizer)
+    assert counter.by_pieces
+    expected = [len(backend.encode(text, add_special_tokens=False).ids) for text in texts]
+    assert counter.count_texts(texts).tolist() == expected
+    assert counter.count_texts(texts).tolist() == expected  # again, from the cache
