@@ -244,12 +244,13 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool, processe
         f"{memory['trainable_state']}, activations {memory['activations']}, loss {memory['loss_buffers']}, "
         f"allocator {memory['overhead']}",
     )
-    if plan.strategy is not None:
-        per_device = plan.memory_per_device_gb
+    for strategy, per_device in plan.memory_per_device_by_strategy_gb.items():
+        chosen = " (chosen)" if strategy == plan.strategy else ""
         table.add_row(
-            "per device (GB)",
-            f"{per_device['total']} in each of {plan.processes} processes ({plan.strategy}): weights "
-            f"{per_device['weights']}, optimizer {per_device['trainable_state']}",
+            f"per device, {strategy} (GB)",
+            f"{per_device['total']} in each of {plan.processes} processes{chosen}: weights "
+            f"{per_device['weights']}, optimizer {per_device['trainable_state']}, activations "
+            f"{per_device['activations']}",
         )
     table.add_row(
         "step layout",
