@@ -5,8 +5,7 @@ uninterrupted one.
 Each process's share of a step is one whole micro-batch (batch 2, grad_accum 2). Unlike ddp's explicit
 all-reduce, FSDP sums gradients with a reduce-scatter and clips by a norm summed over shards, so the
 weights agree to rounding, not bitwise: the bound is 1e-5. As in `test_distributed.py`, the stop is made
-by cutting a finished run's folder back to a checkpoint. fp32: under bf16 the gathered weights are bf16
-(FSDP's mixed precision) where one process autocasts fp32 weights, equal only to bf16 rounding.
+by cutting a finished run's folder back to a checkpoint. fp32, as the bound is stated for it.
 """
 
 from __future__ import annotations

@@ -152,16 +152,21 @@ def train(
 def _train_in_worker(
     spec: TrainSpec, resume_dir: Path | None, registry: Registry, json_output: bool, trackers: list[str]
 ) -> None:
-    """One process of a `--nproc` run (started by torchrun): sft with its peers; process 0 records and prints."""
+    """One process of a `--nproc` run (started by torchrun): sft or dpo with its peers; process 0 records
+    and prints."""
     from tunesmith.models.loading import default_device
     from tunesmith.train.distributed import check_strategy, join_process_group
+    from tunesmith.train.dpo import train_dpo
     from tunesmith.train.sft import train_sft
 
     check_strategy(spec)
+    trainers = {"sft": train_sft, "dpo": train_dpo}  # `check_launch` refused the others
     with join_process_group(spec.distributed.backend, default_device()) as group:
         main = group.rank == 0
         listener = _listener(registry, spec.name) if main else None
-        result = train_sft(spec, listener=listener, resume=resume_dir, progress=True, replicas=group)
+        result = trainers[spec.method](
+            spec, listener=listener, resume=resume_dir, progress=True, replicas=group
+        )
     if main:
         _print_result(result, json_output, trackers)
 

@@ -355,8 +355,8 @@ def check_launch(settings: LaunchSettings, spec: TrainSpec) -> None:
         raise ConfigError(
             "--nnodes above 1 needs --master-addr and --master-port (the same on every machine)"
         )
-    if spec.method != "sft":
-        raise ConfigError(f"--nproc trains sft; method {spec.method} runs in one process for now")
+    if spec.method not in ("sft", "dpo"):
+        raise ConfigError(f"--nproc trains sft and dpo; method {spec.method} runs in one process for now")
     check_strategy(spec)
     backend = resolve_backend(spec.distributed.backend, device)
     if backend == "nccl" and settings.nproc > torch.cuda.device_count():
@@ -423,17 +423,16 @@ def share_run(replicas: Replicas, open_main: Callable[[], RunDir]) -> RunDir:
     return RunDir(Path(path), run_id, writes=False)
 
 
-def device_memory(
-    memory: MemoryEstimate, strategy: str, processes: int, shape: ModelShape, bf16: bool
-) -> MemoryEstimate:
+def device_memory(memory: MemoryEstimate, strategy: str, processes: int, shape: ModelShape) -> MemoryEstimate:
     """Peak bytes on each device when `processes` processes train one step as `memory` estimates it for one.
 
     ddp: every process holds everything (weights, optimizer state, its own passes' activations), plus a
     bucket of gradients flattened to be summed (`ProcessGroup.sum_gradients`).
     fsdp: weights, gradients and AdamW moments are split `processes` ways (`tunesmith.train.fsdp`); on top
     of its shard a process holds the root's weights gathered whole (embeddings, head) and two decoder
-    layers' (the one running and the next, prefetched), in the compute dtype, and those layers' unsharded
-    gradients before they are reduce-scattered. Activations are each process's own passes', as in ddp.
+    layers' (the one running and the next, prefetched), in fp32 (`tunesmith.train.fsdp`), and those
+    layers' unsharded gradients before they are reduce-scattered. Activations are each process's own
+    passes', as in ddp.
     """
     if strategy == "ddp":
         bucket = min(
@@ -441,7 +440,7 @@ def device_memory(
         )  # fp32 gradients: a quarter of the state
         return replace(memory, overhead=memory.overhead + bucket)
     assert strategy == "fsdp"  # `check_strategy` refuses the others
-    width = 2 if bf16 else 4
+    width = 4  # fp32 weights gathered
     root = shape.vocab * shape.hidden
     layer = (shape.parameters - root) // max(1, shape.layers)
     gathered = (root + 2 * layer) * width

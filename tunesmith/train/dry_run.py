@@ -117,12 +117,10 @@ def plan_training(
     seconds = job.seconds + reference_seconds
     truncated = data.truncated
     strategy = check_strategy(spec) if processes > 1 else None
-    per_device = device_memory(layout.memory, strategy, processes, shape, bf16) if strategy else layout.memory
+    per_device = device_memory(layout.memory, strategy, processes, shape) if strategy else layout.memory
     # Full fine-tuning may replicate (ddp) or shard (fsdp): both, to choose by.
     strategies = (["ddp", "fsdp"] if spec.tuning == "full" else ["ddp"]) if processes > 1 else []
-    by_strategy = {
-        name: device_memory(layout.memory, name, processes, shape, bf16).to_gb() for name in strategies
-    }
+    by_strategy = {name: device_memory(layout.memory, name, processes, shape).to_gb() for name in strategies}
     return TrainPlan(
         model=spec.model,
         objective=spec.method,

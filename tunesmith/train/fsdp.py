@@ -1,8 +1,8 @@
 """Full fine-tuning with sharded weights across processes: FSDP2 (`torch.distributed.fsdp.fully_shard`).
 
 Owns: sharding a `TrainingModel` (each decoder layer, then a root over the rest: embeddings, final norm,
-output head), the mixed-precision policy (bf16 weights gathered for compute with fp32 gradients reduced,
-where the one-process trainer would use bf16; fp32 otherwise), and `ShardedGroup`, the `Replicas` of a
+output head), the mixed-precision policy (fp32 weights and gradients, the matmuls under the same bf16
+autocast as one process where the hardware runs bf16), and `ShardedGroup`, the `Replicas` of a
 sharded run: gradients arrive summed by FSDP's reduce-scatter (its divide factor set to 1: the loop
 divides by the step's tokens over every process), every process runs as many passes as the busiest
 (a forward gathers each layer's weights, a collective all must join), and weights and optimizer state
@@ -52,11 +52,10 @@ def shard_training_model(trained: TrainingModel, replicas: Replicas) -> tuple[Tr
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     assert isinstance(replicas, ProcessGroup)  # a worker's group: `tunesmith train --nproc`
-    policy = (
-        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        if trained.bf16
-        else MixedPrecisionPolicy()
-    )
+    # fp32 weights gathered, bf16 only inside the autocast `TrainingModel.hidden_states` opens, as one
+    # process trains. Gathering bf16 weights (FSDP's param_dtype) halves the traffic but makes the residual
+    # stream bf16 too: 0.023 higher loss after 8 steps of the embedded model (benchmarks/RESULTS.md).
+    policy = MixedPrecisionPolicy()
     body = _Body(trained.model)
     for layer in trained.model.get_decoder().layers:
         fully_shard(layer, mp_policy=policy)

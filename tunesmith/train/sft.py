@@ -140,7 +140,7 @@ def _train(
     steps = replicas.agree(steps)  # a time budget plans from a speed each process measured
     settings = loop_settings(spec, len(train_examples), steps)
     started = (
-        f"training {steps_message(spec, steps, speed)} on {_devices(device, replicas)} "
+        f"training {steps_message(spec, steps, speed)} on {devices(device, replicas)} "
         f"({'bf16' if bf16 else 'fp32'}), passes of "
         f"{plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
         {"layout": plan.to_dict(), "planned_steps": steps, "processes": replicas.world_size},
@@ -218,7 +218,8 @@ def _pass(batch: PackedBatch, rows: slice) -> SFTPass:
 # ---------------------------------------------------------------------- helpers
 
 
-def _devices(device: str, replicas: Replicas) -> str:
+def devices(device: str, replicas: Replicas) -> str:
+    """Where a run trains, as its `running` event says it."""
     if replicas.world_size == 1:
         return device
     return f"{replicas.world_size} processes ({device}, {'fsdp' if replicas.shards_weights else 'ddp'})"

@@ -39,7 +39,7 @@ def _spec(**fields: object) -> TrainSpec:
         (LaunchSettings(nproc=2, nnodes=2, node_rank=1), _spec(), "needs --master-addr and --master-port"),
         (LaunchSettings(nproc=2), _spec(distributed={"backend": "nccl"}), "nccl needs CUDA"),
         (LaunchSettings(nproc=2), _spec(distributed={"strategy": "deepspeed"}), "pip install deepspeed"),
-        (LaunchSettings(nproc=2), _spec(method="dpo"), "method dpo runs in one process"),
+        (LaunchSettings(nproc=2), _spec(method="kto"), "method kto runs in one process"),
     ],
 )  # fmt: skip
 def test_a_launch_that_cannot_work_fails_before_starting_naming_the_flag(
@@ -93,7 +93,7 @@ def test_ddp_holds_everything_in_each_process_and_a_gradient_bucket() -> None:
     one = MemoryEstimate(
         weights=8_000, trainable_state=24_000, activations=1_000, loss_buffers=500, overhead=3_350
     )
-    ddp = device_memory(one, "ddp", 2, SHAPE, bf16=False)
+    ddp = device_memory(one, "ddp", 2, SHAPE)
     assert (ddp.weights, ddp.trainable_state, ddp.activations) == (8_000, 24_000, 1_000)
     assert ddp.total == one.total + 6_000  # fp32 gradients flattened to be summed
 
@@ -102,12 +102,12 @@ def test_fsdp_splits_weights_and_optimizer_state_and_gathers_two_layers_and_the_
     one = MemoryEstimate(
         weights=4 * 2_000, trainable_state=12 * 2_000, activations=1_000, loss_buffers=500, overhead=3_350
     )
-    fsdp = device_memory(one, "fsdp", 4, SHAPE, bf16=True)
+    fsdp = device_memory(one, "fsdp", 4, SHAPE)
     root, layer = 10 * 20, (2_000 - 10 * 20) // 3  # embeddings; each of 3 layers
-    assert fsdp.weights == 8_000 // 4 + 2 * (root + 2 * layer)  # a quarter, and bf16 gathered weights
+    assert fsdp.weights == 8_000 // 4 + 4 * (root + 2 * layer)  # a quarter, and fp32 gathered weights
     assert fsdp.trainable_state == 24_000 // 4
-    assert fsdp.activations == 1_000 and fsdp.overhead == 3_350 + 2 * 2 * layer  # the layers' gradients
-    assert fsdp.total < device_memory(one, "ddp", 4, SHAPE, bf16=True).total
+    assert fsdp.activations == 1_000 and fsdp.overhead == 3_350 + 4 * 2 * layer  # the layers' gradients
+    assert fsdp.total < device_memory(one, "ddp", 4, SHAPE).total
 
 
 def test_nproc_zero_is_a_usage_error_on_the_command_line(tiny_model_dir: Path) -> None:
