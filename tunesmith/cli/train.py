@@ -152,16 +152,21 @@ def train(
 def _train_in_worker(
     spec: TrainSpec, resume_dir: Path | None, registry: Registry, json_output: bool, trackers: list[str]
 ) -> None:
-    """One process of a `--nproc` run (started by torchrun): sft with its peers; process 0 records and prints."""
+    """One process of a `--nproc` run (started by torchrun): sft or dpo with its peers; process 0 records
+    and prints."""
     from tunesmith.models.loading import default_device
     from tunesmith.train.distributed import check_strategy, join_process_group
+    from tunesmith.train.dpo import train_dpo
     from tunesmith.train.sft import train_sft
 
     check_strategy(spec)
+    trainers = {"sft": train_sft, "dpo": train_dpo}  # `check_launch` refused the others
     with join_process_group(spec.distributed.backend, default_device()) as group:
         main = group.rank == 0
         listener = _listener(registry, spec.name) if main else None
-        result = train_sft(spec, listener=listener, resume=resume_dir, progress=True, replicas=group)
+        result = trainers[spec.method](
+            spec, listener=listener, resume=resume_dir, progress=True, replicas=group
+        )
     if main:
         _print_result(result, json_output, trackers)
 
@@ -244,12 +249,13 @@ def _print_plan(spec: TrainSpec, registry: Registry, json_output: bool, processe
         f"{memory['trainable_state']}, activations {memory['activations']}, loss {memory['loss_buffers']}, "
         f"allocator {memory['overhead']}",
     )
-    if plan.strategy is not None:
-        per_device = plan.memory_per_device_gb
+    for strategy, per_device in plan.memory_per_device_by_strategy_gb.items():
+        chosen = " (chosen)" if strategy == plan.strategy else ""
         table.add_row(
-            "per device (GB)",
-            f"{per_device['total']} in each of {plan.processes} processes ({plan.strategy}): weights "
-            f"{per_device['weights']}, optimizer {per_device['trainable_state']}",
+            f"per device, {strategy} (GB)",
+            f"{per_device['total']} in each of {plan.processes} processes{chosen}: weights "
+            f"{per_device['weights']}, optimizer {per_device['trainable_state']}, activations "
+            f"{per_device['activations']}",
         )
     table.add_row(
         "step layout",

@@ -32,12 +32,13 @@ class LoraSpec(_Spec):
 class DistributedSpec(_Spec):
     """How `tunesmith train --nproc N` splits one job across processes and machines (torchrun)."""
 
-    strategy: Literal["ddp", "deepspeed"] = Field(
-        "ddp",
-        description="ddp: every process holds the whole model (LoRA, or full fine-tuning of a model that fits "
-        "one device) and trains on its share of each step's examples, gradients summed across processes. "
-        "deepspeed: ZeRO-3 sharding through DeepSpeed, which tunesmith does not install or run (an error "
-        "says so).",
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto",
+        description="auto: ddp for LoRA and QLoRA, fsdp for full fine-tuning. ddp: every process holds the "
+        "whole model and trains on its share of each step's examples, gradients summed across processes. "
+        "fsdp: full fine-tuning with the weights, gradients and optimizer state sharded across processes "
+        "(FSDP2, torch's fully_shard), for a model that does not fit one device. deepspeed: ZeRO-3 sharding "
+        "through DeepSpeed, which tunesmith does not install or run (an error says so).",
     )
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="Communication backend. auto: nccl on CUDA, gloo on CPU."
@@ -220,6 +221,23 @@ class TrainSpec(_Spec):
             raise ValueError("init_adapter continues a LoRA adapter; set tuning: lora")
         if self.method != "sft" and self.eval_metrics:
             raise ValueError(f"eval_metrics score generations during sft; method {self.method} logs its own")
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits_the_job(self) -> TrainSpec:
+        if self.distributed.strategy == "fsdp" and self.tuning != "full":
+            raise ValueError(
+                f"distributed.strategy fsdp shards full fine-tuning; tuning {self.tuning} trains a small "
+                "adapter over a frozen base: use strategy ddp (or auto)"
+            )
+        if self.distributed.strategy == "fsdp" and self.eval_metrics:
+            raise ValueError(
+                "distributed.strategy fsdp: eval_metrics generate in process 0 alone, which holds only its "
+                "shard of the weights; drop eval_metrics (validation loss still runs) or score the saved model "
+                "with `tunesmith eval`"
+            )
+        if self.distributed.strategy == "fsdp" and self.compile:
+            raise ValueError("distributed.strategy fsdp runs without compile; set compile: false")
         return self
 
     @model_validator(mode="after")

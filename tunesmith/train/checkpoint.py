@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,8 @@ def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor
 
 def save_checkpoint(
     directory: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: LoopState,
     keep: int,
@@ -66,16 +67,18 @@ def save_checkpoint(
 ) -> Path:
     """Write `directory/step-N` atomically and prune all but the newest `keep` checkpoints.
 
-    `rank_rngs`: every process's `rng_state()` by rank, when several trained (each resumes its own draws).
+    `weights`: the trainable tensors (`trainable_state`, or gathered whole from sharded processes);
+    `optimizer_state`: the optimizer's `state_dict()` (or gathered whole). `rank_rngs`: every process's
+    `rng_state()` by rank, when several trained (each resumes its own draws).
     """
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{_PREFIX}{state.step:08d}"
     staging = directory / f".staging-{state.step:08d}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    save_file(trainable_state(model), str(staging / "trainable.safetensors"))
+    save_file(weights, str(staging / "trainable.safetensors"))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng_state()}
+        {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **rng_state()}
         | ({"rank_rngs": rank_rngs} if rank_rngs is not None else {}),
         staging / "state.pt",
     )
@@ -113,10 +116,13 @@ def _read(path: Path) -> _Saved:
     )
 
 
+# Loads a checkpoint's trainable tensors and optimizer state into the model and optimizer.
+Restore = Callable[[dict[str, torch.Tensor], dict[str, Any]], None]
+
+
 def load_latest_checkpoint(
     checkpoints: list[Path],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    restore: Restore,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rank: int = 0,
 ) -> tuple[LoopState, list[str]]:
@@ -132,8 +138,7 @@ def load_latest_checkpoint(
         except Exception as error:  # torn, truncated or tampered files: any reader's error
             skipped.append(f"{path.name}: {type(error).__name__}: {error}")
             continue
-        load_trainable_state(model, saved.trainable)
-        optimizer.load_state_dict(saved.state["optimizer"])
+        restore(saved.trainable, saved.state["optimizer"])
         scheduler.load_state_dict(saved.state["scheduler"])
         rank_rngs = saved.state.get("rank_rngs", [])
         set_rng_state(rank_rngs[rank] if rank < len(rank_rngs) else saved.state)

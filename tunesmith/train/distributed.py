@@ -18,12 +18,14 @@ divides its summed loss by the step's loss tokens over every process, runs its p
 all-reduce per step (in buckets, the loss sum riding along) sums the trainable gradients: the gradient of
 the global step's token mean, as one process computes it, to rounding. LoRA gradients are a few MB, so
 overlapping the all-reduce with backward would save nothing worth DDP's constraints. Full fine-tuning
-runs the same way (the all-reduce in 64 MB buckets); sharding a model that does not fit one device
-(FSDP2, ZeRO-3) is not built.
+can run the same way (strategy ddp, the all-reduce in 64 MB buckets); by default (auto) it shards the
+weights, gradients and optimizer state across processes instead (`tunesmith.train.fsdp`, FSDP2), for a
+model that does not fit one device. DeepSpeed ZeRO-3 is not built.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -37,10 +39,11 @@ import torch
 import yaml
 
 from tunesmith.config import ConfigError, TrainSpec
+from tunesmith.train.checkpoint import load_trainable_state, trainable_state
 from tunesmith.train.rundir import RunDir
 
 if TYPE_CHECKING:
-    from tunesmith.train.plan import MemoryEstimate
+    from tunesmith.train.plan import MemoryEstimate, ModelShape
 
 T = TypeVar("T")
 _BUCKET_ELEMENTS = 1 << 24  # 64 MB of fp32 gradients per all-reduce call
@@ -54,6 +57,12 @@ class Replicas(Protocol):
 
     @property
     def world_size(self) -> int: ...
+
+    @property
+    def shards_weights(self) -> bool:
+        """Whether each process holds only a shard of the weights (fsdp): then saving and loading them
+        are collectives every process joins."""
+        ...
 
     def shard(self, items: list[T]) -> list[T]:
         """This process's share of `items` (the same list in every process)."""
@@ -79,12 +88,39 @@ class Replicas(Protocol):
         """Every process's `value`, by rank."""
         ...
 
+    def lockstep(self, passes: int) -> int:
+        """Passes this process adds (their loss weighted 0) to its `passes` so every process runs as many.
+
+        Sharded weights are gathered in every forward, a collective each process must join; replicated
+        weights need no padding (0).
+        """
+        ...
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """`model`'s trainable weights whole, by name, in rank 0 (every process calls it; others get {})."""
+        ...
+
+    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        """Load rank 0's `tensors` (from `trainable_state`) into every process's `model`."""
+        ...
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state whole, in rank 0 (every process calls it)."""
+        ...
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        """Load rank 0's `state` (from `optimizer_state`) into every process's optimizer."""
+        ...
+
 
 class _Alone:
     """One process: every question answers itself."""
 
     rank = 0
     world_size = 1
+    shards_weights = False
 
     def shard(self, items: list[T]) -> list[T]:
         return items
@@ -104,6 +140,23 @@ class _Alone:
     def gather(self, value: T) -> list[T]:
         return [value]
 
+    def lockstep(self, passes: int) -> int:
+        return 0
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return trainable_state(model)
+
+    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(model, tensors)
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state)
+
 
 ALONE: Replicas = _Alone()
 
@@ -115,6 +168,7 @@ class ProcessGroup:
     rank: int
     world_size: int
     device: str
+    shards_weights = False  # a class constant, not a field: every process holds the whole model
 
     def shard(self, items: list[T]) -> list[T]:
         # A contiguous share, not every n-th: where a share is whole micro-batches, a process packs and
@@ -172,6 +226,26 @@ class ProcessGroup:
         dist.all_gather_object(values, value)
         return values
 
+    # Every process holds the whole model: each answers for itself, as one process does (rank 0's weights
+    # are every process's, their gradients summed and their updates equal).
+
+    def lockstep(self, passes: int) -> int:
+        return 0
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return trainable_state(model)
+
+    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(model, tensors)
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state)
+
 
 def _buckets(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
     """`tensors` in order, grouped into runs of about `_BUCKET_ELEMENTS` (one all-reduce each)."""
@@ -210,13 +284,21 @@ def resolve_backend(backend: str, device: str) -> str:
 
 
 def check_strategy(spec: TrainSpec) -> str:
-    """The strategy a multi-process run of `spec` uses; a clear error for one that cannot run here."""
+    """The strategy a multi-process run of `spec` uses (auto: ddp for LoRA, fsdp for full fine-tuning);
+    a clear error for one that cannot run here."""
     strategy = spec.distributed.strategy
     if strategy == "deepspeed":
         raise ConfigError(
             "train.distributed.strategy: deepspeed (ZeRO-3) is not part of tunesmith's install: `pip install "
-            "deepspeed` and run it through its own launcher; tunesmith trains with ddp (every process holds "
-            "the model)"
+            "deepspeed` and run it through its own launcher; tunesmith shards full fine-tuning with fsdp"
+        )
+    if strategy == "auto":
+        strategy = "fsdp" if spec.tuning == "full" else "ddp"
+    if strategy == "fsdp" and (spec.eval_metrics or spec.compile):
+        raise ConfigError(
+            "train.distributed.strategy: full fine-tuning across processes shards the weights (fsdp), which "
+            f"runs without {'eval_metrics' if spec.eval_metrics else 'compile'}; drop it, or set strategy: "
+            "ddp to hold the whole model in every process"
         )
     return strategy
 
@@ -273,8 +355,8 @@ def check_launch(settings: LaunchSettings, spec: TrainSpec) -> None:
         raise ConfigError(
             "--nnodes above 1 needs --master-addr and --master-port (the same on every machine)"
         )
-    if spec.method != "sft":
-        raise ConfigError(f"--nproc trains sft; method {spec.method} runs in one process for now")
+    if spec.method not in ("sft", "dpo"):
+        raise ConfigError(f"--nproc trains sft and dpo; method {spec.method} runs in one process for now")
     check_strategy(spec)
     backend = resolve_backend(spec.distributed.backend, device)
     if backend == "nccl" and settings.nproc > torch.cuda.device_count():
@@ -341,12 +423,30 @@ def share_run(replicas: Replicas, open_main: Callable[[], RunDir]) -> RunDir:
     return RunDir(Path(path), run_id, writes=False)
 
 
-def device_memory(memory: MemoryEstimate, strategy: str) -> MemoryEstimate:
-    """Peak bytes on each device when several processes train one step as `memory` estimates it for one.
+def device_memory(memory: MemoryEstimate, strategy: str, processes: int, shape: ModelShape) -> MemoryEstimate:
+    """Peak bytes on each device when `processes` processes train one step as `memory` estimates it for one.
 
     ddp: every process holds everything (weights, optimizer state, its own passes' activations), plus a
     bucket of gradients flattened to be summed (`ProcessGroup.sum_gradients`).
+    fsdp: weights, gradients and AdamW moments are split `processes` ways (`tunesmith.train.fsdp`); on top
+    of its shard a process holds the root's weights gathered whole (embeddings, head) and two decoder
+    layers' (the one running and the next, prefetched), in fp32 (`tunesmith.train.fsdp`), and those
+    layers' unsharded gradients before they are reduce-scattered. Activations are each process's own
+    passes', as in ddp.
     """
-    assert strategy == "ddp"  # `check_strategy` refuses the others
-    bucket = min(memory.trainable_state // 4, _BUCKET_ELEMENTS * 4)  # fp32 gradients: a quarter of the state
-    return replace(memory, overhead=memory.overhead + bucket)
+    if strategy == "ddp":
+        bucket = min(
+            memory.trainable_state // 4, _BUCKET_ELEMENTS * 4
+        )  # fp32 gradients: a quarter of the state
+        return replace(memory, overhead=memory.overhead + bucket)
+    assert strategy == "fsdp"  # `check_strategy` refuses the others
+    width = 4  # fp32 weights gathered
+    root = shape.vocab * shape.hidden
+    layer = (shape.parameters - root) // max(1, shape.layers)
+    gathered = (root + 2 * layer) * width
+    return replace(
+        memory,
+        weights=math.ceil(memory.weights / processes) + gathered,
+        trainable_state=math.ceil(memory.trainable_state / processes),
+        overhead=memory.overhead + 2 * layer * width,
+    )

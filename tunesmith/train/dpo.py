@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.config import TrainSpec
+from tunesmith.train.distributed import ALONE, Replicas
 from tunesmith.train.loop import ValidationHook
 from tunesmith.train.model import TrainingModel
 from tunesmith.train.preference import (
@@ -35,11 +36,13 @@ def train_dpo(
     resume: Path | None = None,
     progress: bool = True,
     on_validation: ValidationHook | None = None,
+    replicas: Replicas = ALONE,
 ) -> TrainResult:
     """DPO-tune a LoRA adapter on `spec.data` (preference pairs); see `train_preference`."""
     return train_preference(
-        spec, _build, listener=listener, resume=resume, progress=progress, on_validation=on_validation
-    )
+        spec, _build, listener=listener, resume=resume, progress=progress, on_validation=on_validation,
+        replicas=replicas,
+    )  # fmt: skip
 
 
 def _build(spec: TrainSpec, model: TrainingModel, train: Sequences, val: Sequences) -> DPOObjective:

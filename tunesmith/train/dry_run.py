@@ -61,8 +61,9 @@ class TrainPlan:
     total_tokens: int
     layout: StepPlan
     processes: int  # `--nproc` times `--nnodes`
-    strategy: str | None  # ddp (None: one process)
+    strategy: str | None  # ddp or fsdp (None: one process)
     memory_per_device_gb: dict[str, float]  # the layout's memory as each process's device holds it
+    memory_per_device_by_strategy_gb: dict[str, dict[str, float]]  # the same under each strategy that fits
     tokens_per_second: float
     throughput_source: str
     reference_seconds: float  # dpo, kto: scoring the data under the reference before training (0 otherwise)
@@ -116,7 +117,10 @@ def plan_training(
     seconds = job.seconds + reference_seconds
     truncated = data.truncated
     strategy = check_strategy(spec) if processes > 1 else None
-    per_device = device_memory(layout.memory, strategy) if strategy else layout.memory
+    per_device = device_memory(layout.memory, strategy, processes, shape) if strategy else layout.memory
+    # Full fine-tuning may replicate (ddp) or shard (fsdp): both, to choose by.
+    strategies = (["ddp", "fsdp"] if spec.tuning == "full" else ["ddp"]) if processes > 1 else []
+    by_strategy = {name: device_memory(layout.memory, name, processes, shape).to_gb() for name in strategies}
     return TrainPlan(
         model=spec.model,
         objective=spec.method,
@@ -139,6 +143,7 @@ def plan_training(
         processes=processes,
         strategy=strategy,
         memory_per_device_gb=per_device.to_gb(),
+        memory_per_device_by_strategy_gb=by_strategy,
         tokens_per_second=round(job.throughput.tokens_per_second, 1),
         throughput_source=job.throughput.source,
         reference_seconds=_significant(reference_seconds),

@@ -38,10 +38,8 @@ from tunesmith.train.checkpoint import (
     LoopState,
     list_checkpoints,
     load_latest_checkpoint,
-    load_trainable_state,
     rng_state,
     save_checkpoint,
-    trainable_state,
 )
 from tunesmith.train.distributed import ALONE, Replicas
 from tunesmith.train.plots import plot_loss_curve
@@ -202,7 +200,12 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoints = list_checkpoints(run.checkpoints_path)
     if resuming and checkpoints:
-        state, skipped = load_latest_checkpoint(checkpoints, model, optimizer, scheduler, replicas.rank)
+
+        def restore(weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any]) -> None:
+            replicas.load_trainable_state(model, weights)
+            replicas.load_optimizer_state(model, optimizer, optimizer_state)
+
+        state, skipped = load_latest_checkpoint(checkpoints, restore, scheduler, replicas.rank)
         state.planned_steps = state.planned_steps or settings.total_steps  # earlier builds recorded no plan
         for reason in skipped:
             run.emit(EventType.warning, f"skipped a checkpoint that does not read back whole ({reason})")
@@ -243,6 +246,8 @@ def fit(
             loss_sum = objective.loss(batch)
             (loss_sum / step_count).backward()
             step_loss += loss_sum.detach()
+        for _ in range(replicas.lockstep(len(batches))):  # sharded weights: as many passes as the others
+            (objective.loss(_filler(objective, settings, state.step)) * 0.0).backward()
         step_loss = replicas.sum_gradients(parameters, step_loss)
         state.trained_tokens += step_tokens
         window_tokens += step_tokens
@@ -298,7 +303,7 @@ def fit(
                 {"step": state.step, "epoch": epoch, "val_loss": round(last_val_loss, 6)} | scores
             )
             progress.note_val(last_val_loss)
-            stop = _select(run, model, state, settings, last_val_loss, scores, train_loss)
+            stop = _select(run, model, state, settings, last_val_loss, scores, train_loss, replicas)
             if not stop and on_validation is not None and on_validation(state.step, last_val_loss, scores):
                 run.emit(EventType.pruned, f"pruned at step {state.step}", step=state.step)
                 stop = True
@@ -308,11 +313,15 @@ def fit(
             loop_start = checkpoint_start
             # Each process's own random generators, so each resumes its own dropout draws.
             rank_rngs = replicas.gather(rng_state()) if replicas.world_size > 1 else None
+            weights, optimizer_state = (
+                replicas.trainable_state(model),
+                replicas.optimizer_state(model, optimizer),
+            )
             if run.writes:
                 path = save_checkpoint(
                     run.checkpoints_path,
-                    model,
-                    optimizer,
+                    weights,
+                    optimizer_state,
                     scheduler,
                     state,
                     settings.keep_checkpoints,
@@ -342,8 +351,14 @@ def fit(
         )
 
     # ------------------------------------------------------------------ the best weights
-    if state.best_step is not None and state.best_step != state.step and run.writes:
-        load_trainable_state(model, load_file(str(run.path / "best" / "trainable.safetensors")))
+    if (
+        state.best_step is not None
+        and state.best_step != state.step
+        and (run.writes or replicas.shards_weights)
+    ):
+        # Sharded weights load in every process, from rank 0's file; replicated ones only where saved.
+        best = load_file(str(run.path / "best" / "trainable.safetensors")) if run.writes else {}
+        replicas.load_trainable_state(model, best)
         run.emit(EventType.warning, f"keeping the best checkpoint (step {state.best_step}) over the last")
     return LoopOutcome(state=state, train_loss=train_loss)
 
@@ -380,9 +395,12 @@ def _validation_loss(
     """The mean loss over every validation unit (token-weighted for SFT), each process scoring its share."""
     model.eval()
     total, count = 0.0, 0
-    for batch in replicas.shard(batches):
+    mine = replicas.shard(batches)
+    for batch in mine:
         total += float(objective.loss(batch))
         count += batch.count
+    for _ in range(replicas.lockstep(len(mine))):  # sharded weights: as many passes as the others
+        objective.loss(batches[0])
     model.train()
     summed, counted = replicas.total(total, count)
     return summed / max(counted, 1)
@@ -396,6 +414,7 @@ def _select(
     val_loss: float,
     scores: dict[str, float],
     train_loss: float | None,
+    replicas: Replicas,
 ) -> bool:
     """Keep the weights if this validation is the best so far; returns whether to stop early."""
     # Lower is better: the loss, or a task metric negated.
@@ -403,7 +422,7 @@ def _select(
     if state.best_score is None or criterion < state.best_score:
         state.best_score, state.best_val_loss, state.best_step = criterion, val_loss, state.step
         state.evals_without_improvement = 0
-        _save_best(run, model)
+        _save_best(run, replicas.trainable_state(model))
     else:
         state.evals_without_improvement += 1
     run.emit(
@@ -427,10 +446,15 @@ def _select(
     return True
 
 
-def _save_best(run: RunDir, model: torch.nn.Module) -> None:
+def _filler(objective: Objective[Any], settings: LoopSettings, step: int) -> Any:
+    """A pass of the step's first example, run with its loss weighted 0 to keep processes in step."""
+    return objective.step_batches(step_examples(settings, step)[:1])[0]
+
+
+def _save_best(run: RunDir, weights: dict[str, torch.Tensor]) -> None:
     if not run.writes:
         return
     best = run.path / "best"
     best.mkdir(exist_ok=True)
-    save_file(trainable_state(model), str(best / ".trainable.tmp"))
+    save_file(weights, str(best / ".trainable.tmp"))
     (best / ".trainable.tmp").replace(best / "trainable.safetensors")

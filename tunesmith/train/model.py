@@ -44,11 +44,16 @@ class TrainingModel:
     """A model ready to train, and how to run packed rows through it."""
 
     model: Any  # the peft model (LoRA) or the transformers model (full): saved, checkpointed, evaluated
-    decoder: nn.Module  # the transformer body (compiled when asked): hidden states, no logits
-    head_weight: torch.Tensor  # (V, H) the output embedding
+    decoder: nn.Module  # the transformer body (compiled, or sharded, when asked): hidden states, no logits
     device: str
     bf16: bool
     packed_attention: bool  # rows run end to end with per-example attention (CPU)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """(V, H) the output embedding, looked up each time: sharded weights are swapped in and out."""
+        weight: torch.Tensor = self.model.get_output_embeddings().weight
+        return weight
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -124,7 +129,6 @@ def prepare_training_model(
     return TrainingModel(
         model=model,
         decoder=decoder,
-        head_weight=model.get_output_embeddings().weight,
         device=device,
         bf16=bf16,
         packed_attention=packed_attention,

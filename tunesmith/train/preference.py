@@ -9,8 +9,10 @@ disabled, or the `init_adapter` as loaded), computed once per sequence before th
 the run folder, so a resumed run uses the same ones and no second model is ever held. From the base
 with LoRA dropout 0, the policy at step 1 equals the reference to the bit; from an `init_adapter` under
 bf16 they differ by rounding, since the reference runs the evaluation forward (each LoRA delta added
-before rounding, `tunesmith.lora.rounding`) and training the fused one. Does not own: the
-objectives' losses (`tunesmith.train.dpo`, `kto`, `orpo`), the loop, the model's setup.
+before rounding, `tunesmith.lora.rounding`) and training the fused one. Across processes (`--nproc`,
+ddp: `tunesmith.train.distributed`) process 0 scores the reference and sends it to the others, and
+scores every validation pair. Does not own: the objectives' losses (`tunesmith.train.dpo`, `kto`,
+`orpo`), the loop, the model's setup.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tunesmith.data.render import RenderedExample, render_example
 from tunesmith.models.adapters import adapter_base_model
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
+from tunesmith.train.distributed import ALONE, Replicas, share_run
 from tunesmith.train.finish import TrainedData, finish_run
 from tunesmith.train.loop import Objective, ValidationHook, fit
 from tunesmith.train.losses import sequence_log_probs
@@ -53,6 +56,7 @@ from tunesmith.train.records import TrainResult
 from tunesmith.train.rundir import EventListener, EventType, RunDir, open_run, recording_outcome
 from tunesmith.train.sft import (
     choose_step_plan,
+    devices,
     hyperparameters,
     loop_settings,
     seed_everything,
@@ -176,20 +180,22 @@ def train_preference(
     resume: Path | None = None,
     progress: bool = True,
     on_validation: ValidationHook | None = None,
+    replicas: Replicas = ALONE,
 ) -> TrainResult:
     """Preference-tune a LoRA adapter on `spec.data` with the objective `build` makes from the spec.
 
     Returns the run's summary (also written to `run.json`). Raises on bad data or config, after
-    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable.
+    recording a `failed` event; Ctrl-C records `cancelled` and leaves the run resumable. `replicas`: the
+    other processes of a `--nproc` run (ddp), each calling this (rank 0 writes the run folder).
     """
     if spec.tuning == "qlora":  # before anything is loaded or written
         require_qlora()
     config = spec.model_dump(mode="json")
-    run = open_run(
+    run = share_run(replicas, lambda: open_run(
         config, out=spec.out, runs_root=tunesmith_home() / "runs", resume=resume, listener=listener
-    )
+    ))  # fmt: skip
     with recording_outcome(run):
-        return _train(spec, build, run, resume is not None, progress, on_validation)
+        return _train(spec, build, run, resume is not None, progress, on_validation, replicas)
 
 
 def _train(
@@ -199,6 +205,7 @@ def _train(
     resuming: bool,
     show_progress: bool,
     on_validation: ValidationHook | None,
+    replicas: Replicas,
 ) -> TrainResult:
     seed_everything(spec.seed)
     # ------------------------------------------------------------------ data
@@ -225,7 +232,7 @@ def _train(
     device = default_device()
     bf16 = uses_bf16(spec.precision, device)
     flat = [sequence for group in train_groups for sequence in group]
-    plan = choose_step_plan(run, spec, model_path, bf16, device, flat, resuming)
+    plan = replicas.agree(choose_step_plan(run, spec, model_path, bf16, device, flat, resuming))
     lora = spec.lora
     trained = prepare_training_model(
         model_path,
@@ -244,37 +251,40 @@ def _train(
     pad_id = tokenizer.pad_token_id
     train = Sequences(train_groups, None, train_labels, spec.pack_len, pad_id, plan.pass_tokens)
     val = Sequences(val_groups, None, val_labels, spec.pack_len, pad_id, plan.pass_tokens)
-    if spec.method != "orpo":
-        train, val = _with_reference(
+    if spec.method != "orpo":  # scored by process 0 alone, its tensors sent to the others
+        train_reference, val_reference = replicas.on_main(lambda: _reference(
             run, trained, train, val, resuming, spec.init_adapter is None, show_progress
-        )
+        ))  # fmt: skip
+        train, val = replace(train, reference=train_reference), replace(val, reference=val_reference)
+    if replicas.world_size > 1:  # the same adapter initialised everywhere; each process its own dropout draws
+        torch.manual_seed(spec.seed + 7919 * replicas.rank)
 
     # ------------------------------------------------------------------ loop
     objective = build(spec, trained, train, val)
     lengths = [sum(len(sequence.input_ids) for sequence in group) for group in train_groups]
     speed = budget_speed(spec, model_path, bf16, device, plan)
     val_tokens = sum(len(sequence.input_ids) for group in val_groups for sequence in group)
-    steps = planned_steps(spec, lengths, val_tokens, speed)
+    steps = replicas.agree(planned_steps(spec, lengths, val_tokens, speed))
     settings = loop_settings(spec, len(train_groups), steps)
     started = (
-        f"{spec.method} for {steps_message(spec, steps, speed)} on {device} ({'bf16' if bf16 else 'fp32'}), "
-        f"passes of {plan.pass_tokens} tokens, gradient checkpointing "
+        f"{spec.method} for {steps_message(spec, steps, speed)} on {devices(device, replicas)} "
+        f"({'bf16' if bf16 else 'fp32'}), passes of {plan.pass_tokens} tokens, gradient checkpointing "
         f"{'on' if plan.gradient_checkpointing else 'off'}",
-        {"layout": plan.to_dict(), "planned_steps": steps},
+        {"layout": plan.to_dict(), "planned_steps": steps, "processes": replicas.world_size},
     )
-    score = objective.validation_metrics if val_groups else None
+    score = objective.validation_metrics if val_groups else None  # process 0 scores every validation pair
     outcome = fit(
         trained.model, objective, settings, run,
-        device=device, resuming=resuming, started=started, score=score, show_progress=show_progress,
-        on_validation=on_validation,
+        device=device, resuming=resuming, started=started, score=score,
+        show_progress=show_progress and run.writes, on_validation=on_validation, replicas=replicas,
     )  # fmt: skip
 
     # ------------------------------------------------------------------ save
     data = TrainedData(train_hash, val_hash, len(train_groups), len(val_groups), validation)
-    return finish_run(
+    return replicas.on_main(lambda: finish_run(
         run, trained, tokenizer, outcome,
         method=spec.tuning, base_model=spec.model, hyperparameters=_hyperparameters(spec), data=data, plan=plan,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 # ---------------------------------------------------------------------- helpers
@@ -290,7 +300,7 @@ def check_init_adapter(adapter_dir: Path, model: str, model_path: str) -> None:
         )
 
 
-def _with_reference(
+def _reference(
     run: RunDir,
     trained: TrainingModel,
     train: Sequences,
@@ -298,8 +308,8 @@ def _with_reference(
     resuming: bool,
     from_base: bool,
     show_progress: bool,
-) -> tuple[Sequences, Sequences]:
-    """The splits with their reference log-probabilities: computed now, or a resumed run's saved ones."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The splits' reference log-probabilities: computed now, or a resumed run's saved ones."""
     path = run.path / REFERENCE_FILE
     if resuming and path.is_file():
         saved = load_file(str(path))
@@ -318,7 +328,7 @@ def _with_reference(
         )  # a kill mid-write must not leave a torn file to resume from
         save_file({"train": train_reference, "val": val_reference}, str(staged))
         staged.replace(path)
-    return replace(train, reference=train_reference), replace(val, reference=val_reference)
+    return train_reference, val_reference
 
 
 def _render_split(

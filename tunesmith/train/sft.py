@@ -30,8 +30,9 @@ from tunesmith.eval.during_training import evaluate_during_training
 from tunesmith.eval.tasks import detect_task, metric_names
 from tunesmith.models.loading import default_device, load_tokenizer, resolve_model
 from tunesmith.train.budget import budget_speed, planned_steps
-from tunesmith.train.distributed import ALONE, Replicas, share_run
+from tunesmith.train.distributed import ALONE, Replicas, check_strategy, share_run
 from tunesmith.train.finish import TrainedData, finish_run
+from tunesmith.train.fsdp import ShardedGroup, gather_for_saving, shard_training_model
 from tunesmith.train.loop import LoopSettings, Score, ValidationHook, fit
 from tunesmith.train.losses import linear_cross_entropy
 from tunesmith.train.model import LoraSettings, TrainingModel, prepare_training_model
@@ -117,6 +118,8 @@ def _train(
     )
     if replicas.world_size > 1:  # the same adapter initialised everywhere; each process its own dropout draws
         torch.manual_seed(spec.seed + 7919 * replicas.rank)
+    if replicas.world_size > 1 and check_strategy(spec) == "fsdp":  # full fine-tuning, weights sharded
+        trained, replicas = shard_training_model(trained, replicas)
 
     # ------------------------------------------------------------------ loop
     objective = SFTObjective(
@@ -137,7 +140,7 @@ def _train(
     steps = replicas.agree(steps)  # a time budget plans from a speed each process measured
     settings = loop_settings(spec, len(train_examples), steps)
     started = (
-        f"training {steps_message(spec, steps, speed)} on {_devices(device, replicas.world_size)} "
+        f"training {steps_message(spec, steps, speed)} on {devices(device, replicas)} "
         f"({'bf16' if bf16 else 'fp32'}), passes of "
         f"{plan.pass_tokens} tokens, gradient checkpointing {'on' if plan.gradient_checkpointing else 'off'}",
         {"layout": plan.to_dict(), "planned_steps": steps, "processes": replicas.world_size},
@@ -150,6 +153,8 @@ def _train(
 
     # ------------------------------------------------------------------ save
     data = TrainedData(train_hash, val_hash, len(train_examples), len(val_examples), validation)
+    if isinstance(replicas, ShardedGroup):  # gathered whole in rank 0, saved as one process saves it
+        trained = gather_for_saving(trained, model_path, replicas)
     return replicas.on_main(lambda: finish_run(
         run, trained, tokenizer, outcome,
         method=spec.tuning, base_model=spec.model, hyperparameters=hyperparameters(spec), data=data, plan=plan,
@@ -213,8 +218,11 @@ def _pass(batch: PackedBatch, rows: slice) -> SFTPass:
 # ---------------------------------------------------------------------- helpers
 
 
-def _devices(device: str, processes: int) -> str:
-    return device if processes == 1 else f"{processes} processes ({device})"
+def devices(device: str, replicas: Replicas) -> str:
+    """Where a run trains, as its `running` event says it."""
+    if replicas.world_size == 1:
+        return device
+    return f"{replicas.world_size} processes ({device}, {'fsdp' if replicas.shards_weights else 'ddp'})"
 
 
 def loop_settings(spec: TrainSpec, num_examples: int, total_steps: int) -> LoopSettings:
