@@ -86,6 +86,12 @@ class FederatedSpec(_Spec):
         description="exact: rank of the global adapter; default lora.r (a truncated SVD, the best rank-r "
         "approximation). clients x lora.r keeps one round's average exactly.",
     )
+    server_lr: float = Field(
+        1.0,
+        gt=0,
+        description="The server's step along the clients' average update (1: plain FedAvg). Above 1 it makes "
+        "up for averaging side-by-side local runs (Reddi et al. 2021); benchmarks/RESULTS.md has measurements.",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec)
     batch_size: int = Field(8, gt=0, description="Examples per local batch.")
     lr: float = Field(2e-4, gt=0, description="Clients' peak learning rate.")
@@ -110,6 +116,10 @@ class FederatedSpec(_Spec):
             raise ValueError(
                 "privacy: needs aggregation: fedavg (noise is added to the averaged adapter; the exact "
                 "aggregation reads each client's factors, which privacy must not release)"
+            )
+        if self.privacy is not None and self.server_lr != 1.0:
+            raise ValueError(
+                "privacy: needs server_lr: 1 (the noise is calibrated to the plain average of clipped updates)"
             )
         return self
 
