@@ -2,16 +2,21 @@
 
 One command:  .venv/bin/python benchmarks/federated_clinc150.py [--json-out FILE]
 Small run:    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/federated_clinc150.py --intents 20 \\
-                  --train-per-intent 40 --test-per-intent 10 --rounds 3 --local-steps 4
+                  --train-per-intent 30 --test-per-intent 10 --rounds 4 --local-steps 4 --lr 1e-3 \\
+                  --server-lr 1,4
 
 The issue's goal, on the embedded SmolLM2-135M-Instruct:
 1. CLINC150's in-scope training utterances (`../shared/datasets/clinc150/data_full.json`) as `text`/`label`
    rows, split among `--clients` owners (10) by a seeded Dirichlet(alpha) label skew (`--alpha` 0.1: most
    owners see few intents), as `tunesmith federated simulate` partitions them.
-2. Federated: `--rounds` rounds of `--local-steps` steps on every owner, exact aggregation, with Flower's
-   simulation, recorded in a throwaway registry. Traffic per round is read from the round summaries.
-3. Pooled: one adapter trained on all the rows with the same total steps (rounds x local steps x clients).
-4. Local-only: each owner trains alone for the steps it trained in the federation (rounds x local steps).
+2. Federated: `--rounds` rounds of `--local-steps` steps on a `--fraction` of the owners (0.5: 5 of 10),
+   exact aggregation, with Flower's simulation, recorded in a throwaway registry; one job per
+   `--server-lr` value (1: FedAvg's step). LoRA r 4 on q_proj, v_proj (the federated default). Traffic per
+   round is read from the round summaries (float16 tensors, both ways, all sampled owners).
+3. Pooled: one adapter trained on all the rows with the same total steps: the sum of every client's local
+   steps in the (first) federated job (rounds x local steps x owners per round), same batch size and lr.
+4. Local-only: each owner trains alone for an equal share of those steps (total / owners: what an owner
+   trained in the federation, on average).
 5. All adapters are scored on the same test set (label log-likelihood, the first `--test-per-intent` test
    utterances of each intent). Reported: each one's accuracy with a 95% bootstrap interval; federated /
    pooled (goal >= 0.95); federated minus the average owner's local-only accuracy, per test example, with a
