@@ -2,20 +2,26 @@
 
 One command:  .venv/bin/python benchmarks/federated_clinc150.py [--json-out FILE]
 Small run:    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/federated_clinc150.py --intents 20 \\
-                  --train-per-intent 40 --test-per-intent 10 --rounds 3 --local-steps 4
+                  --train-per-intent 30 --test-per-intent 10 --rounds 4 --local-steps 4 --lr 1e-3 \\
+                  --server-lr 1,4
 
 The issue's goal, on the embedded SmolLM2-135M-Instruct:
 1. CLINC150's in-scope training utterances (`../shared/datasets/clinc150/data_full.json`) as `text`/`label`
    rows, split among `--clients` owners (10) by a seeded Dirichlet(alpha) label skew (`--alpha` 0.1: most
    owners see few intents), as `tunesmith federated simulate` partitions them.
-2. Federated: `--rounds` rounds of `--local-steps` steps on every owner, exact aggregation, with Flower's
-   simulation, recorded in a throwaway registry. Traffic per round is read from the round summaries.
-3. Pooled: one adapter trained on all the rows with the same total steps (rounds x local steps x clients).
-4. Local-only: each owner trains alone for the steps it trained in the federation (rounds x local steps).
+2. Federated: `--rounds` rounds of `--local-steps` steps on a `--fraction` of the owners (0.5: 5 of 10),
+   exact aggregation, with Flower's simulation, recorded in a throwaway registry; one job per
+   `--server-lr` value (1: FedAvg's step). LoRA r 4 on q_proj, v_proj (the federated default). Traffic per
+   round is read from the round summaries (float16 tensors, both ways, all sampled owners).
+3. Pooled: one adapter trained on all the rows with the same total steps: the sum of every client's local
+   steps in the (first) federated job (rounds x local steps x owners per round), same batch size and lr.
+4. Local-only: each owner trains alone for an equal share of those steps (total / owners: what an owner
+   trained in the federation, on average).
 5. All adapters are scored on the same test set (label log-likelihood, the first `--test-per-intent` test
    utterances of each intent). Reported: each one's accuracy with a 95% bootstrap interval; federated /
-   pooled (goal >= 0.95); federated minus the average owner's local-only accuracy, per test example, with a
-   paired bootstrap interval (goal: excludes zero); traffic per round (goal <= 5 MB).
+   pooled (goal >= 0.95) and federated minus pooled per test example (paired bootstrap interval); federated
+   minus the average owner's local-only accuracy, per test example, with a paired bootstrap interval (goal:
+   excludes zero); traffic per round (goal <= 5 MB).
 
 The machine is shared: the load average is printed with the figures. Results, dated, with commands and
 machines: benchmarks/RESULTS.md ("Federated CLINC150").
@@ -109,33 +115,38 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     owners = write_partitions(rows, shares, work / "owners")
     timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    spec = FederatedSpec(
-        model=args.model, client_data=owners, rounds=args.rounds, local_steps=args.local_steps,
-        aggregation=args.aggregation, batch_size=args.batch_size, lr=args.lr, max_seq_len=256, seed=args.seed,
-        lora={"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.0, "target_modules": _targets(args)},
-        out=work / "federated", name="clinc-fed",
-    )  # fmt: skip
-    federated = simulate(spec, Registry(default_database_url()).connect())
-    timings["federated_s"] = round(time.perf_counter() - started, 1)
+    federated = {}
+    for server_lr in args.server_lr:
+        started = time.perf_counter()
+        spec = FederatedSpec(
+            model=args.model, client_data=owners, rounds=args.rounds, local_steps=args.local_steps,
+            fraction=args.fraction, aggregation=args.aggregation, server_lr=server_lr,
+            batch_size=args.batch_size, lr=args.lr, max_seq_len=256, seed=args.seed,
+            lora={"r": args.rank, "alpha": 2 * args.rank, "dropout": 0.0, "target_modules": _targets(args)},
+            out=work / f"federated-{server_lr:g}", name=f"clinc-fed-{server_lr:g}",
+        )  # fmt: skip
+        federated[f"federated-{server_lr:g}"] = simulate(spec, Registry(default_database_url()).connect())
+        timings[f"federated_{server_lr:g}_s"] = round(time.perf_counter() - started, 1)
 
+    # The same total steps: pooled runs as many steps as all clients together (same batch size), and each
+    # owner alone runs an equal share of them (what an owner trained in the federation, on average).
+    first = next(iter(federated.values()))
+    total_steps = sum(report.steps for summary in first.rounds for report in summary.clients)
+    local_only_steps = max(1, round(total_steps / args.clients))
     started = time.perf_counter()
-    total_steps = args.rounds * args.local_steps * args.clients
     pooled_adapter = _train(args.model, pooled, total_steps, work / "pooled-run", args)
     timings["pooled_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
     local = [
-        _train(args.model, owner, args.rounds * args.local_steps, work / f"local-{number}", args)
+        _train(args.model, owner, local_only_steps, work / f"local-{number}", args)
         for number, owner in enumerate(owners)
     ]
     timings["local_s"] = round(time.perf_counter() - started, 1)
 
     started = time.perf_counter()
-    candidates = [
-        Candidate("federated", Path(federated.final_adapter_dir)),
-        Candidate("pooled", pooled_adapter),
-    ]
+    candidates = [Candidate(name, Path(result.final_adapter_dir)) for name, result in federated.items()]
+    candidates.append(Candidate("pooled", pooled_adapter))
     candidates += [Candidate(f"local-{number}", path) for number, path in enumerate(local)]
     evaluate_models(
         args.model, candidates, load_examples(test), work / "eval", train_examples=load_examples(pooled),
@@ -145,13 +156,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     correct = _correct(work / "eval" / "predictions.jsonl")
     local_mean = np.mean([correct[f"local-{number}"] for number in range(args.clients)], axis=0)
-    ratio = correct["federated"].mean() / max(correct["pooled"].mean(), 1e-9)
-    traffic = [summary.traffic_bytes for summary in federated.rounds]
     return {
         "task": {
             "intents": len(intents),
             "train_rows": len(rows),
-            "test_rows": len(correct["federated"]),
+            "test_rows": len(correct["pooled"]),
             "clients": args.clients,
             "alpha": args.alpha,
             "rows_per_client": [len(share) for share in shares],
@@ -160,34 +169,43 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "training": {
             "rounds": args.rounds,
             "local_steps": args.local_steps,
+            "fraction": args.fraction,
+            "clients_per_round": len(first.rounds[0].clients),
             "pooled_steps": total_steps,
-            "local_only_steps": args.rounds * args.local_steps,
+            "local_only_steps": local_only_steps,
             "aggregation": args.aggregation,
+            "targets": args.targets,
             "rank": args.rank,
             "batch_size": args.batch_size,
             "lr": args.lr,
             **timings,
         },  # fmt: skip
         "accuracy": {
-            "federated": _interval(correct["federated"]),
+            **{name: _interval(correct[name]) for name in federated},
             "pooled": _interval(correct["pooled"]),
             "local_only_average": _interval(local_mean),
             "local_only_each": [round(float(correct[f"local-{n}"].mean()), 4) for n in range(args.clients)],
         },
-        "federated_over_pooled": round(float(ratio), 4),
-        "federated_minus_local_average": _interval(correct["federated"] - local_mean),
-        "rounds": [
-            {
-                "round": s.round,
-                "train_loss": round(s.train_loss, 4),
-                "error": s.error,
-                "fedavg_error": s.fedavg_error,
-                "traffic_mb": round(s.traffic_bytes / 1e6, 3),
-            }
-            for s in federated.rounds
-        ],  # fmt: skip
-        "traffic_per_round_mb": round(max(traffic) / 1e6, 3),  # all clients, both ways
-        "traffic_per_client_per_round_mb": round(max(traffic) / args.clients / 1e6, 3),
+        "federated_over_pooled": {
+            name: round(float(correct[name].mean() / max(correct["pooled"].mean(), 1e-9)), 4)
+            for name in federated
+        },
+        "federated_minus_pooled": {name: _interval(correct[name] - correct["pooled"]) for name in federated},
+        "federated_minus_local_average": {name: _interval(correct[name] - local_mean) for name in federated},
+        "rounds": {
+            name: [
+                {
+                    "round": s.round,
+                    "train_loss": round(s.train_loss, 4),
+                    "error": s.error,
+                    "fedavg_error": s.fedavg_error,
+                    "traffic_mb": round(s.traffic_bytes / 1e6, 3),
+                }
+                for s in result.rounds
+            ]
+            for name, result in federated.items()
+        },  # fmt: skip
+        "traffic_per_round_mb": round(max(s.traffic_bytes for s in first.rounds) / 1e6, 3),  # both ways
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -208,10 +226,17 @@ def main() -> None:
     parser.add_argument("--test-per-intent", type=int, default=None, help="default: all (30)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-steps", type=int, default=20)
-    parser.add_argument("--aggregation", choices=["exact", "fedavg"], default="exact")
-    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the owners sampled each round")
     parser.add_argument(
-        "--targets", default="all-linear", help="adapted modules, e.g. q_proj,v_proj (fewer: less traffic)"
+        "--server-lr",
+        type=lambda text: [float(value) for value in text.split(",")],
+        default=[1.0],
+        help="server learning rate(s), comma-separated: one federated job each, scored side by side",
+    )
+    parser.add_argument("--aggregation", choices=["exact", "fedavg"], default="exact")
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument(
+        "--targets", default="q_proj,v_proj", help="adapted modules, e.g. all-linear (more: more traffic)"
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)

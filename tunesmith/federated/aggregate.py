@@ -17,6 +17,20 @@ it is the best rank-r approximation of the average (Eckart–Young), so its erro
 whose product also has rank r. The global adapter stays a normal peft LoRA adapter (served, evaluated
 and exported like any other) and the base weights are never touched, unlike FedEx-LoRA; the truncation
 residual is reported every round instead of hidden.
+
+Which factors carry the product (the gauge). B·A = (B·G)·(G⁻¹·A) for any invertible G, so the factors
+are a choice, and it matters for the next round: LoRA's gradients are ∂B ∝ A and ∂A ∝ Bᵀ, so balanced
+factors of a small average (B = U·√S, A = √S·Vᵀ, both tiny after a round or two) leave the clients near
+the saddle at zero and they barely move. The exact aggregation returns A = c·Vᵀ and B = U·S/c, with c the
+clients' root-mean-square norm of a row of A: A keeps the scale of a fresh adapter's A (which the clients
+all start from) and B carries the update, as in a LoRA trained in one place.
+
+The server learning rate (Reddi et al. 2021, "Adaptive Federated Optimization", arXiv:2003.00295: FedAvg
+is a server step of size 1 along the average update). With `server_lr` η the global adapter becomes
+W + η·(mean ΔWᵢ − W) in product space: the previous global adapter is one more member of the stacked
+average, weighted 1 − η, so the exact method stays exact. η > 1 makes up for averaging: N clients' local
+steps run side by side, and their average moves about as far as one client's, not as far as the N·K
+sequential steps of one pooled run.
 """
 
 from __future__ import annotations
@@ -76,8 +90,10 @@ def fedavg(clients: Sequence[Arrays], weights: NDArray[np.float64]) -> Arrays:
 def exact_average(clients: Sequence[Arrays], weights: NDArray[np.float64], rank: int) -> tuple[Arrays, float]:
     """The weighted average of the clients' products B·A, factorised at `rank`; and its relative residual.
 
-    Factors are returned balanced (B = U·√S, A = √S·Vᵀ) at exactly `rank` (zero-padded when the average's
-    rank is lower), so a client trains them further like any adapter of that rank.
+    Factors are returned at exactly `rank` (zero-padded when the average's rank is lower) with A = c·Vᵀ at
+    the clients' row scale c and B = U·S/c (the gauge, module docstring), so a client trains them further
+    like a fresh adapter of that rank. A weight may be negative (the previous global adapter under a server
+    learning rate above 1).
     """
     arrays: Arrays = {}
     residual_sq = total_sq = 0.0
@@ -92,11 +108,13 @@ def exact_average(clients: Sequence[Arrays], weights: NDArray[np.float64], rank:
         stacked_a = np.concatenate([client[prefix + LORA_A].astype(np.float64) for client in clients], axis=0)
         u, s, vt = _product_svd(stacked_b, stacked_a)
         kept = min(rank, s.size)
-        root = np.sqrt(s[:kept])
+        # The gauge (module docstring): A at the clients' row scale, B carries the product.
+        scale = float(np.sqrt(np.mean(np.sum(stacked_a**2, axis=1))))  # RMS norm of a row of A
+        scale = scale if scale > 0 else 1.0
         b = np.zeros((stacked_b.shape[0], rank))
         a = np.zeros((rank, stacked_a.shape[1]))
-        b[:, :kept] = u[:, :kept] * root
-        a[:kept] = root[:, None] * vt[:kept]
+        b[:, :kept] = u[:, :kept] * (s[:kept] / scale)
+        a[:kept] = scale * vt[:kept]
         arrays[prefix + LORA_A] = a.astype(np.float32)
         arrays[prefix + LORA_B] = b.astype(np.float32)
         residual_sq += float(np.sum(s[kept:] ** 2))
@@ -128,14 +146,31 @@ def average_error(clients: Sequence[Arrays], weights: NDArray[np.float64], resul
     return float(np.sqrt(error_sq / total_sq)) if total_sq > 0 else 0.0
 
 
-def aggregate(method: str, clients: Sequence[Arrays], examples: Sequence[int], rank: int) -> Aggregate:
-    """The round's global adapter by `method` ("exact" at `rank`, or "fedavg"), weighted by examples."""
+def aggregate(
+    method: str,
+    clients: Sequence[Arrays],
+    examples: Sequence[int],
+    rank: int,
+    server_lr: float = 1.0,
+    previous: Arrays | None = None,
+) -> Aggregate:
+    """The round's global adapter by `method` ("exact" at `rank`, or "fedavg"), weighted by examples.
+
+    With `server_lr` ≠ 1 the server steps from `previous` (the global adapter the clients started from)
+    by `server_lr` times the average update; the errors are measured against that step's exact target.
+    """
     weights = example_weights(examples)
-    averaged = fedavg(clients, weights)
-    fedavg_error = average_error(clients, weights, averaged)
+    members = list(clients)
+    if server_lr != 1.0:
+        if previous is None:
+            raise ValueError("a server learning rate other than 1 needs the previous global adapter")
+        members = [previous, *clients]
+        weights = np.concatenate([[1.0 - server_lr], server_lr * weights])
+    averaged = fedavg(members, weights)
+    fedavg_error = average_error(members, weights, averaged)
     if method == "fedavg":
         return Aggregate(averaged, _rank(averaged), fedavg_error, fedavg_error)
-    arrays, residual = exact_average(clients, weights, rank)
+    arrays, residual = exact_average(members, weights, rank)
     return Aggregate(arrays, rank, residual, fedavg_error)
 
 

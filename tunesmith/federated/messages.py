@@ -5,6 +5,13 @@ Owns: the two payloads and their keys. Server → client: `global` (the adapter'
 trained adapter's tensors), `metrics` (examples, loss, steps, tokens) and `dataset` (the content hash
 of the client's data). No example, prompt or answer text is ever put in a record: tests check the keys.
 Does not own: training or aggregation.
+
+Tensors travel in float16 (half the bytes of float32; the issue's budget is 5 MB per round). LoRA factors
+sit well inside float16's range (|A| ≲ 0.1, |B| grows from 0, normal down to 6e-5), and rounding them is a
+relative change of at most 2⁻¹¹ per value, far below what a round of training moves them. The server
+aggregates in float64 from exactly what it received, so the exact aggregation still matches the average
+of the clients' updates to float rounding; it also rounds the global adapter it keeps, so the server's
+copy is the one the clients train from.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from tunesmith.federated.client import ClientUpdate, LocalTraining
 
 TO_CLIENT_KEYS = frozenset({"global", "config"})
 TO_SERVER_KEYS = frozenset({"update", "metrics", "dataset"})
+WIRE_DTYPE = np.float16  # see the module docstring
 CLIPPING_NORM = "clipping_norm"  # the config key flwr.clientapp.mod.fixedclipping_mod reads
 
 
@@ -27,12 +35,11 @@ def train_content(
     arrays: Arrays, adapter_config: dict[str, Any], training: LocalTraining, clip: float | None = None
 ) -> Any:
     """The `RecordDict` a sampled client receives for a round; with `clip`, Flower's clipping mod's key."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+    from flwr.app import ConfigRecord, RecordDict
 
     values = {**asdict(training), "adapter_config": json.dumps(adapter_config, sort_keys=True)}
     config = ConfigRecord(values if clip is None else {**values, CLIPPING_NORM: clip})
-    tensors = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in arrays.items()})
-    return RecordDict({"global": tensors, "config": config})
+    return RecordDict({"global": _record(arrays), "config": config})
 
 
 def read_train_content(content: Any) -> tuple[Arrays, dict[str, Any], LocalTraining]:
@@ -50,13 +57,16 @@ def read_train_content(content: Any) -> tuple[Arrays, dict[str, Any], LocalTrain
 
 def update_content(update: ClientUpdate) -> Any:
     """The `RecordDict` a client replies with."""
-    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-    tensors = ArrayRecord({key: Array(np.ascontiguousarray(value)) for key, value in update.arrays.items()})
     metrics = MetricRecord({"examples": update.examples, "train_loss": update.train_loss, "steps": update.steps,
                             "trained_tokens": update.trained_tokens})  # fmt: skip
     return RecordDict(
-        {"update": tensors, "metrics": metrics, "dataset": ConfigRecord({"hash": update.data_hash})}
+        {
+            "update": _record(update.arrays),
+            "metrics": metrics,
+            "dataset": ConfigRecord({"hash": update.data_hash}),
+        }
     )
 
 
@@ -72,6 +82,19 @@ def read_update_content(content: Any) -> ClientUpdate:
 def tensor_bytes(content: Any) -> int:
     """Bytes of the serialised tensors in a record: the adapter's share of a message on the wire."""
     return sum(len(array.data) for record in content.array_records.values() for array in record.values())
+
+
+def wire_precision(arrays: Arrays) -> Arrays:
+    """`arrays` as they arrive at the other end: rounded to float16, held as float32."""
+    return {key: value.astype(WIRE_DTYPE).astype(np.float32) for key, value in arrays.items()}
+
+
+def _record(arrays: Arrays) -> Any:
+    from flwr.app import Array, ArrayRecord
+
+    return ArrayRecord(
+        {key: Array(np.ascontiguousarray(value, dtype=WIRE_DTYPE)) for key, value in arrays.items()}
+    )
 
 
 def _arrays(record: Any) -> Arrays:

@@ -20,7 +20,7 @@ from typing import Any
 
 from tunesmith.federated.aggregate import Arrays, aggregate
 from tunesmith.federated.client import LocalTraining, read_adapter
-from tunesmith.federated.messages import read_update_content, tensor_bytes, train_content
+from tunesmith.federated.messages import read_update_content, tensor_bytes, train_content, wire_precision
 from tunesmith.federated.privacy import add_noise, gaussian_epsilon
 from tunesmith.federated.record import ClientReport, RoundRecorder, RoundSummary
 
@@ -39,6 +39,7 @@ class FederationPlan:
     seed: int
     training: LocalTraining  # its `round` is set per round
     privacy: Privacy | None = None
+    server_lr: float = 1.0  # the server's step along the average update (1: FedAvg)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
         ]  # fmt: skip
         # Under privacy every client weighs the same: one client moves the average by at most clip / n.
         weights = [u.examples for u in updates] if plan.privacy is None else [1] * len(updates)
-        result = aggregate(plan.aggregation, [u.arrays for u in updates], weights, plan.rank)
+        result = aggregate(
+            plan.aggregation, [u.arrays for u in updates], weights, plan.rank, plan.server_lr, arrays
+        )
         epsilon = None
         if plan.privacy is not None:
             privacy = plan.privacy
@@ -112,7 +115,7 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
             )
             result = replace(result, arrays=noisy)
             epsilon = gaussian_epsilon(round_number, privacy.noise_multiplier, privacy.delta)
-        arrays = result.arrays
+        arrays = wire_precision(result.arrays)  # what the clients will receive, so the next step starts there
         adapter_config = {**adapter_config, "r": result.rank, "lora_alpha": scale * result.rank}
         summaries.append(
             recorder.record(round_number, result, adapter_config, plan.aggregation, reports, epsilon)

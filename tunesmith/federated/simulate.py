@@ -54,6 +54,7 @@ def federation_plan(spec: FederatedSpec, min_clients: int) -> FederationPlan:
         rounds=spec.rounds, fraction=spec.fraction, min_clients=min_clients, aggregation=spec.aggregation,
         rank=spec.resolved_global_rank(), seed=spec.seed, training=training,
         privacy=Privacy(privacy.clip, privacy.noise_multiplier, privacy.delta) if privacy else None,
+        server_lr=spec.server_lr,
     )  # fmt: skip
 
 

@@ -68,3 +68,43 @@ def test_identical_clients_aggregate_to_themselves_both_ways() -> None:
 def test_a_client_without_examples_is_refused() -> None:
     with pytest.raises(ValueError, match="positive example count"):
         example_weights([3, 0])
+
+
+def _product(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    key = "m.layers.0.q_proj.lora_"
+    return arrays[key + "B.weight"].astype(np.float64) @ arrays[key + "A.weight"]
+
+
+@pytest.mark.parametrize("method", ["exact", "fedavg"])
+def test_a_server_learning_rate_steps_from_the_previous_adapter_along_the_average_update(method: str) -> None:
+    previous, *clients = _clients(4, 3, seed=4)
+    examples, server_lr = [10, 30, 60], 3.0
+    result = aggregate(method, clients, examples, rank=12, server_lr=server_lr, previous=previous)
+    if method == "exact":  # exact: W + η·(mean BᵢAᵢ − W) in product space, to float rounding
+        target = _product(previous) + server_lr * (_average_product(clients, examples) - _product(previous))
+        got = _product(result.arrays)
+        assert np.abs(got - target).max() <= 1e-6 * np.abs(target).max() and result.error < 1e-6
+    else:  # fedavg: the same step on each factor
+        key = "m.layers.0.q_proj.lora_A.weight"
+        weights = example_weights(examples)
+        average = sum(w * c[key].astype(np.float64) for c, w in zip(clients, weights, strict=True))
+        expected = previous[key] + server_lr * (average - previous[key])
+        np.testing.assert_allclose(result.arrays[key], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="previous global adapter"):
+        aggregate(method, clients, examples, rank=12, server_lr=server_lr)
+
+
+def test_the_exact_factors_keep_the_clients_scale_of_a_so_the_next_round_trains() -> None:
+    # a small average update: balanced factors (√S on each side) would leave both A and B tiny
+    clients = _clients(3, 4, seed=5)
+    for client in clients:
+        client["m.layers.0.q_proj.lora_B.weight"] *= 1e-4
+    result = aggregate("exact", clients, [1, 1, 1], rank=4)
+    a = result.arrays["m.layers.0.q_proj.lora_A.weight"].astype(np.float64)
+    client_row_scale = np.sqrt(
+        np.mean([np.sum(c["m.layers.0.q_proj.lora_A.weight"] ** 2) / 4 for c in clients])
+    )
+    assert np.sqrt(np.mean(np.sum(a**2, axis=1))) == pytest.approx(client_row_scale, rel=1e-5)
+    assert result.error == pytest.approx(
+        average_error(clients, example_weights([1, 1, 1]), result.arrays), rel=1e-5
+    )

@@ -99,6 +99,14 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
     ]
     texts = _text_of_every_row(DEMO / "val.jsonl")
     assert not any(text in string for text in texts for string in strings)
+    # adapter tensors travel in float16 both ways: half the bytes of the float32 adapter
+    from tunesmith.federated.aggregate import payload_bytes
+    from tunesmith.federated.messages import tensor_bytes
+
+    for content in grid.sent + [reply.content for reply in grid.replies]:
+        assert {a.dtype for r in content.array_records.values() for a in r.values()} == {"float16"}
+        # half the float32 bytes, plus each array's small .npy header
+        assert tensor_bytes(content) <= payload_bytes(start.arrays) / 2 + 200 * len(start.arrays)
     # each round: a run, the next adapter version, lineage, an audit record with per-client metrics
     assert [s.adapter for s in summaries] == ["shops@1", "shops@2"]
     second = registry.get_run(summaries[1].run_id)
@@ -153,6 +161,10 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
         ),
         ({"fraction": 1.5}, "fraction: Input should be less than or equal to 1"),
         ({"rounds": 2, "rouns": 3}, "rouns: Extra inputs are not permitted"),
+        (
+            {"aggregation": "fedavg", "server_lr": 2, "privacy": {"clip": 1, "noise_multiplier": 1}},
+            "privacy: needs server_lr: 1",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, raw: dict[str, Any], message: str) -> None:
