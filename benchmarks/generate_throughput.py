@@ -317,6 +317,56 @@ def llama_figures(gguf: Path, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- the table
 
 
+def table(results: dict[str, Any]) -> str:
+    """A markdown table of every engine's figures in `results` (missing figures: -)."""
+
+    def cell(figures: dict[str, Any], *keys: str) -> str:
+        value: Any = figures
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                return "-"
+            value = value[key]
+        return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+    streams = sorted(
+        {
+            int(k.split("_")[1])
+            for f in results.values()
+            if isinstance(f, dict)
+            for k in f
+            if k.startswith("streams_")
+        }
+    )
+    head = ["engine", "1-stream decode tok/s", "TTFT 500-token prompt (s)"]
+    head += [f"{n} streams tok/s" for n in streams] + [
+        "p95 TTFT 16 streams (s)",
+        "16 on 1 adapter tok/s",
+        "16 on 8 adapters tok/s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, figures in results.items():
+        if not isinstance(figures, dict) or "single" not in figures:
+            continue
+        row = [name, cell(figures, "single", "decode_tokens_per_s"), cell(figures, "ttft_500")]
+        row += [cell(figures, f"streams_{n}", "tokens_per_s") for n in streams]
+        row += [
+            cell(figures, "streams_16", "ttft_p95")
+            if "ttft_p95" in figures.get("streams_16", {})
+            else cell(figures, "streams_16", "ttft")
+        ]
+        row += [
+            cell(figures, "one_adapter_16", "tokens_per_s"),
+            cell(figures, "eight_adapters_16", "tokens_per_s"),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    bound = results.get("bound", {})
+    if bound:
+        lines.append(
+            f"| bandwidth bound ({bound['copy_gb_s']:.1f} GB/s copy) | fp32 {bound['fp32']:.1f}, 16-bit {bound['16-bit']:.1f} | | | | | | | |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=48, help="new tokens a request")
@@ -329,12 +379,21 @@ def main() -> None:
     parser.add_argument("--only-llama", action="store_true", help="llama.cpp's figures alone")
     parser.add_argument("--adapter-count", type=int, default=8)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--table", type=Path, nargs="+", help="print the table of saved --json-out files, merged"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--decode-linears", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--adapters", nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.table:
+        merged: dict[str, Any] = {}
+        for file in args.table:
+            merged |= json.loads(file.read_text(encoding="utf-8"))
+        print(table(merged))
+        return
     if args.child:
         Path(args.json_out).write_text(json.dumps(engine_child(args)), encoding="utf-8")
         return
@@ -380,7 +439,7 @@ def main() -> None:
                 results[f"llama.cpp {file_type}"] = llama_figures(gguf, args)
                 print(file_type, json.dumps(results[f"llama.cpp {file_type}"]), flush=True)
     results["load_after"] = os.getloadavg()
-    print(json.dumps(results, indent=1))
+    print(table(results))
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
