@@ -2,6 +2,8 @@
 
 Owns: turning rendered prompts into completions, in length-sorted batches so padding stays small, and
 `Decoding`, how they are decoded, with the one-line description reports print beside each figure.
+Greedy and sampled batches keep their KV cache in `GrowingCache` (written in place, see
+`tunesmith.models.decode`).
 Every decoding runs through transformers' `generate`, beam search included: this generator already
 hands each left-padded batch to `generate`, which runs beams over a batch (each prompt's beams kept
 apart, the padding masked), length penalty, no-repeat n-grams and the repetition penalty; a beam
@@ -18,6 +20,8 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tunesmith.models.decode import GrowingCache
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,12 @@ def generate_batched(
         encoded = tokenizer(
             [prompts[index] for index in chunk], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(device)
+        # each step's keys written into room kept for them, not the cache concatenated (greedy and
+        # sampling; beam search reorders the cache every step, which a preallocated one would copy)
+        cache = GrowingCache() if decoding.num_beams == 1 else None
         generated = model.generate(  # type: ignore[operator]
             **encoded,
+            cache=cache,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
