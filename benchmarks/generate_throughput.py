@@ -12,7 +12,7 @@ earlier at end of turn: tokens/s counts the tokens generated). Figures, each eng
 Engines: tunesmith's `GenerationEngine` driven in process (no HTTP): `before` is the code at
 `--before-src` (main: fp32 on CPUs, a concatenated `DynamicCache`), `after` this checkout in fp32 and in
 the precision `tunesmith serve` now picks (bf16 on CPUs with AVX512-BF16/AMX); transformers'
-`generate` in that precision; llama.cpp through llama-cpp-python (`pip install .[bench]`) on GGUF files
+`generate` in that precision; llama.cpp through llama-cpp-python (`pip install .[llama]`, a source build) on GGUF files
 written by tunesmith's exporter (f16 and q8_0), concurrency through its batched `llama_decode`
 (one sequence a stream, as its server's parallel slots).
 Results, dated, with command and machine: benchmarks/RESULTS.md ("Generation throughput").
