@@ -329,7 +329,9 @@ def test_shutdown_finishes_in_flight_requests(tiny_model_dir: Path, tmp_path: Pa
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.chat.completions.create, model="base", messages=HELLO, max_tokens=300,
                               temperature=1.0)  # fmt: skip
-        while not server.http("anyone").get("/health").json()["running"]:
+        http, deadline = server.http("anyone"), time.monotonic() + 60
+        while not http.get("/health").json()["running"]:
+            assert time.monotonic() < deadline and not pending.done(), "the request never showed as running"
             time.sleep(0.02)
         server.uvicorn.should_exit = True  # what SIGINT/SIGTERM do
         completion = pending.result(timeout=60)

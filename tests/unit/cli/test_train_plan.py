@@ -69,7 +69,12 @@ def test_dry_run_plans_preference_runs_with_their_reference_pass(
     assert dpo["validation"] == "held_out" and dpo["validation_examples"] > 0
     assert dpo["reference_seconds"] > 0 and orpo["reference_seconds"] == 0 and kto["reference_seconds"] > 0
     assert dpo["tokens_per_epoch"] == orpo["tokens_per_epoch"] > 0  # both answers of every pair
-    assert dpo["estimated_seconds"] > orpo["estimated_seconds"]
+    # the whole job includes the reference pass (each plan measures its own speed, so dpo and orpo's
+    # training seconds differ by the measurement's noise and are not compared)
+    assert (
+        dpo["estimated_seconds"] > dpo["reference_seconds"]
+        and kto["estimated_seconds"] > kto["reference_seconds"]
+    )
     table = runner.invoke(app, ["train", "--method", "dpo", "--data", str(tmp_path / "pairs.jsonl"), "--model",
                                 str(tiny_model_dir), "--dry-run"])  # fmt: skip
     assert table.exit_code == 0 and "scoring the reference" in table.stdout
