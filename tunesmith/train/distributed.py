@@ -115,7 +115,29 @@ class Replicas(Protocol):
         ...
 
 
-class _Alone:
+class _WholeModel:
+    """Every process holds the whole model: each answers for itself, as one process does (rank 0's weights
+    are every process's, their gradients summed and their updates equal)."""
+
+    def lockstep(self, passes: int) -> int:
+        return 0
+
+    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return trainable_state(model)
+
+    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        load_trainable_state(model, tensors)
+
+    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_optimizer_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> None:
+        optimizer.load_state_dict(state)
+
+
+class _Alone(_WholeModel):
     """One process: every question answers itself."""
 
     rank = 0
@@ -140,29 +162,12 @@ class _Alone:
     def gather(self, value: T) -> list[T]:
         return [value]
 
-    def lockstep(self, passes: int) -> int:
-        return 0
-
-    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return trainable_state(model)
-
-    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        load_trainable_state(model, tensors)
-
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return optimizer.state_dict()
-
-    def load_optimizer_state(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-    ) -> None:
-        optimizer.load_state_dict(state)
-
 
 ALONE: Replicas = _Alone()
 
 
 @dataclass(frozen=True)
-class ProcessGroup:
+class ProcessGroup(_WholeModel):
     """This process in a torch.distributed group: gloo on CPU, nccl on CUDA (`device` holds its tensors)."""
 
     rank: int
@@ -225,26 +230,6 @@ class ProcessGroup:
         values: list[Any] = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
-
-    # Every process holds the whole model: each answers for itself, as one process does (rank 0's weights
-    # are every process's, their gradients summed and their updates equal).
-
-    def lockstep(self, passes: int) -> int:
-        return 0
-
-    def trainable_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        return trainable_state(model)
-
-    def load_trainable_state(self, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-        load_trainable_state(model, tensors)
-
-    def optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        return optimizer.state_dict()
-
-    def load_optimizer_state(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-    ) -> None:
-        optimizer.load_state_dict(state)
 
 
 def _buckets(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
