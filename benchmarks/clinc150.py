@@ -75,12 +75,32 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = TrainSpec(
         model=args.model, data=train, time_budget=duration_seconds(args.time_budget), out=work / "run"
     )
-    started = time.perf_counter()
-    result = train_sft(spec, progress=not args.quiet)
-    train_wall = time.perf_counter() - started
-    assert result.artifact_dir is not None
+    trained = work / "training.json"
+    if args.reuse_training and trained.is_file():
+        training = json.loads(trained.read_text(encoding="utf-8"))
+    else:
+        started = time.perf_counter()
+        result = train_sft(spec, progress=not args.quiet)
+        assert result.artifact_dir is not None
+        training = {
+            "time_budget_s": spec.time_budget,
+            "loop_seconds": result.wall_seconds,
+            "wall_seconds_with_loading": round(time.perf_counter() - started, 1),
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "epochs": round(result.steps * spec.batch_size / result.num_examples, 2),
+            "train_examples": result.num_examples,
+            "validation_examples": result.num_val_examples,
+            "trained_tokens": result.trained_tokens,
+            "tokens_per_second": result.tokens_per_second,
+            "val_loss": result.val_loss,
+            "run_dir": result.run_dir,
+            "adapter": str(result.artifact_dir),
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        }
+        trained.write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
 
-    candidates = [Candidate("fine-tuned", Path(result.artifact_dir))]
+    candidates = [Candidate("fine-tuned", Path(training["adapter"]))]
     if args.baselines:
         candidates = [*baseline_candidates(5), *candidates]
     started = time.perf_counter()
@@ -102,24 +122,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "task": {
             "intents": len(intents),
-            "train_examples": result.num_examples,
-            "validation_examples": result.num_val_examples,
+            "train_examples": training["train_examples"],
+            "validation_examples": training["validation_examples"],
             "calibration_examples": len(calibration),
             "test_in_scope": len(test) - sum(row["label"] == OUT_OF_SCOPE for row in test),
             "test_out_of_scope": sum(row["label"] == OUT_OF_SCOPE for row in test),
         },
-        "training": {
-            "time_budget_s": spec.time_budget,
-            "loop_seconds": result.wall_seconds,
-            "wall_seconds_with_loading": round(train_wall, 1),
-            "steps": result.steps,
-            "best_step": result.best_step,
-            "epochs": round(result.steps * spec.batch_size / result.num_examples, 2),
-            "trained_tokens": result.trained_tokens,
-            "tokens_per_second": result.tokens_per_second,
-            "val_loss": result.val_loss,
-            "run_dir": result.run_dir,
-        },
+        "training": training,
         "evaluation": {"seconds": round(eval_wall, 1), "report": str(work / "eval" / "report.json")},
         "models": models,
         "machine": {
@@ -144,6 +153,11 @@ def main() -> None:
     parser.add_argument("--baselines", action="store_true", help="also score the base model zero- and 5-shot")
     parser.add_argument(
         "--work", type=Path, default=None, help="folder for data, run and report (default: temp)"
+    )
+    parser.add_argument(
+        "--reuse-training",
+        action="store_true",
+        help="evaluate the adapter an earlier run left in --work (its training.json) instead of training",
     )
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
