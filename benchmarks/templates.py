@@ -45,6 +45,9 @@ DATASETS = REPO.parent / "shared" / "datasets"
 FINE_TUNED = "fine-tuned"
 # The public datasets a template's defaults run on (`--public NAME`), and the template each fits.
 PUBLIC = {"clinc150": "intent-routing", "sharegpt": "support-replies"}
+# The instruction a public dataset's rows get in place of the template's, which names the sample's
+# made-up business (a user edits `prepare.instruction` the same way for their own data).
+PUBLIC_INSTRUCTION = {"clinc150": "Which intent does this message express? Answer with the intent name only."}
 
 
 def clinc150_rows(intents: int, per_intent: int) -> list[dict[str, str]]:
@@ -90,8 +93,11 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure_template(name: str, workdir: Path, data: Path | None, models: Path) -> dict[str, Any]:
-    """Init and run one template's project in `workdir`; its figures, gate verdict and times."""
+def measure_template(
+    name: str, workdir: Path, data: Path | None, models: Path, instruction: str | None = None
+) -> dict[str, Any]:
+    """Init and run one template's project in `workdir` (on `data`, with `instruction` in place of the
+    template's `prepare.instruction` when given); its figures, gate verdict and times."""
     from tunesmith.project.cache import read_cache
     from tunesmith.project.pipeline import StageFailed, run_project
     from tunesmith.project.spec import Stage, load_project
@@ -105,6 +111,8 @@ def measure_template(name: str, workdir: Path, data: Path | None, models: Path) 
     init_project(root, name)
     if data is not None:
         shutil.copyfile(data, root / "data" / "examples.jsonl")
+    if instruction is not None:
+        _set_instruction(root / "tunesmith.yaml", instruction)
     load = os.getloadavg()[0]
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     failure = None
@@ -125,6 +133,15 @@ def measure_template(name: str, workdir: Path, data: Path | None, models: Path) 
         result["train"] = train.summary
     result["gate_passed"] = failure is None and Stage.gate in cache.stages
     return result
+
+
+def _set_instruction(project_file: Path, instruction: str) -> None:
+    """Replace the `instruction:` line of a project file's `prepare:` section, keeping its comments."""
+    lines = project_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("instruction:"))
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    lines[at] = f"{indent}instruction: {json.dumps(instruction)}\n"
+    project_file.write_text("".join(lines), encoding="utf-8")
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +226,8 @@ def main() -> None:
             data = args.data.resolve() if args.data else None
             if args.public:
                 data = write_public(args.public, args.size, workdir / f"{args.public}.jsonl")
-            results.append(measure_template(name, workdir, data, args.models.resolve()))
+            instruction = PUBLIC_INSTRUCTION.get(args.public or "")
+            results.append(measure_template(name, workdir, data, args.models.resolve(), instruction))
         finally:
             if args.keep is None:
                 shutil.rmtree(workdir, ignore_errors=True)
