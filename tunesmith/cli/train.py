@@ -96,13 +96,7 @@ def train(
     # The launching process of a --nproc run imports no trainer (transformers): its processes do.
     from tunesmith.config import default_database_url
     from tunesmith.registry.store import Registry
-    from tunesmith.train.distributed import (
-        LaunchSettings,
-        check_launch,
-        is_worker,
-        launch_training,
-        worker_rank,
-    )
+    from tunesmith.train.launch import LaunchSettings, check_launch, is_worker, launch_training, worker_rank
     from tunesmith.train.trackers import parse_trackers
 
     trackers = parse_trackers(report_to or "")

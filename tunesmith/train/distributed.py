@@ -1,13 +1,13 @@
-"""Training across processes and machines: the launch through torchrun, and what the loop asks of its peers.
+"""Training across processes and machines: what the loop asks of its peers.
 
-Owns: `launch_training` (checks a launch, then starts `python -m tunesmith train` in each process through
-`torch.distributed.run`, torchrun's own programmatic entry, so `torchrun -m tunesmith train` by hand does
-the same), joining the process group in a worker (`join_process_group`), and `Replicas`, the few things the
+Owns: joining the process group in a worker (`join_process_group`), the strategy and backend a
+multi-process run uses, and `Replicas`, the few things the
 loop (`tunesmith.train.loop`) and the recipe (`tunesmith.train.sft`) ask of the other processes: the shard
 of a step's examples this process trains on, totals over every process, the summed gradients, and rank
 0's value of anything a process measured or chose for itself. `ALONE` answers for one process, as if no
-other existed, so the one-process path runs exactly as it did before. Does not own: the loop, the
-objectives, or the run folder (only rank 0 writes it: `RunDir.writes`).
+other existed, so the one-process path runs exactly as it did before. Does not own: starting the
+processes (`tunesmith.train.launch`), the loop, the objectives, or the run folder (only rank 0 writes it:
+`RunDir.writes`).
 
 Data parallel with an explicit all-reduce, not `DistributedDataParallel`: the loop runs the decoder and
 the loss head outside the model's `forward` (`TrainingModel.hidden_states`, `linear_cross_entropy`), which
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -36,7 +34,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
-import yaml
 
 from tunesmith.config import ConfigError, TrainSpec
 from tunesmith.train.checkpoint import load_trainable_state, trainable_state
@@ -249,16 +246,6 @@ def _buckets(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
 # ---------------------------------------------------------------------- in a worker
 
 
-def is_worker() -> bool:
-    """Whether this process was started by torchrun (`tunesmith train --nproc`, or torchrun by hand)."""
-    return "TORCHELASTIC_RUN_ID" in os.environ
-
-
-def worker_rank() -> int:
-    """This worker's global rank (0 writes the run folder and the registry)."""
-    return int(os.environ["RANK"])
-
-
 def resolve_backend(backend: str, device: str) -> str:
     """The backend `distributed.backend` names on `device`: auto is nccl on CUDA, gloo on CPU."""
     if backend == "auto":
@@ -303,99 +290,6 @@ def join_process_group(backend: str, device: str) -> Iterator[ProcessGroup]:
         yield ProcessGroup(dist.get_rank(), dist.get_world_size(), device)
     finally:
         dist.destroy_process_group()
-
-
-# ---------------------------------------------------------------------- launching
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """Where the processes of one job run: `nproc` on each of `nnodes` machines."""
-
-    nproc: int
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = None  # None on one machine: torchrun picks a free port
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc * self.nnodes
-
-
-def check_launch(settings: LaunchSettings, spec: TrainSpec) -> None:
-    """Raise `ConfigError` naming the flag for a launch that cannot work, before any process starts."""
-    device = (
-        "cuda" if torch.cuda.is_available() else "cpu"
-    )  # `default_device`, without importing transformers
-    if settings.nproc < 1:
-        raise ConfigError(f"--nproc {settings.nproc}: give at least 1 process per machine")
-    if settings.nnodes < 1:
-        raise ConfigError(f"--nnodes {settings.nnodes}: give at least 1 machine")
-    if not 0 <= settings.node_rank < settings.nnodes:
-        raise ConfigError(
-            f"--node-rank {settings.node_rank}: must be 0 to {settings.nnodes - 1} for --nnodes {settings.nnodes}"
-        )
-    if settings.nnodes > 1 and settings.master_port is None:
-        raise ConfigError(
-            "--nnodes above 1 needs --master-addr and --master-port (the same on every machine)"
-        )
-    if spec.method not in ("sft", "dpo"):
-        raise ConfigError(f"--nproc trains sft and dpo; method {spec.method} runs in one process for now")
-    check_strategy(spec)
-    backend = resolve_backend(spec.distributed.backend, device)
-    if backend == "nccl" and settings.nproc > torch.cuda.device_count():
-        raise ConfigError(
-            f"--nproc {settings.nproc}: nccl runs one process per GPU and this machine has "
-            f"{torch.cuda.device_count()}"
-        )
-    if settings.master_port is not None and settings.node_rank == 0:
-        _check_port_free(settings.master_port)
-
-
-def _check_port_free(port: int) -> None:
-    """Rank 0's machine serves the rendezvous on `port`: refuse one another program holds."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("", port))
-        except OSError as error:
-            raise ConfigError(
-                f"--master-port {port} is in use on this machine ({error.strerror}); pick a free port"
-            ) from error
-
-
-def launch_training(spec: TrainSpec, resume: Path | None, settings: LaunchSettings, args: list[str]) -> None:
-    """Run `tunesmith train` (`spec`, or the run folder `resume`) in `settings.nproc` processes here.
-
-    `args` are the worker's other `tunesmith train` options (--json, --report-to ...). Blocks until every
-    process ends; raises `ConfigError` naming the failed ranks when one fails.
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    with tempfile.TemporaryDirectory(prefix="tunesmith-launch-") as folder:
-        job = ["--resume", str(resume)]
-        if resume is None:  # the spec as resolved here (flags and config merged), read back by every worker
-            config = Path(folder) / "train.yaml"
-            config.write_text(yaml.safe_dump({"train": spec.model_dump(mode="json")}), encoding="utf-8")
-            job = ["--config", str(config)]
-        launcher = [
-            f"--nnodes={settings.nnodes}", f"--nproc-per-node={settings.nproc}",
-            f"--node-rank={settings.node_rank}", "--max-restarts=0",
-        ]  # fmt: skip
-        if settings.master_port is None:
-            launcher.append("--standalone")
-        else:
-            launcher += [f"--master-addr={settings.master_addr}", f"--master-port={settings.master_port}"]
-        command = get_args_parser().parse_args([*launcher, "-m", "tunesmith", "train", *job, *args])
-        try:
-            run(command)
-        except ChildFailedError as error:
-            ranks = ", ".join(str(rank) for rank in sorted(error.failures))
-            raise ConfigError(
-                f"training failed in process(es) {ranks}; the first error is above"
-                + ("" if resume is None else f"; resume with `tunesmith train --resume {resume} --nproc ...`")
-            ) from None
 
 
 def share_run(replicas: Replicas, open_main: Callable[[], RunDir]) -> RunDir:

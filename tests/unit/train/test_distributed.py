@@ -15,12 +15,11 @@ from tunesmith.cli import app
 from tunesmith.config import ConfigError, TrainSpec
 from tunesmith.train.distributed import (
     ALONE,
-    LaunchSettings,
     ProcessGroup,
-    check_launch,
     check_strategy,
     device_memory,
 )
+from tunesmith.train.launch import LaunchSettings, check_launch
 from tunesmith.train.plan import MemoryEstimate, ModelShape
 
 runner = CliRunner()
