@@ -103,7 +103,7 @@ def score_labels(
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     shared = shared_prefix_length(prompt_ids)
-    prefix = _prefill(decoder, prompt_ids[0][:shared], device) if shared else []
+    prefix = prefill_prefix(decoder, prompt_ids[0][:shared], device) if shared else []
     layout = _TrieLayout.of(trie, len(labels), device)
     order = sorted(range(len(prompts)), key=lambda index: len(prompt_ids[index]))
     scores = torch.empty(len(prompts), len(labels))
@@ -140,7 +140,7 @@ def shared_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
     return max(length, 0)
 
 
-def _prefill(
+def prefill_prefix(
     decoder: torch.nn.Module, ids: list[int], device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each layer's (1, heads, P, head size) keys and values of the shared prefix `ids`."""

@@ -1,0 +1,123 @@
+"""The branch and bound over the label trie finds the same best label and score as scoring every label."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tunesmith.eval import classify, label_search
+from tunesmith.eval.classify import label_continuations, label_trie, score_labels
+from tunesmith.eval.label_search import score_best_labels
+from tunesmith.models.loading import load_model, load_tokenizer
+
+TEXTS = ["hi", "please book me a flight to paris on friday", "what is my balance", "book", "ok thanks a lot"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir: Path) -> tuple[Any, Any]:
+    return load_model(str(tiny_model_dir)).eval(), load_tokenizer(str(tiny_model_dir))
+
+
+def _prompts(tokenizer: Any, texts: list[str]) -> list[str]:
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+        )
+        for t in texts
+    ]
+
+
+def _assert_same_best(
+    model: Any, tokenizer: Any, prompts: list[str], labels: list[str], batch_size: int
+) -> None:
+    every = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
+    best = score_best_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
+    assert best.shape == every.shape
+    assert best.argmax(dim=1).tolist() == every.argmax(dim=1).tolist()
+    assert torch.allclose(best.max(dim=1).values, every.max(dim=1).values, atol=1e-5)
+    finite = best.isfinite()
+    assert torch.allclose(best[finite], every[finite], atol=1e-5)  # a finite entry is that label's score
+    assert (every[~finite] < every.max(dim=1, keepdim=True).values.expand_as(every)[~finite]).all()
+
+
+def _use_continuations(monkeypatch: pytest.MonkeyPatch, continuations: list[list[int]]) -> list[str]:
+    for module in (classify, label_search):
+        monkeypatch.setattr(module, "label_continuations", lambda tokenizer, labels: continuations)
+    return [f"label {index}" for index in range(len(continuations))]
+
+
+def test_rendered_labels_with_shared_openings(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    labels = ["book_flight", "book_hotel", "book", "balance", "bill_balance", "x", "bill_due", "bill"]
+    _assert_same_best(model, tokenizer, _prompts(tokenizer, TEXTS), labels, batch_size=2)
+
+
+def test_random_tries_with_labels_ending_inside_others(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = tiny
+    generator = random.Random(0)
+    # Tokens from a small alphabet: dense sharing, and labels that are openings of other labels.
+    continuations = [
+        [generator.choice(range(30, 36)) for _ in range(generator.randint(1, 4))] for _ in range(40)
+    ]
+    assert any(a != b and b[: len(a)] == a for a in continuations for b in continuations)
+    labels = _use_continuations(monkeypatch, continuations)
+    texts = [" ".join(generator.choice(TEXTS).split()[: generator.randint(1, 6)]) for _ in range(7)]
+    _assert_same_best(model, tokenizer, _prompts(tokenizer, texts), labels, batch_size=3)
+
+
+def test_the_bound_reopens_what_the_greedy_descent_passed_over(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = tiny
+    [prompt] = _prompts(tokenizer, ["what is my balance"])
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        first = model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+        top, runner_up = first.topk(2).indices.tolist()
+        after_top = model(torch.tensor([[*ids, top]])).logits[0, -1].log_softmax(-1)
+        after_runner_up = model(torch.tensor([[*ids, runner_up]])).logits[0, -1].log_softmax(-1)
+    worst, best = int(after_top.argmin()), int(after_runner_up.argmax())
+    # The greedy descent takes the likelier first token, whose only label is unlikely after it.
+    assert first[top] + after_top[worst] < first[runner_up] + after_runner_up[best]
+    labels = _use_continuations(monkeypatch, [[top, worst], [runner_up, best], [runner_up, worst, best]])
+    _assert_same_best(model, tokenizer, [prompt], labels, batch_size=1)
+    assert score_best_labels(model, tokenizer, [prompt], labels, batch_size=1).argmax().item() == 1
+
+
+@pytest.mark.parametrize(
+    "continuations",
+    [[[40, 41, 42]], [[30], [31], [50]], [[30], [30, 31], [30, 31, 32]]],
+    ids=["one", "single", "chain"],
+)
+def test_one_label_single_token_labels_and_a_chain(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, continuations: list[list[int]]
+) -> None:
+    model, tokenizer = tiny
+    labels = _use_continuations(monkeypatch, continuations)
+    _assert_same_best(model, tokenizer, _prompts(tokenizer, TEXTS), labels, batch_size=4)
+    assert score_best_labels(model, tokenizer, [], labels, batch_size=2).shape == (0, len(labels))
+
+
+def test_a_confident_model_expands_few_nodes(tiny_model_dir: Path, tiny: tuple[Any, Any]) -> None:
+    _, tokenizer = tiny
+    model = load_model(str(tiny_model_dir)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)  # sharp distributions, as a fine-tune's: one label stands out
+    forwarded: list[int] = []
+    model.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: forwarded.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
+    labels = ["book_flight", "book_hotel", "book", "balance", "bill_balance", "x", "bill_due", "bill"]
+    prompts = _prompts(tokenizer, TEXTS)
+    _assert_same_best(model, tokenizer, prompts, labels, batch_size=len(prompts))
+    # Forwards: the shared prefix and all rows with the trie's inner nodes; the prefix again, the prompts,
+    # then the search's steps. Exhaustive scoring runs every inner node per row; the search a few.
+    trie = label_trie(label_continuations(tokenizer, labels))
+    inner = len({parent for parent in trie.parents if parent >= 0})
+    assert inner > 30 and sum(forwarded[4:]) <= 2 * len(prompts)
