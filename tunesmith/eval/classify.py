@@ -15,8 +15,10 @@ sum over its path. All levels of the trie run in one forward rather than one per
 tokens, fewer calls, and no cache to copy per branch. Nothing is parsed: the prediction is the
 label with the highest summed log-probability. With an out-of-scope label, a prediction whose
 log-probability falls below a threshold becomes "none of these" instead; the threshold is calibrated on
-labelled validation examples (`calibrate_out_of_scope`). Does not own: prompts (see `baselines`) or
-metrics. Measured figures: benchmarks/RESULTS.md, "Label scoring".
+labelled validation examples (`calibrate_out_of_scope`). Evaluation needs only each row's best label and
+score: `label_search.score_best_labels` finds them on the same trie and prefix without scoring every
+label; this module's exhaustive scores serve what needs them all (the guardrail classifier's
+probabilities). Does not own: prompts (see `baselines`) or metrics. Measured figures: benchmarks/RESULTS.md, "Label scoring".
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 
 from tunesmith.eval import classify, label_search
 from tunesmith.eval.classify import label_continuations, label_trie, score_labels
-from tunesmith.eval.label_search import score_best_labels
+from tunesmith.eval.label_search import _RowSearch, _Tree, score_best_labels
 from tunesmith.models.loading import load_model, load_tokenizer
 
 TEXTS = ["hi", "please book me a flight to paris on friday", "what is my balance", "book", "ok thanks a lot"]
@@ -121,3 +122,25 @@ def test_a_confident_model_expands_few_nodes(tiny_model_dir: Path, tiny: tuple[A
     trie = label_trie(label_continuations(tokenizer, labels))
     inner = len({parent for parent in trie.parents if parent >= 0})
     assert inner > 30 and sum(forwarded[4:]) <= 2 * len(prompts)
+
+
+def test_the_search_logic_on_random_tries_with_ties_and_near_ties() -> None:
+    """The search alone, on made-up log-probabilities: exact ties (log-probabilities of 0) and gaps far
+    below a nat, so a bound set even 1e-3 too high, or a pruned node reopened too late, shows."""
+    generator = random.Random(1)
+    for _ in range(300):
+        continuations = [[generator.randint(0, 3) for _ in range(generator.randint(1, 4))] for _ in range(12)]
+        tree = _Tree.of(label_trie(continuations))
+        logprob = {
+            node: 0.0 if generator.random() < 0.3 else -generator.uniform(0, 0.05)
+            for node in range(len(tree.trie.tokens))
+        }  # of each node's token, given its parent
+        search = _RowSearch(tree)
+        search.add(-1, [logprob[child] for child in tree.children[-1]])
+        while chosen := search.choose():
+            for node in chosen:
+                search.add(node, [logprob[child] for child in tree.children[node]])
+        every = [sum(logprob[node] for node in path) for path in tree.trie.paths]
+        found = [search.scores.get(path[-1], -math.inf) for path in tree.trie.paths]
+        assert max(found) == pytest.approx(max(every), abs=1e-12)
+        assert found.index(max(found)) == every.index(max(every))  # the first of tied labels, as argmax
