@@ -18,7 +18,8 @@ log-probability falls below a threshold becomes "none of these" instead; the thr
 labelled validation examples (`calibrate_out_of_scope`). Evaluation needs only each row's best label and
 score: `label_search.score_best_labels` finds them on the same trie and prefix without scoring every
 label; this module's exhaustive scores serve what needs them all (the guardrail classifier's
-probabilities). Does not own: prompts (see `baselines`) or metrics. Measured figures: benchmarks/RESULTS.md, "Label scoring".
+probabilities). Does not own: prompts (see `baselines`) or metrics. Measured figures:
+benchmarks/RESULTS.md, "Label scoring".
 """
 
 from __future__ import annotations

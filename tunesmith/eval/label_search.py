@@ -128,15 +128,22 @@ class _RowSearch:
             self.scores[child] = base + logprob
             if child in self.tree.ends:
                 self.best = max(self.best, base + logprob)
-            if child in self.tree.children:
+            if child in self.tree.children and child not in self.columns:  # not run in the same step
                 self.open.add(child)
 
     def choose(self) -> list[int]:
-        """The nodes to expand next: the best child while no label is complete, then every open node that
-        can still beat the bound (the others never can: the bound only rises); none when done."""
+        """The nodes to expand next, parents first: the best child while no label is complete (with its
+        chain of only children), then every open node that can still beat the bound (the others never
+        can: the bound only rises); none when done."""
         if self.best == -math.inf:
             chosen = [max(self.last, key=self.scores.__getitem__)]  # no label complete: all are open
             self.open.remove(chosen[0])
+            # The descent goes on through a node's only child, so such a chain runs in this same step.
+            while (
+                len(self.tree.children[chosen[-1]]) == 1
+                and self.tree.children[chosen[-1]][0] in self.tree.children
+            ):
+                chosen.append(self.tree.children[chosen[-1]][0])
             return chosen
         bound = self.best - PRUNE_MARGIN
         chosen = sorted(node for node in self.open if self.scores[node] >= bound)
