@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.eval.classify import (
     LabelTrie,
@@ -40,6 +40,7 @@ from tunesmith.eval.classify import (
 from tunesmith.models.decode import GrowingCache
 
 PRUNE_MARGIN = 1e-4  # nats: a node this far below the best complete label is still expanded (rounding)
+GROUP_SLACK = 1.25  # the last step's padding: at most a quarter more tokens than the rows' own
 HEAD_ROWS = 256  # output-head rows per log-softmax: (256, V) in fp32 is ~50 MB for a 49k vocabulary
 
 
@@ -101,6 +102,14 @@ class _Tree:
             ends.setdefault(path[-1], []).append(label)
         return cls(trie, children, ends)
 
+    def inner_subtree(self, node: int) -> list[int]:
+        """`node` and the nodes with children below it, parents first."""
+        found = [node]
+        for child in self.children[node]:
+            if child in self.children:
+                found.extend(self.inner_subtree(child))
+        return found
+
     def ancestors(self, node: int) -> list[int]:
         found, parent = [], self.trie.parents[node]
         while parent >= 0:
@@ -131,22 +140,27 @@ class _RowSearch:
             if child in self.tree.children and child not in self.columns:  # not run in the same step
                 self.open.add(child)
 
-    def choose(self) -> list[int]:
-        """The nodes to expand next, parents first: the best child while no label is complete (with its
-        chain of only children), then every open node that can still beat the bound (the others never
-        can: the bound only rises); none when done."""
-        if self.best == -math.inf:
-            chosen = [max(self.last, key=self.scores.__getitem__)]  # no label complete: all are open
-            self.open.remove(chosen[0])
-            # The descent goes on through a node's only child, so such a chain runs in this same step.
-            while (
-                len(self.tree.children[chosen[-1]]) == 1
-                and self.tree.children[chosen[-1]][0] in self.tree.children
-            ):
-                chosen.append(self.tree.children[chosen[-1]][0])
-            return chosen
+    def descend(self) -> list[int]:
+        """The greedy descent's next nodes while no label is complete: the best child of the node run
+        last, with its chain of only children (the descent goes through them anyway); else none."""
+        if self.best > -math.inf:
+            return []
+        chosen = [max(self.last, key=self.scores.__getitem__)]  # no label complete: all are open
+        self.open.remove(chosen[0])
+        while (
+            len(self.tree.children[chosen[-1]]) == 1
+            and self.tree.children[chosen[-1]][0] in self.tree.children
+        ):
+            chosen.append(self.tree.children[chosen[-1]][0])
+        return chosen
+
+    def survivors(self) -> list[int]:
+        """Every open node that can still beat the bound, with all the inner nodes below it, parents
+        first (the other open nodes never can: the bound only rises)."""
         bound = self.best - PRUNE_MARGIN
-        chosen = sorted(node for node in self.open if self.scores[node] >= bound)
+        chosen = []
+        for node in sorted(node for node in self.open if self.scores[node] >= bound):
+            chosen.extend(self.tree.inner_subtree(node))  # open nodes' subtrees are disjoint
         self.open.clear()
         return chosen
 
@@ -178,26 +192,66 @@ def _search(
     last = hidden[torch.arange(size), torch.tensor(lengths) - 1]  # (B, H): predicts the first label token
     for search, logprobs in zip(searches, _child_logprobs(head, last, tree, [-1] * size), strict=True):
         search.add(-1, logprobs)
-    while True:
-        chosen = [search.choose() for search in searches]
-        if not any(chosen):
-            return searches
-        input_ids, mask, positions = _step_batch(
-            searches, chosen, lengths, shared, cache.get_seq_length(), pad_id
-        )
-        hidden = decoder(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            cache=cache,
-            use_cache=True,
-        ).last_hidden_state  # (B, K, H)
-        rows = [row for row, nodes in enumerate(chosen) for _ in nodes]
-        slots = [slot for nodes in chosen for slot in range(len(nodes))]
-        nodes = [node for row_nodes in chosen for node in row_nodes]
-        queries = hidden[torch.tensor(rows), torch.tensor(slots)]  # (Q, H)
-        for row, node, logprobs in zip(rows, nodes, _child_logprobs(head, queries, tree, nodes), strict=True):
-            searches[row].add(node, logprobs)
+    while any(chosen := [search.descend() for search in searches]):
+        _expand(decoder, head, cache, searches, chosen, lengths, shared, pad_id, device)
+    # The survivors' subtrees run whole, in one last step, in groups of rows of similar sizes, each
+    # group on a copy of its rows' cache: rows differ widely in what survives (none for a confident
+    # model, most of the trie for an unsure one), and a step is padded to its largest row.
+    final = [search.survivors() for search in searches]
+    for group in _groups([len(nodes) for nodes in final]):
+        rows = torch.tensor(group, device=device)
+        copy = DynamicCache([(keys[rows], values[rows]) for keys, values, _ in cache])
+        chosen = [final[row] for row in group]
+        picked = [searches[row] for row in group]
+        _expand(decoder, head, copy, picked, chosen, [lengths[row] for row in group], shared, pad_id, device)
+    return searches
+
+
+def _groups(sizes: list[int]) -> list[list[int]]:
+    """Rows with work (size > 0), largest first, grouped while padding to the group's largest costs at
+    most `GROUP_SLACK` times the group's own work."""
+    groups: list[list[int]] = []
+    for row in sorted((row for row, size in enumerate(sizes) if size), key=lambda row: -sizes[row]):
+        group = groups[-1] if groups else []
+        if group and (len(group) + 1) * sizes[group[0]] <= GROUP_SLACK * (
+            sum(sizes[r] for r in group) + sizes[row]
+        ):
+            group.append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def _expand(
+    decoder: torch.nn.Module,
+    head: torch.nn.Module,
+    cache: DynamicCache,
+    searches: list[_RowSearch],
+    chosen: list[list[int]],
+    lengths: list[int],
+    shared: int,
+    pad_id: int,
+    device: torch.device,
+) -> None:
+    """Run each row's chosen nodes (parents first) in one forward on `cache`; score their children."""
+    input_ids, mask, positions = _step_batch(
+        searches, chosen, lengths, shared, cache.get_seq_length(), pad_id
+    )
+    hidden = decoder(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state  # (B, K, H)
+    rows = [row for row, nodes in enumerate(chosen) for _ in nodes]
+    slots = [slot for nodes in chosen for slot in range(len(nodes))]
+    nodes = [node for row_nodes in chosen for node in row_nodes]
+    queries = hidden[torch.tensor(rows), torch.tensor(slots)]  # (Q, H)
+    for row, node, logprobs in zip(
+        rows, nodes, _child_logprobs(head, queries, searches[0].tree, nodes), strict=True
+    ):
+        searches[row].add(node, logprobs)
 
 
 def _child_logprobs(

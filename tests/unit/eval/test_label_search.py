@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tunesmith.eval import classify, label_search
-from tunesmith.eval.classify import label_continuations, label_trie, score_labels
+from tunesmith.eval.classify import label_trie, score_labels
 from tunesmith.eval.label_search import _RowSearch, _Tree, score_best_labels
 from tunesmith.models.loading import load_model, load_tokenizer
 
@@ -105,23 +105,46 @@ def test_one_label_single_token_labels_and_a_chain(
     assert score_best_labels(model, tokenizer, [], labels, batch_size=2).shape == (0, len(labels))
 
 
-def test_a_confident_model_expands_few_nodes(tiny_model_dir: Path, tiny: tuple[Any, Any]) -> None:
+def test_a_confident_model_expands_few_nodes(
+    tiny_model_dir: Path, tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, tokenizer = tiny
     model = load_model(str(tiny_model_dir)).eval()
     with torch.no_grad():
-        model.lm_head.weight.mul_(30)  # sharp distributions, as a fine-tune's: one label stands out
+        model.lm_head.weight.mul_(30)  # sharp distributions, as a fine-tune's
+    [prompt] = _prompts(tokenizer, ["what is my balance"])
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # the label the model is sure of: its greedy continuation, 4 tokens
+        likely = model.generate(torch.tensor([ids]), max_new_tokens=4, do_sample=False)[
+            0, len(ids) :
+        ].tolist()
+    others = [
+        [*likely[:depth], token, token]
+        for depth in range(3)
+        for token in range(30, 40)
+        if token != likely[depth]
+    ]
+    labels = _use_continuations(monkeypatch, [*others, likely])
     forwarded: list[int] = []
     model.get_decoder().register_forward_pre_hook(
         lambda module, args, kwargs: forwarded.append(kwargs["input_ids"].numel()), with_kwargs=True
     )
-    labels = ["book_flight", "book_hotel", "book", "balance", "bill_balance", "x", "bill_due", "bill"]
-    prompts = _prompts(tokenizer, TEXTS)
-    _assert_same_best(model, tokenizer, prompts, labels, batch_size=len(prompts))
-    # Forwards: the shared prefix and all rows with the trie's inner nodes; the prefix again, the prompts,
-    # then the search's steps. Exhaustive scoring runs every inner node per row; the search a few.
-    trie = label_trie(label_continuations(tokenizer, labels))
-    inner = len({parent for parent in trie.parents if parent >= 0})
-    assert inner > 30 and sum(forwarded[4:]) <= 2 * len(prompts)
+    _assert_same_best(model, tokenizer, [prompt], labels, batch_size=1)
+    forwarded.clear()
+    assert score_best_labels(model, tokenizer, [prompt], labels, batch_size=1).argmax().item() == len(others)
+    # The shared prefix, the prompt's last token, then the sure label's 3 inner nodes, one per step (each
+    # has siblings); no other node survives. Scoring every label runs the trie's 33 inner nodes.
+    trie = label_trie([*others, likely])
+    assert len({parent for parent in trie.parents if parent >= 0}) == 33
+    assert forwarded[1:] == [1, 1, 1, 1]
+
+
+def _run(search: _RowSearch, nodes: list[int], logprob: dict[int, float]) -> None:
+    """One step of the search on made-up log-probabilities, as `label_search._expand` runs it."""
+    for node in nodes:
+        search.columns[node] = 0  # run (the column matters to the mask only)
+    for node in nodes:
+        search.add(node, [logprob[child] for child in search.tree.children[node]])
 
 
 def test_the_search_logic_on_random_tries_with_ties_and_near_ties() -> None:
@@ -137,9 +160,10 @@ def test_the_search_logic_on_random_tries_with_ties_and_near_ties() -> None:
         }  # of each node's token, given its parent
         search = _RowSearch(tree)
         search.add(-1, [logprob[child] for child in tree.children[-1]])
-        while chosen := search.choose():
-            for node in chosen:
-                search.add(node, [logprob[child] for child in tree.children[node]])
+        while chosen := search.descend():
+            _run(search, chosen, logprob)
+        _run(search, search.survivors(), logprob)
+        assert not search.survivors()  # nothing is left open
         every = [sum(logprob[node] for node in path) for path in tree.trie.paths]
         found = [search.scores.get(path[-1], -math.inf) for path in tree.trie.paths]
         assert max(found) == pytest.approx(max(every), abs=1e-12)
