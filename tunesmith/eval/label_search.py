@@ -7,17 +7,22 @@ the same label trie and shared-prefix cache as `classify.score_labels`, which sc
 Every token's log-probability is at most 0, so a trie node's summed log-probability bounds every label
 below it. Per prompt: the prompt runs once (its shared opening prefilled once per call, as in
 `score_labels`), giving the first label token's log-probabilities; then a greedy descent (the best
-child each step) reaches a complete label, whose score is a lower bound on the best; then every open
-node whose score can still reach that bound is expanded, a level per step, the bound rising as better
-labels complete, until no open node can beat it. The result is exact: the best label and score are
-those of scoring every label (up to the rounding of different batch shapes). A node is expanded within
-`PRUNE_MARGIN` of the bound, so rounding (a log-softmax of a near-certain token can be a hair above 0)
-never prunes the best. For a fine-tuned model nearly everything is pruned after the first token: a
-prompt costs its own tokens and a handful of nodes instead of every inner node of the trie.
+child each step; a chain of only children in the same step) reaches a complete label, whose score is
+a lower bound on the best; then every open node whose score can still reach that bound runs with its
+whole subtree, in one last step, and the labels below are scored; every other label is below the
+bound. The result is exact: the best label and score are those of scoring every label (up to the
+rounding of different batch shapes). A node is kept within `PRUNE_MARGIN` of the bound, so rounding
+(a log-softmax of a near-certain token can be a hair above 0) never prunes the best. For a fine-tuned
+model nearly everything is pruned after the first token: a prompt costs its own tokens and a handful
+of nodes instead of every inner node of the trie. For an unsure model (a base model zero-shot) most
+of the trie survives, and the cost is about that of scoring every label (benchmarks/RESULTS.md, "Label
+scoring").
 
-Each step runs every row's chosen nodes in one forward on the batch's KV cache (`GrowingCache`: each
-step writes in place), one token per node at its depth's position, a 4D mask letting it attend to the
-shared opening, its prompt and its expanded ancestors only; rows that chose fewer nodes are padded.
+The descent's steps run every row's chosen nodes in one forward on the batch's KV cache
+(`GrowingCache`: each step writes in place), one token per node at its depth's position, a 4D mask
+letting it attend to the shared opening, its prompt and its expanded ancestors only; rows that chose
+fewer nodes are padded. The last step runs the rows in groups of similar sizes, each group on a copy
+of its rows' cache: what survives differs widely between rows, and a step is padded to its largest.
 Does not own: the trie, label rendering or the exhaustive scores (see `classify`).
 """
 
