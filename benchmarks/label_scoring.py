@@ -1,7 +1,8 @@
 """Label scoring with many labels: the trie on a prefilled cache against the dense path and plain transformers.
 
 One command:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/label_scoring.py [--examples 500]
-                  [--reference-examples 32] [--plain-examples 2] [--json-out FILE]
+                  [--reference-examples 32] [--plain-examples 2] [--intents 77] [--adapter DIR]
+                  [--kinds zero-shot,5-shot,fine-tune] [--json-out FILE]
 
 The case of issue 24: `tunesmith eval` on a 77-intent support-routing set. Here it is CLINC150's first 77
 intents (sorted; `../shared/datasets/clinc150/data_full.json`), 26 training utterances each (2,002, the
@@ -13,7 +14,11 @@ in the precision `tunesmith eval` picks for this machine, with every prompt `tun
   (rank 8 on every linear layer, as `tunesmith train` defaults; untrained, so its figures are its cost).
 Paths, each on the same prompts:
 - `tunesmith`: `eval.classify.score_labels` (shared opening prefilled once, each prompt's own tokens and
-  the label trie in one forward per batch of 16 on its cache);
+  the label trie in one forward per batch of 16 on its cache): every label's score;
+- `best`: `eval.label_search.score_best_labels`, what `tunesmith eval` runs (the same prefix and trie,
+  branch and bound: each row's best label and score only, exactly; batches of 16); its forward tokens
+  are counted as they run (they depend on the model's confidence), its best labels and scores compared
+  with `tunesmith`'s on every prompt;
 - `dense`: the path before it, copied here word for word (each row is the prompt followed by all 77
   labels under a 4D mask, one forward per batch of 16);
 - `plain`: what a user writes with transformers: one forward over prompt + label per (prompt, label).
@@ -21,6 +26,9 @@ Paths, each on the same prompts:
 whole set would take hours); their seconds for the whole set are extrapolated linearly (prompts are
 sampled, so the subset's lengths are typical; the figures say which are extrapolated). Their scores
 on the subset are compared with tunesmith's (largest absolute difference; the same predicted labels).
+`--adapter DIR` scores the fine-tune kind with a trained adapter instead (with `--intents` as many as it
+was trained on: pruning depends on a confident model). `--reference-examples 0` / `--plain-examples 0`
+skip those paths.
 `tunesmith_without_shared_prefix` is tunesmith's path with each prompt computed whole in its row (the
 trie alone), on the reference subset: what the shared prefix gives. The ceiling is the forward tokens
 each path computes (padding included) for the whole set: time is roughly proportional to it. The
@@ -48,11 +56,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
-INTENTS, TRAIN_PER_INTENT, SHOTS, BATCH = 77, 26, 5, 16
+TRAIN_PER_INTENT, SHOTS, BATCH = 26, 5, 16
 
 
-def _load() -> tuple[Any, Any, Any]:
-    from peft import LoraConfig, get_peft_model
+def _load(adapter: Path | None) -> tuple[Any, Any, Any]:
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     from tunesmith.lora import use_lora_forwards
     from tunesmith.models.loading import (
@@ -67,21 +75,24 @@ def _load() -> tuple[Any, Any, Any]:
     dtype = torch.bfloat16 if supports_fast_bf16(default_device()) else torch.float32
     base = load_model(path, dtype=dtype).eval()
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    tuned = get_peft_model(
-        load_model(path, dtype=dtype), LoraConfig(r=8, lora_alpha=16, target_modules=targets)
-    )
+    if adapter is None:
+        tuned = get_peft_model(
+            load_model(path, dtype=dtype), LoraConfig(r=8, lora_alpha=16, target_modules=targets)
+        )
+    else:
+        tuned = PeftModel.from_pretrained(load_model(path, dtype=dtype), str(adapter))
     use_lora_forwards(tuned, fused=False, fast_dropout=False)  # as `tunesmith eval` loads an adapter
     return base, tuned.eval(), load_tokenizer(path)
 
 
-def _prompts(tokenizer: Any, count: int) -> tuple[dict[str, list[str]], list[str]]:
+def _prompts(tokenizer: Any, count: int, intents: int) -> tuple[dict[str, list[str]], list[str]]:
     from tunesmith.data.ingest import DEFAULT_INSTRUCTION
     from tunesmith.data.records import Example
     from tunesmith.data.render import render_text
     from tunesmith.eval.evaluate import Candidate, candidate_prompts
 
     data = json.loads(CLINC.read_text(encoding="utf-8"))
-    labels = sorted({intent for _, intent in data["train"]})[:INTENTS]
+    labels = sorted({intent for _, intent in data["train"]})[:intents]
     taken: dict[str, int] = {}
     train = []
     for index, (text, intent) in enumerate(data["train"]):
@@ -150,17 +161,42 @@ def _tunesmith_tokens(prompt_ids: list[list[int]], nodes: int) -> int:
     return shared + sum(len(batch) * (max(batch) + nodes) for batch in batches)
 
 
+def _counted(model: Any, function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, _Time, int, int]:
+    """`function`'s result and time, with the tokens and forwards the decoder ran meanwhile."""
+    counts = [0, 0]
+
+    def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        counts[0] += kwargs["input_ids"].numel()
+        counts[1] += 1
+
+    hook = model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        result, measured = _timed(function)
+    finally:
+        hook.remove()
+    return result, measured, counts[0], counts[1]
+
+
 def measure(
     model: Any, tokenizer: Any, prompts: list[str], labels: list[str], reference: int, plain: int
 ) -> dict[str, Any]:
     from tunesmith.eval.classify import label_continuations, score_labels
+    from tunesmith.eval.label_search import score_best_labels
 
     continuations = label_continuations(tokenizer, labels)
     ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     tokens = _forward_tokens([len(i) for i in ids], continuations)
     tokens["tunesmith"] = _tunesmith_tokens(ids, tokens["trie_inner_nodes"])
-    scores, fast = _timed(lambda: score_labels(model, tokenizer, prompts, labels, batch_size=BATCH))
+    scores, fast, counted, _ = _counted(
+        model, lambda: score_labels(model, tokenizer, prompts, labels, batch_size=BATCH)
+    )
+    assert counted == tokens["tunesmith"], (counted, tokens["tunesmith"])  # the count is the formula's
+    best_scores, best, tokens["best"], best_forwards = _counted(
+        model, lambda: score_best_labels(model, tokenizer, prompts, labels, batch_size=BATCH)
+    )
     load_fast = os.getloadavg()[0]
+    if not reference or not plain:  # the two paths of evaluation only
+        return _best_only(scores, fast, best_scores, best, tokens, best_forwards, ids, load_fast)
     dense_scores, dense = _timed(
         lambda: dense_score_labels(model, tokenizer, prompts[:reference], labels, batch_size=BATCH)
     )
@@ -174,11 +210,12 @@ def measure(
 
     seconds = {
         "tunesmith": whole(fast, count),
+        "best": whole(best, count),
         "dense": whole(dense, reference),
         "tunesmith_without_shared_prefix": whole(no_prefix, reference),
         "plain": whole(slow, plain),
     }
-    return {
+    return _best_only(scores, fast, best_scores, best, tokens, best_forwards, ids, load_fast) | {
         "prompts": count,
         "mean_prompt_tokens": round(sum(len(i) for i in ids) / count, 1),
         "seconds": seconds,
@@ -192,6 +229,36 @@ def measure(
         "same_predictions_vs_dense": float((scores[:reference].argmax(1) == dense_scores.argmax(1)).float().mean()),
         "load": [round(load_fast, 2), round(load_dense, 2), round(os.getloadavg()[0], 2)],
     }  # fmt: skip
+
+
+def _best_only(
+    scores: torch.Tensor,
+    fast: _Time,
+    best_scores: torch.Tensor,
+    best: _Time,
+    tokens: dict[str, int],
+    best_forwards: int,
+    ids: list[list[int]],
+    load: float,
+) -> dict[str, Any]:
+    """The exhaustive scores (`tunesmith`) against the branch and bound (`best`), on every prompt."""
+    top, best_top = scores.max(dim=1), best_scores.max(dim=1)
+    return {
+        "prompts": len(ids),
+        "mean_prompt_tokens": round(sum(len(i) for i in ids) / len(ids), 1),
+        "seconds": {
+            "tunesmith": {"wall_s": round(fast.wall, 1), "cpu_s": round(fast.cpu, 1)},
+            "best": {"wall_s": round(best.wall, 1), "cpu_s": round(best.cpu, 1)},
+        },
+        "cpu_speedup_best_vs_tunesmith": round(fast.cpu / best.cpu, 2),
+        "forward_tokens": tokens,
+        "token_ratio_tunesmith_over_best": round(tokens["tunesmith"] / tokens["best"], 2),
+        "best_forwards": best_forwards,
+        "labels_scored_by_best_per_prompt": round(float(best_scores.isfinite().sum(1).float().mean()), 2),
+        "same_best_label": float((top.indices == best_top.indices).float().mean()),
+        "max_abs_best_score_difference": float((top.values - best_top.values).abs().max()),
+        "load": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def _without_shared_prefix(model: Any, tokenizer: Any, prompts: list[str], labels: list[str]) -> torch.Tensor:
@@ -331,18 +398,23 @@ def main() -> None:
     parser.add_argument(
         "--kinds", default="zero-shot,5-shot,fine-tune", help="Prompt kinds, comma-separated."
     )
+    parser.add_argument("--intents", type=int, default=77, help="CLINC150's first intents (sorted) scored.")
+    parser.add_argument(
+        "--adapter", type=Path, help="A trained LoRA adapter for the fine-tune kind (default: untrained)."
+    )
     parser.add_argument("--json-out", type=Path, help="Also write the results here.")
     args = parser.parse_args()
     if not CLINC.is_file():
         sys.exit(f"{CLINC} not found (the project's shared datasets)")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    base, tuned, tokenizer = _load()
-    prompts, labels = _prompts(tokenizer, args.examples)
+    base, tuned, tokenizer = _load(args.adapter)
+    prompts, labels = _prompts(tokenizer, args.examples, args.intents)
     results: dict[str, Any] = {
         "device": str(next(base.parameters()).device),
         "dtype": str(next(base.parameters()).dtype),
         "threads": torch.get_num_threads(),
         "labels": len(labels),
+        "adapter": str(args.adapter) if args.adapter else "untrained",
     }
     for kind in args.kinds.split(","):
         model = tuned if kind == "fine-tune" else base

@@ -28,7 +28,7 @@ from tunesmith.audit.representation import representation_report
 from tunesmith.config import ConfigError, DataFormat, EvalTask
 from tunesmith.data.ingest import is_prepared_dataset, iter_records
 from tunesmith.data.records import DataError, DataProblem, Example
-from tunesmith.eval.classify import predict_labels, score_labels
+from tunesmith.eval.classify import predict_labels
 from tunesmith.eval.evaluate import (
     Candidate,
     activate,
@@ -40,6 +40,7 @@ from tunesmith.eval.evaluate import (
 )
 from tunesmith.eval.generate import GREEDY, generate_batched
 from tunesmith.eval.judge import Judge, rubric_scores
+from tunesmith.eval.label_search import score_best_labels
 from tunesmith.eval.tasks import detect_task
 from tunesmith.models.loading import load_tokenizer, resolve_model
 from tunesmith.train.rundir import atomic_write_text
@@ -193,7 +194,7 @@ def _answer(
     advance: Callable[[int], None],
 ) -> list[str]:
     if labels is not None:
-        scores = score_labels(
+        scores = score_best_labels(
             model, tokenizer, prompts, labels, batch_size=settings.batch_size, on_batch=advance
         )
         return [labels[index] for index in predict_labels(scores)]

@@ -15,8 +15,11 @@ sum over its path. All levels of the trie run in one forward rather than one per
 tokens, fewer calls, and no cache to copy per branch. Nothing is parsed: the prediction is the
 label with the highest summed log-probability. With an out-of-scope label, a prediction whose
 log-probability falls below a threshold becomes "none of these" instead; the threshold is calibrated on
-labelled validation examples (`calibrate_out_of_scope`). Does not own: prompts (see `baselines`) or
-metrics. Measured figures: benchmarks/RESULTS.md, "Label scoring".
+labelled validation examples (`calibrate_out_of_scope`). Evaluation needs only each row's best label and
+score: `label_search.score_best_labels` finds them on the same trie and prefix without scoring every
+label; this module's exhaustive scores serve what needs them all (the guardrail classifier's
+probabilities). Does not own: prompts (see `baselines`) or metrics. Measured figures:
+benchmarks/RESULTS.md, "Label scoring".
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def score_labels(
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
     shared = shared_prefix_length(prompt_ids)
-    prefix = _prefill(decoder, prompt_ids[0][:shared], device) if shared else []
+    prefix = prefill_prefix(decoder, prompt_ids[0][:shared], device) if shared else []
     layout = _TrieLayout.of(trie, len(labels), device)
     order = sorted(range(len(prompts)), key=lambda index: len(prompt_ids[index]))
     scores = torch.empty(len(prompts), len(labels))
@@ -140,7 +143,7 @@ def shared_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
     return max(length, 0)
 
 
-def _prefill(
+def prefill_prefix(
     decoder: torch.nn.Module, ids: list[int], device: torch.device
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each layer's (1, heads, P, head size) keys and values of the shared prefix `ids`."""

@@ -16,8 +16,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.config import EvalTask
 from tunesmith.data.records import Example
 from tunesmith.data.render import render_prompt
-from tunesmith.eval.classify import score_labels
 from tunesmith.eval.generate import generate_batched
+from tunesmith.eval.label_search import score_best_labels
 from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.tasks import aggregates, detect_task, metric_names, text_metrics
 
@@ -55,7 +55,7 @@ def evaluate_during_training(
         prompts = [render_prompt(tokenizer, example) for example in examples]
         if resolved == EvalTask.classification:
             label_set = sorted(labels or {e.label for e in examples if e.label is not None})
-            scores = score_labels(model, tokenizer, prompts, label_set, batch_size=batch_size)
+            scores = score_best_labels(model, tokenizer, prompts, label_set, batch_size=batch_size)
             gold = [label_set.index(e.label) for e in examples if e.label is not None]
             stats = classification_statistics(gold, scores.argmax(dim=1).tolist())
             table = aggregates(resolved, names, len(label_set))

@@ -3,7 +3,7 @@
 Owns: loading each distinct model once (adapters switched on one base; the base itself is scored with
 adapters disabled, so no second copy is in memory), building each candidate's prompts (as is, or
 as a zero-/few-shot baseline), predicting (batched generation, greedy, beam search or sampled, or label
-log-likelihood for classification, with a "none of these" threshold calibrated per model when there is
+log-likelihood for classification: the best label found exactly by `label_search`'s branch and bound, with a "none of these" threshold calibrated per model when there is
 an out-of-scope label), per-example statistics, and handing them to `report` for intervals, comparisons
 and files. Does not own: the metric definitions, the statistics or the registry (the caller records
 the report).
@@ -29,9 +29,10 @@ from tunesmith.data.ingest import is_prepared_dataset, load_examples, load_split
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import render_text
 from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
-from tunesmith.eval.classify import calibrate_out_of_scope, predict_labels, score_labels
+from tunesmith.eval.classify import calibrate_out_of_scope, predict_labels
 from tunesmith.eval.coco import check_available
 from tunesmith.eval.generate import GREEDY, Decoding, generate_batched
+from tunesmith.eval.label_search import score_best_labels
 from tunesmith.eval.metrics import classification_statistics
 from tunesmith.eval.records import DataInfo, EvalSettings, ScoredModel
 from tunesmith.eval.report import build_report, write_report
@@ -299,7 +300,7 @@ def _calibrate(
     unknown = sorted({str(e.label) for e in out_of_scope.calibration} - set(report_labels))
     if unknown:
         raise ConfigError(f"calibration labels never seen in the training data: {unknown[:10]}")
-    scores = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
+    scores = score_best_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
     gold = [report_labels.index(str(example.label)) for example in out_of_scope.calibration]
     return calibrate_out_of_scope(scores, gold, report_labels.index(out_of_scope.label))
 
@@ -318,7 +319,7 @@ def _classify(
     out_of_scope: str | None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Each example's predicted label (out of scope below `threshold`), and its statistics per metric."""
-    scores = score_labels(model, tokenizer, prompts, labels, batch_size=batch_size, on_batch=advance)
+    scores = score_best_labels(model, tokenizer, prompts, labels, batch_size=batch_size, on_batch=advance)
     oos_index = report_labels.index(out_of_scope) if out_of_scope is not None else -1
     predicted = predict_labels(scores, threshold, oos_index)
     gold = [report_labels.index(example.label) for example in examples if example.label is not None]

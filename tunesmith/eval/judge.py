@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.config import EvalTask
 from tunesmith.data.records import Message
 from tunesmith.data.render import render_text
-from tunesmith.eval.classify import score_labels
+from tunesmith.eval.label_search import score_best_labels
 from tunesmith.eval.report import per_example_scores, read_scored, render_markdown
 from tunesmith.train.rundir import atomic_write_text
 
@@ -79,7 +79,9 @@ class LocalJudge:
 
     def choose(self, conversations: Sequence[list[Message]], options: Sequence[str]) -> list[int | None]:
         prompts = [render_text(self.tokenizer, c, generation_prompt=True) for c in conversations]
-        scores = score_labels(self.model, self.tokenizer, prompts, list(options), batch_size=self.batch_size)
+        scores = score_best_labels(
+            self.model, self.tokenizer, prompts, list(options), batch_size=self.batch_size
+        )
         return [int(index) for index in scores.argmax(dim=1).tolist()]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,9 +177,22 @@ OUT_OF_SCOPE = ["tell me a joke", "who won the match", "book a taxi", "translate
 
 
 def test_out_of_scope_threshold_is_calibrated_per_model_and_reported(
-    tiny_model_dir: Path, classification_run: tuple[Path, Path], tmp_path: Path
+    tiny_model_dir: Path,
+    classification_run: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from tunesmith.eval import evaluate
     from tunesmith.eval.evaluate import OutOfScope
+    from tunesmith.eval.label_search import score_best_labels
+
+    scored: list[int] = []  # prompts per call: evaluation scores only the best label (branch and bound)
+
+    def spy(model: Any, tokenizer: Any, prompts: list[str], labels: list[str], **kwargs: Any) -> Any:
+        scored.append(len(prompts))
+        return score_best_labels(model, tokenizer, prompts, labels, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_best_labels", spy)
 
     data, adapter = classification_run
     train = load_examples(data)
@@ -196,6 +210,7 @@ def test_out_of_scope_threshold_is_calibrated_per_model_and_reported(
     )  # fmt: skip
 
     assert report["labels"] == ["hours", "menu", "wifi", "oos"] and report["out_of_scope_label"] == "oos"
+    assert scored == [len(calibration), len(test)] * len(candidates)  # the threshold's and the predictions'
     lines = [json.loads(line) for line in (tmp_path / "e" / "predictions.jsonl").read_text().splitlines()]
     for entry in report["models"]:
         assert isinstance(entry["out_of_scope_threshold"], float)
