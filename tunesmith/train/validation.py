@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tunesmith.config import TrainSpec
 from tunesmith.data.ingest import is_prepared_dataset
-from tunesmith.data.split import VAL_SHARE, held_out_indices, min_examples_to_hold_out
+from tunesmith.data.split import held_out_indices, min_examples_to_hold_out
 from tunesmith.train.rundir import EventType, RunDir
 
 ItemT = TypeVar("ItemT")
@@ -65,7 +65,7 @@ def hold_out(
     run.emit(
         EventType.validating_data,
         f"no validation data: holding out {len(chosen)} of {len(items)} training examples for validation "
-        f"(about {VAL_SHARE:.0%}{stratified}, seed {seed}); --no-val trains on all of them without validation",
+        f"({len(chosen) / len(items):.0%}{stratified}, seed {seed}); --no-val trains on all of them without validation",
         held_out=len(chosen),
         stratified=labels is not None,
     )

@@ -191,7 +191,9 @@ def test_a_run_without_validation_data_holds_some_out_early_stops_and_keeps_the_
 
     assert result.validation == "held_out" and result.num_val_examples == len(held) == 8
     assert result.num_examples == len(rows) - len(held)
-    assert any("holding out 8 of 40 training examples" in event.message for event in events)
+    assert any(
+        "holding out 8 of 40 training examples for validation (20%" in event.message for event in events
+    )
     assert "early_stopped" in [event.type.value for event in events] and result.steps < 60
     metrics = map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
     val_losses = {m["step"]: m["val_loss"] for m in metrics if "val_loss" in m}
