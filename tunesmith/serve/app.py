@@ -23,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunesmith.config import LOOPBACK_HOSTS, MonitorJudgeSpec, ServeSpec, default_database_url
+from tunesmith.models.decode import use_decode_linears
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -59,11 +60,14 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     device = default_device()
-    # bf16 where the hardware runs it natively (GPUs); fp32 elsewhere, the fast dtype on most CPUs
+    # bf16 on GPUs that run it natively; fp32 on CPUs. On a CPU with AVX512-BF16/AMX, bf16 makes prefill
+    # and 16-row decode steps faster but a lone stream ~15% slower and 8 mixed adapters 0.65x of one
+    # (benchmarks/RESULTS.md "Generation throughput", 2026-12-07): not yet a better default there.
     model = load_model(
         base_path,
         torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,
     )
+    use_decode_linears(model)  # one-token bf16 rows on a CPU as matrix-vector products
     model.to(device)  # type: ignore[arg-type]
     model.eval()
     context_length = int(model.config.max_position_embeddings)
