@@ -4,7 +4,7 @@ plain greedy loop over transformers' `DynamicCache`, the path it replaced: token
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,13 @@ NEW_TOKENS = 10
 class Sink:
     def __init__(self) -> None:
         self.text = ""
+        self.tokens = 0
         self.done = threading.Event()
 
     def __call__(self, event: JobEvent) -> None:
         if event.kind == "delta":
             self.text += event.text
+            self.tokens += 1
         else:
             assert event.error is None, event.error
             self.done.set()
@@ -57,24 +59,27 @@ def engines(tiny_model_dir: Path) -> Iterator[dict[str, GenerationEngine]]:
         engine.close(timeout=30)
 
 
+def _job(
+    engine: GenerationEngine, adapter: tuple[str, Path] | None, prompt: str, sink: Callable[[JobEvent], None]
+) -> GenerationJob:
+    """A greedy job for `prompt` on `adapter` (name, folder; None: the base)."""
+    return GenerationJob(
+        prompt_ids=engine.tokenizer(prompt)["input_ids"],
+        adapter=adapter[0] if adapter else None,
+        adapter_path=adapter[1] if adapter else None,
+        max_tokens=NEW_TOKENS,
+        temperature=0.0,
+        top_p=1.0,
+        seed=None,
+        stop=[],
+        sink=sink,
+    )
+
+
 def _generate(engine: GenerationEngine, requests: list[tuple[tuple[str, Path] | None, str]]) -> list[str]:
     """The completions of `requests` (adapter, prompt) submitted together, greedy."""
     sinks = [Sink() for _ in requests]
-    jobs = [
-        GenerationJob(
-            prompt_ids=engine.tokenizer(prompt)["input_ids"],
-            adapter=adapter[0] if adapter else None,
-            adapter_path=adapter[1] if adapter else None,
-            max_tokens=NEW_TOKENS,
-            temperature=0.0,
-            top_p=1.0,
-            seed=None,
-            stop=[],
-            sink=sink,
-        )  # fmt: skip
-        for (adapter, prompt), sink in zip(requests, sinks, strict=True)
-    ]
-    engine.submit_all(jobs)
+    engine.submit_all([_job(engine, *request, sink) for request, sink in zip(requests, sinks, strict=True)])
     assert all(sink.done.wait(60) for sink in sinks)
     return [sink.text for sink in sinks]
 
@@ -128,3 +133,33 @@ def test_prefix_cache_and_chunked_prefill_give_the_same_tokens(
     assert cached.prefixes.hits >= 2 * 16
     assert _generate(cached, requests) == expected  # every prompt found again, batched
     assert _generate(engines["chunked"], requests) == expected  # 3 prompt columns at a time
+
+
+def test_prompts_joining_mid_decode_give_the_same_tokens(
+    engines: dict[str, GenerationEngine], adapter_dirs: list[Path]
+) -> None:
+    """Prompts that arrive while a stream decodes are computed 3 columns at a time with a decode step of
+    the running stream between two chunks, then join its batch: every stream's tokens stay the same."""
+    engine, adapter = engines["chunked"], ("a@1", adapter_dirs[0])
+    requests = [(adapter, OPENING + question) for question in QUESTIONS]
+    expected = [_reference(engine, *request) for request in requests]
+    first, later = Sink(), [Sink() for _ in requests[1:]]
+    decoded_before_joining: list[int] = []
+
+    def on_joined(event: JobEvent) -> None:
+        if later[0].tokens == 0:
+            decoded_before_joining.append(first.tokens)
+        later[0](event)
+
+    def on_first(event: JobEvent) -> None:  # its first token out: the others arrive while it decodes
+        if first.tokens == 0:
+            sinks = [on_joined, *later[1:]]
+            engine.submit_all(
+                [_job(engine, *request, sink) for request, sink in zip(requests[1:], sinks, strict=True)]
+            )
+        first(event)
+
+    engine.submit(_job(engine, *requests[0], on_first))
+    assert first.done.wait(60) and all(sink.done.wait(60) for sink in later)
+    assert [first.text, *(sink.text for sink in later)] == expected
+    assert decoded_before_joining[0] >= 3  # the running stream went on between the newcomers' chunks
