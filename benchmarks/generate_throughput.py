@@ -1,7 +1,7 @@
 """Generation throughput on one CPU thread: tunesmith's engine before and after the fast decode path,
 transformers' `generate` and llama.cpp, on the same model and prompts, against the bandwidth bound.
 
-One command:  .venv/bin/python benchmarks/generate_throughput.py [--before-src /work/main] [--json-out FILE]
+One command:  .venv/bin/python benchmarks/generate_throughput.py [--before-src DIR] [--json-out FILE]
 
 Model: the embedded SmolLM2-135M-Instruct; greedy; `--tokens` new tokens a request (an answer may stop
 earlier at end of turn: tokens/s counts the tokens generated). Figures, each engine in its own process:
@@ -9,9 +9,10 @@ earlier at end of turn: tokens/s counts the tokens generated). Figures, each eng
 - single-stream decode tokens/s (first token to last), time to first token of a ~500-token prompt;
 - aggregate tokens/s with 1, 4, 16 (and `--streams`) requests submitted together, and their p95 time
   to first token; for tunesmith, 16 requests on one LoRA adapter and on 8 adapters mixed.
-Engines: tunesmith's `GenerationEngine` driven in process (no HTTP): `before` is the code at
-`--before-src` (main: fp32 on CPUs, a concatenated `DynamicCache`), `after` this checkout in fp32 and in
-the precision `tunesmith serve` now picks (bf16 on CPUs with AVX512-BF16/AMX); transformers'
+Engines: tunesmith's `GenerationEngine` driven in process (no HTTP): `before`, when `--before-src` names
+a checkout of the engine before the fast decode path (`git worktree add ../before be53f58`: a
+concatenated `DynamicCache`, whole prompts at once), `after` this checkout in fp32 (what `tunesmith
+serve` runs on CPUs) and in bf16 where the CPU runs it natively (AVX512-BF16/AMX); transformers'
 `generate` in that precision; llama.cpp through llama-cpp-python (`pip install .[llama]`, a source build) on GGUF files
 written by tunesmith's exporter (f16 and q8_0), concurrency through its batched `llama_decode`
 (one sequence a stream, as its server's parallel slots).
@@ -373,7 +374,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--before-src", type=Path, default=REPO.parent / "main", help="checkout of the code before"
+        "--before-src",
+        type=Path,
+        help="checkout of the engine before the fast decode path (be53f58), measured beside",
     )
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--only-llama", action="store_true", help="llama.cpp's figures alone")
@@ -422,7 +425,11 @@ def main() -> None:
             else make_adapters("smollm2-135m-instruct", Path(scratch), args.adapter_count)
         )
         engines = {
-            "tunesmith before (fp32)": (args.before_src, "fp32", False),
+            **(
+                {}
+                if args.before_src is None
+                else {"tunesmith before (fp32)": (args.before_src, "fp32", False)}
+            ),
             "tunesmith after (fp32)": (REPO, "fp32", False),
             f"tunesmith after ({fast})": (REPO, fast, True),
         }

@@ -23,7 +23,6 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunesmith.config import LOOPBACK_HOSTS, MonitorJudgeSpec, ServeSpec, default_database_url
-from tunesmith.models.decode import use_decode_linears
 from tunesmith.models.loading import (
     default_device,
     load_model,
@@ -67,7 +66,6 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         base_path,
         torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,
     )
-    use_decode_linears(model)  # one-token bf16 rows on a CPU as matrix-vector products
     model.to(device)  # type: ignore[arg-type]
     model.eval()
     context_length = int(model.config.max_position_embeddings)
