@@ -1,5 +1,7 @@
-"""Generation throughput on one CPU thread: tunesmith's engine before and after the fast decode path,
-transformers' `generate` and llama.cpp, on the same model and prompts, against the bandwidth bound.
+"""Generation throughput on one CPU thread, engine by engine, against the memory-bandwidth bound.
+
+tunesmith's engine (and the engine before the fast decode path, given `--before-src`), transformers'
+`generate` and llama.cpp, on the same model and prompts.
 
 One command:  .venv/bin/python benchmarks/generate_throughput.py [--before-src DIR] [--json-out FILE]
 
@@ -362,9 +364,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     bound = results.get("bound", {})
     if bound:
-        lines.append(
-            f"| bandwidth bound ({bound['copy_gb_s']:.1f} GB/s copy) | fp32 {bound['fp32']:.1f}, 16-bit {bound['16-bit']:.1f} | | | | | | | |"
-        )
+        figures = f"| bandwidth bound ({bound['copy_gb_s']:.1f} GB/s copy) | fp32 {bound['fp32']:.1f}, 16-bit {bound['16-bit']:.1f} |"
+        lines.append(figures + " |" * (len(head) - 2))  # empty cells for the other columns
     return "\n".join(lines)
 
 

@@ -2,16 +2,17 @@
 
 Owns: the bounded queue of generation jobs (full: `EngineBusyError`; a job queued too long fails with
 `QueueTimeoutError`); continuous batching (a batch starts with up to `max_batch_size` jobs, the first
-waiting at most `max_wait_s` for company, and queued jobs join free rows at every decode step, their
-KV cache merged in left-padded); at most as many distinct adapters per batch as the adapter cache
-holds; a hand decode loop with a KV cache over a mixed-adapter batch (each row through its adapter's
-slot of the stacked LoRA layers, see `lora`); per-row sampling and stop strings; streaming text deltas
-to each job's sink; dropping finished or cancelled rows (and the left padding no row needs, so memory
-follows the live rows); failing one job alone for its own fault (its adapter, its seed, its row's
-sampling) and every live job only when the batch itself fails; a heartbeat for health checks;
-draining on close. Does not own: which queued job gets a free row (fairly across tenants and
-adapters, see `pending`), the job and batch state (see `jobs`), HTTP, tokenizing prompts, auth, or
-which adapter a request maps to (see `service`).
+waiting at most `max_wait_s` for company, and queued jobs join free rows at every decode step, their KV
+cache merged in left-padded); scheduling new prompts' chunks between decode steps (chunked prefill); at
+most as many distinct adapters per batch as the adapter cache holds; a hand decode loop with a KV cache
+over a mixed-adapter batch (each row through its adapter's slot of the stacked LoRA layers, see `lora`);
+per-row sampling and stop strings; streaming text deltas to each job's sink; dropping finished or
+cancelled rows (and the left padding no row needs, so memory follows the live rows); failing one job
+alone for its own fault (its adapter, its seed, its row's sampling) and every live job only when the
+batch itself fails; a heartbeat for health checks; draining on close. Does not own: prefix caching and
+computing a prompt chunk (see `prefill`), which queued job gets a free row (fairly across tenants and
+adapters, see `pending`), the job and batch state (see `jobs`), HTTP, tokenizing prompts, auth, or which
+adapter a request maps to (see `service`).
 """
 
 from __future__ import annotations
