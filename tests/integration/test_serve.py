@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx  # the HTTP client the openai package is built on
 import openai
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, start_uvicorn, write_jsonl
 from tests.unit.serve.conftest import make_adapter
@@ -301,9 +303,31 @@ def test_mismatched_adapter_is_refused_never_served_as_base(server: Server, tmp_
     assert "voice@1" in loaded and "foreign@1" not in loaded
 
 
+def _requests(metrics: str, status: str) -> float:
+    """voice@1's chat requests counted with `status` on a /metrics page (0 before the first)."""
+    labels = {"endpoint": "chat", "status": status, "variant": "voice@1"}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "tunesmith_requests_total" and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
 def test_client_disconnect_mid_stream_frees_its_slot(server: Server) -> None:
-    body = {"model": "voice@1", "messages": HELLO, "max_tokens": 1000, "temperature": 1.0, "stream": True}
-    http = server.http("acme")
+    admin, http = server.http("admin"), server.http("acme")
+    before = admin.get("/metrics").text
+    finished = {"model": "voice@1", "messages": HELLO, "max_tokens": 4, "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=finished) as response:
+        assert [line for line in response.iter_lines() if line][-1] == "data: [DONE]"
+    # seed 1 decodes ~580 tokens on the tiny model, so it is still generating when its client leaves
+    body = {
+        "model": "voice@1",
+        "messages": HELLO,
+        "max_tokens": 1000,
+        "temperature": 1.0,
+        "seed": 1,
+        "stream": True,
+    }
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
         next(lines), next(lines)  # generation is under way
@@ -313,27 +337,50 @@ def test_client_disconnect_mid_stream_frees_its_slot(server: Server) -> None:
         time.sleep(0.05)
     health = http.get("/health").json()
     assert health["running"] == 0 and health["queued"] == 0
-    metrics = server.http("admin").get("/metrics").text
-    assert 'tunesmith_requests_total{endpoint="chat",status="200",variant="voice@1"}' in metrics
-    assert 'tunesmith_requests_total{endpoint="chat",status="499",variant="voice@1"} 1.0' in metrics
+    metrics = admin.get("/metrics").text
+    assert _requests(metrics, "200") == _requests(before, "200") + 1  # the stream read to its end
+    assert _requests(metrics, "499") == _requests(before, "499") + 1  # the one whose client left
     assert (
         "tunesmith_batch_size_bucket" in metrics and "tunesmith_time_to_first_token_seconds_bucket" in metrics
     )
 
 
-def test_shutdown_finishes_in_flight_requests(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_shutdown_finishes_in_flight_requests(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(f"sqlite:///{tmp_path / 'registry.db'}").connect()
     spec = ServeSpec(model=str(tiny_model_dir), port=free_port(), auth=False)
-    server = start_server(spec, registry, {"anyone": "unused"})
+    app = create_app(spec, registry)
+    engine = app.state.service.engine
+    forward, shutting_down = engine._forward, threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:  # the request stays in flight until shutdown has begun
+        shutting_down.wait(60)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_forward", held)
+    uvicorn_server, thread = start_uvicorn(app, spec.host, spec.port)
+    server = Server(f"http://{spec.host}:{spec.port}", ServingStore(registry), {"anyone": "unused"},
+                    uvicorn_server, thread)  # fmt: skip
     client = server.client("anyone")
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.chat.completions.create, model="base", messages=HELLO, max_tokens=300,
-                              temperature=1.0)  # fmt: skip
+                              temperature=1.0, seed=0)  # fmt: skip
         http, deadline = server.http("anyone"), time.monotonic() + 60
-        while not http.get("/health").json()["running"]:
+        while not http.get("/health").json()["running"]:  # running from its prefill on
             assert time.monotonic() < deadline and not pending.done(), "the request never showed as running"
             time.sleep(0.02)
         server.uvicorn.should_exit = True  # what SIGINT/SIGTERM do
+        while True:  # the server has stopped taking connections, the request still in flight
+            try:
+                httpx.get(f"{server.url}/health", timeout=5)
+            except httpx.ConnectError:
+                break
+            assert time.monotonic() < deadline and not pending.done(), (
+                "the server did not begin shutting down"
+            )
+            time.sleep(0.02)
+        shutting_down.set()
         completion = pending.result(timeout=60)
     server.thread.join(30)
     assert not server.thread.is_alive()

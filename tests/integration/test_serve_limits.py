@@ -172,13 +172,13 @@ def test_free_rows_go_to_tenants_in_turn(
     with serving(tiny_model_dir, tmp_path, max_batch_size=1) as server:
         engine = server.engine
         admitted: list[str] = []
-        prefill = engine._prefill
+        plan = engine._plan  # where jobs off the queue get their rows and prefills
 
         def recording(jobs: list[Any]) -> Any:
             admitted.extend(job.tenant for job in jobs)
-            return prefill(jobs)
+            return plan(jobs)
 
-        monkeypatch.setattr(engine, "_prefill", recording)
+        monkeypatch.setattr(engine, "_plan", recording)
         with stalled(engine) as wait_for:
             threads, statuses = _in_threads([lambda: server.chat("acme", 4)] * 6)
             wait_for(6)

@@ -59,7 +59,9 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     device = default_device()
-    # bf16 where the hardware runs it natively (GPUs); fp32 elsewhere, the fast dtype on most CPUs
+    # bf16 on GPUs that run it natively; fp32 on CPUs. On a CPU with AVX512-BF16/AMX, bf16 makes prefill
+    # and 16-row decode steps faster but a lone stream ~15% slower and 8 mixed adapters 0.65x of one
+    # (benchmarks/RESULTS.md "Generation throughput", 2026-12-07): not yet a better default there.
     model = load_model(
         base_path,
         torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,

@@ -2,16 +2,17 @@
 
 Owns: the bounded queue of generation jobs (full: `EngineBusyError`; a job queued too long fails with
 `QueueTimeoutError`); continuous batching (a batch starts with up to `max_batch_size` jobs, the first
-waiting at most `max_wait_s` for company, and queued jobs join free rows at every decode step, their
-KV cache merged in left-padded); at most as many distinct adapters per batch as the adapter cache
-holds; a hand decode loop with a KV cache over a mixed-adapter batch (each row through its adapter's
-slot of the stacked LoRA layers, see `lora`); per-row sampling and stop strings; streaming text deltas
-to each job's sink; dropping finished or cancelled rows (and the left padding no row needs, so memory
-follows the live rows); failing one job alone for its own fault (its adapter, its seed, its row's
-sampling) and every live job only when the batch itself fails; a heartbeat for health checks;
-draining on close. Does not own: which queued job gets a free row (fairly across tenants and
-adapters, see `pending`), the job and batch state (see `jobs`), HTTP, tokenizing prompts, auth, or
-which adapter a request maps to (see `service`).
+waiting at most `max_wait_s` for company, and queued jobs join free rows at every decode step, their KV
+cache merged in left-padded); scheduling new prompts' chunks between decode steps (chunked prefill); at
+most as many distinct adapters per batch as the adapter cache holds; a hand decode loop with a KV cache
+over a mixed-adapter batch (each row through its adapter's slot of the stacked LoRA layers, see `lora`);
+per-row sampling and stop strings; streaming text deltas to each job's sink; dropping finished or
+cancelled rows (and the left padding no row needs, so memory follows the live rows); failing one job
+alone for its own fault (its adapter, its seed, its row's sampling) and every live job only when the
+batch itself fails; a heartbeat for health checks; draining on close. Does not own: prefix caching and
+computing a prompt chunk (see `prefill`), which queued job gets a free row (fairly across tenants and
+adapters, see `pending`), the job and batch state (see `jobs`), HTTP, tokenizing prompts, auth, or which
+adapter a request maps to (see `service`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tunesmith.serve.jobs import (
 )
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.pending import PendingJobs
+from tunesmith.serve.prefill import Prefill, PrefixCache, plan_prefills, run_chunk
 from tunesmith.serve.sampling import SamplingError, sample_next
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class GenerationEngine:
         metrics: ServeMetrics,
         max_queued: int = 1024,
         max_queue_wait_s: float | None = None,
+        prefill_chunk: int = 256,
+        prefix_cache_tokens: int = 8192,
     ) -> None:
         self.adapters = adapters
         self.tokenizer = tokenizer
@@ -73,6 +77,9 @@ class GenerationEngine:
         self.metrics = metrics
         self.max_queued = max_queued
         self.max_queue_wait_s = max_queue_wait_s
+        self.prefill_chunk = prefill_chunk  # prompt columns computed between two decode steps
+        # keys and values of recent prompt openings (0: no prefix caching)
+        self.prefixes = PrefixCache(prefix_cache_tokens) if prefix_cache_tokens else None
         self.columns = 0  # key positions per row of the batch decoding now (0: none)
         self.heartbeat = time.monotonic()  # the worker's last sign of progress
         eos = adapters.model.generation_config.eos_token_id
@@ -81,8 +88,8 @@ class GenerationEngine:
         self._controls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._running = 0
-        self._live: list[GenerationJob] = []  # jobs with a row in the current batch (to fail on a crash)
+        self._running = 0  # jobs decoding or having their prompts computed
+        self._live: list[GenerationJob] = []  # those jobs (to fail on a crash)
         self._busy = False  # running a control call
         self._thread: threading.Thread | None = None
 
@@ -196,6 +203,7 @@ class GenerationEngine:
         """
         self._expire_queued()
         taken, cancelled = self._pending.take(limit, active, self.adapters.capacity)
+        self._running += len(taken)  # off the queue, so running (adapter loading and prefill count)
         for job in cancelled:
             job.sink(JobEvent("done", finish_reason="cancelled"))
         self.metrics.queued.set(len(self._pending))
@@ -215,35 +223,52 @@ class GenerationEngine:
         """Decode `jobs`, letting queued jobs join free rows at every step, until no row is left.
 
         Joining (continuous batching) keeps time to first token low under load: a request waits for a
-        free row, not for the whole batch before it to finish. Admin calls wait until the rows drain.
+        free row, not for the whole batch before it to finish. New prompts are computed `prefill_chunk`
+        columns at a time with a decode step of the running rows between two chunks (chunked prefill),
+        so a long prompt delays the running streams by a chunk, not by the whole prompt. Admin calls wait
+        until the rows drain.
         """
-        batch = self._prefill(self._load_adapters(jobs, set()))
+        prefills: deque[Prefill] = deque(self._plan(self._load_adapters(jobs, set())))
+        batch: Batch | None = None
         while True:
             with self._cond:
                 joining = []
-                if not self._controls and (batch is None or len(batch.rows) < self.max_batch_size):
-                    rows = (
-                        Counter()
-                        if batch is None
-                        else Counter(r.job.adapter for r in batch.rows if r.job.adapter)
-                    )
-                    room = self.max_batch_size - (0 if batch is None else len(batch.rows))
+                rows = Counter(job.adapter for job in self._jobs(batch, prefills) if job.adapter is not None)
+                room = self.max_batch_size - len(self._jobs(batch, prefills))
+                if not self._controls and room > 0:
                     joining = self._take_jobs(room, rows)
             if joining:
-                active = set() if batch is None else {r.job.adapter for r in batch.rows if r.job.adapter}
-                newcomers = self._prefill(self._load_adapters(joining, active))
-                if newcomers is not None:
-                    batch = newcomers if batch is None else batch.merge(newcomers)
-            if batch is None or not batch.rows:
-                return
-            self._live = [row.job for row in batch.rows]
-            self._running = len(batch.rows)
-            self.columns = batch.columns + 1
+                prefills.extend(self._plan(self._load_adapters(joining, set(rows))))
+            # the jobs to fail if this step fails, running while their prompts are computed too (health
+            # and the stall check count them from the first chunk on, not only once they decode)
+            self._live = self._jobs(batch, prefills)
+            self._running = len(self._live)
+            if prefills:
+                ready = self._prefill_chunk(prefills[0])
+                if ready is not None:
+                    prefills.popleft()
+                    if ready.rows:
+                        batch = ready if batch is None else batch.merge(ready)
+            if batch is not None and not batch.rows:
+                batch = None
+            self._live = self._jobs(batch, prefills)
+            self._running = len(self._live)
             self.heartbeat = time.monotonic()
+            if batch is None:
+                if not prefills:
+                    return
+                continue
+            self.columns = batch.columns + 1
             batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=-1)
             batch.position = batch.position + 1
             logits = self._forward(batch.rows, batch.next_ids, batch.mask, batch.position, batch.cache)
             self._advance(batch, logits)
+
+    @staticmethod
+    def _jobs(batch: Batch | None, prefills: deque[Prefill]) -> list[GenerationJob]:
+        """The jobs decoding in `batch` or having their prompts computed."""
+        decoding = [] if batch is None else [row.job for row in batch.rows]
+        return decoding + [row.job for prefill in prefills for row in prefill.rows]
 
     def _load_adapters(self, jobs: list[GenerationJob], active: set[str]) -> list[GenerationJob]:
         """The jobs whose adapters are (now) loaded; the others get their load error."""
@@ -275,9 +300,8 @@ class GenerationEngine:
         self.metrics.loaded_adapters.set(len(self.adapters.loaded))
         return ready
 
-    @torch.inference_mode()
-    def _prefill(self, jobs: list[GenerationJob]) -> Batch | None:
-        """Run the prompts of `jobs` (left-padded) and sample their first tokens; None without jobs."""
+    def _plan(self, jobs: list[GenerationJob]) -> list[Prefill]:
+        """Rows for `jobs`, grouped into prefills by the cached prefix each prompt found."""
         device = next(self.adapters.model.parameters()).device
         rows = []
         for job in jobs:
@@ -286,21 +310,18 @@ class GenerationEngine:
             except Exception as error:  # e.g. a seed the generator refuses: this job fails alone
                 logger.warning("request %s cannot start: %s", job.request_id, error)
                 job.sink(JobEvent("error", error=RowError(f"the request cannot start: {error}")))
-        jobs = [row.job for row in rows]
-        if not jobs:
+        pad_id = self.tokenizer.pad_token_id
+        assert isinstance(pad_id, int)
+        return plan_prefills(rows, self.prefixes, pad_id)
+
+    @torch.inference_mode()
+    def _prefill_chunk(self, prefill: Prefill) -> Batch | None:
+        """Compute the next chunk of `prefill`'s prompts; once done, sample their first tokens: their batch."""
+        device = next(self.adapters.model.parameters()).device
+        done = run_chunk(prefill, self.prefill_chunk, self._forward, self.prefixes, device)
+        if done is None:
             return None
-        self._live = [*self._live, *jobs]
-        width = max(len(job.prompt_ids) for job in jobs)
-        ids = torch.full((len(jobs), width), self.tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)  # (B, T), 0 on the left padding
-        for index, job in enumerate(jobs):
-            ids[index, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
-            mask[index, width - len(job.prompt_ids) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        position = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        cache = DynamicCache()
-        logits = self._forward(rows, ids, mask, position, cache)
-        batch = Batch(rows, cache, mask, position[:, -1:], ids[:, -1:])
+        batch, logits = done
         self._advance(batch, logits)
         return batch
 

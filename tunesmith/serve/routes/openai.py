@@ -213,8 +213,9 @@ async def _stream(
         return
     finally:
         if not completed:  # the client went away (or the job failed, or time ran out): free the batch rows
-            generation.close()
+            # counted first: once the rows are freed, health shows the request gone and its count is there
             metrics.requests.labels(endpoint, target.variant, status).inc()  # 499: client closed request
+            generation.close()
     await record()
     if body.stream_options is not None and body.stream_options.include_usage:
         final = _envelope(endpoint, response_id, target, [], stream=True)
