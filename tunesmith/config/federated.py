@@ -119,8 +119,9 @@ class FederatedSpec(_Spec):
     pack_len: int = Field(1024, ge=16, description="Target packed-row length of the local batches.")
     privacy: PrivacySpec | None = Field(
         None,
-        description="Differential privacy (client-side fixed clipping, Gaussian noise at the server, equal client "
-        "weights; needs aggregation: fedavg); epsilon spent is reported each round.",
+        description="Differential privacy (client-side fixed clipping, Gaussian noise at the server on the "
+        "equal-weight average, then the server_lr step: post-processing; needs aggregation: fedavg); epsilon "
+        "spent is reported each round.",
     )
     seed: int = Field(42, description="Seed of the initial adapter, client sampling and local training.")
     name: str = Field("federated", description="Adapter name in the registry; each round is a new version.")
@@ -136,10 +137,6 @@ class FederatedSpec(_Spec):
             raise ValueError(
                 "privacy: needs aggregation: fedavg (noise is added to the averaged adapter; the exact "
                 "aggregation reads each client's factors, which privacy must not release)"
-            )
-        if self.privacy is not None and self.server_lr != 1.0:
-            raise ValueError(
-                "privacy: needs server_lr: 1 (the noise is calibrated to the plain average of clipped updates)"
             )
         return self
 
