@@ -38,8 +38,8 @@ class FederationPlan:
     rank: int  # the exact aggregation's global rank
     seed: int
     training: LocalTraining  # its `round` is set per round
+    server_lr: float  # the server's step along the average update (1: FedAvg)
     privacy: Privacy | None = None
-    server_lr: float = 1.0  # the server's step along the average update (1: FedAvg)
 
 
 @dataclass(frozen=True)
