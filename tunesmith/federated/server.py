@@ -111,6 +111,7 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
         else:
             # Noise on the plain average (what it is calibrated to), then the server's step along the noised
             # average: post-processing, so the epsilon does not depend on server_lr (`privacy` docstring).
+            # The errors reported are the plain average's.
             privacy = plan.privacy
             result = aggregate(plan.aggregation, clients, weights, plan.rank)
             stepped = private_step(arrays, result.arrays, plan.server_lr, privacy.clip,
