@@ -2,8 +2,7 @@
 
 One command:  .venv/bin/python benchmarks/federated_clinc150.py [--json-out FILE]
 Small run:    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/federated_clinc150.py --intents 20 \\
-                  --train-per-intent 30 --test-per-intent 10 --rounds 4 --local-steps 4 --lr 1e-3 \\
-                  --server-lr 1,4
+                  --train-per-intent 30 --test-per-intent 10 --rounds 4 --local-steps 4 [--server-lr 1,4]
 
 The issue's goal, on the embedded SmolLM2-135M-Instruct:
 1. CLINC150's in-scope training utterances (`../shared/datasets/clinc150/data_full.json`) as `text`/`label`
@@ -11,7 +10,7 @@ The issue's goal, on the embedded SmolLM2-135M-Instruct:
    owners see few intents), as `tunesmith federated simulate` partitions them.
 2. Federated: `--rounds` rounds of `--local-steps` steps on a `--fraction` of the owners (0.5: 5 of 10),
    exact aggregation, with Flower's simulation, recorded in a throwaway registry; one job per
-   `--server-lr` value (1: FedAvg's step). LoRA r 4 on q_proj, v_proj (the federated default). Traffic per
+   `--server-lr` value (1: FedAvg's step; default the federated spec's, as `--lr` is). LoRA r 4 on q_proj, v_proj (the federated default). Traffic per
    round is read from the round summaries (float16 tensors, both ways, all sampled owners).
 3. Pooled: one adapter trained on all the rows with the same total steps: the sum of every client's local
    steps in the (first) federated job (rounds x local steps x owners per round), same batch size and lr.
@@ -215,6 +214,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    from tunesmith.config import FederatedSpec
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--clients", type=int, default=10)
@@ -230,8 +231,9 @@ def main() -> None:
     parser.add_argument(
         "--server-lr",
         type=lambda text: [float(value) for value in text.split(",")],
-        default=[1.0],
-        help="server learning rate(s), comma-separated: one federated job each, scored side by side",
+        default=[FederatedSpec.model_fields["server_lr"].default],
+        help="server learning rate(s), comma-separated: one federated job each, scored side by side "
+        "(default: the federated spec's)",
     )
     parser.add_argument("--aggregation", choices=["exact", "fedavg"], default="exact")
     parser.add_argument("--rank", type=int, default=4)
@@ -239,7 +241,12 @@ def main() -> None:
         "--targets", default="q_proj,v_proj", help="adapted modules, e.g. all-linear (more: more traffic)"
     )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=FederatedSpec.model_fields["lr"].default,
+        help="every adapter's peak learning rate (default: the federated spec's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument(

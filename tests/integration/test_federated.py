@@ -59,6 +59,7 @@ def test_server_and_three_client_processes_on_loopback_complete_three_rounds(
     import yaml
 
     from tests.conftest import REPO, free_port
+    from tunesmith.federated.deploy import stop_process_tree
 
     lines = (DEMO / "val.jsonl").read_text().splitlines()
     data = []
@@ -103,10 +104,10 @@ def test_server_and_three_client_processes_on_loopback_complete_three_rounds(
     ]
     try:
         output, errors = server.communicate(timeout=400)
-    finally:
+    finally:  # also on a timeout: each process with what Flower started under it (SuperExec, app processes)
         for process in [server, *clients]:
-            process.terminate()
-            process.wait(30)
+            stop_process_tree(process.pid)
+            process.wait()
     assert server.returncode == 0, errors.decode()[-3000:]
     result = json.loads(output)
     assert [r["adapter"] for r in result["rounds"]] == ["branches@1", "branches@2", "branches@3"]

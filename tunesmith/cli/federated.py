@@ -34,7 +34,9 @@ def simulate(config: _Config, json_output: _Json = False) -> None:
 
     Each client holds its own dataset (`client_data`) or a share of one (`partition`: iid, label, column,
     dirichlet); each round trains the sampled clients from the global adapter and aggregates their adapters.
-    Every round is a registry run whose adapter is the next version of `name`.
+    Every round is a registry run whose adapter is the next version of `name`. Defaults are the measured
+    ones (benchmarks/RESULTS.md): the server steps `server_lr` 4 times the clients' average update (1 is
+    plain FedAvg), clients train at `lr` 1e-3; `tunesmith config reference` lists every key.
 
     Example:
       tunesmith federated simulate --config fed.yaml

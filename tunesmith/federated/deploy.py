@@ -4,7 +4,16 @@ Owns: starting a SuperLink (the server) and a SuperNode (a client) with the tran
 provides (TLS certificates, SuperNode authentication keys; `--insecure` only when asked or on loopback),
 writing the Flower app folder `flwr run` packages into a FAB (its components are tunesmith's ServerApp
 and ClientApp in `tunesmith.federated.deployed`, its run config the path of `fed.yaml`), submitting the
-run and reading its result. Does not own: the rounds (`server`), local training (`client`).
+run and reading its result, and stopping every process it started on every exit path. Does not own:
+the rounds (`server`), local training (`client`).
+
+No process left behind. Flower's processes start their own: the SuperLink starts a SuperExec in a new
+session (`start_new_session`), which starts the ServerApp process; a SuperNode starts a SuperExec and a
+ClientApp process per run. Stopping only the process tunesmith started, or its process group, leaves
+those running, so `stop_process_tree` stops the process and every descendant, found by parent id before
+any is signalled (once a parent is gone, its children are re-parented and can no longer be found). The
+server stops the trees it started in `finally` blocks, and SIGTERM (what a supervisor or a test sends)
+exits through them instead of killing the interpreter on the spot.
 
 Offline, as on this project's machines: Flower 1.42 installs a submitted app's dependencies with
 `uv sync` by default, which needs uv and an index. The app here has no dependencies of its own (tunesmith
@@ -15,15 +24,19 @@ is built locally by `flwr run` from the app folder; nothing is downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 from tunesmith.config import LOOPBACK_HOSTS, ConfigError, FederatedSpec
@@ -155,23 +168,70 @@ def serve(config: Path, spec: FederatedSpec, out: Path, host: str, port: int, tr
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     write_connection(flwr_home, f"{connect_host}:{port}", transport)
     app = write_app(out / "flower-app", config)
-    with (out / "superlink.log").open("wb") as log:
+    with _exit_on_sigterm(), (out / "superlink.log").open("wb") as log:
         link = subprocess.Popen(superlink_command(host, port, transport, out / "superlink.db"), stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
         try:
             wait_for_port(connect_host, port, 60)
-            with (out / "flwr-run.log").open("wb") as run_log:
-                status = subprocess.call([_bin("flwr"), "run", str(app), CONNECTION, "--stream"], stdout=run_log,
-                                         stderr=subprocess.STDOUT, env=env, timeout=timeout)  # fmt: skip
-            if status != 0:
-                raise FederationError(f"`flwr run` failed (exit {status}); see {out / 'flwr-run.log'}")
+            _submit(app, out, env, timeout)
         finally:
-            link.terminate()
-            link.wait(30)
+            stop_process_tree(link.pid)
+            link.wait()
     result_file = out / RESULT_FILE
     if not result_file.is_file():
         raise FederationError(f"the federated run ended without a result; see {out / 'flwr-run.log'}")
     result: dict[str, object] = json.loads(result_file.read_text(encoding="utf-8"))
     return result
+
+
+def _submit(app: Path, out: Path, env: dict[str, str], timeout: float | None) -> None:
+    """`flwr run` the app on the SuperLink and wait until its rounds are done (or `timeout` seconds)."""
+    with (out / "flwr-run.log").open("wb") as run_log:
+        run = subprocess.Popen([_bin("flwr"), "run", str(app), CONNECTION, "--stream"], stdout=run_log,
+                               stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        try:
+            status = run.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise FederationError(
+                f"the federated run did not finish within {timeout:.0f}s; see {out / 'flwr-run.log'}"
+            ) from None
+        finally:
+            stop_process_tree(run.pid)
+            run.wait()
+    if status != 0:
+        raise FederationError(f"`flwr run` failed (exit {status}); see {out / 'flwr-run.log'}")
+
+
+def stop_process_tree(pid: int, grace: float = 10.0) -> None:
+    """Stop process `pid` and all its descendants: SIGTERM, then SIGKILL for those alive after `grace` s."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]  # found before any is signalled (module docstring)
+    except psutil.NoSuchProcess:
+        return
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises SystemExit inside the block, so its `finally` clauses stop the processes started."""
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_client(server: str, data: Path, work: Path, port: int, transport: Transport) -> NoReturn:

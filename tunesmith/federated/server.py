@@ -21,7 +21,7 @@ from typing import Any
 from tunesmith.federated.aggregate import Arrays, aggregate
 from tunesmith.federated.client import LocalTraining, read_adapter
 from tunesmith.federated.messages import read_update_content, tensor_bytes, train_content, wire_precision
-from tunesmith.federated.privacy import add_noise, gaussian_epsilon
+from tunesmith.federated.privacy import gaussian_epsilon, private_step
 from tunesmith.federated.record import ClientReport, RoundRecorder, RoundSummary
 
 NODE_WAIT_SECONDS = 600.0  # how long a round waits for `min_clients` to connect
@@ -38,8 +38,8 @@ class FederationPlan:
     rank: int  # the exact aggregation's global rank
     seed: int
     training: LocalTraining  # its `round` is set per round
+    server_lr: float  # the server's step along the average update (1: FedAvg)
     privacy: Privacy | None = None
-    server_lr: float = 1.0  # the server's step along the average update (1: FedAvg)
 
 
 @dataclass(frozen=True)
@@ -104,16 +104,19 @@ def run_rounds(grid: Any, plan: FederationPlan, arrays: Arrays, adapter_config: 
         ]  # fmt: skip
         # Under privacy every client weighs the same: one client moves the average by at most clip / n.
         weights = [u.examples for u in updates] if plan.privacy is None else [1] * len(updates)
-        result = aggregate(
-            plan.aggregation, [u.arrays for u in updates], weights, plan.rank, plan.server_lr, arrays
-        )
+        clients = [u.arrays for u in updates]
         epsilon = None
-        if plan.privacy is not None:
+        if plan.privacy is None:
+            result = aggregate(plan.aggregation, clients, weights, plan.rank, plan.server_lr, arrays)
+        else:
+            # Noise on the plain average (what it is calibrated to), then the server's step along the noised
+            # average: post-processing, so the epsilon does not depend on server_lr (`privacy` docstring).
+            # The errors reported are the plain average's.
             privacy = plan.privacy
-            noisy = add_noise(
-                result.arrays, privacy.clip, privacy.noise_multiplier, len(updates), plan.seed + round_number
-            )
-            result = replace(result, arrays=noisy)
+            result = aggregate(plan.aggregation, clients, weights, plan.rank)
+            stepped = private_step(arrays, result.arrays, plan.server_lr, privacy.clip,
+                                   privacy.noise_multiplier, len(updates), plan.seed + round_number)  # fmt: skip
+            result = replace(result, arrays=stepped)
             epsilon = gaussian_epsilon(round_number, privacy.noise_multiplier, privacy.delta)
         arrays = wire_precision(result.arrays)  # what the clients will receive, so the next step starts there
         adapter_config = {**adapter_config, "r": result.rank, "lora_alpha": scale * result.rank}

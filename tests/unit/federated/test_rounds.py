@@ -161,10 +161,6 @@ def test_rounds_send_only_weights_and_are_recorded_with_lineage(
         ),
         ({"fraction": 1.5}, "fraction: Input should be less than or equal to 1"),
         ({"rounds": 2, "rouns": 3}, "rouns: Extra inputs are not permitted"),
-        (
-            {"aggregation": "fedavg", "server_lr": 2, "privacy": {"clip": 1, "noise_multiplier": 1}},
-            "privacy: needs server_lr: 1",
-        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, raw: dict[str, Any], message: str) -> None:
@@ -184,3 +180,5 @@ def test_the_shipped_federated_config_loads() -> None:
 
     spec = load_federated_spec(REPO / "configs" / "federated" / "fed.yaml")
     assert spec.num_clients() == 4 and spec.partition is not None and spec.partition.data.is_file()
+    # it leaves the server step and learning rate to the defaults, which are the measured values (RESULTS.md)
+    assert (spec.server_lr, spec.lr) == (4.0, 1e-3)
