@@ -185,13 +185,7 @@ def _search(
     for layer, (keys, values) in enumerate(prefix):  # one copy of the prefix per row, with room to grow
         cache.update(keys.expand(size, -1, -1, -1), values.expand(size, -1, -1, -1), layer)
     input_ids, mask, positions = _prompt_batch(remainders, shared, pad_id)
-    hidden = decoder(
-        input_ids=input_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=positions.to(device),
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state  # (B, S, H)
+    hidden = _decode(decoder, input_ids, mask, positions, cache, device)  # (B, S, H)
     lengths = [len(ids) for ids in remainders]
     searches = [_RowSearch(tree) for _ in remainders]
     last = hidden[torch.arange(size), torch.tensor(lengths) - 1]  # (B, H): predicts the first label token
@@ -210,6 +204,25 @@ def _search(
         picked = [searches[row] for row in group]
         _expand(decoder, head, copy, picked, chosen, [lengths[row] for row in group], shared, pad_id, device)
     return searches
+
+
+def _decode(
+    decoder: torch.nn.Module,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: DynamicCache,
+    device: torch.device,
+) -> torch.Tensor:
+    """The decoder's last hidden states for a batch of columns appended to `cache` (which grows)."""
+    hidden: torch.Tensor = decoder(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return hidden
 
 
 def _groups(sizes: list[int]) -> list[list[int]]:
@@ -242,13 +255,7 @@ def _expand(
     input_ids, mask, positions = _step_batch(
         searches, chosen, lengths, shared, cache.get_seq_length(), pad_id
     )
-    hidden = decoder(
-        input_ids=input_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=positions.to(device),
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state  # (B, K, H)
+    hidden = _decode(decoder, input_ids, mask, positions, cache, device)  # (B, K, H)
     rows = [row for row, nodes in enumerate(chosen) for _ in nodes]
     slots = [slot for nodes in chosen for slot in range(len(nodes))]
     nodes = [node for row_nodes in chosen for node in row_nodes]
