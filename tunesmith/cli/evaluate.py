@@ -171,6 +171,7 @@ def run_evaluation(
         base, candidates, spec.data, out, data_format=spec.format, train_data=train_data, task=spec.task,
         metrics=spec.metrics, max_new_tokens=spec.max_new_tokens, decoding=decoding,
         out_of_scope_label=spec.out_of_scope_label, calibration_data=spec.calibration_data,
+        out_of_scope_objective=spec.out_of_scope_objective,
         batch_size=spec.batch_size, limit=spec.limit, samples=spec.bootstrap_samples,
     )  # fmt: skip
     if spec.judge is None:

@@ -213,7 +213,8 @@ COMPARE_FLAGS = (
     Flag("data"), Flag("train_data"), Flag("task"), Flag("metrics", "--metric"), Flag("shots"),
     Flag("format"), Flag("max_new_tokens"), Flag("num_beams"), Flag("length_penalty"),
     Flag("no_repeat_ngram_size"), Flag("repetition_penalty"), Flag("do_sample", "--sample"), Flag("temperature"),
-    Flag("top_p"), Flag("seed"), Flag("out_of_scope_label"), Flag("calibration_data"), Flag("batch_size"),
+    Flag("top_p"), Flag("seed"), Flag("out_of_scope_label"), Flag("calibration_data"),
+    Flag("out_of_scope_objective", "--oos-objective"), Flag("batch_size"),
     Flag("limit"), Flag("judge.model"),
     Flag("judge.base_url", "--judge-url"),
 )  # fmt: skip

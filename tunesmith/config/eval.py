@@ -117,6 +117,13 @@ class EvalSpec(_Spec):
         description="With out_of_scope_label: labelled validation examples, some of them out of scope, that each "
         "model's threshold is calibrated on; default: the val split when data is a prepared dataset folder.",
     )
+    out_of_scope_objective: Literal["balanced", "accuracy"] = Field(
+        "balanced",
+        description="With out_of_scope_label: what the threshold maximises on the calibration examples. "
+        "balanced: the mean of in-scope accuracy and out-of-scope recall (neither side's share of the data "
+        "decides); accuracy: accuracy over all of them with out of scope as one more label (Larson et al., "
+        "2019), which favours in-scope accuracy when out-of-scope examples are few.",
+    )
     bootstrap_samples: int = Field(
         1000, ge=100, description="Resamples for confidence intervals and the paired test."
     )
@@ -132,6 +139,10 @@ class EvalSpec(_Spec):
             raise ValueError("temperature and top_p apply to sampling; set do_sample")
         if self.calibration_data is not None and self.out_of_scope_label is None:
             raise ValueError("calibration_data calibrates the out-of-scope threshold; set out_of_scope_label")
+        if "out_of_scope_objective" in self.model_fields_set and self.out_of_scope_label is None:
+            raise ValueError(
+                "out_of_scope_objective chooses the out-of-scope threshold; set out_of_scope_label"
+            )
         return self
 
 

@@ -176,7 +176,10 @@ class TrainSpec(_Spec):
     save_every: int = Field(50, gt=0, description="Optimizer steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept on disk.")
     early_stopping_patience: int | None = Field(
-        3, gt=0, description="Stop after this many validations without improvement (None: never)."
+        3,
+        gt=0,
+        description="Stop after this many validations without improvement (None: never), once the first "
+        "epoch is done: before that every step is unseen data.",
     )
     eval_metrics: list[str] | None = Field(
         None,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -199,6 +200,9 @@ def _label_logprobs(head: torch.nn.Module, queries: torch.Tensor, layout: _TrieL
     return torch.stack(rows) @ layout.membership  # (B, N) @ (N, L)
 
 
+OutOfScopeObjective = Literal["balanced", "accuracy"]
+
+
 def predict_labels(scores: torch.Tensor, threshold: float | None = None, out_of_scope: int = -1) -> list[int]:
     """Each row's best label (index into the scored labels), or `out_of_scope` where its score is below
     `threshold` (None: no threshold)."""
@@ -208,7 +212,9 @@ def predict_labels(scores: torch.Tensor, threshold: float | None = None, out_of_
     return [int(index) for index in predicted]
 
 
-def calibrate_out_of_scope(scores: torch.Tensor, gold: Sequence[int], out_of_scope: int) -> float:
+def calibrate_out_of_scope(
+    scores: torch.Tensor, gold: Sequence[int], out_of_scope: int, objective: OutOfScopeObjective = "balanced"
+) -> float:
     """The log-likelihood threshold below which a prediction is "none of these", from validation examples.
 
     Args:
@@ -235,8 +241,11 @@ def calibrate_out_of_scope(scores: torch.Tensor, gold: Sequence[int], out_of_sco
     turned_away = np.sort(best[is_out & (predicted != out_of_scope)])  # out of scope only below the cut
     in_scope_accuracy = (len(right) - np.searchsorted(right, cuts, side="left")) / (~is_out).sum()
     caught = (is_out & (predicted == out_of_scope)).sum() + np.searchsorted(turned_away, cuts, side="left")
-    objective = (in_scope_accuracy + caught / is_out.sum()) / 2
-    index = int(np.argmax(objective))
+    if objective == "balanced":
+        value = (in_scope_accuracy + caught / is_out.sum()) / 2
+    else:
+        value = (in_scope_accuracy * (~is_out).sum() + caught) / len(gold_array)
+    index = int(np.argmax(value))
     return float(cuts[0] if index == 0 else (cuts[index - 1] + cuts[index]) / 2)
 
 

@@ -29,7 +29,7 @@ from tunesmith.data.ingest import is_prepared_dataset, load_examples, load_split
 from tunesmith.data.records import Example, dataset_hash
 from tunesmith.data.render import render_text
 from tunesmith.eval.baselines import baseline_messages, classification_instruction, select_shots
-from tunesmith.eval.classify import calibrate_out_of_scope, predict_labels
+from tunesmith.eval.classify import OutOfScopeObjective, calibrate_out_of_scope, predict_labels
 from tunesmith.eval.coco import check_available
 from tunesmith.eval.generate import GREEDY, Decoding, generate_batched
 from tunesmith.eval.label_search import score_best_labels
@@ -70,6 +70,7 @@ class OutOfScope:
 
     label: str
     calibration: list[Example]
+    objective: OutOfScopeObjective = "balanced"  # what the threshold maximises (`calibrate_out_of_scope`)
 
 
 def baseline_candidates(shots: int) -> list[Candidate]:
@@ -100,6 +101,7 @@ def evaluate_generation(
     decoding: Decoding = GREEDY,
     out_of_scope_label: str | None = None,
     calibration_data: Path | None = None,
+    out_of_scope_objective: OutOfScopeObjective = "balanced",
     batch_size: int = 16,
     limit: int | None = None,
     samples: int = 1000,
@@ -121,7 +123,8 @@ def evaluate_generation(
                 "eval.out_of_scope_label: the threshold is calibrated on labelled validation examples, some "
                 "of them out of scope; give calibration_data (--calibration-data)"
             )
-        out_of_scope = OutOfScope(out_of_scope_label, load_eval_examples(source, data_format, "val")[0])
+        calibration = load_eval_examples(source, data_format, "val")[0]
+        out_of_scope = OutOfScope(out_of_scope_label, calibration, out_of_scope_objective)
     return evaluate_models(
         base_model,
         candidates,
@@ -302,7 +305,9 @@ def _calibrate(
         raise ConfigError(f"calibration labels never seen in the training data: {unknown[:10]}")
     scores = score_best_labels(model, tokenizer, prompts, labels, batch_size=batch_size)
     gold = [report_labels.index(str(example.label)) for example in out_of_scope.calibration]
-    return calibrate_out_of_scope(scores, gold, report_labels.index(out_of_scope.label))
+    return calibrate_out_of_scope(
+        scores, gold, report_labels.index(out_of_scope.label), out_of_scope.objective
+    )
 
 
 def _classify(

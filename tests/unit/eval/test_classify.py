@@ -94,3 +94,6 @@ def test_out_of_scope_threshold_maximises_mean_of_in_scope_accuracy_and_out_of_s
     assert predict_labels(scores) == predicted
     with pytest.raises(ValueError, match="both in and out of scope"):
         calibrate_out_of_scope(scores[:4], gold[:4], out_of_scope=2)
+    # The paper's rule: accuracy over all seven with out of scope as a third label. Below -4: 3/7 right;
+    # between -4 and -3: 3 + 1 caught = 4/7; between -2.5 and -2: 2 + 2 = 4/7 too; the lower cut is taken.
+    assert calibrate_out_of_scope(scores, gold, out_of_scope=2, objective="accuracy") == pytest.approx(-3.5)

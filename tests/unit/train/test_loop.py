@@ -202,3 +202,20 @@ def test_a_score_that_returns_the_loss_spares_the_loop_a_second_validation_pass(
     assert len(validations) == 4 and all(
         row["val_margin"] == 1.0 and "val_loss" in row for row in validations
     )
+
+
+def test_early_stopping_waits_for_the_first_epoch(tmp_path: Path) -> None:
+    # lr 0: the validation loss never improves after the first validation, so patience 1 runs out at
+    # step 2; within the first epoch (4 steps of 6 of the 20 examples) every step is unseen data.
+    from tunesmith.train.loop import fit
+
+    settings = replace(SETTINGS, lr=0.0, eval_every=1, early_stopping_patience=1)
+    model = _model()
+    run = RunDir(tmp_path / "run", "run-test")
+    outcome = fit(
+        model, Regression(model, per_pass=6), settings, run,
+        device="cpu", resuming=False, started=("training", {}), show_progress=False,
+    )  # fmt: skip
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert [event["data"]["step"] for event in events if event["type"] == "early_stopped"] == [4]
+    assert outcome.state.step == settings.steps_per_epoch == 4 and outcome.state.best_step == 1
