@@ -51,9 +51,13 @@ def test_bare_on_and_off_in_yaml_mean_the_words(tmp_path: Path) -> None:
         build_spec(TrainSpec, {"data": "a.jsonl", "fused_layers": "sometimes"}, {})
 
 
-def test_learning_rate_defaults_depend_on_method() -> None:
-    assert build_spec(TrainSpec, {"data": "a"}, {}).resolved_lr() == 2e-4
-    assert build_spec(TrainSpec, {"data": "a", "method": "full"}, {}).resolved_lr() == 2e-5
+def test_learning_rate_defaults_depend_on_method_and_model_size() -> None:
+    lora = build_spec(TrainSpec, {"data": "a"}, {})
+    assert lora.resolved_lr(135_000_000) == 1e-3  # measured on the embedded model
+    assert lora.resolved_lr(7_000_000_000) == lora.resolved_lr() == 2e-4  # the field's rate; size unknown
+    assert build_spec(TrainSpec, {"data": "a", "method": "full"}, {}).resolved_lr(135_000_000) == 2e-5
+    assert build_spec(TrainSpec, {"data": "a", "method": "dpo"}, {}).resolved_lr(135_000_000) == 5e-5
+    assert build_spec(TrainSpec, {"data": "a", "lr": 3e-4}, {}).resolved_lr(135_000_000) == 3e-4
 
 
 def test_home_respects_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

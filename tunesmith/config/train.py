@@ -16,6 +16,8 @@ from tunesmith.config.base import (
     _Spec,
 )
 
+SMALL_MODEL_PARAMETERS = 1_000_000_000  # below this, LoRA SFT's default learning rate is 1e-3 (`resolved_lr`)
+
 
 class LoraSpec(_Spec):
     """Low-rank adapter settings."""
@@ -125,7 +127,8 @@ class TrainSpec(_Spec):
     lr: float | None = Field(
         None,
         gt=0,
-        description="Peak learning rate; default 2e-4 for LoRA (5e-5 for dpo, kto, orpo), 2e-5 for full.",
+        description="Peak learning rate; default for LoRA SFT 1e-3 on models below 1B parameters and 2e-4 "
+        "from 1B up (measured: benchmarks/RESULTS.md, Defaults), 5e-5 for dpo, kto and orpo, 2e-5 for full.",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the LR.")
@@ -249,10 +252,18 @@ class TrainSpec(_Spec):
             raise ValueError(f"select_by {self.select_by!r} must be val_loss or one of eval_metrics")
         return self
 
-    def resolved_lr(self) -> float:
-        """The learning rate this job uses."""
+    def resolved_lr(self, parameters: int | None = None) -> float:
+        """The learning rate this job uses; `parameters`, the base model's size, sets LoRA SFT's default.
+
+        LoRA SFT: 1e-3 below 1B parameters, measured on the embedded 135M model (CLINC150, the
+        templates, federated rounds: benchmarks/RESULTS.md, "Defaults"); 2e-4, the field's usual LoRA
+        rate (QLoRA, Unsloth), from 1B up or when the size is unknown, since smaller models take larger
+        rates and nothing larger was measured here.
+        """
         if self.lr is not None:
             return self.lr
         if self.tuning == "full":
             return 2e-5
-        return 2e-4 if self.method == "sft" else 5e-5
+        if self.method != "sft":
+            return 5e-5
+        return 1e-3 if parameters is not None and parameters < SMALL_MODEL_PARAMETERS else 2e-4

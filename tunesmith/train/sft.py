@@ -87,6 +87,9 @@ def _train(
     # ------------------------------------------------------------------ data
     run.emit(EventType.validating_data, "reading and rendering the data")
     model_path = resolve_model(spec.model)
+    if spec.lr is None:  # the default depends on the model's size
+        shape = model_shape(model_path, spec.tuning, spec.lora.r, spec.lora.target_modules)
+        spec = spec.model_copy(update={"lr": spec.resolved_lr(shape.parameters)})
     tokenizer = load_tokenizer(model_path)
     train_raw, train_hash, val_raw, val_hash, validation = _read_splits(run, spec)
     train_examples = _render(run, tokenizer, train_raw, spec)

@@ -236,3 +236,12 @@ def test_a_token_budget_trains_the_steps_whose_tokens_fit_it(tiny_model_dir: Pat
     ]
     assert 3000 - max(step_tokens) < result.trained_tokens <= 3000
     assert metrics[-1]["lr"] == 0.0  # the cosine ran down over exactly the planned steps
+
+
+def test_the_default_learning_rate_follows_the_model_size(tiny_model_dir: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_model_dir, tmp_path / "run", lr=None, max_steps=2, hold_out_val=False, val_data=None,
+                 warmup_ratio=0.0)  # fmt: skip
+    train_sft(spec, progress=False)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # After step 1 of 2 the cosine stands halfway down from the peak: 1e-3, as the tiny model is below 1B.
+    assert metrics[0]["lr"] == pytest.approx(1e-3 / 2)
