@@ -27,7 +27,7 @@ demo: venv
 	$(BIN)/tunesmith quickstart
 
 test: venv lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal  # one worker a core, at most 4 (each holds a model)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15  # one worker a core, at most 4 (each holds a model); the slowest tests listed
 
 lint: venv
 	$(BIN)/ruff check tunesmith tests scripts benchmarks
