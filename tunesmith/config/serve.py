@@ -150,6 +150,18 @@ class ServeSpec(_Spec):
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
     )
+    engine: Literal["embedded", "vllm"] = Field(
+        "embedded",
+        description="What generates: `embedded` (this process, CPU or GPU) or `vllm` (vLLM's multi-LoRA "
+        "engine, CUDA GPUs, `pip install 'tunesmith[vllm]'`); keys, tenants, A/B, feedback, the request "
+        "log and guardrails stay tunesmith's either way.",
+    )
+    max_lora_rank: int = Field(
+        64,
+        gt=0,
+        description="Largest adapter rank the vllm engine accepts (vLLM reserves GPU memory for it: 8, 16, 32, "
+        "64, 128 or 256); the embedded engine takes any rank.",
+    )
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
     adapters: dict[str, str] = Field(
