@@ -40,13 +40,13 @@ from tunesmith.serve.adapters import AdapterCache, meta_linear_shapes
 from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
 from tunesmith.serve.guardrails import ServeGuardrails
-from tunesmith.serve.inference import InferenceEngine
+from tunesmith.serve.inference import InferenceEngine, require_vllm
 from tunesmith.serve.limits import AuthFailureLimit, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.moderation import Moderator
 from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
-from tunesmith.serve.vllm_engine import open_vllm_engine, require_vllm
+from tunesmith.serve.vllm_engine import open_vllm_engine
 
 if TYPE_CHECKING:
     from tunesmith.monitor.quality import SampledJudge

@@ -1,11 +1,12 @@
 """The seam between the request layer and whatever generates: `InferenceEngine`.
 
 Owns: what `service`, the admin and ops routes and the classifier guardrail ask of an engine (queue
-jobs, say how loaded and how healthy it is, load and unload adapters, score labels, drain on close),
-and the two refusals every engine gives (`EngineClosedError`, `EngineBusyError`). Two engines keep it:
-the embedded one (`engine.GenerationEngine`, torch in this process, the default) and vLLM's
-(`vllm_engine.VllmEngine`, GPUs). Does not own: either engine, or which one a server runs (see `app`).
-No torch import: the protocol is read by the light API layer.
+jobs, say how loaded and how healthy it is, load and unload adapters, score labels, drain on close);
+the two refusals every engine gives (`EngineClosedError`, `EngineBusyError`); refusing `engine: vllm`,
+naming what to install, where vLLM or CUDA is missing (`require_vllm`: here, light, so that the CLI
+says so in a second, before loading anything). Two engines keep the protocol: the embedded one
+(`engine.GenerationEngine`, torch in this process, the default) and vLLM's (`vllm_engine.VllmEngine`,
+CUDA GPUs). Does not own: either engine, or which one a server runs (see `app`). No torch import.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from tunesmith.config import ConfigError
 
 if TYPE_CHECKING:
     from tunesmith.serve.jobs import GenerationJob
@@ -25,6 +28,31 @@ class EngineClosedError(RuntimeError):
 
 class EngineBusyError(RuntimeError):
     """The queue is full; try again later."""
+
+
+VLLM_INSTALL = "pip install 'tunesmith[vllm]'"
+
+
+class VllmUnavailableError(ConfigError):
+    """`engine: vllm` on a machine without vLLM or without a CUDA GPU; the message says what to do."""
+
+
+def require_vllm() -> None:
+    """Refuse, naming what to install, unless vLLM imports and torch sees a CUDA GPU."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        raise VllmUnavailableError(
+            f"engine vllm: vLLM is not installed here ({error}); install it with {VLLM_INSTALL} on a machine "
+            "with an NVIDIA GPU, or serve with the embedded engine (the default, --engine embedded)"
+        ) from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VllmUnavailableError(
+            "engine vllm: needs a CUDA GPU and torch sees none here; serve with the embedded engine (the "
+            "default, --engine embedded) on CPUs"
+        )
 
 
 class InferenceEngine(Protocol):

@@ -1,6 +1,6 @@
 """vLLM as the generation engine on GPUs: `VllmEngine` keeps the `InferenceEngine` contract over vLLM's AsyncLLM.
 
-Owns: refusing, with what to install, where vLLM or CUDA is missing (`require_vllm`); starting vLLM's
+Owns: starting vLLM's
 engine (`open_vllm_engine`) on its own thread and event loop, so jobs arrive from any thread as they do
 at the embedded engine; turning a job into vLLM's sampling settings and LoRA request (a tunesmith
 adapter key ↔ a stable LoRA int id, the adapter verified against the base as the embedded engine
@@ -14,7 +14,7 @@ turns as at the embedded engine (their limits, see `limits`, still hold).
 Does not own: requests, keys, tenants, deployments, feedback, the request log or guardrails (see
 `service`, unchanged whichever engine runs). vLLM is imported only here and only when this engine
 starts, so tunesmith imports without it; the pure pieces (`sampling_kwargs`, `DeltaStream`,
-`AdapterIds`, `completion_tokens`, `label_logprob`) are plain functions, tested without vLLM.
+`AdapterIds`, `completion_tokens`, `label_prompts`, `label_logprob`) are plain functions, tested without vLLM.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from typing import Any, TypeVar
 
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import ConfigError
 from tunesmith.eval.classify import label_continuations
 from tunesmith.serve.adapters import verify_adapter
-from tunesmith.serve.inference import EngineBusyError, EngineClosedError
+from tunesmith.serve.inference import EngineBusyError, EngineClosedError, require_vllm
 from tunesmith.serve.jobs import (
     AdapterLoadError,
     GenerationJob,
@@ -47,31 +46,8 @@ from tunesmith.serve.jobs import (
 from tunesmith.serve.metrics import ServeMetrics
 
 logger = logging.getLogger(__name__)
-VLLM_INSTALL = "pip install 'tunesmith[vllm]'"
 _WATCH_S = 0.1  # how often cancelled and expired jobs are looked for
 T = TypeVar("T")
-
-
-class VllmUnavailableError(ConfigError):
-    """`engine: vllm` on a machine without vLLM or without a CUDA GPU; the message says what to do."""
-
-
-def require_vllm() -> None:
-    """Refuse, naming what to install, unless vLLM imports and torch sees a CUDA GPU."""
-    try:
-        import vllm  # noqa: F401
-    except ImportError as error:
-        raise VllmUnavailableError(
-            f"engine vllm: vLLM is not installed here ({error}); install it with {VLLM_INSTALL} on a machine "
-            "with an NVIDIA GPU, or serve with the embedded engine (the default, --engine embedded)"
-        ) from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise VllmUnavailableError(
-            "engine vllm: needs a CUDA GPU and torch sees none here; serve with the embedded engine (the "
-            "default, --engine embedded) on CPUs"
-        )
 
 
 # ---------------------------------------------------------------------- pure pieces
@@ -149,6 +125,14 @@ def label_logprob(
     return total
 
 
+def label_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, labels: Sequence[str]
+) -> tuple[list[int], list[list[int]]]:
+    """The rendered `prompt`'s tokens and each label's (as `eval.classify.score_labels` tokenizes them)."""
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return prompt_ids, label_continuations(tokenizer, labels)
+
+
 def adapter_error(key: str, path: Path, base_path: str, error: Exception) -> AdapterLoadError:
     """The client's reason an adapter cannot load, the server's paths replaced by names (as `engine`)."""
     reason = str(error).replace(str(path), key).replace(base_path, "the served base model")
@@ -202,12 +186,12 @@ def open_vllm_engine(
         return AsyncLLMEngine.from_engine_args(args)
 
     llm = asyncio.run_coroutine_threadsafe(build(), loop).result()
-    eos = adapter_eos(tokenizer, base_path)
+    eos = eos_ids(tokenizer, base_path)
     return VllmEngine(llm, loop, thread, tokenizer, eos, base_path, shapes, max_loaded_adapters, max_queued,
                       max_queue_wait_s, metrics)  # fmt: skip
 
 
-def adapter_eos(tokenizer: PreTrainedTokenizerBase, base_path: str) -> set[int]:
+def eos_ids(tokenizer: PreTrainedTokenizerBase, base_path: str) -> set[int]:
     """End-of-sequence ids: the tokenizer's and the generation config's (as the embedded engine stops)."""
     from transformers import GenerationConfig
 
@@ -426,7 +410,7 @@ class VllmEngine:
 
         await self._add(key, path)
         lora = self._request(key, path)
-        prompt_ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        prompt_ids, continuations = label_prompts(self.tokenizer, prompt, labels)
         params = SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=0)
 
         async def one(index: int, label_ids: list[int]) -> float:
@@ -442,5 +426,4 @@ class VllmEngine:
             ]
             return label_logprob(logprobs, label_ids, len(prompt_ids))
 
-        continuations = label_continuations(self.tokenizer, labels)
         return list(await asyncio.gather(*(one(i, ids) for i, ids in enumerate(continuations))))
