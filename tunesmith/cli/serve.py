@@ -27,8 +27,8 @@ def serve(
     Endpoints: /v1/models, /v1/chat/completions, /v1/completions, /v1/feedback, /admin/...,
     /health, /metrics, and with --ui the web console at /ui. Ctrl-C finishes in-flight requests, then exits.
 
-    --engine vllm hands generation to vLLM's multi-LoRA engine on a CUDA GPU (pip install
-    'tunesmith[vllm]'); everything else above stays tunesmith's.
+    --engine vllm hands generation to vLLM's multi-LoRA engine on a CUDA GPU (install tunesmith's
+    `vllm` extra); everything else above stays tunesmith's.
 
     Examples:
       tunesmith serve --adapter acme=runs/run-20261123-182501-3fa9 --no-auth

@@ -153,7 +153,7 @@ class ServeSpec(_Spec):
     engine: Literal["embedded", "vllm"] = Field(
         "embedded",
         description="What generates: `embedded` (this process, CPU or GPU) or `vllm` (vLLM's multi-LoRA "
-        "engine, CUDA GPUs, `pip install 'tunesmith[vllm]'`); keys, tenants, A/B, feedback, the request "
+        "engine on a CUDA GPU; install tunesmith's `vllm` extra); keys, tenants, A/B, feedback, the request "
         "log and guardrails stay tunesmith's either way.",
     )
     max_lora_rank: int = Field(

@@ -36,7 +36,7 @@ from tunesmith.registry.guardrail_store import GuardrailStore
 from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
-from tunesmith.serve.adapters import AdapterCache, meta_linear_shapes
+from tunesmith.serve.adapters import AdapterCache, meta_linear_shapes, verify_adapter
 from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
 from tunesmith.serve.guardrails import ServeGuardrails
@@ -168,9 +168,12 @@ def _open_vllm(
     mismatch), and the model's context length."""
     from transformers import AutoConfig
 
+    shapes = meta_linear_shapes(base_path)
+    for path in adapters.values():  # before vLLM takes minutes to start
+        verify_adapter(path, base_path, shapes)
     engine = open_vllm_engine(
-        base_path, tokenizer, meta_linear_shapes(base_path),
-        dtype="bfloat16" if supports_fast_bf16("cuda") else "float16", max_batch_size=spec.max_batch_size,
+        base_path, tokenizer, shapes,
+        max_batch_size=spec.max_batch_size,
         max_loaded_adapters=spec.max_loaded_adapters, max_lora_rank=spec.max_lora_rank,
         max_queued=spec.max_queued, max_queue_wait_s=spec.max_queue_wait_s, metrics=metrics,
     )  # fmt: skip

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.eval.classify import label_continuations
-from tunesmith.serve.adapters import verify_adapter
+from tunesmith.serve.adapters import AdapterMismatchError, verify_adapter
 from tunesmith.serve.inference import EngineBusyError, EngineClosedError, require_vllm
 from tunesmith.serve.jobs import (
     AdapterLoadError,
@@ -147,7 +147,6 @@ def open_vllm_engine(
     tokenizer: PreTrainedTokenizerBase,
     shapes: dict[str, tuple[int, int]],
     *,
-    dtype: str,
     max_batch_size: int,
     max_loaded_adapters: int,
     max_lora_rank: int,
@@ -162,7 +161,6 @@ def open_vllm_engine(
         tokenizer: The base model's tokenizer (for end-of-sequence ids and label tokens; prompts arrive
             as token ids rendered by `service`).
         shapes: `adapters.linear_shapes` of the base, to verify adapters before vLLM loads them.
-        dtype: vLLM's weight dtype (`bfloat16`, `float16`).
         max_batch_size: vLLM's `max_num_seqs`.
         max_loaded_adapters: vLLM's `max_loras` and `max_cpu_loras`.
         max_lora_rank: vLLM's `max_lora_rank`.
@@ -174,7 +172,9 @@ def open_vllm_engine(
     from vllm import AsyncEngineArgs, AsyncLLMEngine
 
     args = AsyncEngineArgs(
-        model=base_path, dtype=dtype, enable_lora=True, max_loras=max_loaded_adapters,
+        # dtype auto: vLLM's choice for the GPU (a float32 checkpoint runs in 16 bits), made in its own
+        # process, so that this one never initialises CUDA (vLLM would then have to spawn, not fork)
+        model=base_path, dtype="auto", enable_lora=True, max_loras=max_loaded_adapters,
         max_cpu_loras=max_loaded_adapters, max_lora_rank=max_lora_rank, max_num_seqs=max_batch_size,
         disable_log_stats=True,
     )  # fmt: skip
@@ -283,7 +283,7 @@ class VllmEngine:
         with self._lock:
             self._closing = True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._tasks and (deadline is None or time.monotonic() < deadline):
+        while (self._tasks or self._waiting) and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.05)
         if self._watcher is not None:
             self._watcher.cancel()
@@ -366,13 +366,14 @@ class VllmEngine:
         if job.adapter is None:
             return None
         assert job.adapter_path is not None
-        if job.adapter not in self._added:
+        if job.adapter in self._added:
+            self._added.move_to_end(job.adapter)
+        else:
             try:
                 await self._add(job.adapter, job.adapter_path)
             except ValueError as error:  # a bad adapter fails its own requests, not the engine
                 logger.warning("cannot load adapter %s: %s", job.adapter, error)
                 raise adapter_error(job.adapter, job.adapter_path, self.base_path, error) from None
-        self._added.move_to_end(job.adapter)
         return self._request(job.adapter, job.adapter_path)
 
     def _request(self, key: str, path: Path) -> Any:
@@ -390,7 +391,7 @@ class VllmEngine:
             try:
                 await self.llm.add_lora(self._request(key, path))
             except Exception as error:  # vLLM refuses it (e.g. a rank over max_lora_rank)
-                raise ValueError(f"vLLM cannot load it: {error}") from error
+                raise AdapterMismatchError(f"{path}: vLLM cannot load it: {error}") from error
             self._added[key] = path
             self.metrics.loaded_adapters.set(len(self.loaded_adapters()))
 
