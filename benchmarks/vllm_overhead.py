@@ -14,8 +14,8 @@ the GPU is free between them:
    clients calling `/v1/chat/completions` (auth off, request log on, as a default server runs).
 
 Figures: completion tokens/s (the tokens each side reports), requests/s and p50/p95 latency, and the
-ratio tunesmith/bare (issue 24's goal: at least 0.9). Results, dated, with their commands and machines:
-benchmarks/RESULTS.md ("vLLM overhead"). Not yet run: written on a machine without a GPU.
+ratio tunesmith/bare (issue 24's goal: at least 0.9). Not yet run: written on a machine without a GPU;
+its first results go to benchmarks/RESULTS.md, dated, with the command and the machine.
 """
 
 from __future__ import annotations
