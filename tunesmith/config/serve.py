@@ -144,6 +144,9 @@ class MonitorJudgeSpec(JudgeModelSpec):
     sample: int = Field(50, ge=2, description="Answers per window the judge scores (judging is slow).")
 
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)  # the `max_lora_rank` values vLLM takes
+
+
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
@@ -253,6 +256,15 @@ class ServeSpec(_Spec):
         description="CPU threads for torch (default: one per core). On a busy, shared CPU, 1 avoids threads "
         "waiting on each other (benchmarks/RESULTS.md).",
     )
+
+    @model_validator(mode="after")
+    def _check_lora_rank(self) -> ServeSpec:
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ValueError(
+                f"max_lora_rank: {self.max_lora_rank} is not one of vLLM's sizes "
+                f"({', '.join(map(str, VLLM_LORA_RANKS))})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_open_only_on_loopback(self) -> ServeSpec:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunesmith.config import ServeSpec
 from tunesmith.eval.classify import score_labels
 from tunesmith.models.loading import load_model, load_tokenizer
 from tunesmith.serve.inference import VllmUnavailableError, require_vllm
@@ -115,3 +116,9 @@ def test_label_scores_from_prompt_logprobs_equal_the_embedded_scoring(tiny_model
         scores,
         expected,
     )
+
+
+def test_max_lora_rank_is_one_of_vllms_sizes() -> None:
+    assert ServeSpec(engine="vllm", max_lora_rank=128).max_lora_rank == 128
+    with pytest.raises(ValueError, match="max_lora_rank: 12 is not one of vLLM's sizes"):
+        ServeSpec(max_lora_rank=12)
