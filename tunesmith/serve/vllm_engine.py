@@ -303,7 +303,7 @@ class VllmEngine:
         """Stream `job`'s text to its sink; its end or its own error, whatever happens."""
         from vllm import SamplingParams
 
-        stream = DeltaStream(job.stop)
+        stream, produced = DeltaStream(job.stop), 0
         try:
             lora = await self._lora(job)
             params = SamplingParams(**sampling_kwargs(job))
@@ -314,15 +314,15 @@ class VllmEngine:
                 self.heartbeat = time.monotonic()
                 self._started(job)
                 choice = output.outputs[0]
+                produced = completion_tokens(choice.token_ids, self.eos)
                 text = stream.delta(choice.text, output.finished)
                 if text:
                     job.sink(JobEvent("delta", text))
                 if output.finished:
                     reason = "length" if choice.finish_reason == "length" else "stop"
-                    job.sink(JobEvent("done", finish_reason=reason,
-                                      completion_tokens=completion_tokens(choice.token_ids, self.eos)))  # fmt: skip
+                    job.sink(JobEvent("done", finish_reason=reason, completion_tokens=produced))
         except asyncio.CancelledError:  # the watcher: its client left (vLLM aborts the request)
-            job.sink(JobEvent("done", finish_reason="cancelled"))
+            job.sink(JobEvent("done", finish_reason="cancelled", completion_tokens=produced))
         except AdapterLoadError as error:
             job.sink(JobEvent("error", error=error))
         except Exception as error:
