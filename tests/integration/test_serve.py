@@ -3,6 +3,7 @@ the official `openai` client: adapters, streaming, A/B deployments, feedback, te
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import threading
@@ -16,6 +17,7 @@ from typing import Any
 import httpx2 as httpx  # the HTTP client the openai package is built on
 import openai
 import pytest
+import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -61,7 +63,8 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, dict[str, str]]:
+    """A registry with two trained versions of acme's `voice`, globex's `secret`, a deployment and keys."""
     root = tmp_path_factory.mktemp("serve")
     registry = Registry(f"sqlite:///{root / 'registry.db'}").connect()
     for reply in ("ahoy matey, the coffee be hot", "we open at eight every day"):  # voice@1, voice@2
@@ -82,11 +85,40 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "globex": store.create_key("globex", admin=False),
         "admin": store.create_key(None, admin=True),
     }
+    return registry, keys
+
+
+def _serve(tiny_model_dir: Path, served: tuple[Registry, dict[str, str]], engine: str) -> Iterator[Server]:
     spec = ServeSpec(model=str(tiny_model_dir), port=free_port(), max_wait_ms=20, max_batch_size=16,
-                     max_loaded_adapters=4, max_request_bytes=50_000)  # fmt: skip
-    running = start_server(spec, registry, keys)
+                     max_loaded_adapters=4, max_request_bytes=50_000, engine=engine)  # fmt: skip
+    running = start_server(spec, *served)
     yield running
     stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, served: tuple[Registry, dict[str, str]]) -> Iterator[Server]:
+    """The server on the embedded engine."""
+    yield from _serve(tiny_model_dir, served, "embedded")
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_dir: Path, served: tuple[Registry, dict[str, str]]) -> Iterator[Server]:
+    """The same registry served by vLLM (a GPU with vLLM installed)."""
+    yield from _serve(tiny_model_dir, served, "vllm")
+
+
+VLLM_READY = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+
+@pytest.fixture(params=[
+    "embedded",
+    pytest.param("vllm", marks=pytest.mark.skipif(not VLLM_READY, reason="--engine vllm needs vLLM "
+                                                  "(pip install 'tunesmith[vllm]') and a CUDA GPU")),
+])  # fmt: skip
+def any_server(request: pytest.FixtureRequest) -> Server:
+    """The core API tests run on either engine: the same requests, the same answers' shape."""
+    return request.getfixturevalue("server" if request.param == "embedded" else "vllm_server")  # type: ignore[no-any-return]
 
 
 def test_models_list_shows_base_and_only_the_callers_adapters_and_deployments(server: Server) -> None:
@@ -96,8 +128,8 @@ def test_models_list_shows_base_and_only_the_callers_adapters_and_deployments(se
     assert globex == {"base", "secret"}
 
 
-def test_two_adapters_answer_differently_and_say_which_answered(server: Server) -> None:
-    client = server.client("acme")
+def test_two_adapters_answer_differently_and_say_which_answered(any_server: Server) -> None:
+    client = any_server.client("acme")
     answers = {}
     for model in ("voice@1", "voice@2", "base"):
         raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, max_tokens=8,
@@ -115,8 +147,8 @@ def test_two_adapters_answer_differently_and_say_which_answered(server: Server) 
     assert latest.model == "voice@2" and latest.choices[0].message.content == answers["voice@2"]
 
 
-def test_streaming_sends_the_same_text_token_by_token(server: Server) -> None:
-    client = server.client("acme")
+def test_streaming_sends_the_same_text_token_by_token(any_server: Server) -> None:
+    client = any_server.client("acme")
     whole = client.chat.completions.create(model="voice@1", messages=HELLO, max_tokens=12, temperature=0)
     chunks = list(client.chat.completions.create(model="voice@1", messages=HELLO, max_tokens=12, temperature=0,
                                                  stream=True, stream_options={"include_usage": True}))  # fmt: skip
@@ -129,8 +161,8 @@ def test_streaming_sends_the_same_text_token_by_token(server: Server) -> None:
     assert {c.model for c in chunks} == {"voice@1"}
 
 
-def test_completions_with_n_seed_and_stop(server: Server) -> None:
-    client = server.client("acme")
+def test_completions_with_n_seed_and_stop(any_server: Server) -> None:
+    client = any_server.client("acme")
     first = client.completions.create(
         model="voice@2", prompt="we open", max_tokens=10, n=2, seed=7, temperature=1
     )
@@ -236,7 +268,7 @@ def test_outcome_events_reach_the_ab_report(server: Server) -> None:
     assert report["control"] == "voice@1" and "thumbs" in by_model["voice@2"]["versus_control"]
 
 
-def test_tenants_cannot_see_or_call_each_others_models(server: Server) -> None:
+def test_tenants_cannot_see_or_call_each_others_models(any_server: Server) -> None:
     for who, model in (
         ("globex", "voice"),
         ("globex", "voice@1"),
@@ -244,14 +276,16 @@ def test_tenants_cannot_see_or_call_each_others_models(server: Server) -> None:
         ("acme", "secret"),
     ):
         with pytest.raises(openai.NotFoundError, match="does not exist or you do not have access"):
-            server.client(who).chat.completions.create(model=model, messages=HELLO, max_tokens=2)
+            any_server.client(who).chat.completions.create(model=model, messages=HELLO, max_tokens=2)
     assert (
-        server.client("globex").chat.completions.create(model="secret", messages=HELLO, max_tokens=2).choices
+        any_server.client("globex")
+        .chat.completions.create(model="secret", messages=HELLO, max_tokens=2)
+        .choices
     )
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key="ts-wrong", max_retries=0).models.list()
-    assert httpx.get(f"{server.url}/v1/models").status_code == 401
-    assert server.http("acme").get("/admin/deployments").status_code == 403
+        openai.OpenAI(base_url=f"{any_server.url}/v1", api_key="ts-wrong", max_retries=0).models.list()
+    assert httpx.get(f"{any_server.url}/v1/models").status_code == 401
+    assert any_server.http("acme").get("/admin/deployments").status_code == 403
 
 
 def _error(response: httpx.Response) -> tuple[int, str]:
@@ -286,20 +320,20 @@ def test_bad_input_gets_a_4xx_naming_the_problem(server: Server) -> None:
         server.client("acme").completions.create(model="voice", prompt="milk " * 1100)
 
 
-def test_mismatched_adapter_is_refused_never_served_as_base(server: Server, tmp_path: Path) -> None:
-    trained = server.store.find_adapter(Caller(None, is_admin=True), "voice", 1)
+def test_mismatched_adapter_is_refused_never_served_as_base(any_server: Server, tmp_path: Path) -> None:
+    trained = any_server.store.find_adapter(Caller(None, is_admin=True), "voice", 1)
     foreign = Path(shutil.copytree(trained.path, tmp_path / "foreign"))
     config = json.loads((foreign / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-360M-Instruct"
     (foreign / "adapter_config.json").write_text(json.dumps(config))
-    server.store.register_source("foreign", str(foreign), tenant="acme")
+    any_server.store.register_source("foreign", str(foreign), tenant="acme")
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError, match="trained on base model 'HuggingFaceTB/SmolLM2-360M"):
-            server.client("acme").chat.completions.create(model="foreign", messages=HELLO, max_tokens=2,
+            any_server.client("acme").chat.completions.create(model="foreign", messages=HELLO, max_tokens=2,
                                                           stream=stream)  # fmt: skip
-    code, message = _error(server.http("admin").post("/admin/adapters/load", json={"model": "foreign"}))
+    code, message = _error(any_server.http("admin").post("/admin/adapters/load", json={"model": "foreign"}))
     assert code == 400 and "trained on base model" in message
-    loaded = server.http("admin").post("/admin/adapters/load", json={"model": "voice@1"}).json()["loaded"]
+    loaded = any_server.http("admin").post("/admin/adapters/load", json={"model": "voice@1"}).json()["loaded"]
     assert "voice@1" in loaded and "foreign@1" not in loaded
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from tunesmith.config import ConfigError
 from tunesmith.data.records import DataError
@@ -33,7 +34,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 
 def fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # escaped: a message's own brackets (`tunesmith[vllm]`, `[BLOCKED]`) are text, not rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(2)
 
 

@@ -228,11 +228,11 @@ PREPARE_FLAGS = (
     Flag("calibrate"), Flag("gpu_prices"),
 )  # fmt: skip
 SERVE_FLAGS = (
-    Flag("model", short="-m"), Flag("host"), Flag("port", short="-p"),
+    Flag("model", short="-m"), Flag("engine"), Flag("host"), Flag("port", short="-p"),
     Flag("adapters", "--adapter", "-a", parse=parse_pairs, metavar="NAME=PATH_OR_RUN_ID"), Flag("auth"), Flag("ui"),
     Flag("max_batch_size"), Flag("max_wait_ms"), Flag("max_loaded_adapters"), Flag("max_tokens_limit"),
     Flag("max_queued"), Flag("request_timeout_s"), Flag("tenant_max_concurrent"), Flag("tenant_tokens_per_minute"),
-    Flag("threads"), Flag("require_bias_audit"),
+    Flag("threads"), Flag("require_bias_audit"), Flag("max_lora_rank"),
 )  # fmt: skip
 BIAS_AUDIT_FLAGS = (
     Flag("data"), Flag("attributes", "--attribute", short="-a"), Flag("threshold"), Flag("terms"),

@@ -144,11 +144,26 @@ class MonitorJudgeSpec(JudgeModelSpec):
     sample: int = Field(50, ge=2, description="Answers per window the judge scores (judging is slow).")
 
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256)  # the `max_lora_rank` values vLLM takes
+
+
 class ServeSpec(_Spec):
     """An OpenAI-compatible server: one base model, many LoRA adapters."""
 
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog name, Hugging Face id or local directory."
+    )
+    engine: Literal["embedded", "vllm"] = Field(
+        "embedded",
+        description="What generates: `embedded` (this process, CPU or GPU) or `vllm` (vLLM's multi-LoRA "
+        "engine on a CUDA GPU; install tunesmith's `vllm` extra); keys, tenants, A/B, feedback, the request "
+        "log and guardrails stay tunesmith's either way.",
+    )
+    max_lora_rank: int = Field(
+        64,
+        gt=0,
+        description="Largest adapter rank the vllm engine accepts (vLLM reserves GPU memory for it: 8, 16, 32, "
+        "64, 128 or 256); the embedded engine takes any rank.",
     )
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, lt=65536, description="Port to listen on (0: any free port).")
@@ -241,6 +256,15 @@ class ServeSpec(_Spec):
         description="CPU threads for torch (default: one per core). On a busy, shared CPU, 1 avoids threads "
         "waiting on each other (benchmarks/RESULTS.md).",
     )
+
+    @model_validator(mode="after")
+    def _check_lora_rank(self) -> ServeSpec:
+        if self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ValueError(
+                f"max_lora_rank: {self.max_lora_rank} is not one of vLLM's sizes "
+                f"({', '.join(map(str, VLLM_LORA_RANKS))})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_open_only_on_loopback(self) -> ServeSpec:

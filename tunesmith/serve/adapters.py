@@ -122,9 +122,6 @@ def check_adapter_folder(adapter_dir: Path) -> None:
     The check `tunesmith adapters register` runs, so adapters made by peft/TRL, Unsloth or LLaMA-Factory
     are held to what the server will demand of them before they are recorded.
     """
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
         raise AdapterMismatchError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
@@ -132,9 +129,17 @@ def check_adapter_folder(adapter_dir: Path) -> None:
     if not base:
         raise AdapterMismatchError(f"{adapter_dir}: adapter_config.json names no base_model_name_or_path")
     base_path = resolve_model(base)
+    verify_adapter(adapter_dir, base_path, meta_linear_shapes(base_path))
+
+
+def meta_linear_shapes(base_path: str) -> dict[str, tuple[int, int]]:
+    """`linear_shapes` of the base model at `base_path`, built on the meta device (no weights read)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base_path))
-    verify_adapter(adapter_dir, base_path, linear_shapes(model))
+    return linear_shapes(model)
 
 
 class AdapterCache:

@@ -1,7 +1,8 @@
 """The serving composition root: `create_app(spec)` builds the app, `run_server(spec)` serves it.
 
 Owns: loading the base model and tokenizer once, registering and verifying the adapters named at
-start (a mismatch stops the start with the reason), wiring engine, store, service, limits,
+start (a mismatch stops the start with the reason), opening the engine `serve: {engine: ...}` names
+(embedded or vLLM, see `inference`), wiring engine, store, service, limits,
 guardrails and routes, the request-size limit, request ids, the Host check of a server without
 auth (so a web page cannot reach it through DNS rebinding), API docs only without auth, and the
 lifespan (start the worker; on shutdown finish in-flight requests). Does not own: any request logic.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import LOOPBACK_HOSTS, MonitorJudgeSpec, ServeSpec, default_database_url
 from tunesmith.models.loading import (
@@ -34,15 +36,17 @@ from tunesmith.registry.guardrail_store import GuardrailStore
 from tunesmith.registry.monitor_store import MonitorStore
 from tunesmith.registry.serving_store import Caller, ServingStore
 from tunesmith.registry.store import Registry
-from tunesmith.serve.adapters import AdapterCache
+from tunesmith.serve.adapters import AdapterCache, meta_linear_shapes, verify_adapter
 from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError, RequestId, error_response, install_error_handlers
 from tunesmith.serve.guardrails import ServeGuardrails
+from tunesmith.serve.inference import InferenceEngine, require_vllm
 from tunesmith.serve.limits import AuthFailureLimit, TenantLimits
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.moderation import Moderator
 from tunesmith.serve.routes import admin, events, feedback, openai, ops
 from tunesmith.serve.service import ServingService
+from tunesmith.serve.vllm_engine import open_vllm_engine
 
 if TYPE_CHECKING:
     from tunesmith.monitor.quality import SampledJudge
@@ -52,42 +56,23 @@ RETENTION_ACTOR = "server:retention"  # the audit trail's actor for the automati
 
 
 def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
-    """An app serving `spec.model` with its adapters; the worker thread starts with the app's lifespan."""
+    """An app serving `spec.model` with its adapters on `spec.engine`; it starts working with the app's lifespan."""
+    if spec.engine == "vllm":
+        require_vllm()  # before anything loads: no vLLM or no GPU is one clear error, not a traceback
     store = ServingStore(registry or Registry(default_database_url()).connect())
     base_path = resolve_model(spec.model)
     tokenizer = load_tokenizer(base_path)
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    device = default_device()
-    # bf16 on GPUs that run it natively; fp32 on CPUs. On a CPU with AVX512-BF16/AMX, bf16 makes prefill
-    # and 16-row decode steps faster but a lone stream ~15% slower and 8 mixed adapters 0.65x of one
-    # (benchmarks/RESULTS.md "Generation throughput", 2026-12-07): not yet a better default there.
-    model = load_model(
-        base_path,
-        torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,
-    )
-    model.to(device)  # type: ignore[arg-type]
-    model.eval()
-    context_length = int(model.config.max_position_embeddings)
-    cache = AdapterCache(model, base_path, spec.max_loaded_adapters)
+    adapters = {}
     for name, source in spec.adapters.items():
         adapter = store.register_source(name, source, tenant=None)
-        cache.ensure(
-            adapter.key, Path(adapter.path), pinned=set()
-        )  # verify now: refuse to start on a mismatch
+        adapters[adapter.key] = Path(adapter.path)
         logger.info("serving adapter %s from %s", adapter.key, adapter.path)
     metrics = ServeMetrics()
-    engine = GenerationEngine(
-        cache,
-        tokenizer,
-        max_batch_size=spec.max_batch_size,
-        max_wait_s=spec.max_wait_ms / 1000,
-        metrics=metrics,
-        max_queued=spec.max_queued,
-        max_queue_wait_s=spec.max_queue_wait_s,
-    )
+    engine, context_length = ENGINES[spec.engine](spec, base_path, tokenizer, metrics, adapters)
     limits = TenantLimits(spec.tenant_max_concurrent, spec.tenant_tokens_per_minute)
-    moderator = Moderator(engine, store)
+    moderator = Moderator(engine, store, tokenizer)
     guardrails = ServeGuardrails(GuardrailStore(store.registry), spec.guardrails, metrics, moderator.classify)
     service = ServingService(
         engine, store, tokenizer, metrics, context_length=context_length, max_tokens_limit=spec.max_tokens_limit,
@@ -142,6 +127,72 @@ def create_app(spec: ServeSpec, registry: Registry | None = None) -> FastAPI:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=[*LOOPBACK_HOSTS, "[::1]"])
     app.add_middleware(RequestId)  # outermost: every response, refusals included, carries an id
     return app
+
+
+def _open_embedded(
+    spec: ServeSpec, base_path: str, tokenizer: PreTrainedTokenizerBase, metrics: ServeMetrics,
+    adapters: dict[str, Path],
+) -> tuple[InferenceEngine, int]:  # fmt: skip
+    """The embedded engine on this machine's GPU or CPU, `adapters` loaded (refusing to start on a mismatch),
+    and the model's context length."""
+    device = default_device()
+    # bf16 on GPUs that run it natively; fp32 on CPUs. On a CPU with AVX512-BF16/AMX, bf16 makes prefill
+    # and 16-row decode steps faster but a lone stream ~15% slower and 8 mixed adapters 0.65x of one
+    # (benchmarks/RESULTS.md "Generation throughput", 2026-12-07): not yet a better default there.
+    model = load_model(
+        base_path,
+        torch.bfloat16 if device.startswith("cuda") and supports_fast_bf16(device) else torch.float32,
+    )
+    model.to(device)  # type: ignore[arg-type]
+    model.eval()
+    cache = AdapterCache(model, base_path, spec.max_loaded_adapters)
+    for key, path in adapters.items():
+        cache.ensure(key, path, pinned=set())  # verify now: refuse to start on a mismatch
+    engine = GenerationEngine(
+        cache,
+        tokenizer,
+        max_batch_size=spec.max_batch_size,
+        max_wait_s=spec.max_wait_ms / 1000,
+        metrics=metrics,
+        max_queued=spec.max_queued,
+        max_queue_wait_s=spec.max_queue_wait_s,
+    )
+    return engine, int(model.config.max_position_embeddings)
+
+
+def _open_vllm(
+    spec: ServeSpec, base_path: str, tokenizer: PreTrainedTokenizerBase, metrics: ServeMetrics,
+    adapters: dict[str, Path],
+) -> tuple[InferenceEngine, int]:  # fmt: skip
+    """vLLM on this machine's GPU (see `vllm_engine`), `adapters` verified and loaded (refusing to start on a
+    mismatch), and the model's context length."""
+    from transformers import AutoConfig
+
+    shapes = meta_linear_shapes(base_path)
+    for path in adapters.values():  # before vLLM takes minutes to start
+        verify_adapter(path, base_path, shapes)
+    engine = open_vllm_engine(
+        base_path, tokenizer, shapes,
+        max_batch_size=spec.max_batch_size,
+        max_loaded_adapters=spec.max_loaded_adapters, max_lora_rank=spec.max_lora_rank,
+        max_queued=spec.max_queued, max_queue_wait_s=spec.max_queue_wait_s, metrics=metrics,
+    )  # fmt: skip
+    try:
+        for key, path in adapters.items():
+            engine.load_adapter(key, path).result()
+    except BaseException:
+        engine.close(timeout=0)
+        raise
+    return engine, int(AutoConfig.from_pretrained(base_path).max_position_embeddings)
+
+
+# `serve: {engine: ...}` → what opens it (a visible table: the name comes from a config file)
+ENGINES: dict[
+    str,
+    Callable[
+        [ServeSpec, str, PreTrainedTokenizerBase, ServeMetrics, dict[str, Path]], tuple[InferenceEngine, int]
+    ],
+] = {"embedded": _open_embedded, "vllm": _open_vllm}
 
 
 async def _purge(store: ServingStore, older_than_seconds: float) -> None:

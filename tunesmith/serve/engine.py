@@ -21,14 +21,17 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from tunesmith.eval.classify import score_labels
 from tunesmith.serve.adapters import AdapterCache
+from tunesmith.serve.inference import EngineBusyError, EngineClosedError
 from tunesmith.serve.jobs import (
     AdapterLoadError,
     Batch,
@@ -44,14 +47,7 @@ from tunesmith.serve.prefill import Prefill, PrefixCache, plan_prefills, run_chu
 from tunesmith.serve.sampling import SamplingError, sample_next
 
 logger = logging.getLogger(__name__)
-
-
-class EngineClosedError(RuntimeError):
-    """The engine is shutting down and takes no new jobs."""
-
-
-class EngineBusyError(RuntimeError):
-    """The queue is full; try again later."""
+__all__ = ["EngineBusyError", "EngineClosedError", "GenerationEngine"]  # the errors are `inference`'s
 
 
 class GenerationEngine:
@@ -146,6 +142,32 @@ class GenerationEngine:
     @property
     def running(self) -> int:
         return self._running
+
+    # ------------------------------------------------------------------ adapters (see `inference`)
+
+    @property
+    def adapter_capacity(self) -> int:
+        return self.adapters.capacity
+
+    def loaded_adapters(self) -> list[str]:
+        return self.adapters.loaded
+
+    def load_adapter(self, key: str, path: Path) -> Future[None]:
+        return self.call(lambda: self.adapters.ensure(key, path, pinned=set()))
+
+    def unload_adapter(self, key: str) -> Future[bool]:
+        return self.call(lambda: self.adapters.unload(key))
+
+    def score_labels(self, key: str, path: Path, prompt: str, labels: Sequence[str]) -> Future[list[float]]:
+        """As `eval.classify.score_labels` scores one prompt, on the worker thread (it owns the model)."""
+
+        def run() -> list[float]:
+            self.adapters.ensure(key, path, pinned=set())
+            with self.adapters.routed([key]):
+                scores = score_labels(self.adapters.model, self.tokenizer, [prompt], labels, batch_size=1)
+            return [float(score) for score in scores[0]]
+
+        return self.call(run)
 
     # ------------------------------------------------------------------ worker thread
 

@@ -4,9 +4,10 @@ Owns: scoring a prompt (or a whole answer) with the classifier adapter, the way 
 (every label's summed log-likelihood as the assistant's answer, scored on the prompt's cache, see
 `eval.classify.score_labels`), turned into probabilities over the labels. The prompt is rendered as
 the classifier was trained on text/label rows (its instruction, a blank line, the text). It runs on
-the engine's worker thread, which owns the model, between decode batches (under load it waits for
-the running batch to drain); it is not one of the fast, model-free guards. Does not own: deciding
-what blocks (see `serve.guardrails`).
+the engine (the embedded one scores on its worker thread between decode batches, so under load it
+waits for the running batch to drain; vLLM scores from prompt log-probabilities); it is not one of the
+fast, model-free guards. Does not own: deciding what blocks (see `serve.guardrails`) or the scoring
+itself (see `InferenceEngine.score_labels`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from pathlib import Path
 
 import torch
 from starlette.concurrency import run_in_threadpool
+from transformers import PreTrainedTokenizerBase
 
 from tunesmith.audit.guardrails import Classifier
 from tunesmith.data.ingest import DEFAULT_INSTRUCTION
 from tunesmith.data.render import render_text
-from tunesmith.eval.classify import score_labels
 from tunesmith.registry.serving_store import Caller, NotFoundError, ServingStore, parse_model_ref
-from tunesmith.serve.engine import GenerationEngine
 from tunesmith.serve.errors import APIError
+from tunesmith.serve.inference import InferenceEngine
 
 _ADMIN = Caller(tenant=None, is_admin=True)  # the classifier was named by an admin
 
@@ -31,9 +32,12 @@ _ADMIN = Caller(tenant=None, is_admin=True)  # the classifier was named by an ad
 class Moderator:
     """Scores prompts with classifier adapters on the served base model."""
 
-    def __init__(self, engine: GenerationEngine, store: ServingStore) -> None:
+    def __init__(
+        self, engine: InferenceEngine, store: ServingStore, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
         self.engine = engine
         self.store = store
+        self.tokenizer = tokenizer
 
     async def classify(self, classifier: Classifier, text: str) -> list[float]:
         """Each of `classifier.labels`' probability for `text` (a softmax over their log-likelihoods)."""
@@ -45,17 +49,11 @@ class Moderator:
                 503, "this model's guardrail classifier is not available; ask the server's admin",
                 type_="server_error", code="guardrail_unavailable",
             ) from None  # fmt: skip
-        cache, tokenizer = self.engine.adapters, self.engine.tokenizer
         instruction = classifier.instruction or DEFAULT_INSTRUCTION
         prompt = render_text(
-            tokenizer, [{"role": "user", "content": f"{instruction}\n\n{text}"}], generation_prompt=True
+            self.tokenizer, [{"role": "user", "content": f"{instruction}\n\n{text}"}], generation_prompt=True
         )
-
-        def run() -> list[float]:
-            cache.ensure(adapter.key, Path(adapter.path), pinned=set())
-            with cache.routed([adapter.key]):
-                scores = score_labels(cache.model, tokenizer, [prompt], classifier.labels, batch_size=1)
-            return [float(p) for p in torch.softmax(scores[0], dim=-1)]
-
-        result: list[float] = await asyncio.wrap_future(self.engine.call(run))
-        return result
+        scores = await asyncio.wrap_future(
+            self.engine.score_labels(adapter.key, Path(adapter.path), prompt, classifier.labels)
+        )
+        return [float(p) for p in torch.softmax(torch.tensor(scores), dim=-1)]

@@ -35,9 +35,9 @@ from tunesmith.registry.serving_store import (
     choose_variant,
     parse_model_ref,
 )
-from tunesmith.serve.engine import EngineBusyError, EngineClosedError, GenerationEngine
 from tunesmith.serve.errors import APIError, internal_error
 from tunesmith.serve.guardrails import ServeGuardrails
+from tunesmith.serve.inference import EngineBusyError, EngineClosedError, InferenceEngine
 from tunesmith.serve.jobs import AdapterLoadError, GenerationJob, JobEvent, QueueTimeoutError, RowError
 from tunesmith.serve.limits import LimitError, TenantLimits, TooManyTokensError
 from tunesmith.serve.metrics import ServeMetrics
@@ -203,7 +203,7 @@ class ServingService:
 
     def __init__(
         self,
-        engine: GenerationEngine,
+        engine: InferenceEngine,
         store: ServingStore,
         tokenizer: PreTrainedTokenizerBase,
         metrics: ServeMetrics,

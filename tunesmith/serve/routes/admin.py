@@ -29,10 +29,10 @@ router = APIRouter(prefix="/admin")
 @router.get("/adapters")
 async def list_adapters(caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
     registered = await run_in_threadpool(service.store.visible_adapters, caller)
-    cache = service.engine.adapters
+    engine = service.engine
     return {
-        "loaded": cache.loaded,
-        "capacity": cache.capacity,
+        "loaded": engine.loaded_adapters(),
+        "capacity": engine.adapter_capacity,
         "registered": [{"name": a.name, "version": a.version, "tenant": a.tenant} for a in registered],
     }
 
@@ -43,31 +43,29 @@ async def load_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDep)
     target = await run_in_threadpool(service.resolve, caller, body.model, None)
     if target.adapter is None:
         raise APIError(400, "the base model is always loaded", param="model")
-    cache = service.engine.adapters
     key, path = target.adapter.key, Path(target.adapter.path)
     try:
-        await asyncio.wrap_future(service.engine.call(lambda: cache.ensure(key, path, pinned=set())))
+        await asyncio.wrap_future(service.engine.load_adapter(key, path))
     except ValueError as error:
         raise APIError(400, str(error), param="model", code="adapter_mismatch") from error
-    after = {"path": str(path), "loaded": cache.loaded}
+    after = {"path": str(path), "loaded": service.engine.loaded_adapters()}
     await run_in_threadpool(
         service.store.record_action, key_actor(caller.key_id), "adapter.load", key, None, after
     )
-    return {"loaded": cache.loaded}
+    return {"loaded": service.engine.loaded_adapters()}
 
 
 @router.post("/adapters/unload")
 async def unload_adapter(body: AdapterLoad, caller: AdminDep, service: ServiceDep) -> dict[str, Any]:
     target = await run_in_threadpool(service.resolve, caller, body.model, None)
-    cache = service.engine.adapters
     key = target.variant
-    if not await asyncio.wrap_future(service.engine.call(lambda: cache.unload(key))):
+    if not await asyncio.wrap_future(service.engine.unload_adapter(key)):
         raise APIError(404, f"adapter {key} is not loaded", param="model")
-    after = {"loaded": cache.loaded}
+    after = {"loaded": service.engine.loaded_adapters()}
     await run_in_threadpool(
         service.store.record_action, key_actor(caller.key_id), "adapter.unload", key, None, after
     )
-    return {"loaded": cache.loaded}
+    return {"loaded": service.engine.loaded_adapters()}
 
 
 @router.get("/deployments")
