@@ -144,7 +144,8 @@ def _evaluate(project: Project, candidates: list[Any], out: Path, show_progress:
         project.spec.model, candidates, project.prepared_dir, out, train_data=project.prepared_dir,
         task=project.task, metrics=config.metrics, max_new_tokens=config.max_new_tokens,
         decoding=_decoding(config), out_of_scope_label=config.out_of_scope_label,
-        calibration_data=config.calibration_data, batch_size=config.batch_size, limit=config.limit,
+        calibration_data=config.calibration_data, out_of_scope_objective=config.out_of_scope_objective,
+        batch_size=config.batch_size, limit=config.limit,
         samples=config.bootstrap_samples, show_progress=show_progress,
     )  # fmt: skip
 
