@@ -62,6 +62,15 @@ def _write(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def _learning_rate(spec: Any) -> float:
+    """The learning rate the run trained at: the default depends on the model's size."""
+    from tunesmith.models.loading import resolve_model
+    from tunesmith.train.plan import model_shape
+
+    shape = model_shape(resolve_model(spec.model), spec.tuning, spec.lora.r, spec.lora.target_modules)
+    return float(spec.resolved_lr(shape.parameters))
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from tunesmith.config import TrainSpec, duration_seconds
     from tunesmith.data.ingest import load_examples
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result = train_sft(spec, progress=not args.quiet)
         assert result.artifact_dir is not None
         training = {
-            "settings": {"lr": spec.resolved_lr(), "batch_size": spec.batch_size, "seed": spec.seed},
+            "settings": {"lr": _learning_rate(spec), "batch_size": spec.batch_size, "seed": spec.seed},
             "time_budget_s": spec.time_budget,
             "loop_seconds": result.wall_seconds,
             "wall_seconds_with_loading": round(time.perf_counter() - started, 1),
