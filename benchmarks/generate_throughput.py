@@ -223,13 +223,13 @@ def transformers_figures(dtype: torch.dtype, args: argparse.Namespace) -> dict[s
 # ---------------------------------------------------------------- llama.cpp
 
 
-def export_gguf(directory: Path) -> dict[str, Path]:
+def export_gguf(directory: Path, file_types: list[str]) -> dict[str, Path]:
     from tunesmith.export.gguf import write_gguf
     from tunesmith.models.loading import load_tokenizer, resolve_model
 
     path = resolve_model("smollm2-135m-instruct")
     files = {}
-    for file_type in ("f16", "q8_0"):
+    for file_type in file_types:
         files[file_type] = directory / f"smollm2-135m-{file_type}.gguf"
         if not files[file_type].is_file():
             write_gguf(Path(path), load_tokenizer(path), files[file_type], file_type)
@@ -381,6 +381,13 @@ def main() -> None:
     )
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--only-llama", action="store_true", help="llama.cpp's figures alone")
+    parser.add_argument(
+        "--gguf-types",
+        nargs="+",
+        default=["f16", "q8_0"],
+        choices=["f16", "q8_0"],
+        help="the GGUF files llama.cpp runs (a llama.cpp built for another CPU may lack q8_0's instructions)",
+    )
     parser.add_argument("--adapter-count", type=int, default=8)
     parser.add_argument("--json-out", type=Path)
     parser.add_argument(
@@ -443,7 +450,7 @@ def main() -> None:
             )
             print(json.dumps(results[f"transformers generate ({fast})"]), flush=True)
         if not args.skip_llama:
-            for file_type, gguf in export_gguf(Path(scratch)).items():
+            for file_type, gguf in export_gguf(Path(scratch), args.gguf_types).items():
                 results[f"llama.cpp {file_type}"] = llama_figures(gguf, args)
                 print(file_type, json.dumps(results[f"llama.cpp {file_type}"]), flush=True)
     results["load_after"] = os.getloadavg()

@@ -113,7 +113,7 @@ def is_bos_added(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 PRE_TOKENIZERS = {  # tokenizer.json pre_tokenizer shape → llama.cpp's name for its regex
-    ("ByteLevel",): "gpt2",
+    ("ByteLevel",): "gpt-2",  # llama.cpp reads "gpt2" as an unknown pre-tokenizer and refuses the file
     ("Digits", "ByteLevel"): "smollm",
 }
 
