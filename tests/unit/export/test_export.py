@@ -41,6 +41,12 @@ def test_gguf_export_loads_back_and_agrees(tiny_adapter_dir: Path, tmp_path: Pat
     parity = json.loads((out / "parity.json").read_text())
     assert parity["gguf_greedy_tokens"]["agreement"] >= {"f16": 0.99, "q8_0": 0.97}[quantization]
     assert parity["gguf_template"]["identical"] and parity["gguf_template"]["cases"] == 100
+    # llama.cpp knows a byte-level pre-tokenizer as "gpt-2" and refuses the file under any other name
+    # ("unknown pre-tokenizer type: 'gpt2'", llama-cpp-python 0.3.36); the tiny model's is byte-level.
+    import gguf
+
+    field = gguf.GGUFReader(out / f"model-{quantization}.gguf").fields["tokenizer.ggml.pre"]
+    assert bytes(field.parts[field.data[0]]).decode() == "gpt-2"
 
 
 def test_gguf_check_catches_a_wrong_layout(
