@@ -100,18 +100,12 @@ class _MovingGrid:
 
 
 def test_a_private_job_takes_the_server_step_and_spends_the_same_epsilon(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, flower_task_identity: None
 ) -> None:
-    from flwr.supercore.task_identity import TaskIdentity
-
     from tunesmith.config import FederatedSpec
     from tunesmith.federated.server import run_rounds
     from tunesmith.federated.simulate import federation_plan, start_job
 
-    # what a Flower runtime sets before a ServerApp builds messages
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
     privacy = {"clip": 1.0, "noise_multiplier": 1.5, "delta": 1e-5}
     epsilons, grids = {}, {}
     for server_lr in (1.0, 4.0):

@@ -58,16 +58,9 @@ def _text_of_every_row(path: Path) -> list[str]:
 
 
 def test_rounds_send_only_weights_and_are_recorded_with_lineage(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, flower_task_identity: None
 ) -> None:
-    from flwr.supercore.task_identity import TaskIdentity
-
     from tunesmith.federated.server import run_rounds
-
-    # what a Flower runtime sets before a ServerApp builds messages
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 0)
     from tunesmith.federated.simulate import client_datasets, federation_plan, start_job
 
     spec = FederatedSpec.model_validate({
